@@ -1,0 +1,220 @@
+import Foundation
+
+/// A configuration value that cannot be used; `description` is the one line a user sees.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let variable: String
+    public let problem: String
+    public var description: String { "\(variable): \(problem)" }
+}
+
+/// Everything a node needs, parsed and validated once at start-up from OpenSecureConf's
+/// `OSC_*` variables (environment, then a `.env` file, with command-line overrides on top).
+public struct NodeConfiguration: Sendable {
+    public enum LogFormat: String, Sendable { case json, console }
+    public enum ClusterMode: String, Sendable { case replica, federated }
+
+    public var host = "127.0.0.1"
+    public var port = 9000
+    public var databasePath = "data/configurations.db"
+    public var saltFilePath = "data/encryption.salt"
+    public var minUserKeyLength = 8
+    public var apiKeyRequired = false
+    public var apiKey: String?
+    public var logLevel = "INFO"
+    public var logFormat = LogFormat.json
+    public var logFile: String?
+    public var logMaxBytes = 100 * 1024 * 1024
+    public var logBackupCount = 5
+    public var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public var keyCacheSize = 1024
+    public var keyCacheTTLSeconds = 300.0
+    public var kdfMaxQueue = 64
+    public var kdfIterations: UInt32 = 480_000
+    public var maxBodyBytes = 1024 * 1024
+    public var idleTimeoutSeconds = 60.0
+
+    public var clusterEnabled = false
+    public var clusterMode = ClusterMode.replica
+    public var clusterNodeID: String?
+    public var clusterNodes: [String] = []
+    public var clusterSyncIntervalSeconds = 30.0
+
+    public init() {}
+
+    /// The id this node reports: `OSC_CLUSTER_NODE_ID`, else `host:port`.
+    public var nodeID: String { clusterNodeID ?? "\(host):\(port)" }
+
+    /// Every variable the node reads, with its meaning (the README table is generated from the same list).
+    public static let variables: [(name: String, meaning: String)] = [
+        ("OSC_HOST", "address to listen on (default 127.0.0.1)"),
+        ("OSC_HOST_PORT", "port to listen on (default 9000)"),
+        ("OSC_DATABASE_PATH", "SQLite database file (default data/configurations.db)"),
+        ("OSC_SALT_FILE_PATH", "64-byte salt file (default data/encryption.salt)"),
+        ("OSC_MIN_USER_KEY_LENGTH", "shortest accepted X-User-Key (default 8)"),
+        ("OSC_API_KEY_REQUIRED", "require X-API-Key on data and cluster endpoints (default false)"),
+        ("OSC_API_KEY", "the API key clients must send when required"),
+        ("OSC_LOG_LEVEL", "TRACE, DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"),
+        ("OSC_LOG_FORMAT", "json or console (default json)"),
+        ("OSC_LOG_FILE", "also write logs to this file, rotated by size"),
+        ("OSC_LOG_MAX_BYTES", "rotate the log file at this size (default 104857600)"),
+        ("OSC_LOG_BACKUP_COUNT", "rotated log files kept (default 5)"),
+        ("OSC_WORKERS", "HTTP event-loop threads (default: number of cores)"),
+        ("OSC_KEY_CACHE_SIZE", "derived keys kept in memory (default 1024)"),
+        ("OSC_KEY_CACHE_TTL", "seconds a derived key stays cached (default 300)"),
+        ("OSC_KDF_MAX_QUEUE", "key derivations allowed to wait beyond the running ones before 503 (default 64)"),
+        ("OSC_KDF_ITERATIONS", "PBKDF2 iterations (default 480000, OpenSecureConf's; change only for a new store)"),
+        ("OSC_MAX_BODY_BYTES", "largest request body accepted (default 1048576)"),
+        ("OSC_IDLE_TIMEOUT", "seconds before an idle connection is closed (default 60)"),
+        ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
+        ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
+        ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
+        ("OSC_CLUSTER_NODES", "comma-separated peers, host:port"),
+        ("OSC_CLUSTER_SYNC_INTERVAL", "seconds between anti-entropy rounds (default 30)"),
+    ]
+
+    /// Parses `values` (merged environment); unknown `OSC_*` names are ignored.
+    public static func parse(_ values: [String: String]) throws(ConfigurationError) -> NodeConfiguration {
+        var c = NodeConfiguration()
+        func value(_ name: String) -> String? {
+            guard let raw = values[name]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
+            return raw
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let raw = value(name) else { return nil }
+            guard let n = Int(raw) else { throw ConfigurationError(variable: name, problem: "'\(raw)' is not a whole number") }
+            guard range.contains(n) else { throw ConfigurationError(variable: name, problem: "\(n) is outside \(range.lowerBound)...\(range.upperBound)") }
+            return n
+        }
+        func seconds(_ name: String) throws(ConfigurationError) -> Double? {
+            guard let raw = value(name) else { return nil }
+            guard let n = Double(raw), n.isFinite, n > 0 else { throw ConfigurationError(variable: name, problem: "'\(raw)' is not a positive number of seconds") }
+            return n
+        }
+        func boolean(_ name: String) throws(ConfigurationError) -> Bool? {
+            guard let raw = value(name) else { return nil }
+            switch raw.lowercased() {
+            case "true", "1", "yes", "on": return true
+            case "false", "0", "no", "off": return false
+            default: throw ConfigurationError(variable: name, problem: "'\(raw)' is not true or false")
+            }
+        }
+
+        if let v = value("OSC_HOST") { c.host = v }
+        if let v = try integer("OSC_HOST_PORT", 1...65535) { c.port = v }
+        if let v = value("OSC_DATABASE_PATH") { c.databasePath = v }
+        if let v = value("OSC_SALT_FILE_PATH") { c.saltFilePath = v }
+        if let v = try integer("OSC_MIN_USER_KEY_LENGTH", 1...1024) { c.minUserKeyLength = v }
+        if let v = try boolean("OSC_API_KEY_REQUIRED") { c.apiKeyRequired = v }
+        c.apiKey = values["OSC_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if let v = value("OSC_LOG_LEVEL") {
+            guard LogLevelName.parse(v) != nil else {
+                throw ConfigurationError(variable: "OSC_LOG_LEVEL", problem: "'\(v)' is not one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL")
+            }
+            c.logLevel = v.uppercased()
+        }
+        if let v = value("OSC_LOG_FORMAT") {
+            guard let f = LogFormat(rawValue: v.lowercased()) else { throw ConfigurationError(variable: "OSC_LOG_FORMAT", problem: "'\(v)' is not json or console") }
+            c.logFormat = f
+        }
+        c.logFile = value("OSC_LOG_FILE")
+        if let v = try integer("OSC_LOG_MAX_BYTES", 4096...Int(Int32.max)) { c.logMaxBytes = v }
+        if let v = try integer("OSC_LOG_BACKUP_COUNT", 0...100) { c.logBackupCount = v }
+        if let v = try integer("OSC_WORKERS", 1...256) { c.workers = v }
+        if let v = try integer("OSC_KEY_CACHE_SIZE", 0...1_000_000) { c.keyCacheSize = v }
+        if let v = try seconds("OSC_KEY_CACHE_TTL") { c.keyCacheTTLSeconds = v }
+        if let v = try integer("OSC_KDF_MAX_QUEUE", 0...100_000) { c.kdfMaxQueue = v }
+        if let v = try integer("OSC_KDF_ITERATIONS", 1...100_000_000) { c.kdfIterations = UInt32(v) }
+        if let v = try integer("OSC_MAX_BODY_BYTES", 1024...(64 * 1024 * 1024)) { c.maxBodyBytes = v }
+        if let v = try seconds("OSC_IDLE_TIMEOUT") { c.idleTimeoutSeconds = v }
+
+        if let v = try boolean("OSC_CLUSTER_ENABLED") { c.clusterEnabled = v }
+        if let v = value("OSC_CLUSTER_MODE") {
+            guard let m = ClusterMode(rawValue: v.lowercased()) else { throw ConfigurationError(variable: "OSC_CLUSTER_MODE", problem: "'\(v)' is not replica or federated") }
+            c.clusterMode = m
+        }
+        if let v = value("OSC_CLUSTER_NODE_ID") {
+            guard isHostPort(v) else { throw ConfigurationError(variable: "OSC_CLUSTER_NODE_ID", problem: "'\(v)' is not host:port") }
+            c.clusterNodeID = v
+        }
+        if let v = value("OSC_CLUSTER_NODES") {
+            let nodes = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for n in nodes where !isHostPort(n) {
+                throw ConfigurationError(variable: "OSC_CLUSTER_NODES", problem: "'\(n)' is not host:port")
+            }
+            c.clusterNodes = nodes
+        }
+        if let v = try seconds("OSC_CLUSTER_SYNC_INTERVAL") { c.clusterSyncIntervalSeconds = v }
+
+        if c.apiKeyRequired {
+            guard let key = c.apiKey else {
+                throw ConfigurationError(variable: "OSC_API_KEY", problem: "must be set when OSC_API_KEY_REQUIRED=true")
+            }
+            guard key != "your-super-secret-api-key-here" else {
+                throw ConfigurationError(variable: "OSC_API_KEY", problem: "is still OpenSecureConf's example value; set a secret of your own")
+            }
+        }
+        return c
+    }
+
+    static func isHostPort(_ s: String) -> Bool {
+        guard let colon = s.lastIndex(of: ":") else { return false }
+        let host = s[..<colon]
+        guard let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port), !host.isEmpty else { return false }
+        return host.allSatisfy { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == "[" || $0 == "]" || $0 == ":" }
+    }
+
+    /// Reads a `.env` file: `NAME=value` lines, `#` comments, optional `export ` and quotes.
+    public static func readDotEnv(at path: String) throws(ConfigurationError) -> [String: String] {
+        guard FileManager.default.fileExists(atPath: path) else { return [:] }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigurationError(variable: path, problem: "cannot be read as UTF-8 text")
+        }
+        var out: [String: String] = [:]
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = String(line.dropFirst(7)).trimmingCharacters(in: .whitespaces) }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw ConfigurationError(variable: "\(path):\(number + 1)", problem: "expected NAME=value")
+            }
+            let name = line[..<eq].trimmingCharacters(in: .whitespaces)
+            var value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            } else if let hash = value.range(of: " #") {
+                value = value[..<hash.lowerBound].trimmingCharacters(in: .whitespaces)
+            }
+            out[name] = value
+        }
+        return out
+    }
+
+    /// The merged view: `.env` below the process environment, `overrides` (flags) on top.
+    public static func load(environment: [String: String], dotEnvPath: String?, overrides: [String: String]) throws(ConfigurationError) -> NodeConfiguration {
+        var merged = try dotEnvPath.map { path throws(ConfigurationError) in try readDotEnv(at: path) } ?? [:]
+        for (k, v) in environment { merged[k] = v }
+        for (k, v) in overrides { merged[k] = v }
+        return try parse(merged)
+    }
+}
+
+/// Python-style level names mapped onto swift-log's.
+enum LogLevelName {
+    static func parse(_ s: String) -> String? {
+        switch s.uppercased() {
+        case "TRACE": "trace"
+        case "DEBUG": "debug"
+        case "INFO": "info"
+        case "NOTICE": "notice"
+        case "WARNING", "WARN": "warning"
+        case "ERROR": "error"
+        case "CRITICAL", "FATAL": "critical"
+        default: nil
+        }
+    }
+}
+
+/// Maps the configured level name to swift-log's level raw value.
+public enum LogLevelNames {
+    public static func swiftLogName(_ name: String) -> String { LogLevelName.parse(name) ?? "info" }
+}

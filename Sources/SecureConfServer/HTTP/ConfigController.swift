@@ -1,0 +1,199 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SecureConfCrypto
+import SecureConfStore
+
+/// `/configs`: OpenSecureConf's create, read, update, delete and list, over the encrypted store.
+struct ConfigController<Context: RequestContext>: Sendable {
+    let node: SecureConfNode
+
+    func addRoutes(to group: RouterGroup<Context>) {
+        group.post(use: create)
+        group.get(use: list)
+        group.get("{key}", use: read)
+        group.put("{key}", use: update)
+        group.delete("{key}", use: delete)
+    }
+
+    private var configuration: NodeConfiguration { node.configuration }
+
+    /// The caller's derived key (cache or one shared PBKDF2 run).
+    private func derivedKey(_ request: Request) async throws -> CachedKey {
+        let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
+        return try await node.keys.key(for: userKey)
+    }
+
+    /// Encrypts a value as OpenSecureConf does: Python-style `json.dumps`, then Fernet.
+    private func encrypt(_ value: JSONValue, with key: CachedKey) -> String {
+        node.metrics.recordEncryption("encrypt")
+        return Fernet.encrypt(JSONWriter.encode(value, style: .python), key: key.key)
+    }
+
+    /// Decrypts a stored value into JSON text; a MAC failure is the caller's wrong key.
+    private func decrypt(_ entry: ConfigEntry, with key: CachedKey) throws(APIError) -> [UInt8] {
+        node.metrics.recordEncryption("decrypt")
+        do {
+            let plaintext = try Fernet.decrypt(entry.ciphertext, key: key.key)
+            node.keys.markProven(key.index)
+            return Self.validJSON(plaintext)
+        } catch {
+            node.keys.reportFailure(key.index)
+            throw APIError.wrongUserKey
+        }
+    }
+
+    /// Plaintext that is valid JSON as is; anything else (an OpenSecureConf value holding
+    /// NaN, say) is returned as a JSON string rather than failing the request.
+    static func validJSON(_ plaintext: [UInt8]) -> [UInt8] {
+        if (try? JSONParser.parse(plaintext, maxDepth: 512)) != nil { return plaintext }
+        return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
+    }
+
+    private func authenticator(_ key: CachedKey) -> @Sendable (String) -> Bool {
+        let derived = key.key
+        return { token in (try? Fernet.decrypt(token, key: derived)) != nil }
+    }
+
+    @Sendable func create(_ request: Request, context: Context) async throws -> Response {
+        let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
+        let body = try await RequestInput.jsonObject(request, maxBytes: configuration.maxBodyBytes)
+        guard let rawName = body["key"] else { throw APIError.unprocessable("key is required") }
+        guard let name = rawName.stringValue else { throw APIError.unprocessable("key must be a string, not \(rawName.typeName)") }
+        let configKey = try RequestInput.validateKey(name)
+        guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
+        let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
+            try RequestInput.validateName(name, field: "category")
+        }
+        let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
+        let key = try await node.keys.key(for: userKey)
+        let token = encrypt(value, with: key)
+        do {
+            let entry = try await node.store.create(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
+                                                    ciphertext: token, actor: node.actor(for: key))
+            node.keys.markProven(key.index)
+            node.metrics.recordOperation("create", success: true)
+            return JSONResponse.make(.created) { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
+        } catch {
+            node.metrics.recordOperation("create", success: false)
+            throw error
+        }
+    }
+
+    @Sendable func read(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
+        guard let entry = try await node.store.entry(environment: environment, key: configKey) else {
+            node.metrics.recordOperation("read", success: false)
+            throw StoreError.notFound(environment: environment, key: configKey)
+        }
+        let key = try await derivedKey(request)
+        do {
+            let value = try decrypt(entry, with: key)
+            node.metrics.recordOperation("read", success: true)
+            return JSONResponse.make { $0.record(entry, valueJSON: value) }
+        } catch {
+            node.metrics.recordOperation("read", success: false)
+            throw error
+        }
+    }
+
+    @Sendable func update(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
+        let body = try await RequestInput.jsonObject(request, maxBytes: configuration.maxBodyBytes)
+        guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
+        let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
+            try RequestInput.validateName(name, field: "category")
+        }
+        let key = try await node.keys.key(for: userKey)
+        let token = encrypt(value, with: key)
+        do {
+            let entry = try await node.store.update(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
+                                                    ciphertext: token, actor: node.actor(for: key), authenticates: authenticator(key))
+            node.keys.markProven(key.index)
+            node.metrics.recordOperation("update", success: true)
+            return JSONResponse.make { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
+        } catch {
+            if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
+            node.metrics.recordOperation("update", success: false)
+            throw error
+        }
+    }
+
+    @Sendable func delete(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        let key = try await derivedKey(request)
+        do {
+            try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key), authenticates: authenticator(key))
+            node.keys.markProven(key.index)
+            node.metrics.recordOperation("delete", success: true)
+            return JSONResponse.message("Configuration '\(configKey)' deleted successfully")
+        } catch {
+            if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
+            node.metrics.recordOperation("delete", success: false)
+            throw error
+        }
+    }
+
+    /// A JSON array of the entries the caller's key decrypts, in creation order. Entries
+    /// written under other user keys are left out (their count is in
+    /// `X-SecureConf-Skipped`); if there are entries and none decrypts, the key is wrong: 401.
+    /// `limit` (1–10000) with `offset` or `after` (the last `id` seen) pages through; the
+    /// next `after` is in `X-SecureConf-Next-After`.
+    @Sendable func list(_ request: Request, context: Context) async throws -> Response {
+        let query = try RequestInput.query(request)
+        let environment = try query["environment"].flatMap { $0.isEmpty ? nil : $0 }.map { v throws(APIError) in
+            try RequestInput.validateName(v, field: "environment")
+        }
+        let category = try query["category"].flatMap { $0.isEmpty ? nil : $0 }.map { v throws(APIError) in
+            try RequestInput.validateName(v, field: "category")
+        }
+        func number(_ name: String, _ range: ClosedRange<Int>) throws(APIError) -> Int? {
+            guard let raw = query[name], !raw.isEmpty else { return nil }
+            guard let n = Int(raw), range.contains(n) else {
+                throw APIError.unprocessable("\(name) must be a whole number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n
+        }
+        let limit = try number("limit", 1...10_000)
+        let offset = try number("offset", 0...Int(Int32.max)) ?? 0
+        let after = try number("after", 0...Int.max).map(Int64.init)
+        let key = try await derivedKey(request)
+        let entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
+        var writer = JSONWriter(capacity: 64 + entries.count * 256)
+        writer.raw("[")
+        var returned = 0
+        var skipped = 0
+        for entry in entries {
+            guard let plaintext = try? Fernet.decrypt(entry.ciphertext, key: key.key) else {
+                skipped += 1
+                continue
+            }
+            if returned > 0 { writer.raw(",") }
+            writer.record(entry, valueJSON: Self.validJSON(plaintext))
+            returned += 1
+        }
+        writer.raw("]")
+        node.metrics.recordEncryption("decrypt", count: entries.count)
+        if !entries.isEmpty && returned == 0 {
+            node.keys.reportFailure(key.index)
+            node.metrics.recordOperation("list", success: false)
+            throw APIError.wrongUserKey
+        }
+        if returned > 0 { node.keys.markProven(key.index) }
+        node.metrics.recordOperation("list", success: true)
+        var headers: HTTPFields = [:]
+        if skipped > 0 { headers[HTTPField.Name("X-SecureConf-Skipped")!] = String(skipped) }
+        if let limit, entries.count == limit, let last = entries.last {
+            headers[HTTPField.Name("X-SecureConf-Next-After")!] = String(last.id)
+        }
+        return JSONResponse.make(.ok, writer.bytes, headers: headers)
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SecureConfStore
+
+/// Builds JSON responses from bytes written by `JSONWriter` (no Codable round-trips on the hot path).
+enum JSONResponse {
+    static func make(_ status: HTTPResponse.Status = .ok, _ bytes: [UInt8], headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func make(_ status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], _ build: (inout JSONWriter) -> Void) -> Response {
+        var w = JSONWriter(capacity: 512)
+        build(&w)
+        return make(status, w.bytes, headers: headers)
+    }
+
+    static func error(status: HTTPResponse.Status, detail: String, headers: HTTPFields = [:]) -> Response {
+        make(status, headers: headers) { w in
+            w.raw("{")
+            w.member("detail", first: true)
+            w.string(detail)
+            w.raw("}")
+        }
+    }
+
+    static func message(_ text: String) -> Response {
+        make { w in
+            w.raw("{")
+            w.member("message", first: true)
+            w.string(text)
+            w.raw("}")
+        }
+    }
+}
+
+/// Timestamps as OpenSecureConf writes them: naive UTC ISO 8601 with microseconds and a `Z`.
+enum Timestamp {
+    static func iso8601(micros: Int64) -> String {
+        var seconds = time_t(micros / 1_000_000)
+        let fraction = Int(micros % 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                      parts.tm_hour, parts.tm_min, parts.tm_sec, fraction)
+    }
+}
+
+extension JSONWriter {
+    /// `{"id","key","category","environment","value","created_at","updated_at"}` with
+    /// `valueJSON` already-validated JSON text.
+    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8]) {
+        raw("{")
+        member("id", first: true); integer(entry.id)
+        member("key"); string(entry.key)
+        member("category"); optionalString(entry.category)
+        member("environment"); string(entry.environment)
+        member("value"); appendRaw(valueJSON)
+        member("created_at"); string(Timestamp.iso8601(micros: entry.createdAt))
+        member("updated_at"); string(Timestamp.iso8601(micros: entry.updatedAt))
+        raw("}")
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import SecureConfCrypto
+
+/// The outermost middleware: turns every error into `{"detail": ...}` with the right
+/// status, and records request metrics and a debug access line, once for all routes.
+struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let apiError = APIError.from(error)
+            let endpoint = context.endpointPath ?? "unmatched"
+            metrics.recordAPIError(endpoint: endpoint, errorType: apiError.kind)
+            if apiError.status.code >= 500 && apiError.kind == "internal" {
+                logger.error("request failed", metadata: ["endpoint": "\(endpoint)", "method": "\(request.method)", "error_type": "\(type(of: error))"])
+            }
+            response = JSONResponse.error(status: apiError.status, detail: apiError.detail, headers: apiError.headers)
+        }
+        let endpoint = context.endpointPath ?? "unmatched"
+        let elapsed = ContinuousClock.now - started
+        metrics.recordRequest(method: request.method.rawValue, endpoint: endpoint, status: response.status.code, duration: elapsed)
+        if logger.logLevel <= .debug {
+            logger.debug("request", metadata: [
+                "method": "\(request.method)", "endpoint": "\(endpoint)", "status": "\(response.status.code)",
+                "duration_ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)",
+            ])
+        }
+        return response
+    }
+}
+
+/// Requires `X-API-Key` (compared in constant time) when the node is configured to.
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+    let required: Bool
+    let apiKey: [UInt8]
+
+    init(configuration: NodeConfiguration) {
+        required = configuration.apiKeyRequired
+        apiKey = Array((configuration.apiKey ?? "").utf8)
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if required {
+            guard let given = request.headers[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
+            // Compare fixed-length digests so neither content nor length leaks through timing.
+            let a = OpenSSL.sha256(Array(given.utf8))
+            let b = OpenSSL.sha256(apiKey)
+            guard OpenSSL.constantTimeEquals(a, b) else { throw APIError.wrongAPIKey }
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Reading and validating what a client sent: query strings, path keys, credentials, bodies.
+enum RequestInput {
+    static let userKeyHeader = HTTPField.Name("X-User-Key")!
+    static let apiKeyHeader = HTTPField.Name("X-API-Key")!
+    static let defaultEnvironment = "default"
+
+    /// Percent-decodes strictly (and `+` as space in queries); nil on bad escapes or invalid UTF-8.
+    static func percentDecode<S: StringProtocol>(_ text: S, plusIsSpace: Bool) -> String? {
+        var out = [UInt8]()
+        out.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        while let b = iterator.next() {
+            if b == UInt8(ascii: "%") {
+                guard let h = iterator.next().flatMap(hex), let l = iterator.next().flatMap(hex) else { return nil }
+                out.append(h << 4 | l)
+            } else if plusIsSpace && b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    /// The query's parameters; a repeated name keeps its last value.
+    static func query(_ request: Request) throws(APIError) -> [String: String] {
+        guard let raw = request.uri.query, !raw.isEmpty else { return [:] }
+        var out: [String: String] = [:]
+        for pair in raw.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = percentDecode(parts[0], plusIsSpace: true),
+                  let value = percentDecode(parts.count > 1 ? parts[1] : "", plusIsSpace: true) else {
+                throw APIError.badRequest("Malformed query string: invalid percent-encoding or UTF-8")
+            }
+            out[name] = value
+        }
+        return out
+    }
+
+    static func hasControlCharacters(_ s: String) -> Bool {
+        s.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }
+    }
+
+    /// A configuration key: 1–255 characters, no control characters, no `/`.
+    static func validateKey(_ key: String) throws(APIError) -> String {
+        guard !key.isEmpty else { throw APIError.unprocessable("key must not be empty") }
+        guard key.count <= 255 else { throw APIError.unprocessable("key must be at most 255 characters") }
+        guard !hasControlCharacters(key) else { throw APIError.unprocessable("key must not contain control characters") }
+        guard !key.contains("/") else { throw APIError.unprocessable("key must not contain '/'") }
+        return key
+    }
+
+    /// The `{key}` path parameter, percent-decoded and validated.
+    static func pathKey(_ context: some RequestContext) throws(APIError) -> String {
+        guard let raw = context.parameters.get("key") else { throw APIError.badRequest("Missing key in path") }
+        guard let key = percentDecode(raw, plusIsSpace: false) else {
+            throw APIError.badRequest("Key in path has invalid percent-encoding or UTF-8")
+        }
+        return try validateKey(key)
+    }
+
+    /// Environment and category names: at most 100 characters, no control characters.
+    static func validateName(_ value: String, field: String) throws(APIError) -> String {
+        guard value.count <= 100 else { throw APIError.unprocessable("\(field) must be at most 100 characters") }
+        guard !hasControlCharacters(value) else { throw APIError.unprocessable("\(field) must not contain control characters") }
+        return value
+    }
+
+    /// The environment a request addresses: the parameter if given and non-empty, else `default`.
+    static func environment(_ value: String?) throws(APIError) -> String {
+        guard let value, !value.isEmpty else { return defaultEnvironment }
+        return try validateName(value, field: "environment")
+    }
+
+    /// The caller's user key, present and long enough, else 401.
+    static func userKey(_ request: Request, minimumLength: Int) throws(APIError) -> String {
+        guard let key = request.headers[userKeyHeader] else { throw APIError.missingUserKey }
+        guard key.count >= minimumLength else { throw APIError.shortUserKey(minimumLength) }
+        return key
+    }
+
+    /// The body as a JSON object, within the size limit and nesting depth.
+    static func jsonObject(_ request: Request, maxBytes: Int) async throws -> JSONValue {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes {
+            throw APIError(.contentTooLarge, "Request body too large (limit \(maxBytes) bytes)", kind: "body_too_large")
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, "Request body too large (limit \(maxBytes) bytes)", kind: "body_too_large")
+        } catch {
+            throw APIError.badRequest("Request body could not be read")
+        }
+        guard buffer.readableBytes > 0 else { throw APIError.badRequest("Request body is empty; expected a JSON object") }
+        let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(bytes)
+        } catch {
+            throw APIError.badRequest(error.description)
+        }
+        guard case .object = value else { throw APIError.unprocessable("Request body must be a JSON object, not \(value.typeName)") }
+        return value
+    }
+
+    /// An optional string member (null or absent gives nil).
+    static func optionalString(_ body: JSONValue, _ name: String) throws(APIError) -> String? {
+        guard let v = body[name], !v.isNull else { return nil }
+        guard let s = v.stringValue else { throw APIError.unprocessable("\(name) must be a string or null, not \(v.typeName)") }
+        return s
+    }
+}

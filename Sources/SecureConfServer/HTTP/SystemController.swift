@@ -1,0 +1,112 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Service information, health, readiness, metrics, and the single-node cluster endpoints.
+struct SystemController<Context: RequestContext>: Sendable {
+    let node: SecureConfNode
+
+    func addPublicRoutes(to router: Router<Context>) {
+        router.get("/", use: info)
+        router.get("/health") { _, _ in JSONResponse.make { $0.raw(#"{"status":"healthy"}"#) } }
+        router.get("/ready", use: ready)
+        router.get("/metrics", use: metrics)
+        router.get("/cluster/health", use: clusterHealth)
+    }
+
+    func addProtectedRoutes(to group: RouterGroup<Context>) {
+        group.get("/cluster/status", use: clusterStatus)
+        group.get("/cluster/salt", use: salt)
+        group.post("/cluster/salt", use: receiveSalt)
+    }
+
+    @Sendable func info(_ request: Request, context: Context) async throws -> Response {
+        let c = node.configuration
+        return JSONResponse.make { w in
+            w.raw("{")
+            w.member("service", first: true); w.string("SecureConf")
+            w.member("name"); w.string("SecureConf (OpenSecureConf-compatible API)")
+            w.member("version"); w.string(SecureConfVersion.string)
+            w.member("status"); w.string("operational")
+            w.member("features")
+            w.write(.array(["encryption:fernet+pbkdf2-sha256", "environments", "categories", "derived-key-cache",
+                            "group-commit", "revisions", "metrics:prometheus"].map { .string($0) }))
+            w.member("api_key_required"); w.raw(c.apiKeyRequired ? "true" : "false")
+            w.member("cluster_enabled"); w.raw(c.clusterEnabled ? "true" : "false")
+            w.member("cluster_mode"); w.optionalString(c.clusterEnabled ? c.clusterMode.rawValue : nil)
+            w.member("node_id"); w.string(c.nodeID)
+            w.member("cluster")
+            w.raw("{"); w.member("enabled", first: true); w.raw(c.clusterEnabled ? "true" : "false"); w.raw("}")
+            w.member("endpoints")
+            w.write(.object([
+                ("create", "POST /configs"), ("read", "GET /configs/{key}"), ("update", "PUT /configs/{key}"),
+                ("delete", "DELETE /configs/{key}"), ("list", "GET /configs"), ("cluster_status", "GET /cluster/status"),
+                ("cluster_health", "GET /cluster/health"), ("health", "GET /health"), ("ready", "GET /ready"), ("metrics", "GET /metrics"),
+            ].map { ($0.0, JSONValue.string($0.1)) }))
+            w.raw("}")
+        }
+    }
+
+    @Sendable func ready(_ request: Request, context: Context) async throws -> Response {
+        JSONResponse.make { w in
+            w.raw("{"); w.member("ready", first: true); w.raw("true")
+            w.member("entries"); w.integer(node.store.liveEntryCount)
+            w.raw("}")
+        }
+    }
+
+    @Sendable func metrics(_ request: Request, context: Context) async throws -> Response {
+        node.metrics.configEntries.set(to: Double(node.store.liveEntryCount))
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
+    }
+
+    @Sendable func clusterHealth(_ request: Request, context: Context) async throws -> Response {
+        JSONResponse.make { w in
+            w.raw("{"); w.member("status", first: true); w.string("healthy")
+            w.member("node_id"); w.string(node.configuration.nodeID)
+            w.raw("}")
+        }
+    }
+
+    @Sendable func clusterStatus(_ request: Request, context: Context) async throws -> Response {
+        let c = node.configuration
+        return JSONResponse.make { w in
+            w.raw("{")
+            w.member("enabled", first: true); w.raw(c.clusterEnabled ? "true" : "false")
+            w.member("mode"); w.optionalString(c.clusterEnabled ? c.clusterMode.rawValue : nil)
+            w.member("node_id"); w.string(c.nodeID)
+            w.member("total_nodes"); w.integer(1)
+            w.member("healthy_nodes"); w.integer(1)
+            w.member("salt_fingerprint"); w.string(node.saltFingerprint)
+            w.member("nodes"); w.raw("[")
+            w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)
+            w.member("healthy"); w.raw("true"); w.member("self"); w.raw("true"); w.raw("}")
+            w.raw("]")
+            w.raw("}")
+        }
+    }
+
+    /// The raw salt, for peers holding the API key (OpenSecureConf's salt-sync endpoint).
+    @Sendable func salt(_ request: Request, context: Context) async throws -> Response {
+        Response(status: .ok, headers: [.contentType: "application/octet-stream",
+                                        .contentDisposition: "attachment; filename=encryption.salt"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.salt)))
+    }
+
+    /// Accepts a salt only if it equals the one in use: a salt is never replaced.
+    @Sendable func receiveSalt(_ request: Request, context: Context) async throws -> Response {
+        let buffer = try await request.body.collect(upTo: 4096)
+        let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
+        guard bytes.count == SaltFile.length else {
+            throw APIError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")
+        }
+        guard bytes == node.salt else {
+            throw APIError(.conflict, "Salt file already exists and differs from received salt; a salt is never replaced", kind: "salt_conflict")
+        }
+        return JSONResponse.make { w in
+            w.raw(#"{"message":"Salt already present and matches","status":"ok"}"#)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOPosix
+import SecureConfCrypto
+import SecureConfStore
+import ServiceLifecycle
+
+public enum SecureConfVersion {
+    public static let string = "0.1.0"
+}
+
+/// Why a node will not start; the message names what is wrong and what to do.
+public struct StartupError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// One node's long-lived parts: configuration, store, salt, key cache, metrics, logger.
+public final class SecureConfNode: Sendable {
+    public let configuration: NodeConfiguration
+    public let store: ConfigStore
+    public let keys: DerivedKeyCache
+    public let metrics: ServerMetrics
+    public let logger: Logger
+    public let salt: [UInt8]
+    public let saltFingerprint: String
+
+    /// Opens the store and the salt, refusing to start rather than ever minting a salt
+    /// over existing data or serving data encrypted under a different salt.
+    public init(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger) throws {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        let databaseDirectory = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent().path
+        do {
+            try FileManager.default.createDirectory(atPath: databaseDirectory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StartupError(description: "cannot create the data directory \(databaseDirectory): \(error.localizedDescription)")
+        }
+        let store: ConfigStore
+        do {
+            store = try ConfigStore(configuration: .init(path: configuration.databasePath, nodeID: configuration.nodeID), logger: logger)
+        } catch {
+            throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
+        }
+        self.store = store
+        let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
+        self.salt = salt
+        self.saltFingerprint = SaltFile.fingerprint(salt)
+        keys = DerivedKeyCache(salt: salt, configuration: .init(
+            capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
+            maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
+    }
+
+    static func loadSalt(configuration: NodeConfiguration, store: ConfigStore, logger: Logger) throws -> [UInt8] {
+        let path = configuration.saltFilePath
+        let recorded = try store.metadata("salt_fingerprint")
+        let hasData = try store.hasData()
+        let recordedIterations = try store.metadata("kdf_iterations")
+        if let recordedIterations, recordedIterations != String(configuration.kdfIterations) {
+            throw StartupError(description: "the database \(configuration.databasePath) was written with PBKDF2 iterations \(recordedIterations), but OSC_KDF_ITERATIONS is \(configuration.kdfIterations); set it back to \(recordedIterations)")
+        }
+        var salt: [UInt8]
+        do {
+            if let existing = try SaltFile.read(at: path) {
+                salt = existing
+            } else if recorded != nil || hasData {
+                throw StartupError(description: "salt file \(path) is missing, but the database \(configuration.databasePath) holds data encrypted with salt \(recorded ?? "(unrecorded)"); restore the salt file from backup. SecureConf never creates a new salt over existing data, because every stored secret would become unreadable")
+            } else {
+                try SaltFile.create(at: path)
+                guard let created = try SaltFile.read(at: path) else { throw SaltError(description: "salt file \(path) vanished after creation") }
+                salt = created
+                logger.notice("created a new salt", metadata: ["salt_file": "\(path)", "salt_fingerprint": "\(SaltFile.fingerprint(created))"])
+            }
+        } catch let error as SaltError {
+            throw StartupError(description: error.description)
+        }
+        let fingerprint = SaltFile.fingerprint(salt)
+        if let recorded, recorded != fingerprint {
+            throw StartupError(description: "salt file \(path) does not match the database \(configuration.databasePath) (salt fingerprint \(fingerprint), database expects \(recorded)); the file is truncated, replaced or from another node. Restore the original salt file from backup")
+        }
+        if salt.count < 16 {
+            throw StartupError(description: "salt file \(path) holds only \(salt.count) bytes; a salt is \(SaltFile.length) random bytes. Restore it from backup")
+        }
+        if recorded == nil {
+            try store.setMetadata("salt_fingerprint", fingerprint)
+            try store.setMetadata("kdf_algorithm", "pbkdf2-hmac-sha256")
+            try store.setMetadata("kdf_iterations", String(configuration.kdfIterations))
+        }
+        return salt
+    }
+
+    /// A stable, non-reversible identifier of the credential behind a request, for history and audit.
+    func actor(for key: CachedKey) -> String {
+        "uk:" + String(key.index.hashValueHex.prefix(12))
+    }
+
+    /// Finishes pending writes and closes the store.
+    public func close() async {
+        await store.close()
+        await keys.shutdown()
+    }
+}
+
+/// The router with every route and middleware: what tests drive in-process.
+public func buildRouter(node: SecureConfNode) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
+    let system = SystemController<BasicRequestContext>(node: node)
+    system.addPublicRoutes(to: router)
+    let protected = router.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
+    system.addProtectedRoutes(to: protected)
+    ConfigController(node: node).addRoutes(to: protected.group("configs"))
+    return router
+}
+
+/// Closes the store after the HTTP server has drained (services stop in reverse order).
+struct StoreLifecycleService: Service {
+    let node: SecureConfNode
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await node.close()
+        node.logger.info("store closed")
+    }
+}
+
+/// The whole application: HTTP server, router, and the store's lifecycle.
+public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    let c = node.configuration
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
+    var app = Application(
+        router: buildRouter(node: node),
+        server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000)))),
+        configuration: .init(address: .hostname(c.host, port: c.port), serverName: nil, backlog: 1024),
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+        eventLoopGroupProvider: .shared(group),
+        logger: node.logger
+    )
+    app.addServices(StoreLifecycleService(node: node))
+    return app
+}

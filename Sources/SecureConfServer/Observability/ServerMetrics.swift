@@ -1,0 +1,125 @@
+import Prometheus
+import SecureConfCrypto
+import Synchronization
+
+/// The node's Prometheus metrics, with OpenSecureConf's names. Labels carry route
+/// templates, methods, status codes and operation names only: never keys or values.
+public final class ServerMetrics: Sendable, DerivedKeyCacheObserver {
+    public let registry = PrometheusCollectorRegistry()
+
+    private struct RequestKey: Hashable { let method: String, endpoint: String, status: Int }
+    private struct PairKey: Hashable { let a: String, b: String }
+
+    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
+    private let durations = Mutex<[PairKey: DurationHistogram]>([:])
+    private let operationCounters = Mutex<[PairKey: Counter]>([:])
+    private let errorCounters = Mutex<[PairKey: Counter]>([:])
+    private let encryptionCounters = Mutex<[String: Counter]>([:])
+
+    public let configEntries: Gauge
+    public let clusterNodesTotal: Gauge
+    public let clusterNodesHealthy: Gauge
+    public let clusterSyncDuration: DurationHistogram
+    let keyDerivations: Counter
+    let keyCacheHits: Counter
+    let keyCacheMisses: Counter
+    let keyDerivationsRefused: Counter
+    let keyDerivationDuration: DurationHistogram
+    public let logLinesDropped: Counter
+
+    static let latencyBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
+
+    public init() {
+        configEntries = registry.makeGauge(name: "osc_config_entries_total", help: "Live configuration entries stored on this node")
+        clusterNodesTotal = registry.makeGauge(name: "osc_cluster_nodes_total", help: "Nodes in the cluster, this one included")
+        clusterNodesHealthy = registry.makeGauge(name: "osc_cluster_nodes_healthy", help: "Healthy nodes in the cluster, this one included")
+        clusterSyncDuration = registry.makeDurationHistogram(name: "osc_cluster_sync_duration_seconds", buckets: Self.latencyBuckets,
+                                                             help: "Duration of cluster synchronisation rounds")
+        keyDerivations = registry.makeCounter(name: "osc_key_derivations_total", help: "PBKDF2 key derivations run")
+        keyCacheHits = registry.makeCounter(name: "osc_key_cache_hits_total", help: "Requests answered from the derived-key cache")
+        keyCacheMisses = registry.makeCounter(name: "osc_key_cache_misses_total", help: "Requests that needed a key derivation")
+        keyDerivationsRefused = registry.makeCounter(name: "osc_key_derivations_refused_total",
+                                                     help: "Requests refused with 503 because the derivation pool and queue were full")
+        keyDerivationDuration = registry.makeDurationHistogram(name: "osc_key_derivation_duration_seconds", buckets: [
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(75), .milliseconds(100),
+            .milliseconds(150), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5),
+        ], help: "Time to derive a key with PBKDF2, queueing included")
+        logLinesDropped = registry.makeCounter(name: "osc_log_lines_dropped_total", help: "Log lines dropped because the log writer fell behind")
+        clusterNodesTotal.set(to: 1.0)
+        clusterNodesHealthy.set(to: 1.0)
+    }
+
+    public func recordRequest(method: String, endpoint: String, status: Int, duration: Duration) {
+        let key = RequestKey(method: method, endpoint: endpoint, status: status)
+        let counter = requestCounters.withLock { cache in
+            if let c = cache[key] { return c }
+            let c = registry.makeCounter(name: "osc_http_requests_total",
+                                         labels: [("method", method), ("endpoint", endpoint), ("status_code", String(status))],
+                                         help: "HTTP requests by method, route template and status")
+            cache[key] = c
+            return c
+        }
+        counter.increment()
+        let pair = PairKey(a: method, b: endpoint)
+        let histogram = durations.withLock { cache in
+            if let h = cache[pair] { return h }
+            let h = registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: "osc_http_request_duration_seconds", unitName: "",
+                                                                                    helpText: "HTTP request duration by method and route template"),
+                                                   labels: [("method", method), ("endpoint", endpoint)], buckets: Self.latencyBuckets)
+            cache[pair] = h
+            return h
+        }
+        histogram.record(duration)
+    }
+
+    public func recordOperation(_ operation: String, success: Bool) {
+        let key = PairKey(a: operation, b: success ? "success" : "error")
+        counter(in: operationCounters, key: key, name: "osc_config_operations_total",
+                labels: [("operation", key.a), ("status", key.b)], help: "Configuration operations by kind and outcome").increment()
+    }
+
+    public func recordAPIError(endpoint: String, errorType: String) {
+        let key = PairKey(a: endpoint, b: errorType)
+        counter(in: errorCounters, key: key, name: "osc_api_errors_total",
+                labels: [("endpoint", endpoint), ("error_type", errorType)], help: "API errors by route template and kind").increment()
+    }
+
+    public func recordEncryption(_ operation: String, count: Int = 1) {
+        let c = encryptionCounters.withLock { cache in
+            if let c = cache[operation] { return c }
+            let c = registry.makeCounter(name: "osc_encryption_operations_total", labels: [("operation", operation)],
+                                         help: "Fernet encryptions and decryptions")
+            cache[operation] = c
+            return c
+        }
+        c.increment(by: Int64(count))
+    }
+
+    private func counter(in cache: borrowing Mutex<[PairKey: Counter]>, key: PairKey, name: String, labels: [(String, String)], help: String) -> Counter {
+        cache.withLock { cache in
+            if let c = cache[key] { return c }
+            let c = registry.makeCounter(name: name, labels: labels, help: help)
+            cache[key] = c
+            return c
+        }
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+
+    // MARK: DerivedKeyCacheObserver
+
+    public func cacheHit() { keyCacheHits.increment() }
+    public func cacheMiss() { keyCacheMisses.increment() }
+    public func derivationFinished(seconds: Double) {
+        keyDerivations.increment()
+        keyDerivationDuration.record(.nanoseconds(Int64(seconds * 1e9)))
+    }
+    public func derivationRefused() { keyDerivationsRefused.increment() }
+}

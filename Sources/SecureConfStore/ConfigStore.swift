@@ -1,0 +1,257 @@
+import Foundation
+import GRDB
+import Logging
+import Synchronization
+
+/// The SQLite store: append-only revisions, the current entry per (environment, key),
+/// node metadata. Reads run on a pool of WAL readers and never wait for writes; writes
+/// are grouped into one transaction (group commit) and each returns only once durable.
+public final class ConfigStore: Sendable {
+    public struct Configuration: Sendable {
+        public var path: String
+        public var nodeID: String
+        /// The most writes folded into one transaction.
+        public var maxBatch: Int = 256
+        public var readers: Int = 4
+
+        public init(path: String, nodeID: String) {
+            self.path = path
+            self.nodeID = nodeID
+        }
+    }
+
+    public let nodeID: String
+    public let clock: HybridLogicalClock
+    private let pool: DatabasePool
+    private let writer: GroupCommitWriter
+    private let liveEntries: Mutex<Int>
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "secureconf.store")) throws {
+        var config = GRDB.Configuration()
+        config.maximumReaderCount = max(1, configuration.readers)
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            // FULL: a commit is on disk before the write is acknowledged, even across power loss.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        let created = !FileManager.default.fileExists(atPath: configuration.path)
+        let oldMask = umask(0o077)
+        defer { umask(oldMask) }
+        pool = try DatabasePool(path: configuration.path, configuration: config)
+        if created { chmod(configuration.path, 0o600) }
+        try Schema.migrator.migrate(pool)
+        nodeID = configuration.nodeID
+        let (count, maxHLC) = try pool.read { db in
+            (try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0,
+             try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM revisions") ?? 0)
+        }
+        liveEntries = Mutex(count)
+        clock = HybridLogicalClock(startingAfter: maxHLC)
+        writer = GroupCommitWriter(pool: pool, maxBatch: configuration.maxBatch, logger: logger)
+    }
+
+    /// Closes the database after pending writes have finished.
+    public func close() async {
+        await writer.drain()
+        try? pool.close()
+    }
+
+    /// Live (not deleted) entries across all environments, kept without scanning.
+    public var liveEntryCount: Int { liveEntries.withLock { $0 } }
+
+    // MARK: Metadata
+
+    public func metadata(_ name: String) throws -> String? {
+        try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE name = ?", arguments: [name]) }
+    }
+
+    public func setMetadata(_ name: String, _ value: String) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                           arguments: [name, value])
+        }
+    }
+
+    /// Whether any revision was ever written (data exists that a salt must match).
+    public func hasData() throws -> Bool {
+        try pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM revisions)") ?? false }
+    }
+
+    // MARK: Reads
+
+    /// The live entry for (environment, key), or nil when absent or deleted.
+    public func entry(environment: String, key: String) async throws -> ConfigEntry? {
+        try await pool.read { db in
+            let statement = try db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ? AND deleted = 0")
+            return try ConfigEntry.fetchOne(statement, arguments: [environment, key])
+        }
+    }
+
+    /// Live entries in creation order, optionally filtered, paginated by `afterID` (cursor) or `offset`.
+    public func list(environment: String?, category: String?, limit: Int? = nil, offset: Int = 0, afterID: Int64? = nil) async throws -> [ConfigEntry] {
+        try await pool.read { db in
+            var sql = "SELECT \(ConfigEntry.columns) FROM entries WHERE deleted = 0"
+            var arguments: StatementArguments = []
+            if let environment { sql += " AND environment = ?"; arguments += [environment] }
+            if let category { sql += " AND category = ?"; arguments += [category] }
+            if let afterID { sql += " AND id > ?"; arguments += [afterID] }
+            sql += " ORDER BY id LIMIT ? OFFSET ?"
+            arguments += [limit ?? -1, offset]
+            return try ConfigEntry.fetchAll(db.cachedStatement(sql: sql), arguments: arguments)
+        }
+    }
+
+    /// Every revision of (environment, key), oldest first in (hlc, origin) order.
+    public func revisions(environment: String, key: String) async throws -> [Revision] {
+        try await pool.read { db in
+            try Revision.fetchAll(db, sql: """
+                SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
+                FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
+                """, arguments: [environment, key])
+        }
+    }
+
+    /// SQLite's own consistency check ("ok" when healthy).
+    public func integrityCheck() async throws -> String {
+        try await pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "unknown" }
+    }
+
+    // MARK: Writes
+
+    /// Creates (environment, key); a tombstoned key may be created again.
+    public func create(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil) async throws -> ConfigEntry {
+        let origin = nodeID
+        let clock = self.clock
+        return try await commit { db in
+            let current = try Self.currentRow(db, environment: environment, key: key)
+            if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
+            let now = Self.nowMicros()
+            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
+                                    hlc: clock.now(), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
+            let entry = try Self.record(revision, replacing: current, db: db)
+            return (entry, 1)
+        }
+    }
+
+    /// Replaces the value of a live entry whose current ciphertext `authenticates` accepts.
+    /// A nil category keeps the current one.
+    public func update(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
+                       authenticates: @escaping @Sendable (String) -> Bool) async throws -> ConfigEntry {
+        let origin = nodeID
+        let clock = self.clock
+        return try await commit { db in
+            guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
+                throw StoreError.notFound(environment: environment, key: key)
+            }
+            guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
+            let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
+                                    hlc: clock.now(), origin: origin, deleted: false, createdAt: current.createdAt,
+                                    updatedAt: Self.nowMicros(), actor: actor)
+            return (try Self.record(revision, replacing: current, db: db), 0)
+        }
+    }
+
+    /// Deletes a live entry (writes a tombstone revision) whose ciphertext `authenticates` accepts.
+    public func delete(environment: String, key: String, actor: String? = nil,
+                       authenticates: @escaping @Sendable (String) -> Bool) async throws {
+        let origin = nodeID
+        let clock = self.clock
+        _ = try await commit { db in
+            guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
+                throw StoreError.notFound(environment: environment, key: key)
+            }
+            guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
+            let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
+                                    hlc: clock.now(), origin: origin, deleted: true, createdAt: current.createdAt,
+                                    updatedAt: Self.nowMicros(), actor: actor)
+            return (try Self.record(revision, replacing: current, db: db), -1)
+        }
+    }
+
+    /// Applies a revision made elsewhere: kept in history, and made current if it is newer
+    /// than the current one by (hlc, origin). Returns false if it was already known.
+    @discardableResult
+    public func apply(_ revision: Revision) async throws -> Bool {
+        clock.observe(revision.hlc)
+        return try await commit { db in
+            let exists = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)"),
+                                           arguments: [revision.environment, revision.key, revision.hlc, revision.origin]) ?? false
+            if exists { return (false, 0) }
+            let current = try Self.currentRow(db, environment: revision.environment, key: revision.key)
+            if let current, !revision.supersedes(hlc: current.hlc, origin: current.origin) {
+                try Self.insertRevision(revision, db: db)
+                return (true, 0)
+            }
+            let wasLive = current.map { !$0.deleted } ?? false
+            _ = try Self.record(revision, replacing: current, db: db)
+            return (true, (revision.deleted ? 0 : 1) - (wasLive ? 1 : 0))
+        }
+    }
+
+    // MARK: Internals
+
+    static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
+
+    private static func currentRow(_ db: Database, environment: String, key: String) throws -> ConfigEntry? {
+        try ConfigEntry.fetchOne(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ?"),
+                                 arguments: [environment, key])
+    }
+
+    private static func insertRevision(_ r: Revision, db: Database) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor])
+    }
+
+    /// Appends `r` to history and makes it the current entry.
+    private static func record(_ r: Revision, replacing current: ConfigEntry?, db: Database) throws -> ConfigEntry {
+        try insertRevision(r, db: db)
+        let id: Int64
+        if let current {
+            id = current.id
+            try db.cachedStatement(sql: """
+                UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ?
+                WHERE id = ?
+                """).execute(arguments: [r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, id])
+        } else {
+            try db.cachedStatement(sql: """
+                INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt])
+            id = db.lastInsertedRowID
+        }
+        return ConfigEntry(id: id, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext,
+                           hlc: r.hlc, origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
+    }
+
+    /// Runs `body` in the next group commit; `body` returns its result and its change
+    /// to the live-entry count. Returns once the transaction is durable.
+    private func commit<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> (T, Int)) async throws -> T {
+        let (value, delta) = try await writer.submit { db in
+            let (value, delta) = try body(db)
+            if delta != 0 {
+                try db.cachedStatement(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'").execute(arguments: [delta])
+            }
+            return (value, delta)
+        }
+        if delta != 0 { liveEntries.withLock { $0 += delta } }
+        return value
+    }
+}
+
+extension ConfigEntry {
+    init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
+         deleted: Bool, createdAt: Int64, updatedAt: Int64) {
+        self.id = id
+        self.environment = environment
+        self.key = key
+        self.category = category
+        self.ciphertext = ciphertext
+        self.hlc = hlc
+        self.origin = origin
+        self.deleted = deleted
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}

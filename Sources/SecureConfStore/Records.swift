@@ -1,0 +1,90 @@
+import Foundation
+import GRDB
+
+/// The newest revision of one (environment, key): what reads and lists return.
+public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
+    public var id: Int64
+    public var environment: String
+    public var key: String
+    public var category: String?
+    public var ciphertext: String
+    public var hlc: Int64
+    public var origin: String
+    public var deleted: Bool
+    /// Microseconds since 1970.
+    public var createdAt: Int64
+    public var updatedAt: Int64
+
+    /// Columns in `ConfigEntry.columns` order.
+    public init(row: Row) {
+        id = row[0]
+        environment = row[1]
+        key = row[2]
+        category = row[3]
+        ciphertext = row[4]
+        hlc = row[5]
+        origin = row[6]
+        deleted = row[7]
+        createdAt = row[8]
+        updatedAt = row[9]
+    }
+
+    static let columns = "id, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at"
+}
+
+/// One write to one key, as kept forever in `revisions` and as shipped between nodes.
+public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
+    public var environment: String
+    public var key: String
+    public var category: String?
+    /// The Fernet token; empty for a tombstone.
+    public var ciphertext: String
+    public var hlc: Int64
+    public var origin: String
+    public var deleted: Bool
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    public var actor: String?
+
+    enum CodingKeys: String, CodingKey {
+        case environment, key, category, ciphertext, hlc, origin, deleted, actor
+        case createdAt = "created_at", updatedAt = "updated_at"
+    }
+
+    public init(environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
+                deleted: Bool, createdAt: Int64, updatedAt: Int64, actor: String? = nil) {
+        self.environment = environment
+        self.key = key
+        self.category = category
+        self.ciphertext = ciphertext
+        self.hlc = hlc
+        self.origin = origin
+        self.deleted = deleted
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.actor = actor
+    }
+
+    /// Total order of revisions of a key, the same on every node: (hlc, origin).
+    public func supersedes(hlc otherHLC: Int64, origin otherOrigin: String) -> Bool {
+        (hlc, origin) > (otherHLC, otherOrigin)
+    }
+}
+
+/// What a store operation refused, mapped to HTTP by the server.
+public enum StoreError: Error, Equatable, CustomStringConvertible {
+    case alreadyExists(environment: String, key: String)
+    case notFound(environment: String, key: String)
+    /// The caller's key does not authenticate the stored value.
+    case wrongKey
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(env)'"
+        case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"
+        case .wrongKey: "Invalid user key: unable to decrypt configuration"
+        case let .unavailable(why): "storage unavailable: \(why)"
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import SecureConfServer
+
+@main
+struct SecureConfCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "secureconf",
+        abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
+        subcommands: [Serve.self, Version.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+    func run() { print("secureconf \(SecureConfVersion.string)") }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a node.",
+        discussion: "Configured by OpenSecureConf's OSC_* environment variables, a .env file in the working directory, and these flags (flags win)."
+    )
+
+    @Option(help: "Address to listen on (OSC_HOST).") var host: String?
+    @Option(help: "Port to listen on (OSC_HOST_PORT).") var port: Int?
+    @Option(help: "SQLite database file (OSC_DATABASE_PATH).") var databasePath: String?
+    @Option(help: "Salt file (OSC_SALT_FILE_PATH).") var saltFile: String?
+    @Option(help: "Log level (OSC_LOG_LEVEL).") var logLevel: String?
+    @Option(help: "json or console (OSC_LOG_FORMAT).") var logFormat: String?
+    @Option(help: "Log file, rotated by size (OSC_LOG_FILE).") var logFile: String?
+    @Option(help: "Require X-API-Key: true or false (OSC_API_KEY_REQUIRED).") var apiKeyRequired: String?
+    @Option(help: "HTTP event-loop threads (OSC_WORKERS).") var workers: Int?
+    @Option(help: "The .env file to read.") var envFile: String = ".env"
+
+    func run() async throws {
+        var overrides: [String: String] = [:]
+        overrides["OSC_HOST"] = host
+        overrides["OSC_HOST_PORT"] = port.map(String.init)
+        overrides["OSC_DATABASE_PATH"] = databasePath
+        overrides["OSC_SALT_FILE_PATH"] = saltFile
+        overrides["OSC_LOG_LEVEL"] = logLevel
+        overrides["OSC_LOG_FORMAT"] = logFormat
+        overrides["OSC_LOG_FILE"] = logFile
+        overrides["OSC_API_KEY_REQUIRED"] = apiKeyRequired
+        overrides["OSC_WORKERS"] = workers.map(String.init)
+
+        let configuration: NodeConfiguration
+        do {
+            configuration = try NodeConfiguration.load(environment: ProcessInfo.processInfo.environment, dotEnvPath: envFile, overrides: overrides)
+        } catch {
+            FileHandle.standardError.write(Data("secureconf: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+
+        let metrics = ServerMetrics()
+        let sink = LogSink(filePath: configuration.logFile, maxBytes: configuration.logMaxBytes, backups: configuration.logBackupCount,
+                           onDrop: { metrics.logLinesDropped.increment() })
+        let level = Logger.Level(rawValue: LogLevelNames.swiftLogName(configuration.logLevel)) ?? .info
+        LoggingSystem.bootstrap { label in
+            SecureConfLogHandler(label: label, nodeID: configuration.nodeID, level: level, format: configuration.logFormat, sink: sink)
+        }
+        let logger = Logger(label: "secureconf")
+
+        let node: SecureConfNode
+        do {
+            node = try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
+        } catch {
+            logger.critical("refusing to start", metadata: ["reason": "\(error)"])
+            sink.close()
+            FileHandle.standardError.write(Data("secureconf: refusing to start: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        logger.info("starting node", metadata: [
+            "listen": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
+            "salt_fingerprint": "\(node.saltFingerprint)", "entries": "\(node.store.liveEntryCount)",
+            "api_key_required": "\(configuration.apiKeyRequired)",
+        ])
+        let app = buildApplication(node: node) { port in
+            logger.info("listening", metadata: ["port": "\(port)"])
+        }
+        do {
+            try await app.runService()
+        } catch {
+            logger.critical("server stopped with an error", metadata: ["error": "\(error)"])
+            await node.close()
+            sink.close()
+            throw ExitCode(1)
+        }
+        logger.info("stopped")
+        sink.close()
+    }
+}
