@@ -90,6 +90,7 @@ let package = Package(
             dependencies: [
                 "SecureConfServer",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings
         ),

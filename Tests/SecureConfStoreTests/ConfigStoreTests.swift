@@ -1,0 +1,129 @@
+import Foundation
+import GRDB
+import Testing
+@testable import SecureConfStore
+
+func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "secureconf-test-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite struct ConfigStoreTests {
+    let directory = temporaryDirectory()
+    var path: String { directory + "/store.db" }
+
+    func open(node: String = "127.0.0.1:9001") throws -> ConfigStore {
+        try ConfigStore(configuration: .init(path: path, nodeID: node))
+    }
+
+    @Test func migrationsCreateTheSchemaAndTheFileIsPrivate() throws {
+        _ = try open()
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let queue = try DatabaseQueue(path: path)
+        let tables = try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") }
+        #expect(tables.contains("revisions") && tables.contains("entries") && tables.contains("meta") && tables.contains("counters"))
+        let migrations = try queue.read { try String.fetchAll($0, sql: "SELECT identifier FROM grdb_migrations") }
+        #expect(migrations == ["v1-revisions-entries-meta"])
+        let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
+        #expect(mode == "wal")
+    }
+
+    @Test func writesAreRevisionsAndDeletesAreTombstones() async throws {
+        let store = try open()
+        let created = try await store.create(environment: "prod", key: "db", category: "database", ciphertext: "t1")
+        #expect(created.id > 0 && !created.deleted)
+        await #expect(throws: StoreError.alreadyExists(environment: "prod", key: "db")) {
+            try await store.create(environment: "prod", key: "db", category: nil, ciphertext: "t1b")
+        }
+        _ = try await store.create(environment: "dev", key: "db", category: nil, ciphertext: "d1")
+        let updated = try await store.update(environment: "prod", key: "db", category: nil, ciphertext: "t2") { $0 == "t1" }
+        #expect(updated.category == "database", "a nil category keeps the current one")
+        #expect(updated.createdAt == created.createdAt && updated.updatedAt >= created.updatedAt && updated.hlc > created.hlc)
+        await #expect(throws: StoreError.wrongKey) {
+            try await store.update(environment: "prod", key: "db", category: nil, ciphertext: "t3") { _ in false }
+        }
+        #expect(store.liveEntryCount == 2)
+        try await store.delete(environment: "prod", key: "db") { $0 == "t2" }
+        #expect(try await store.entry(environment: "prod", key: "db") == nil)
+        #expect(try await store.entry(environment: "dev", key: "db")?.ciphertext == "d1")
+        #expect(store.liveEntryCount == 1)
+        await #expect(throws: StoreError.notFound(environment: "prod", key: "db")) {
+            try await store.delete(environment: "prod", key: "db") { _ in true }
+        }
+        let history = try await store.revisions(environment: "prod", key: "db")
+        #expect(history.map(\.ciphertext) == ["t1", "t2", ""])
+        #expect(history.map(\.deleted) == [false, false, true])
+        // A deleted key can be created again; history keeps growing.
+        _ = try await store.create(environment: "prod", key: "db", category: nil, ciphertext: "t4")
+        #expect(try await store.revisions(environment: "prod", key: "db").count == 4)
+        #expect(store.liveEntryCount == 2)
+    }
+
+    @Test func listFiltersAndPages() async throws {
+        let store = try open()
+        for i in 0..<25 {
+            _ = try await store.create(environment: i % 2 == 0 ? "even" : "odd", key: "k\(i)", category: i % 5 == 0 ? "five" : nil, ciphertext: "v\(i)")
+        }
+        #expect(try await store.list(environment: nil, category: nil).count == 25)
+        #expect(try await store.list(environment: "even", category: nil).count == 13)
+        #expect(try await store.list(environment: nil, category: "five").map(\.key) == ["k0", "k5", "k10", "k15", "k20"])
+        let first = try await store.list(environment: nil, category: nil, limit: 10)
+        let second = try await store.list(environment: nil, category: nil, limit: 10, afterID: first.last?.id)
+        let third = try await store.list(environment: nil, category: nil, limit: 10, offset: 20)
+        #expect(first.count == 10 && second.count == 10 && third.count == 5)
+        #expect(Set(first.map(\.key)).isDisjoint(with: second.map(\.key)))
+    }
+
+    @Test func concurrentWritesAreAllCommittedInGroups() async throws {
+        let store = try open()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<500 {
+                group.addTask { _ = try await store.create(environment: "default", key: "key-\(i)", category: nil, ciphertext: "v\(i)") }
+            }
+            // Half of these collide with each other: exactly one of each pair wins.
+            for i in 0..<50 {
+                group.addTask { _ = try? await store.create(environment: "default", key: "dup-\(i)", category: nil, ciphertext: "a") }
+                group.addTask { _ = try? await store.create(environment: "default", key: "dup-\(i)", category: nil, ciphertext: "b") }
+            }
+            try await group.waitForAll()
+        }
+        #expect(store.liveEntryCount == 550)
+        await store.close()
+        let reopened = try open()
+        #expect(reopened.liveEntryCount == 550)
+        #expect(try await reopened.list(environment: nil, category: nil).count == 550)
+        #expect(try await reopened.integrityCheck() == "ok")
+    }
+
+    @Test func replicatedRevisionsConvergeWhateverTheOrder() async throws {
+        let a = try ConfigStore(configuration: .init(path: directory + "/a.db", nodeID: "node-a:1"))
+        let b = try ConfigStore(configuration: .init(path: directory + "/b.db", nodeID: "node-b:1"))
+        let revisions = [
+            Revision(environment: "default", key: "k", category: nil, ciphertext: "x", hlc: 100 << 16, origin: "node-a:1", deleted: false, createdAt: 1, updatedAt: 1),
+            Revision(environment: "default", key: "k", category: nil, ciphertext: "y", hlc: 100 << 16, origin: "node-b:1", deleted: false, createdAt: 1, updatedAt: 2),
+            Revision(environment: "default", key: "k", category: nil, ciphertext: "", hlc: (101 << 16) | 1, origin: "node-a:1", deleted: true, createdAt: 1, updatedAt: 3),
+            Revision(environment: "default", key: "j", category: "c", ciphertext: "z", hlc: 99 << 16, origin: "node-b:1", deleted: false, createdAt: 1, updatedAt: 1),
+        ]
+        for r in revisions { try await a.apply(r) }
+        for r in revisions.reversed() { try await b.apply(r) }
+        #expect(try await a.apply(revisions[0]) == false, "a revision already known is ignored")
+        for store in [a, b] {
+            #expect(try await store.entry(environment: "default", key: "k") == nil, "the newest revision, a tombstone, wins")
+            #expect(try await store.entry(environment: "default", key: "j")?.ciphertext == "z")
+            #expect(store.liveEntryCount == 1)
+            #expect(try await store.revisions(environment: "default", key: "k").map(\.ciphertext) == ["x", "y", ""])
+        }
+        #expect(a.clock.now() > (101 << 16) | 1, "the clock moves past what it observed")
+    }
+
+    @Test func hybridLogicalClockIsMonotonic() {
+        let clock = HybridLogicalClock(wallClockMillis: { 1000 })
+        let first = clock.now(), second = clock.now()
+        #expect(second == first + 1)
+        clock.observe(5000 << 16)
+        #expect(clock.now() > 5000 << 16)
+        #expect(HybridLogicalClock.millis(of: first) == 1000)
+    }
+}

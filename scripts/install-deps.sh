@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine with Swift 6.3 lacks to build, run and test SecureConf.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+packages=(libssl-dev libsqlite3-dev libcurl4-openssl-dev)
+if [ "${1:-}" = "--test" ]; then
+  # Test-only tools: Prometheus/promtool for the metrics checks, wrk for the benchmark, openssl for TLS fixtures.
+  packages+=(prometheus wrk openssl sqlite3)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--test" ]; then
+  # Python's cryptography is the interop reference for the Swift crypto tests.
+  python3 -c "import cryptography" 2>/dev/null || python3 -m pip install -q cryptography
+fi
