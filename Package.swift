@@ -45,8 +45,19 @@ let package = Package(
         .target(
             name: "SecureConfStore",
             dependencies: [
+                "SecureConfCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SecureConfCluster",
+            dependencies: [
+                "SecureConfCrypto",
+                "SecureConfStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -55,6 +66,7 @@ let package = Package(
             dependencies: [
                 "SecureConfCrypto",
                 "SecureConfStore",
+                "SecureConfCluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),

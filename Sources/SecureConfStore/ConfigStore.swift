@@ -22,7 +22,7 @@ public final class ConfigStore: Sendable {
 
     public let nodeID: String
     public let clock: HybridLogicalClock
-    private let pool: DatabasePool
+    let pool: DatabasePool
     private let writer: GroupCommitWriter
     private let liveEntries: Mutex<Int>
 
@@ -192,20 +192,22 @@ public final class ConfigStore: Sendable {
 
     static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 
-    private static func currentRow(_ db: Database, environment: String, key: String) throws -> ConfigEntry? {
+    static func currentRow(_ db: Database, environment: String, key: String) throws -> ConfigEntry? {
         try ConfigEntry.fetchOne(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ?"),
                                  arguments: [environment, key])
     }
 
-    private static func insertRevision(_ r: Revision, db: Database) throws {
+    static func insertRevision(_ r: Revision, db: Database) throws {
+        let bucket = RevisionDigest.bucket(environment: r.environment, key: r.key)
         try db.cachedStatement(sql: """
-            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor])
+            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor, bucket])
+        try RevisionDigest.add(r, bucket: bucket, db: db)
     }
 
     /// Appends `r` to history and makes it the current entry.
-    private static func record(_ r: Revision, replacing current: ConfigEntry?, db: Database) throws -> ConfigEntry {
+    static func record(_ r: Revision, replacing current: ConfigEntry?, db: Database) throws -> ConfigEntry {
         try insertRevision(r, db: db)
         let id: Int64
         if let current {
@@ -227,7 +229,7 @@ public final class ConfigStore: Sendable {
 
     /// Runs `body` in the next group commit; `body` returns its result and its change
     /// to the live-entry count. Returns once the transaction is durable.
-    private func commit<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> (T, Int)) async throws -> T {
+    func commit<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> (T, Int)) async throws -> T {
         let (value, delta) = try await writer.submit { db in
             let (value, delta) = try body(db)
             if delta != 0 {
@@ -241,7 +243,7 @@ public final class ConfigStore: Sendable {
 }
 
 extension ConfigEntry {
-    init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
+    public init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
          deleted: Bool, createdAt: Int64, updatedAt: Int64) {
         self.id = id
         self.environment = environment

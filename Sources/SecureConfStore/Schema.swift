@@ -50,6 +50,38 @@ enum Schema {
                 CREATE INDEX entries_by_category ON entries(category, environment) WHERE deleted = 0;
                 """)
         }
+        migrator.registerMigration("v2-replication-digest-cursors") { db in
+            try db.execute(sql: """
+                ALTER TABLE revisions ADD COLUMN bucket INTEGER NOT NULL DEFAULT 0;
+                CREATE INDEX revisions_by_bucket ON revisions(bucket);
+                CREATE INDEX revisions_by_origin ON revisions(origin, seq);
+
+                -- XOR of the hashes of every revision whose (environment, key) falls in the bucket:
+                -- order-independent, updated in the same transaction as each insert.
+                CREATE TABLE digest_buckets (
+                    bucket INTEGER PRIMARY KEY NOT NULL,
+                    hash BLOB NOT NULL,
+                    count INTEGER NOT NULL
+                );
+
+                -- How far each peer has acknowledged this node's own revisions (the durable outbox).
+                CREATE TABLE peer_cursors (
+                    peer TEXT PRIMARY KEY NOT NULL,
+                    acked_seq INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT seq, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor FROM revisions
+                """)
+            while let row = try rows.next() {
+                let r = Revision(environment: row["environment"], key: row["key"], category: row["category"], ciphertext: row["ciphertext"],
+                                 hlc: row["hlc"], origin: row["origin"], deleted: row["deleted"], createdAt: row["created_at"],
+                                 updatedAt: row["updated_at"], actor: row["actor"])
+                let bucket = RevisionDigest.bucket(environment: r.environment, key: r.key)
+                try db.execute(sql: "UPDATE revisions SET bucket = ? WHERE seq = ?", arguments: [bucket, row["seq"] as Int64])
+                try RevisionDigest.add(r, bucket: bucket, db: db)
+            }
+        }
         return migrator
     }
 }

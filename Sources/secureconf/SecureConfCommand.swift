@@ -67,7 +67,7 @@ struct Serve: AsyncParsableCommand {
 
         let node: SecureConfNode
         do {
-            node = try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
+            node = try await SecureConfNode.start(configuration: configuration, metrics: metrics, logger: logger)
         } catch {
             logger.critical("refusing to start", metadata: ["reason": "\(error)"])
             sink.close()

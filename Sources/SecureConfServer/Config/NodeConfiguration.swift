@@ -1,4 +1,5 @@
 import Foundation
+import SecureConfCluster
 
 /// A configuration value that cannot be used; `description` is the one line a user sees.
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
@@ -38,6 +39,11 @@ public struct NodeConfiguration: Sendable {
     public var clusterNodeID: String?
     public var clusterNodes: [String] = []
     public var clusterSyncIntervalSeconds = 30.0
+    public var clusterHealthIntervalSeconds = 5.0
+    public var clusterPeerTimeoutSeconds = 5.0
+    public var clusterWriteQuorum = "1"
+    public var clusterAllowInsecure = false
+    public var clusterSaltWaitSeconds = 120.0
 
     public init() {}
 
@@ -70,6 +76,11 @@ public struct NodeConfiguration: Sendable {
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
         ("OSC_CLUSTER_NODES", "comma-separated peers, host:port"),
         ("OSC_CLUSTER_SYNC_INTERVAL", "seconds between anti-entropy rounds (default 30)"),
+        ("OSC_CLUSTER_HEALTH_INTERVAL", "seconds between peer health checks (default 5)"),
+        ("OSC_CLUSTER_PEER_TIMEOUT", "seconds before a request to a peer times out (default 5)"),
+        ("OSC_CLUSTER_WRITE_QUORUM", "nodes holding a write before it is acknowledged: 1, majority or all (default 1)"),
+        ("OSC_CLUSTER_SALT_WAIT", "seconds a node without a salt waits for the cluster's (default 120)"),
+        ("OSC_CLUSTER_ALLOW_INSECURE", "allow a cluster without OSC_API_KEY_REQUIRED=true and OSC_API_KEY (default false; never in production)"),
     ]
 
     /// Parses `values` (merged environment); unknown `OSC_*` names are ignored.
@@ -144,6 +155,16 @@ public struct NodeConfiguration: Sendable {
             c.clusterNodes = nodes
         }
         if let v = try seconds("OSC_CLUSTER_SYNC_INTERVAL") { c.clusterSyncIntervalSeconds = v }
+        if let v = try seconds("OSC_CLUSTER_HEALTH_INTERVAL") { c.clusterHealthIntervalSeconds = v }
+        if let v = try seconds("OSC_CLUSTER_PEER_TIMEOUT") { c.clusterPeerTimeoutSeconds = v }
+        if let v = try seconds("OSC_CLUSTER_SALT_WAIT") { c.clusterSaltWaitSeconds = v }
+        if let v = value("OSC_CLUSTER_WRITE_QUORUM") {
+            guard ["1", "majority", "all"].contains(v.lowercased()) else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_WRITE_QUORUM", problem: "'\(v)' is not 1, majority or all")
+            }
+            c.clusterWriteQuorum = v.lowercased()
+        }
+        if let v = try boolean("OSC_CLUSTER_ALLOW_INSECURE") { c.clusterAllowInsecure = v }
 
         if c.apiKeyRequired {
             guard let key = c.apiKey else {
@@ -151,6 +172,14 @@ public struct NodeConfiguration: Sendable {
             }
             guard key != "your-super-secret-api-key-here" else {
                 throw ConfigurationError(variable: "OSC_API_KEY", problem: "is still OpenSecureConf's example value; set a secret of your own")
+            }
+        }
+        if c.clusterEnabled {
+            if !c.apiKeyRequired || c.apiKey == nil, !c.clusterAllowInsecure {
+                throw ConfigurationError(variable: "OSC_API_KEY_REQUIRED", problem: "a cluster needs OSC_API_KEY_REQUIRED=true and an OSC_API_KEY shared by every node (nodes authenticate each other with it); set OSC_CLUSTER_ALLOW_INSECURE=true only for throwaway tests")
+            }
+            if c.clusterNodeID == nil, ["0.0.0.0", "::", "[::]"].contains(c.host) {
+                throw ConfigurationError(variable: "OSC_CLUSTER_NODE_ID", problem: "must be set to this node's reachable host:port when OSC_HOST is \(c.host)")
             }
         }
         return c
@@ -195,6 +224,24 @@ public struct NodeConfiguration: Sendable {
         for (k, v) in environment { merged[k] = v }
         for (k, v) in overrides { merged[k] = v }
         return try parse(merged)
+    }
+}
+
+extension NodeConfiguration {
+    /// The cluster's settings, or nil on a single node.
+    public var clusterSettings: ClusterSettings? {
+        guard clusterEnabled else { return nil }
+        let quorum: ClusterSettings.WriteQuorum = switch clusterWriteQuorum {
+        case "majority": .majority
+        case "all": .all
+        default: .one
+        }
+        return ClusterSettings(
+            nodeID: nodeID, peers: clusterNodes, mode: clusterMode == .federated ? .federated : .replica, apiKey: apiKey ?? "",
+            syncInterval: .milliseconds(Int64(clusterSyncIntervalSeconds * 1000)),
+            healthInterval: .milliseconds(Int64(clusterHealthIntervalSeconds * 1000)),
+            peerTimeout: .milliseconds(Int64(clusterPeerTimeoutSeconds * 1000)), writeQuorum: quorum,
+            saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)))
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import SecureConfCluster
 import SecureConfCrypto
 import SecureConfStore
 
@@ -50,6 +51,26 @@ struct ConfigController<Context: RequestContext>: Sendable {
         return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
     }
 
+    /// After a local write: wake replication and, with a write quorum, wait for it.
+    private func replicated() async throws {
+        guard let cluster = node.cluster, cluster.settings.mode == .replica else { return }
+        cluster.localWriteCommitted()
+        guard cluster.settings.writeQuorum != .one else { return }
+        do {
+            try await cluster.awaitQuorum(seq: try await node.store.lastOwnSeq())
+        } catch let error as QuorumNotReached {
+            throw APIError(.serviceUnavailable, "Write quorum not reached: \(error.description)", kind: "quorum_not_reached",
+                           headers: [.retryAfter: "1"])
+        }
+    }
+
+    /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
+    private func federatedEntry(environment: String, key: String) async -> ConfigEntry? {
+        guard let cluster = node.cluster, cluster.settings.mode == .federated,
+              let revision = await cluster.federatedLookup(environment: environment, key: key), !revision.deleted else { return nil }
+        return ConfigEntry(remote: revision)
+    }
+
     private func authenticator(_ key: CachedKey) -> @Sendable (String) -> Bool {
         let derived = key.key
         return { token in (try? Fernet.decrypt(token, key: derived)) != nil }
@@ -73,6 +94,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
                                                     ciphertext: token, actor: node.actor(for: key))
             node.keys.markProven(key.index)
             node.metrics.recordOperation("create", success: true)
+            try await replicated()
             return JSONResponse.make(.created) { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
         } catch {
             node.metrics.recordOperation("create", success: false)
@@ -85,7 +107,10 @@ struct ConfigController<Context: RequestContext>: Sendable {
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
         _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        guard let entry = try await node.store.entry(environment: environment, key: configKey) else {
+        let local = try await node.store.entry(environment: environment, key: configKey)
+        let found: ConfigEntry?
+        if let local { found = local } else { found = await federatedEntry(environment: environment, key: configKey) }
+        guard let entry = found else {
             node.metrics.recordOperation("read", success: false)
             throw StoreError.notFound(environment: environment, key: configKey)
         }
@@ -117,6 +142,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
                                                     ciphertext: token, actor: node.actor(for: key), authenticates: authenticator(key))
             node.keys.markProven(key.index)
             node.metrics.recordOperation("update", success: true)
+            try await replicated()
             return JSONResponse.make { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
         } catch {
             if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
@@ -134,6 +160,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
             try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key), authenticates: authenticator(key))
             node.keys.markProven(key.index)
             node.metrics.recordOperation("delete", success: true)
+            try await replicated()
             return JSONResponse.message("Configuration '\(configKey)' deleted successfully")
         } catch {
             if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
@@ -166,7 +193,18 @@ struct ConfigController<Context: RequestContext>: Sendable {
         let offset = try number("offset", 0...Int(Int32.max)) ?? 0
         let after = try number("after", 0...Int.max).map(Int64.init)
         let key = try await derivedKey(request)
-        let entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
+        var entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
+        if let cluster = node.cluster, cluster.settings.mode == .federated {
+            // Aggregate every healthy peer's entries; the newest copy of each (environment, key) wins.
+            var newest: [String: ConfigEntry] = [:]
+            for entry in entries { newest[entry.environment + "\u{0}" + entry.key] = entry }
+            for revision in await cluster.federatedEntries(environment: environment, category: category) where !revision.deleted {
+                let id = revision.environment + "\u{0}" + revision.key
+                if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
+                newest[id] = ConfigEntry(remote: revision)
+            }
+            entries = newest.values.sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
+        }
         var writer = JSONWriter(capacity: 64 + entries.count * 256)
         writer.raw("[")
         var returned = 0
@@ -195,5 +233,13 @@ struct ConfigController<Context: RequestContext>: Sendable {
             headers[HTTPField.Name("X-SecureConf-Next-After")!] = String(last.id)
         }
         return JSONResponse.make(.ok, writer.bytes, headers: headers)
+    }
+}
+
+extension ConfigEntry {
+    /// An entry held by a peer (federated mode); it has no local id.
+    init(remote r: Revision) {
+        self.init(id: 0, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext, hlc: r.hlc,
+                  origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
     }
 }

@@ -58,3 +58,13 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+/// Data endpoints answer 503 while this node's salt differs from the cluster's.
+struct ServingGateMiddleware<Context: RequestContext>: RouterMiddleware {
+    let node: SecureConfNode
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try node.ensureServing()
+        return try await next(request, context)
+    }
+}

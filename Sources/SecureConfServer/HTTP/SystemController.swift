@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import SecureConfCluster
 
 /// Service information, health, readiness, metrics, and the single-node cluster endpoints.
 struct SystemController<Context: RequestContext>: Sendable {
@@ -49,7 +50,8 @@ struct SystemController<Context: RequestContext>: Sendable {
     }
 
     @Sendable func ready(_ request: Request, context: Context) async throws -> Response {
-        JSONResponse.make { w in
+        try node.ensureServing()
+        return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
             w.member("entries"); w.integer(node.store.liveEntryCount)
             w.raw("}")
@@ -66,23 +68,50 @@ struct SystemController<Context: RequestContext>: Sendable {
         JSONResponse.make { w in
             w.raw("{"); w.member("status", first: true); w.string("healthy")
             w.member("node_id"); w.string(node.configuration.nodeID)
+            w.member("salt_fingerprint"); w.string(node.saltFingerprint)
             w.raw("}")
         }
     }
 
     @Sendable func clusterStatus(_ request: Request, context: Context) async throws -> Response {
         let c = node.configuration
+        let formatter = ISO8601DateFormatter()
+        func date(_ d: Date?, _ w: inout JSONWriter) { if let d { w.string(formatter.string(from: d)) } else { w.raw("null") } }
+        let peers = node.cluster?.peerStatuses ?? []
+        var depths: [String: Int] = [:]
+        if let cluster = node.cluster {
+            for p in peers { depths[p.nodeID] = (try? await node.store.outboxDepth(after: p.ackedSeq)) ?? p.outboxDepth }
+            _ = cluster
+        }
+        let consistency: (consistent: Bool, reason: String?) = node.cluster?.saltIsConsistent ?? (true, nil)
         return JSONResponse.make { w in
             w.raw("{")
             w.member("enabled", first: true); w.raw(c.clusterEnabled ? "true" : "false")
             w.member("mode"); w.optionalString(c.clusterEnabled ? c.clusterMode.rawValue : nil)
             w.member("node_id"); w.string(c.nodeID)
-            w.member("total_nodes"); w.integer(1)
-            w.member("healthy_nodes"); w.integer(1)
+            w.member("total_nodes"); w.integer(peers.count + 1)
+            w.member("healthy_nodes"); w.integer(peers.filter(\.healthy).count + (consistency.consistent ? 1 : 0))
             w.member("salt_fingerprint"); w.string(node.saltFingerprint)
+            w.member("salt_consistent"); w.raw(consistency.consistent ? "true" : "false")
+            if let reason = consistency.reason { w.member("salt_problem"); w.string(reason) }
+            w.member("last_sync"); date(node.cluster?.lastSync, &w)
+            w.member("entries"); w.integer(node.store.liveEntryCount)
             w.member("nodes"); w.raw("[")
             w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)
-            w.member("healthy"); w.raw("true"); w.member("self"); w.raw("true"); w.raw("}")
+            w.member("healthy"); w.raw(consistency.consistent ? "true" : "false"); w.member("self"); w.raw("true")
+            w.member("salt_fingerprint"); w.string(node.saltFingerprint); w.raw("}")
+            for p in peers {
+                w.raw(",{"); w.member("node_id", first: true); w.string(p.nodeID)
+                w.member("healthy"); w.raw(p.healthy ? "true" : "false")
+                w.member("self"); w.raw("false")
+                w.member("last_seen"); date(p.lastSeen, &w)
+                w.member("last_sync"); date(p.lastSync, &w)
+                w.member("outbox_depth"); w.integer(depths[p.nodeID] ?? p.outboxDepth)
+                w.member("acked_seq"); w.integer(p.ackedSeq)
+                w.member("salt_fingerprint"); w.optionalString(p.saltFingerprint)
+                w.member("last_error"); w.optionalString(p.lastError)
+                w.raw("}")
+            }
             w.raw("]")
             w.raw("}")
         }

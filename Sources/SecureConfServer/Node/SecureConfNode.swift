@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOPosix
+import SecureConfCluster
 import SecureConfCrypto
 import SecureConfStore
 import ServiceLifecycle
@@ -24,6 +25,8 @@ public final class SecureConfNode: Sendable {
     public let logger: Logger
     public let salt: [UInt8]
     public let saltFingerprint: String
+    /// The cluster's background work; nil on a single node.
+    public let cluster: ClusterCoordinator?
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
@@ -51,6 +54,46 @@ public final class SecureConfNode: Sendable {
         keys = DerivedKeyCache(salt: salt, configuration: .init(
             capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
             maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
+        if let settings = configuration.clusterSettings {
+            cluster = ClusterCoordinator(settings: settings, store: store,
+                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme),
+                                         saltFingerprint: saltFingerprint, logger: logger, observer: metrics)
+        } else {
+            cluster = nil
+        }
+    }
+
+    /// Starts a node; in a cluster, a node without a salt and without data first gets the
+    /// cluster's salt from its peers (or creates it, if it sorts first and nobody has one).
+    public static func start(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger) async throws -> SecureConfNode {
+        if let settings = configuration.clusterSettings, !FileManager.default.fileExists(atPath: configuration.saltFilePath) {
+            let hasData: Bool
+            if FileManager.default.fileExists(atPath: configuration.databasePath) {
+                let store = try ConfigStore(configuration: .init(path: configuration.databasePath, nodeID: configuration.nodeID), logger: logger)
+                hasData = try store.hasData() || (try store.metadata("salt_fingerprint")) != nil
+                await store.close()
+            } else {
+                hasData = false
+            }
+            if !hasData {
+                let transport = PeerTransport(apiKey: settings.apiKey, timeout: .seconds(2), scheme: settings.scheme)
+                let outcome: SaltBootstrap.Outcome
+                do {
+                    outcome = try await SaltBootstrap.obtain(settings: settings, transport: transport, saltLength: SaltFile.length, logger: logger)
+                } catch {
+                    throw StartupError(description: "\(error)")
+                }
+                if case let .fetched(salt, peer) = outcome {
+                    do {
+                        try SaltFile.create(at: configuration.saltFilePath, salt: salt)
+                    } catch {
+                        throw StartupError(description: error.description)
+                    }
+                    logger.notice("fetched the cluster's salt", metadata: ["peer": "\(peer)", "salt_fingerprint": "\(SaltFile.fingerprint(salt))"])
+                }
+            }
+        }
+        return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
     }
 
     static func loadSalt(configuration: NodeConfiguration, store: ConfigStore, logger: Logger) throws -> [UInt8] {
@@ -96,6 +139,13 @@ public final class SecureConfNode: Sendable {
         "uk:" + String(key.index.hashValueHex.prefix(12))
     }
 
+    /// 503 with the reason while this node's salt differs from the cluster's.
+    func ensureServing() throws {
+        if let cluster, case let (false, reason) = cluster.saltIsConsistent {
+            throw APIError(.serviceUnavailable, reason ?? "salt differs from the cluster", kind: "salt_mismatch")
+        }
+    }
+
     /// Finishes pending writes and closes the store.
     public func close() async {
         await store.close()
@@ -111,7 +161,8 @@ public func buildRouter(node: SecureConfNode) -> Router<BasicRequestContext> {
     system.addPublicRoutes(to: router)
     let protected = router.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
     system.addProtectedRoutes(to: protected)
-    ConfigController(node: node).addRoutes(to: protected.group("configs"))
+    ClusterController<BasicRequestContext>(node: node).addRoutes(to: protected)
+    ConfigController(node: node).addRoutes(to: protected.group("configs").add(middleware: ServingGateMiddleware(node: node)))
     return router
 }
 
@@ -139,5 +190,6 @@ public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @S
         logger: node.logger
     )
     app.addServices(StoreLifecycleService(node: node))
+    if let cluster = node.cluster { app.addServices(cluster) }
     return app
 }

@@ -1,4 +1,5 @@
 import Prometheus
+import SecureConfCluster
 import SecureConfCrypto
 import Synchronization
 
@@ -122,4 +123,41 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver {
         keyDerivationDuration.record(.nanoseconds(Int64(seconds * 1e9)))
     }
     public func derivationRefused() { keyDerivationsRefused.increment() }
+}
+
+extension ServerMetrics: ClusterObserver {
+    private func peerCounter(_ name: String, _ peer: String, help: String) -> Counter {
+        registry.makeCounter(name: name, labels: [("peer", peer)], help: help)
+    }
+
+    public func membershipChanged(total: Int, healthy: Int) {
+        clusterNodesTotal.set(to: Double(total))
+        clusterNodesHealthy.set(to: Double(healthy))
+    }
+
+    public func revisionsSent(peer: String, count: Int) {
+        peerCounter("osc_cluster_revisions_sent_total", peer, help: "Revisions shipped to each peer").increment(by: Int64(count))
+    }
+
+    public func revisionsReceived(peer: String, count: Int) {
+        peerCounter("osc_cluster_revisions_received_total", peer, help: "New revisions received from each peer").increment(by: Int64(count))
+    }
+
+    public func outboxDepth(peer: String, depth: Int) {
+        registry.makeGauge(name: "osc_cluster_outbox_depth", labels: [("peer", peer)], help: "This node's revisions not yet acknowledged by each peer")
+            .set(to: Double(depth))
+    }
+
+    public func conflictsResolved(_ count: Int) {
+        registry.makeCounter(name: "osc_cluster_conflicts_resolved_total", help: "Replicated revisions that lost last-writer-wins to a newer one")
+            .increment(by: Int64(count))
+    }
+
+    public func antiEntropyRepaired(peer: String, count: Int) {
+        peerCounter("osc_cluster_antientropy_repairs_total", peer, help: "Revisions pulled by anti-entropy from each peer").increment(by: Int64(count))
+    }
+
+    public func syncFinished(seconds: Double) {
+        clusterSyncDuration.record(.nanoseconds(Int64(seconds * 1e9)))
+    }
 }

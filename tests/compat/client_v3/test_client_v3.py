@@ -174,7 +174,7 @@ def test_bool_is_not_int(client):
     assert v == 1 and type(v) is int
 
 
-@pytest.mark.parametrize("key", ["with space", "ключ", "a.b-c_d~e", "y" * 255])
+@pytest.mark.parametrize("key", ["with space", "ключ", "a.b-c_d~e", "y" * 255, "a+b", "100%", "emoji-😀", "quote'\"s"])
 def test_unusual_keys(client, key):
     env = "keys-" + random_token(n=4)
     client.create(key, {"k": key}, env)

@@ -1,0 +1,101 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SecureConfCluster
+import SecureConfStore
+
+/// The node-to-node endpoints (all behind the API key): replication, digests, anti-entropy
+/// fetches and federated lookups. Bodies carry encrypted revisions only.
+struct ClusterController<Context: RequestContext>: Sendable {
+    let node: SecureConfNode
+
+    func addRoutes(to group: RouterGroup<Context>) {
+        group.post("/cluster/replicate", use: replicate)
+        group.get("/cluster/digest", use: digest)
+        group.post("/cluster/buckets", use: buckets)
+        group.post("/cluster/fetch", use: fetch)
+        group.get("/cluster/revision", use: revision)
+        group.get("/cluster/entries", use: entries)
+    }
+
+    private func requireCluster() throws -> ClusterCoordinator {
+        guard let cluster = node.cluster else { throw APIError(.notFound, "Clustering is not enabled on this node", kind: "cluster_disabled") }
+        return cluster
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        let buffer = try await request.body.collect(upTo: 64 * 1024 * 1024)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+        } catch {
+            throw APIError.badRequest("Malformed cluster message")
+        }
+    }
+
+    private func encode(_ value: some Encodable) throws -> Response {
+        JSONResponse.make(.ok, Array(try JSONEncoder().encode(value)))
+    }
+
+    @Sendable func replicate(_ request: Request, context: Context) async throws -> Response {
+        let cluster = try requireCluster()
+        try node.ensureServing()
+        let batch = try await decode(ReplicationBatch.self, request)
+        for r in batch.revisions {
+            _ = try RequestInput.validateKey(r.key)
+            _ = try RequestInput.validateName(r.environment, field: "environment")
+            guard r.deleted || !r.ciphertext.isEmpty else { throw APIError.badRequest("A live revision needs a ciphertext") }
+        }
+        return try encode(try await cluster.receive(batch))
+    }
+
+    @Sendable func digest(_ request: Request, context: Context) async throws -> Response {
+        _ = try requireCluster()
+        return try encode(try await node.store.digest())
+    }
+
+    @Sendable func buckets(_ request: Request, context: Context) async throws -> Response {
+        _ = try requireCluster()
+        let asked = try await decode(BucketsRequest.self, request)
+        var ids: [RevisionID] = []
+        for b in asked.buckets where (0..<RevisionDigest.bucketCount).contains(b) {
+            ids += try await node.store.revisionIDs(bucket: b)
+        }
+        return try encode(RevisionIDList(ids: ids))
+    }
+
+    @Sendable func fetch(_ request: Request, context: Context) async throws -> Response {
+        _ = try requireCluster()
+        let asked = try await decode(RevisionIDList.self, request)
+        guard asked.ids.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per fetch") }
+        return try encode(RevisionList(revisions: try await node.store.revisions(ids: asked.ids)))
+    }
+
+    @Sendable func revision(_ request: Request, context: Context) async throws -> Response {
+        _ = try requireCluster()
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        guard let key = query["key"] else { throw APIError.badRequest("key is required") }
+        guard let revision = try await node.store.newestRevision(environment: environment, key: try RequestInput.validateKey(key)) else {
+            throw StoreError.notFound(environment: environment, key: key)
+        }
+        return try encode(revision)
+    }
+
+    @Sendable func entries(_ request: Request, context: Context) async throws -> Response {
+        _ = try requireCluster()
+        let query = try RequestInput.query(request)
+        let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 }
+        let category = query["category"].flatMap { $0.isEmpty ? nil : $0 }
+        let entries = try await node.store.list(environment: environment, category: category)
+        return try encode(RevisionList(revisions: entries.map(\.revision)))
+    }
+}
+
+extension ConfigEntry {
+    /// The current revision this entry holds.
+    var revision: Revision {
+        Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: hlc, origin: origin,
+                 deleted: deleted, createdAt: createdAt, updatedAt: updatedAt)
+    }
+}
