@@ -282,15 +282,30 @@ HOSTILE_RAW = {
     "content-length-not-a-number": _raw("POST /configs HTTP/1.1", UK + CT + "Content-Length: abc\r\n", BODY),
     "content-length-conflicting": _raw("POST /configs HTTP/1.1", UK + CT + "Content-Length: 22\r\nContent-Length: 5\r\n", BODY),
     "content-length-huge": _raw("POST /configs HTTP/1.1", UK + CT + "Content-Length: 99999999999999999999\r\n", BODY),
+    "content-length-with-transfer-encoding": _raw(
+        "POST /configs HTTP/1.1", UK + CT + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        b'16\r\n{"key":"te","value":1}\r\n0\r\n\r\n'),
+    "bad-chunk-size": _raw("POST /configs HTTP/1.1", UK + CT + "Transfer-Encoding: chunked\r\n", b"zz\r\nabc\r\n0\r\n\r\n"),
     "nul-byte-in-request-target": _raw("GET /configs/a\x00b HTTP/1.1", UK),
     "nul-byte-in-header-value": _raw("GET /configs/existing HTTP/1.1", "X-User-Key: abcd\x00efghijkl\r\n"),
     "nul-bytes-in-json-body": _raw("POST /configs HTTP/1.1", UK + CT + "Content-Length: 22\r\n", b'{"key":"\x00\x00","value":1}'),
+    "header-200KB": _raw("GET /configs HTTP/1.1", UK + "X-Big: " + "a" * 200_000 + "\r\n"),
+    "request-target-100KB": _raw("GET /configs/" + "a" * 100_000 + " HTTP/1.1", UK),
+}
+# Not HTTP/1.1 at all: the node must refuse (4xx or close) and carry on; no JSON expected.
+NOT_HTTP = {
+    "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64) + b"\r\n\r\n",
+    "http2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "random-bytes": os.urandom(512) + b"\r\n\r\n",
+    "bare-lf-request": b"GET /health HTTP/1.1\nHost: x\n\n",
 }
 
-FRAMING_BUG = ("BUG: HTTP framing errors (bad/conflicting Content-Length, raw NUL in the request line or a header) "
-               "are answered by the NIO HTTP decoder with `400` and an EMPTY body, not JSON {\"detail\": ...}")
+FRAMING_BUG = ("BUG: HTTP framing errors (bad/conflicting Content-Length, Content-Length with Transfer-Encoding, "
+               "raw NUL in the request line or a header, oversized header or request target) are answered by the "
+               "NIO HTTP decoder with `400` and an EMPTY body, not JSON {\"detail\": ...}")
 HOSTILE_RAW_XFAIL = {"content-length-negative", "content-length-not-a-number", "content-length-conflicting",
-                     "content-length-huge", "nul-byte-in-request-target", "nul-byte-in-header-value"}
+                     "content-length-huge", "content-length-with-transfer-encoding", "nul-byte-in-request-target",
+                     "nul-byte-in-header-value", "header-200KB", "request-target-100KB"}
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_HTTP))
@@ -301,16 +316,38 @@ def test_hostile_request_gets_4xx_json(hostile_node, case):
     assert_healthy(hostile_node)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=FRAMING_BUG)) if c in HOSTILE_RAW_XFAIL else c
-    for c in HOSTILE_RAW])
-def test_hostile_raw_request_gets_4xx_json(hostile_node, case):
+@pytest.mark.parametrize("case", list(HOSTILE_RAW))
+def test_hostile_raw_request_is_rejected(hostile_node, case):
+    """The status part: a 4xx, no write happened, the node lives on."""
     try:
         resp = raw_http(hostile_node.port, HOSTILE_RAW[case])
     finally:
         assert_healthy(hostile_node)
     assert resp is not None, f"{case}: connection closed without a response"
+    assert 400 <= resp.status < 500, f"{case}: {resp.status} {resp.body[:200]!r}"
+    for smuggled in ("te", "cl"):
+        assert hostile_node.request("GET", f"/configs/{smuggled}").status_code == 404
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=FRAMING_BUG)) if c in HOSTILE_RAW_XFAIL else c
+    for c in HOSTILE_RAW])
+def test_hostile_raw_request_gets_json_detail(hostile_node, case):
+    """The body part: even a framing error answers {"detail": str}, as every other error does."""
+    resp = raw_http(hostile_node.port, HOSTILE_RAW[case])
+    assert resp is not None
     assert_json_error(resp.status, resp.body, context=case)
+
+
+@pytest.mark.parametrize("case", list(NOT_HTTP))
+def test_non_http_bytes_are_refused(hostile_node, case):
+    try:
+        resp = raw_http(hostile_node.port, NOT_HTTP[case])
+    except (ConnectionResetError, BrokenPipeError):
+        resp = None
+    if resp is not None and case != "bare-lf-request":
+        assert 400 <= resp.status < 500, f"{case}: {resp.status}"
+    assert_healthy(hostile_node)
 
 
 def test_truncated_body_gets_4xx_json(hostile_node):
@@ -888,3 +925,60 @@ def test_get_and_delete_with_json_content_type_and_no_body(node):
     assert node.request("GET", "/configs/ctype", headers=h).status_code == 200
     assert node.request("GET", "/configs", headers=h).status_code == 200
     assert node.request("DELETE", "/configs/ctype", headers=h).status_code == 200
+
+
+# =========================================================================================
+# Header bytes: OpenSecureConf (Starlette) reads header values as ISO-8859-1, one code point
+# per byte, and derives the key from that string's UTF-8. The Python clients send header
+# values latin-1 encoded (http.client), so "pässwörd" arrives as b"p\xe4ssw\xf6rd".
+# =========================================================================================
+
+HEADER_BYTES_BUG = (
+    "BUG: X-User-Key / X-API-Key header bytes are decoded as UTF-8 with U+FFFD replacement instead of "
+    "ISO-8859-1 (as OpenSecureConf/Starlette does). Every non-UTF-8 byte becomes U+FFFD, so distinct user keys "
+    "collide (b'\\xff'*9 reads data written with b'\\xfe'*9; 'pässwörd-1' reads data of 'püsswärd-1'), "
+    "a latin-1 user key derives a different Fernet key than OpenSecureConf (imported data unreadable), and a "
+    "latin-1 OSC_API_KEY can never be matched (403)")
+
+
+def _raw_with_user_key(node, method, path, key_bytes: bytes, body: bytes = b""):
+    data = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + b"X-User-Key: " + key_bytes + b"\r\n\r\n" + body
+    return raw_http(node.port, data)
+
+
+@pytest.mark.xfail(strict=True, reason=HEADER_BYTES_BUG)
+def test_invalid_utf8_user_keys_do_not_collide(fresh_node):
+    r = _raw_with_user_key(fresh_node, "POST", "/configs", b"\xff" * 9, b'{"key":"k","value":"ff-secret"}')
+    assert r.status == 201
+    assert _raw_with_user_key(fresh_node, "GET", "/configs/k", b"\xff" * 9).status == 200
+    other = _raw_with_user_key(fresh_node, "GET", "/configs/k", b"\xfe" * 9)
+    assert other.status == 401, f"user key b'\\xfe'*9 read data written with b'\\xff'*9: {other.body[:120]!r}"
+
+
+@pytest.mark.xfail(strict=True, reason=HEADER_BYTES_BUG)
+def test_latin1_user_keys_do_not_collide(fresh_node):
+    # requests (like both clients) sends these header values latin-1 encoded.
+    assert fresh_node.create("umlaut", "mine", user_key="pässwörd-1").status_code == 201
+    assert fresh_node.request("GET", "/configs/umlaut", user_key="pässwörd-1").status_code == 200
+    assert fresh_node.request("GET", "/configs/umlaut", user_key="püsswärd-1").status_code == 401
+
+
+@pytest.mark.xfail(strict=True, reason=HEADER_BYTES_BUG)
+@pytest.mark.parametrize("sent,upstream_key", [
+    ("pässwörd-1".encode("latin-1"), "pässwörd-1"),          # what the Python clients send
+    ("ключ-key-1".encode("utf-8"), "ключ-key-1".encode("utf-8").decode("latin-1")),  # curl with a UTF-8 key
+], ids=["latin1-from-python-client", "utf8-from-curl"])
+def test_non_ascii_user_key_derives_the_opensecureconf_key(fresh_node, sent, upstream_key):
+    r = _raw_with_user_key(fresh_node, "POST", "/configs", sent, b'{"key":"nonascii","value":"v"}')
+    assert r.status == 201
+    assert fresh_node.stop() == 0
+    (ciphertext,) = rows(fresh_node.db_path, "SELECT ciphertext FROM entries WHERE key = 'nonascii'")[0]
+    plaintext = fernet_for(upstream_key, fresh_node.salt_path.read_bytes()).decrypt(ciphertext.encode())
+    assert plaintext == b'"v"'
+
+
+@pytest.mark.xfail(strict=True, reason=HEADER_BYTES_BUG)
+def test_latin1_api_key_is_accepted(node_factory):
+    n = node_factory.start(api_key="schlüssel-api-1")
+    assert n.request("GET", "/configs", api_key="schlüssel-api-1").status_code == 200

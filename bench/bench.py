@@ -1,0 +1,921 @@
+#!/usr/bin/env python3
+"""SecureConf benchmark: one command, figures beside the targets of issue 5.
+
+    python3 bench/bench.py                 # full run (10 s per load test, about 2-3 minutes)
+    python3 bench/bench.py --quick         # 3 s per load test, about a minute
+    python3 bench/bench.py --json-out results.json --skip-cluster
+
+Starts release nodes (`secureconf serve`) in a temporary directory on 127.0.0.1 and ports
+the kernel hands out, drives them with wrk (the Lua scripts next to this file) and with
+http.client, and prints a table and a JSON document. Every node it starts is stopped
+(SIGTERM, then SIGKILL after 10 s) on success, error, Ctrl-C or SIGTERM.
+
+Python 3 standard library only, plus wrk (Debian's `wrk` package). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+HOST = "127.0.0.1"
+
+USER_KEY_ALPHABET = string.ascii_letters + string.digits
+
+# Targets of issue 5 (figures, not pass/fail: the exit code does not depend on them).
+TARGET_READS_PER_S = 20_000
+TARGET_READ_P99_MS = 5.0
+TARGET_WRITES_PER_S = 5_000
+TARGET_FIRST_REQUEST_MS = 60.0
+TARGET_RSS_IDLE_MB = 64.0
+TARGET_RSS_LOAD_MB = 150.0
+TARGET_STARTUP_S = 1.0
+TARGET_KDF_RATIO = 1.5
+TARGET_CLUSTER_WRITES_PER_S = 2_000
+TARGET_CLUSTER_AGREEMENT_MS = 1_000.0
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the table and the JSON."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def random_token(n: int) -> str:
+    return "".join(secrets.choice(USER_KEY_ALPHABET) for _ in range(n))
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C so every node is stopped."""
+
+
+# --------------------------------------------------------------------------- processes
+
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """Starts a child in its own session (Ctrl-C reaches only us; we stop it) and tracks it."""
+    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+    _CHILDREN.append(proc)
+    return proc
+
+
+def stop_processes(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM to every live process, then SIGKILL to those still alive after `grace` seconds."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for p in live:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"pid {p.pid} still running {grace:.0f} s after SIGTERM: SIGKILL")
+            try:
+                p.kill()
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+    for p in procs:
+        if p in _CHILDREN and p.poll() is not None:
+            _CHILDREN.remove(p)
+
+
+def stop_all_children() -> None:
+    stop_processes(list(_CHILDREN))
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports the kernel hands out for 127.0.0.1 (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# --------------------------------------------------------------------------- HTTP
+
+class Client:
+    """One keep-alive HTTP/1.1 connection (http.client), reconnecting once if the node closed it."""
+
+    def __init__(self, port: int, headers: dict[str, str] | None = None, timeout: float = 60.0):
+        self.port = port
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body=None, headers: dict[str, str] | None = None):
+        """Returns (status, response headers, body bytes)."""
+        data = None
+        all_headers = dict(self.headers)
+        all_headers.update(headers or {})
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, path, body=data, headers=all_headers)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+                return resp.status, resp.headers, payload
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, path: str, body=None, expect: tuple[int, ...] = (200,)):
+        status, _, payload = self.request(method, path, body)
+        if status not in expect:
+            raise BenchError(f"{method} {path}: HTTP {status}: {payload[:300]!r}")
+        return json.loads(payload)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def health_ok(port: int, timeout: float = 1.0) -> bool:
+    """One GET /health over a fresh connection: True on 200, False if refused or not 200."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status == 200
+    except (ConnectionRefusedError, ConnectionResetError, http.client.HTTPException, socket.timeout, OSError):
+        return False
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- nodes
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Node:
+    """One `secureconf serve` process with its data in `workdir` (also its working directory)."""
+
+    def __init__(self, binary: Path, workdir: Path, port: int, extra_env: dict[str, str] | None = None):
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port
+        self.extra_env = dict(extra_env or {})
+        self.proc: subprocess.Popen | None = None
+        self.spawned_at = 0.0
+        self.ready_at = 0.0
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
+        env.update({
+            "OSC_HOST": HOST,
+            "OSC_HOST_PORT": str(self.port),
+            "OSC_DATABASE_PATH": str(self.workdir / "configurations.db"),
+            "OSC_SALT_FILE_PATH": str(self.workdir / "encryption.salt"),
+            "OSC_LOG_LEVEL": "WARNING",
+        })
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, ready_timeout: float = 60.0, poll_interval: float = 0.002) -> float:
+        """Spawns the node and waits for GET /health 200; returns seconds from spawn to ready."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise BenchError("node already running")
+        env = self.env
+        logfile = open(self.workdir / "node.log", "ab")
+        self.spawned_at = time.monotonic()
+        try:
+            self.proc = spawn([str(self.binary), "serve"], cwd=self.workdir, env=env,
+                              stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
+        finally:
+            logfile.close()
+        deadline = self.spawned_at + ready_timeout
+        while True:
+            if health_ok(self.port, timeout=2.0):
+                self.ready_at = time.monotonic()
+                return self.ready_at - self.spawned_at
+            if self.proc.poll() is not None:
+                raise BenchError(f"node on port {self.port} exited with {self.proc.returncode} "
+                                 f"before answering /health:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"node on port {self.port} not ready after {ready_timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(poll_interval)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        stop_processes([self.proc])
+        return self.proc.returncode
+
+    def rss_kb(self) -> int | None:
+        return proc_status_kb(self.pid, "VmRSS")
+
+    def hwm_kb(self) -> int | None:
+        return proc_status_kb(self.pid, "VmHWM")
+
+    def entries(self) -> int:
+        return int(Client(self.port).json("GET", "/ready")["entries"])
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = (self.workdir / "node.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+# --------------------------------------------------------------------------- wrk
+
+class Wrk:
+    """wrk with one of the Lua scripts in bench/; results come from the script's done() JSON line."""
+
+    def __init__(self, script: str, port: int, threads: int, connections: int, duration_s: int,
+                 env: dict[str, str], wrk_bin: str = "wrk"):
+        self.script = BENCH_DIR / script
+        self.port = port
+        self.threads = threads
+        self.connections = connections
+        self.duration_s = duration_s
+        args = [wrk_bin, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s",
+                "--latency", "-s", str(self.script), f"http://{HOST}:{port}"]
+        full_env = dict(os.environ)
+        full_env.update({"BENCH_THREADS": str(threads)})
+        full_env.update(env)
+        self.started_at = time.monotonic()
+        self.proc = spawn(args, env=full_env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def interrupt(self) -> None:
+        """SIGINT: wrk stops early and still reports (done() runs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def result(self, timeout: float | None = None) -> dict:
+        if timeout is None:
+            timeout = self.duration_s + 30
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise BenchError(f"wrk {self.script.name} did not finish within {timeout:.0f} s")
+        finally:
+            if self.proc in _CHILDREN:
+                _CHILDREN.remove(self.proc)
+        if self.proc.returncode != 0:
+            raise BenchError(f"wrk {self.script.name} exited with {self.proc.returncode}: {err.strip()} {out[-500:]}")
+        line = next((l for l in out.splitlines() if l.startswith("BENCH_JSON ")), None)
+        if line is None:
+            raise BenchError(f"wrk {self.script.name}: no BENCH_JSON line in its output:\n{out}\n{err}")
+        r = json.loads(line[len("BENCH_JSON "):])
+        seconds = r["duration_us"] / 1e6
+        lat = r["latency_us"]
+        r["seconds"] = round(seconds, 3)
+        r["requests_per_s"] = round(r["requests"] / seconds, 1) if seconds else 0.0
+        r["ok_per_s"] = round(r["ok"] / seconds, 1) if seconds else 0.0
+        r["latency_ms"] = {k: round(v / 1000.0, 3) for k, v in lat.items()}
+        r["threads"] = self.threads
+        r["connections"] = self.connections
+        r["script"] = self.script.name
+        del r["latency_us"]
+        return r
+
+
+def run_wrk(script: str, port: int, duration_s: int, env: dict[str, str],
+            threads: int = 2, connections: int = 32) -> dict:
+    return Wrk(script, port, threads, connections, duration_s, env).result()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def wait_for_binary(path: Path, timeout: float = 300.0) -> None:
+    """The release binary is rebuilt by others from time to time: wait until it exists and is stable."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            st1 = path.stat()
+            if os.access(path, os.X_OK) and st1.st_size > 0:
+                time.sleep(1.0)
+                st2 = path.stat()
+                if (st1.st_size, st1.st_mtime_ns) == (st2.st_size, st2.st_mtime_ns):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{path} missing or changing for {timeout:.0f} s")
+        if not announced:
+            log(f"waiting for {path} (missing or being rebuilt)")
+            announced = True
+        time.sleep(2.0)
+
+
+def snapshot_binary(source: Path, dest_dir: Path) -> tuple[Path, str]:
+    """Copies the binary into the run's directory, so a rebuild in the middle of the run changes nothing."""
+    dest = dest_dir / "secureconf"
+    for attempt in range(1, 6):
+        wait_for_binary(source)
+        shutil.copy2(source, dest)
+        dest.chmod(0o755)
+        try:
+            version = subprocess.run([str(dest), "version"], capture_output=True, text=True, timeout=30)
+            if version.returncode == 0:
+                return dest, version.stdout.strip()
+            log(f"copied binary does not run (attempt {attempt}): {version.stderr.strip()}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log(f"copied binary does not run (attempt {attempt}): {e}")
+        time.sleep(5)
+    raise BenchError(f"could not get a working copy of {source}")
+
+
+def mb(kb: int | None) -> float | None:
+    """kB from /proc (KiB) to MB (10^6 bytes)."""
+    return None if kb is None else round(kb * 1024 / 1e6, 1)
+
+
+def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, timeout: float = 300.0) -> dict:
+    """Creates keys key_prefix+0 .. key_prefix+(n-1) with wrk (populate.lua), stopping it once
+    GET /ready counts them all; any key still missing afterwards is created over http.client."""
+    base = node.entries()
+    target = base + n
+    w = Wrk("populate.lua", node.port, 2, 32, int(timeout), {
+        "BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY_PREFIX": key_prefix,
+        "BENCH_KEYS": str(n),
+    })
+    t0 = time.monotonic()
+    client = Client(node.port)
+    entries = base
+    while True:
+        entries = int(client.json("GET", "/ready")["entries"])
+        if entries >= target or w.proc.poll() is not None or time.monotonic() - t0 > timeout:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    w.interrupt()
+    r = w.result(timeout=30)
+    missing = 0
+    if entries < target:
+        # A create that failed (503, a dropped connection): fill the gaps one by one.
+        present: set[str] = set()
+        after = None
+        for _ in range(n // 1000 + 100):
+            q = f"/configs?environment={env_name}&limit=1000" + (f"&after={after}" if after else "")
+            status, headers, payload = client.request("GET", q, headers={"X-User-Key": user_key})
+            if status != 200:
+                raise BenchError(f"listing during populate: HTTP {status}")
+            present.update(e["key"] for e in json.loads(payload))
+            after = headers.get("X-SecureConf-Next-After")
+            if not after:
+                break
+        for i in range(n):
+            k = f"{key_prefix}{i}"
+            if k not in present:
+                missing += 1
+                status, _, payload = client.request("POST", "/configs", {"key": k, "value": {"n": i}, "environment": env_name},
+                                                    headers={"X-User-Key": user_key})
+                if status not in (201, 400):
+                    raise BenchError(f"populate {k}: HTTP {status} {payload[:200]!r}")
+        entries = node.entries()
+    client.close()
+    if entries < target:
+        raise BenchError(f"populate: {entries - base} of {n} entries after filling gaps")
+    return {"entries": n, "seconds": round(elapsed, 3), "writes_per_s": round(n / elapsed, 1),
+            "non2xx": r["non2xx"], "filled_afterwards": missing}
+
+
+def first_request_latency(port: int, samples: int, run_id: str) -> dict:
+    """POST of a new key with a never-seen user key, each over a fresh connection (connect included)."""
+    times = []
+    for i in range(samples):
+        user_key = "first-" + random_token(24)
+        body = json.dumps({"key": f"first-{run_id}-{i}", "value": {"sample": i}}).encode()
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        conn.request("POST", "/configs", body=body,
+                     headers={"X-User-Key": user_key, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        t1 = time.perf_counter()
+        conn.close()
+        if resp.status != 201:
+            raise BenchError(f"first request: HTTP {resp.status} {payload[:200]!r}")
+        times.append((t1 - t0) * 1000)
+        time.sleep(0.05)
+    return {"samples": samples, "median_ms": round(statistics.median(times), 2),
+            "min_ms": round(min(times), 2), "max_ms": round(max(times), 2),
+            "all_ms": [round(t, 2) for t in times]}
+
+
+def list_benchmark(port: int, user_key: str, env_name: str, expected: int, walks: int, full_runs: int) -> dict:
+    client = Client(port, {"X-User-Key": user_key})
+    walk_times = []
+    pages = 0
+    for _ in range(walks):
+        t0 = time.perf_counter()
+        after = None
+        seen = 0
+        pages = 0
+        for _ in range(expected // 1000 + 10):
+            q = f"/configs?environment={env_name}&limit=1000" + (f"&after={after}" if after else "")
+            status, headers, payload = client.request("GET", q)
+            if status != 200:
+                raise BenchError(f"GET {q}: HTTP {status} {payload[:200]!r}")
+            pages += 1
+            seen += len(json.loads(payload))
+            after = headers.get("X-SecureConf-Next-After")
+            if not after:
+                break
+        walk_times.append(time.perf_counter() - t0)
+        if seen != expected:
+            raise BenchError(f"paginated walk saw {seen} entries, expected {expected}")
+    full_times = []
+    size = 0
+    for _ in range(full_runs):
+        t0 = time.perf_counter()
+        status, _, payload = client.request("GET", f"/configs?environment={env_name}")
+        full_times.append(time.perf_counter() - t0)
+        if status != 200:
+            raise BenchError(f"unpaginated list: HTTP {status}")
+        n = len(json.loads(payload))
+        size = len(payload)
+        if n != expected:
+            raise BenchError(f"unpaginated list returned {n} entries, expected {expected}")
+    client.close()
+    walk = statistics.median(walk_times)
+    return {"entries": expected, "page_limit": 1000, "requests_per_walk": pages,
+            "walks": walks, "walk_ms_median": round(walk * 1000, 1), "walk_ms_best": round(min(walk_times) * 1000, 1),
+            "pages_per_s": round(pages / walk, 1),
+            "unpaginated_runs": full_runs, "unpaginated_ms_median": round(statistics.median(full_times) * 1000, 1),
+            "unpaginated_ms_best": round(min(full_times) * 1000, 1), "unpaginated_bytes": size}
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------- phases
+
+def phase_kdf(binary: Path) -> dict:
+    log("key derivation: secureconf bench-kdf")
+    p = subprocess.run([str(binary), "bench-kdf"], capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise BenchError(f"bench-kdf exited with {p.returncode}: {p.stderr.strip()}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def phase_single_node(binary: Path, root: Path, duration: int, quick: bool, results: dict) -> None:
+    user_key = "bench-" + random_token(24)
+    run_id = random_token(8)
+    env_name = "bench"
+    nkeys = 10_000
+    node = Node(binary, root / "node", free_ports(1)[0])
+    log(f"single node: starting on port {node.port}")
+    results["startup_empty_s"] = round(node.start(), 4)
+    time.sleep(1.0)
+    results["rss_idle_mb"] = mb(node.rss_kb())
+    rss_phases = {"idle": mb(node.hwm_kb())}
+    try:
+        log("first request with a new user key (10 cold keys)")
+        results["first_request"] = first_request_latency(node.port, 10, run_id)
+
+        hot = f"hot-{run_id}"
+        c = Client(node.port, {"X-User-Key": user_key})
+        c.json("POST", "/configs", {"key": hot, "value": {"host": "db.internal", "password": "s3cret"},
+                                    "environment": env_name}, expect=(201,))
+        c.json("GET", f"/configs/{hot}?environment={env_name}")
+        c.close()
+        common = {"BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY": hot,
+                  "BENCH_KEY_PREFIX": f"cfg-{run_id}-", "BENCH_KEYS": str(nkeys)}
+
+        log(f"warm reads of one key ({duration} s after a 1 s warm-up)")
+        run_wrk("read_one.lua", node.port, 1, common)
+        results["read_one"] = run_wrk("read_one.lua", node.port, duration, common)
+        rss_phases["read_one"] = mb(node.hwm_kb())
+
+        log(f"preloading {nkeys:,} keys")
+        results["preload_10k"] = populate(node, nkeys, env_name, common["BENCH_KEY_PREFIX"], user_key)
+
+        log(f"warm reads of {nkeys:,} random keys ({duration} s after a 1 s warm-up)")
+        run_wrk("read_random.lua", node.port, 1, common)
+        results["read_10k"] = run_wrk("read_random.lua", node.port, duration, common)
+        rss_phases["read_10k"] = mb(node.hwm_kb())
+
+        log(f"list of {nkeys:,} entries: paginated walks and unpaginated")
+        results["list_10k"] = list_benchmark(node.port, user_key, env_name, nkeys,
+                                             walks=2 if quick else 5, full_runs=2 if quick else 3)
+        rss_phases["list_10k"] = mb(node.hwm_kb())
+
+        log(f"unique-key writes ({duration} s)")
+        results["writes_unique"] = run_wrk("write_unique.lua", node.port, duration,
+                                           dict(common, BENCH_PREFIX=f"w-{run_id}"))
+        rss_phases["writes_unique"] = mb(node.hwm_kb())
+
+        log(f"updates of the {nkeys:,} preloaded keys ({duration} s)")
+        results["updates"] = run_wrk("update_random.lua", node.port, duration, common)
+        rss_phases["updates"] = mb(node.hwm_kb())
+
+        log(f"90/10 read/update mix ({duration} s)")
+        results["mix_90_10"] = run_wrk("mix.lua", node.port, duration, dict(common, BENCH_WRITE_PCT="10"))
+
+        results["rss_peak_mb"] = mb(node.hwm_kb())
+        results["rss_after_load_mb"] = mb(node.rss_kb())
+        rss_phases["mix_90_10"] = results["rss_peak_mb"]
+        results["rss_hwm_after_phase_mb"] = rss_phases
+        results["entries_at_end"] = node.entries()
+    finally:
+        t0 = time.monotonic()
+        code = node.stop()
+        results["single_node_shutdown"] = {"exit_code": code, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def phase_startup(binary: Path, root: Path, n: int, runs: int, results: dict) -> None:
+    user_key = "bench-" + random_token(24)
+    node = Node(binary, root / "startup", free_ports(1)[0])
+    log(f"start-up: populating a store with {n:,} entries on port {node.port}")
+    try:
+        node.start()
+        pop = populate(node, n, "bench", "big-", user_key)
+    finally:
+        t0 = time.monotonic()
+        code = node.stop()
+    stop_s = time.monotonic() - t0
+    if code != 0:
+        raise BenchError(f"node exited with {code} after SIGTERM:\n{node.log_tail()}")
+    db = node.workdir / "configurations.db"
+    size = sum(p.stat().st_size for p in node.workdir.glob("configurations.db*"))
+    times = []
+    for i in range(runs):
+        node.port = free_ports(1)[0]
+        try:
+            times.append(node.start())
+            entries = node.entries()
+        finally:
+            node.stop()
+        if entries != n:
+            raise BenchError(f"restarted node reports {entries} entries, expected {n}")
+        log(f"start-up {i + 1}/{runs}: {times[-1] * 1000:.1f} ms to the first /health 200")
+    results["startup_100k"] = {"entries": n, "populate": pop, "shutdown_after_populate_s": round(stop_s, 3),
+                               "database_bytes": size, "runs_s": [round(t, 4) for t in times],
+                               "best_s": round(min(times), 4), "median_s": round(statistics.median(times), 4)}
+
+
+def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> None:
+    ports = free_ports(3)
+    api_key = random_token(32)
+    user_key = "bench-" + random_token(24)
+    run_id = random_token(8)
+    members = ",".join(f"{HOST}:{p}" for p in ports)
+    salt = secrets.token_bytes(64)
+    nodes = []
+    for i, port in enumerate(ports):
+        workdir = root / f"cluster-{i}"
+        workdir.mkdir(parents=True)
+        # One salt for the whole cluster, as a deployment would provision it.
+        salt_path = workdir / "encryption.salt"
+        salt_path.write_bytes(salt)
+        salt_path.chmod(0o600)
+        nodes.append(Node(binary, workdir, port, {
+            "OSC_CLUSTER_ENABLED": "true", "OSC_CLUSTER_MODE": "replica",
+            "OSC_CLUSTER_NODE_ID": f"{HOST}:{port}", "OSC_CLUSTER_NODES": members,
+            "OSC_API_KEY_REQUIRED": "true", "OSC_API_KEY": api_key, "OSC_CLUSTER_SYNC_INTERVAL": "2",
+        }))
+    out: dict = {"nodes": members}
+    results["cluster"] = out
+    try:
+        log(f"cluster: starting three replica nodes on ports {', '.join(map(str, ports))}")
+        for node in nodes:
+            node.start()
+        clients = [Client(n.port, {"X-API-Key": api_key}) for n in nodes]
+        status, _, payload = clients[0].request("GET", "/cluster/digest")
+        if status == 404:
+            out["skipped"] = "GET /cluster/digest answers 404: this build has no replica cluster yet"
+            log("cluster: " + out["skipped"] + "; skipping")
+            return
+        if status != 200:
+            out["skipped"] = f"GET /cluster/digest answers HTTP {status}: {payload[:200]!r}"
+            log("cluster: " + out["skipped"] + "; skipping")
+            return
+        out["revisions_before"] = [c.json("GET", "/cluster/digest")["revisions"] for c in clients]
+
+        stop_file = root / f"cluster-stop-{run_id}"
+        log(f"cluster: unique-key writes on all three nodes ({duration} s, wrk -t1 -c16 per node)")
+        t_start = time.monotonic()
+        loads = [Wrk("write_unique.lua", n.port, 1, 16, duration + 120, {
+            "BENCH_USER_KEY": user_key, "BENCH_API_KEY": api_key, "BENCH_PREFIX": f"c-{run_id}-n{i}",
+            "BENCH_STOP_FILE": str(stop_file)}) for i, n in enumerate(nodes)]
+        time.sleep(max(0.0, t_start + duration - time.monotonic()))
+        stop_file.touch()
+        t_stop = time.monotonic()
+        write_seconds = t_stop - t_start
+
+        # Poll every 20 ms until every wrk has drained its writes and the three digests agree.
+        drained_at = None
+        agreed_at = None
+        polls = 0
+        last: list = []
+        deadline = t_stop + 60.0
+        while time.monotonic() < deadline:
+            tick = time.monotonic()
+            if drained_at is None and len(list(root.glob(stop_file.name + ".stopped.*"))) == len(nodes):
+                drained_at = time.monotonic()
+            last = [c.json("GET", "/cluster/digest") for c in clients]
+            polls += 1
+            if drained_at is not None and len({d["digest"] for d in last}) == 1:
+                agreed_at = time.monotonic()
+                break
+            time.sleep(max(0.0, 0.02 - (time.monotonic() - tick)))
+        for w in loads:
+            w.interrupt()
+        per_node = [w.result(timeout=30) for w in loads]
+        acked = sum(r["ok"] for r in per_node)
+        non2xx = sum(r["non2xx"] for r in per_node)
+        sent = sum(r["sent"] for r in per_node)
+        out.update({
+            "write_seconds": round(write_seconds, 3),
+            "acknowledged_writes": acked, "sent_writes": sent, "non2xx": non2xx,
+            "writes_per_s": round(acked / write_seconds, 1),
+            "per_node_writes_per_s": [round(r["ok"] / write_seconds, 1) for r in per_node],
+            "per_node_latency_ms": [{k: r["latency_ms"][k] for k in ("p50", "p99")} for r in per_node],
+            "drain_ms": None if drained_at is None else round((drained_at - t_stop) * 1000, 1),
+            "digest_polls": polls,
+            "final_revisions": [d["revisions"] for d in last],
+            "final_digests_equal": len({d["digest"] for d in last}) == 1,
+        })
+        if agreed_at is None:
+            out["agreement_ms"] = None
+            out["agreement_note"] = "digests did not agree within 60 s after the load stopped"
+        else:
+            out["agreement_ms"] = round((agreed_at - t_stop) * 1000, 1)
+        revs = last[0]["revisions"] if last else None
+        out["revisions_equal_acknowledged"] = bool(agreed_at is not None and revs == acked + out["revisions_before"][0])
+        for c in clients:
+            c.close()
+    finally:
+        stop_processes([n.proc for n in nodes if n.proc is not None])
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt_int(x) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def fmt_ms(x) -> str:
+    return "—" if x is None else (f"{x:.2f} ms" if x < 100 else f"{x:,.0f} ms")
+
+
+def mark(ok) -> str:
+    return "—" if ok is None else ("met" if ok else "NOT MET")
+
+
+def build_rows(r: dict) -> list[dict]:
+    rows = []
+
+    def row(name, value, p50=None, p99=None, target="—", met=None, key=None):
+        rows.append({"measurement": name, "value": value, "p50": p50, "p99": p99, "target": target,
+                     "met": met, "key": key})
+
+    def wrk_row(name, key, unit, target=None, check=None):
+        w = r.get(key)
+        if not w:
+            row(name, "not measured", target=target or "—", key=key)
+            return
+        value = f"{fmt_int(w['ok_per_s'])} {unit}"
+        if w["non2xx"] or any(w["errors"][e] for e in ("connect", "read", "write", "timeout")):
+            errs = ", ".join(f"{k} {v}" for k, v in w["errors"].items() if v and k != "status")
+            value += f" ({w['non2xx']:,} non-2xx{', ' + errs if errs else ''})"
+        row(name, value, fmt_ms(w["latency_ms"]["p50"]), fmt_ms(w["latency_ms"]["p99"]),
+            target or "—", check(w) if check else None, key)
+
+    def reads_ok(w):
+        return w["ok_per_s"] >= TARGET_READS_PER_S and w["latency_ms"]["p99"] <= TARGET_READ_P99_MS and w["non2xx"] == 0
+
+    read_target = f"≥ {TARGET_READS_PER_S:,}/s, p99 ≤ {TARGET_READ_P99_MS:g} ms"
+    wrk_row("warm reads, one key (c32)", "read_one", "reads/s", read_target, reads_ok)
+    wrk_row("warm reads, 10,000 random keys (c32)", "read_10k", "reads/s", read_target, reads_ok)
+    wrk_row("unique-key writes (c32)", "writes_unique", "writes/s", f"≥ {TARGET_WRITES_PER_S:,}/s, 0 non-2xx",
+            lambda w: w["ok_per_s"] >= TARGET_WRITES_PER_S and w["non2xx"] == 0)
+    wrk_row("updates, 10,000 keys (c32)", "updates", "updates/s")
+    wrk_row("90/10 read/update mix (c32)", "mix_90_10", "req/s")
+
+    lst = r.get("list_10k")
+    if lst:
+        row("list 10,000, limit=1000 walk", f"{lst['pages_per_s']:,.1f} pages/s, walk {fmt_ms(lst['walk_ms_median'])} "
+            f"({lst['requests_per_walk']} requests)", key="list_10k")
+        row("list 10,000, unpaginated", fmt_ms(lst["unpaginated_ms_median"]) + f" ({lst['unpaginated_bytes'] / 1e6:.1f} MB)",
+            key="list_10k")
+    else:
+        row("list 10,000", "not measured", key="list_10k")
+
+    fr = r.get("first_request")
+    if fr:
+        row("first request, new user key", f"median {fmt_ms(fr['median_ms'])} of {fr['samples']} "
+            f"(min {fr['min_ms']:.1f}, max {fr['max_ms']:.1f})", fmt_ms(fr["median_ms"]), None,
+            f"≤ {TARGET_FIRST_REQUEST_MS:g} ms", fr["median_ms"] <= TARGET_FIRST_REQUEST_MS, "first_request")
+    else:
+        row("first request, new user key", "not measured", target=f"≤ {TARGET_FIRST_REQUEST_MS:g} ms", key="first_request")
+
+    kdf = r.get("kdf")
+    if kdf:
+        row("key derivation (PBKDF2, 480k)", f"{kdf['secureconf_pbkdf2_ms']:.1f} ms = {kdf['ratio_to_limit']:.2f}× "
+            f"SHA-256 limit {kdf['sha256_limit_ms']:.1f} ms (OpenSSL {kdf['openssl_pkcs5_pbkdf2_ms']:.1f} ms)",
+            target=f"≤ {TARGET_KDF_RATIO:g}× limit", met=kdf["ratio_to_limit"] <= TARGET_KDF_RATIO, key="kdf")
+    else:
+        row("key derivation", "not measured", target=f"≤ {TARGET_KDF_RATIO:g}× limit", key="kdf")
+
+    idle, peak = r.get("rss_idle_mb"), r.get("rss_peak_mb")
+    row("RSS idle after start", "not measured" if idle is None else f"{idle:.1f} MB",
+        target=f"≤ {TARGET_RSS_IDLE_MB:g} MB", met=None if idle is None else idle <= TARGET_RSS_IDLE_MB, key="rss_idle_mb")
+    row("RSS peak under load (VmHWM)", "not measured" if peak is None else f"{peak:.1f} MB",
+        target=f"≤ {TARGET_RSS_LOAD_MB:g} MB", met=None if peak is None else peak <= TARGET_RSS_LOAD_MB, key="rss_peak_mb")
+
+    if r.get("startup_empty_s") is not None:
+        row("start-up, empty store", fmt_ms(r["startup_empty_s"] * 1000), key="startup_empty_s")
+    su = r.get("startup_100k")
+    if su:
+        row("start-up, 100,000 entries (best of 3)", fmt_ms(su["best_s"] * 1000) + f" (median {fmt_ms(su['median_s'] * 1000)})",
+            target=f"≤ {TARGET_STARTUP_S:g} s", met=su["best_s"] <= TARGET_STARTUP_S, key="startup_100k")
+    else:
+        row("start-up, 100,000 entries", r.get("startup_skipped", "not measured"), target=f"≤ {TARGET_STARTUP_S:g} s",
+            key="startup_100k")
+
+    cl = r.get("cluster")
+    if cl and "writes_per_s" in cl:
+        lat = cl["per_node_latency_ms"]
+        row("3-node replicated writes (3 × c16)", f"{fmt_int(cl['writes_per_s'])} writes/s "
+            f"({cl['acknowledged_writes']:,} acked, {cl['non2xx']:,} non-2xx)",
+            fmt_ms(max(x["p50"] for x in lat)), fmt_ms(max(x["p99"] for x in lat)),
+            f"≥ {TARGET_CLUSTER_WRITES_PER_S:,}/s", cl["writes_per_s"] >= TARGET_CLUSTER_WRITES_PER_S and cl["non2xx"] == 0,
+            "cluster")
+        agree = cl.get("agreement_ms")
+        revs = cl["final_revisions"][0] if cl["final_revisions"] else None
+        row("3-node agreement after the load", ("no agreement in 60 s" if agree is None else fmt_ms(agree)) +
+            f"; revisions {fmt_int(revs)} {'=' if cl['revisions_equal_acknowledged'] else '≠'} acked {cl['acknowledged_writes']:,}",
+            target=f"≤ {TARGET_CLUSTER_AGREEMENT_MS:,.0f} ms, revisions = acked",
+            met=agree is not None and agree <= TARGET_CLUSTER_AGREEMENT_MS and cl["revisions_equal_acknowledged"], key="cluster")
+    else:
+        reason = (cl or {}).get("skipped") or r.get("cluster_skipped") or "not measured"
+        row("3-node replicated writes", "skipped: " + reason, target=f"≥ {TARGET_CLUSTER_WRITES_PER_S:,}/s", key="cluster")
+        row("3-node agreement after the load", "skipped", target=f"≤ {TARGET_CLUSTER_AGREEMENT_MS:,.0f} ms", key="cluster")
+    return rows
+
+
+def render_table(rows: list[dict]) -> str:
+    headers = ["measurement", "value", "p50", "p99", "target", "met"]
+    cells = [[row["measurement"], row["value"], row["p50"] or "", row["p99"] or "", row["target"], mark(row["met"])]
+             for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for c in cells:
+        out.append("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark a SecureConf release binary against the targets of issue 5.")
+    parser.add_argument("--quick", action="store_true", help="3 s per load test instead of 10 s (about a minute in all)")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per load test (default 10, 3 with --quick)")
+    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON results to FILE")
+    parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
+    parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
+    parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (node logs, databases)")
+    args = parser.parse_args()
+
+    duration = args.duration or (3 if args.quick else 10)
+    if duration < 1:
+        parser.error("--duration must be at least 1")
+    source = Path(args.bin or os.environ.get("SECURECONF_BIN") or REPO_ROOT / ".build" / "release" / "secureconf")
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    root = Path(tempfile.mkdtemp(prefix="secureconf-bench-"))
+    started = time.monotonic()
+    results: dict = {}
+    meta: dict = {}
+    error = None
+    try:
+        binary, version = snapshot_binary(source, root)
+        wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0:1]
+        meta = {
+            "binary": str(source), "binary_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(source.stat().st_mtime)),
+            "version": version, "wrk": wrk_version[0].strip() if wrk_version else "", "cpus": os.cpu_count(),
+            "kernel": platform.release(), "python": platform.python_version(), "duration_s": duration,
+            "quick": args.quick, "loadavg_start": loadavg(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "temp_dir": str(root),
+        }
+        log(f"binary {source} ({version}); {duration} s per load test; temporary directory {root}")
+        if meta["loadavg_start"] and meta["loadavg_start"][0] > 0.5 * (os.cpu_count() or 1):
+            log(f"note: load average {meta['loadavg_start'][0]:.2f} before starting: other work on this "
+                "machine will depress the figures")
+
+        results["kdf"] = phase_kdf(binary)
+        phase_single_node(binary, root, duration, args.quick, results)
+        if args.skip_startup:
+            results["startup_skipped"] = "skipped (--skip-startup)"
+        else:
+            phase_startup(binary, root, 100_000, 3, results)
+        if args.skip_cluster:
+            results["cluster_skipped"] = "--skip-cluster"
+        else:
+            phase_cluster(binary, root, duration, results)
+    except (KeyboardInterrupt, Interrupted) as e:
+        error = f"interrupted ({e or 'SIGINT'})"
+        log(error)
+    except BenchError as e:
+        error = str(e)
+        log(f"error: {e}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all_children()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    meta["loadavg_end"] = loadavg()
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    rows = build_rows(results)
+    document = {
+        "meta": meta,
+        "results": results,
+        "targets": [{"measurement": r["measurement"], "value": r["value"], "target": r["target"],
+                     "met": r["met"]} for r in rows],
+    }
+    if error:
+        document["error"] = error
+    print(render_table(rows))
+    print()
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        log(f"JSON written to {args.json_out}")
+    if args.keep_temp:
+        log(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
