@@ -10,6 +10,9 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "secureconf", targets: ["secureconf"]),
+        .library(name: "SecureConfCrypto", targets: ["SecureConfCrypto"]),
+        .library(name: "SecureConfStore", targets: ["SecureConfStore"]),
+        .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),

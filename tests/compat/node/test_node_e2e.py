@@ -782,7 +782,7 @@ def test_sigterm_idle_node_exits_0_quickly(node_factory):
     assert s.get(n.url + "/health").status_code == 200
     t0 = time.monotonic()
     assert n.stop() == 0
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10
     s.close()
 
 
