@@ -16,6 +16,7 @@ Python 3 standard library only, plus wrk (Debian's `wrk` package). See bench/REA
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import http.client
 import json
 import os
@@ -384,19 +385,27 @@ def mb(kb: int | None) -> float | None:
 
 def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, timeout: float = 300.0) -> dict:
     """Creates keys key_prefix+0 .. key_prefix+(n-1) with wrk (populate.lua), stopping it once
-    GET /ready counts them all; any key still missing afterwards is created over http.client."""
+    GET /ready counts them all, or once every wrk thread has sent its share and the count has
+    not moved for a second; any key still missing then is created over http.client."""
     base = node.entries()
     target = base + n
-    w = Wrk("populate.lua", node.port, 2, 32, int(timeout), {
+    threads = 2
+    marker = node.workdir / f"populate-{random_token(8)}"
+    w = Wrk("populate.lua", node.port, threads, 32, int(timeout) + 60, {
         "BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY_PREFIX": key_prefix,
-        "BENCH_KEYS": str(n),
+        "BENCH_KEYS": str(n), "BENCH_DONE_FILE": str(marker),
     })
     t0 = time.monotonic()
     client = Client(node.port)
-    entries = base
+    entries, last_change, last_entries = base, t0, base
     while True:
         entries = int(client.json("GET", "/ready")["entries"])
-        if entries >= target or w.proc.poll() is not None or time.monotonic() - t0 > timeout:
+        now = time.monotonic()
+        if entries != last_entries:
+            last_entries, last_change = entries, now
+        if entries >= target or w.proc.poll() is not None or now - t0 > timeout:
+            break
+        if now - last_change > 1.0 and len(list(node.workdir.glob(marker.name + ".*"))) == threads:
             break
         time.sleep(0.02)
     elapsed = time.monotonic() - t0
@@ -404,7 +413,7 @@ def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, 
     r = w.result(timeout=30)
     missing = 0
     if entries < target:
-        # A create that failed (503, a dropped connection): fill the gaps one by one.
+        # Creates lost to a dropped connection or refused (503): list what is there, create the rest.
         present: set[str] = set()
         after = None
         for _ in range(n // 1000 + 100):
@@ -416,20 +425,30 @@ def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, 
             after = headers.get("X-SecureConf-Next-After")
             if not after:
                 break
-        for i in range(n):
-            k = f"{key_prefix}{i}"
-            if k not in present:
-                missing += 1
-                status, _, payload = client.request("POST", "/configs", {"key": k, "value": {"n": i}, "environment": env_name},
-                                                    headers={"X-User-Key": user_key})
-                if status not in (201, 400):
-                    raise BenchError(f"populate {k}: HTTP {status} {payload[:200]!r}")
+        todo = [i for i in range(n) if f"{key_prefix}{i}" not in present]
+        missing = len(todo)
+        log(f"populate: creating {missing:,} keys wrk did not get acknowledged")
+
+        def create_some(indices: list[int]) -> None:
+            c = Client(node.port, {"X-User-Key": user_key})
+            try:
+                for i in indices:
+                    status, _, payload = c.request("POST", "/configs", {"key": f"{key_prefix}{i}", "value": {"n": i},
+                                                                        "environment": env_name})
+                    if status not in (201, 400):   # 400: it was created after all ("already exists")
+                        raise BenchError(f"populate {key_prefix}{i}: HTTP {status} {payload[:200]!r}")
+            finally:
+                c.close()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for f in [pool.submit(create_some, todo[k::8]) for k in range(8)]:
+                f.result()
         entries = node.entries()
     client.close()
     if entries < target:
         raise BenchError(f"populate: {entries - base} of {n} entries after filling gaps")
-    return {"entries": n, "seconds": round(elapsed, 3), "writes_per_s": round(n / elapsed, 1),
-            "non2xx": r["non2xx"], "filled_afterwards": missing}
+    return {"entries": n, "seconds": round(elapsed, 3), "writes_per_s": round((n - missing) / elapsed, 1),
+            "non2xx": r["non2xx"], "socket_errors": r["errors"], "filled_afterwards": missing}
 
 
 def first_request_latency(port: int, samples: int, run_id: str) -> dict:
@@ -457,6 +476,7 @@ def first_request_latency(port: int, samples: int, run_id: str) -> dict:
 
 def list_benchmark(port: int, user_key: str, env_name: str, expected: int, walks: int, full_runs: int) -> dict:
     client = Client(port, {"X-User-Key": user_key})
+    problems: list[str] = []
     walk_times = []
     pages = 0
     for _ in range(walks):
@@ -476,7 +496,7 @@ def list_benchmark(port: int, user_key: str, env_name: str, expected: int, walks
                 break
         walk_times.append(time.perf_counter() - t0)
         if seen != expected:
-            raise BenchError(f"paginated walk saw {seen} entries, expected {expected}")
+            problems.append(f"a paginated walk saw {seen} entries, expected {expected}")
     full_times = []
     size = 0
     for _ in range(full_runs):
@@ -488,14 +508,15 @@ def list_benchmark(port: int, user_key: str, env_name: str, expected: int, walks
         n = len(json.loads(payload))
         size = len(payload)
         if n != expected:
-            raise BenchError(f"unpaginated list returned {n} entries, expected {expected}")
+            problems.append(f"the unpaginated list returned {n} entries, expected {expected}")
     client.close()
     walk = statistics.median(walk_times)
     return {"entries": expected, "page_limit": 1000, "requests_per_walk": pages,
             "walks": walks, "walk_ms_median": round(walk * 1000, 1), "walk_ms_best": round(min(walk_times) * 1000, 1),
             "pages_per_s": round(pages / walk, 1),
             "unpaginated_runs": full_runs, "unpaginated_ms_median": round(statistics.median(full_times) * 1000, 1),
-            "unpaginated_ms_best": round(min(full_times) * 1000, 1), "unpaginated_bytes": size}
+            "unpaginated_ms_best": round(min(full_times) * 1000, 1), "unpaginated_bytes": size,
+            "problems": sorted(set(problems))}
 
 
 def loadavg() -> list[float]:
@@ -530,18 +551,21 @@ def phase_single_node(binary: Path, root: Path, duration: int, quick: bool, resu
         log("first request with a new user key (10 cold keys)")
         results["first_request"] = first_request_latency(node.port, 10, run_id)
 
+        # The hot key lives in its own environment, so the "bench" environment holds exactly
+        # the 10,000 preloaded keys that the list test walks.
         hot = f"hot-{run_id}"
         c = Client(node.port, {"X-User-Key": user_key})
         c.json("POST", "/configs", {"key": hot, "value": {"host": "db.internal", "password": "s3cret"},
-                                    "environment": env_name}, expect=(201,))
-        c.json("GET", f"/configs/{hot}?environment={env_name}")
+                                    "environment": "hot"}, expect=(201,))
+        c.json("GET", f"/configs/{hot}?environment=hot")
         c.close()
         common = {"BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY": hot,
                   "BENCH_KEY_PREFIX": f"cfg-{run_id}-", "BENCH_KEYS": str(nkeys)}
+        hot_env = dict(common, BENCH_ENV="hot")
 
         log(f"warm reads of one key ({duration} s after a 1 s warm-up)")
-        run_wrk("read_one.lua", node.port, 1, common)
-        results["read_one"] = run_wrk("read_one.lua", node.port, duration, common)
+        run_wrk("read_one.lua", node.port, 1, hot_env)
+        results["read_one"] = run_wrk("read_one.lua", node.port, duration, hot_env)
         rss_phases["read_one"] = mb(node.hwm_kb())
 
         log(f"preloading {nkeys:,} keys")
@@ -756,6 +780,8 @@ def build_rows(r: dict) -> list[dict]:
             f"({lst['requests_per_walk']} requests)", key="list_10k")
         row("list 10,000, unpaginated", fmt_ms(lst["unpaginated_ms_median"]) + f" ({lst['unpaginated_bytes'] / 1e6:.1f} MB)",
             key="list_10k")
+        for problem in lst.get("problems", []):
+            row("  list problem", problem, key="list_10k")
     else:
         row("list 10,000", "not measured", key="list_10k")
 
@@ -855,6 +881,7 @@ def main() -> int:
     started = time.monotonic()
     results: dict = {}
     meta: dict = {}
+    phase_errors: dict[str, str] = {}
     error = None
     try:
         binary, version = snapshot_binary(source, root)
@@ -871,16 +898,24 @@ def main() -> int:
             log(f"note: load average {meta['loadavg_start'][0]:.2f} before starting: other work on this "
                 "machine will depress the figures")
 
-        results["kdf"] = phase_kdf(binary)
-        phase_single_node(binary, root, duration, args.quick, results)
+        phases = [("kdf", lambda: results.__setitem__("kdf", phase_kdf(binary))),
+                  ("single_node", lambda: phase_single_node(binary, root, duration, args.quick, results))]
         if args.skip_startup:
             results["startup_skipped"] = "skipped (--skip-startup)"
         else:
-            phase_startup(binary, root, 100_000, 3, results)
+            phases.append(("startup", lambda: phase_startup(binary, root, 100_000, 3, results)))
         if args.skip_cluster:
             results["cluster_skipped"] = "--skip-cluster"
         else:
-            phase_cluster(binary, root, duration, results)
+            phases.append(("cluster", lambda: phase_cluster(binary, root, duration, results)))
+        for name, phase in phases:
+            try:
+                phase()
+            except Exception as e:  # noqa: BLE001 - reported, and the other phases still run
+                # One phase failing (a node that will not start, say) does not cost the others.
+                phase_errors[name] = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+                log(f"error in {name}: {e}")
+                stop_all_children()
     except (KeyboardInterrupt, Interrupted) as e:
         error = f"interrupted ({e or 'SIGINT'})"
         log(error)
@@ -902,9 +937,13 @@ def main() -> int:
         "targets": [{"measurement": r["measurement"], "value": r["value"], "target": r["target"],
                      "met": r["met"]} for r in rows],
     }
+    if phase_errors:
+        document["phase_errors"] = phase_errors
     if error:
         document["error"] = error
     print(render_table(rows))
+    for name, message in phase_errors.items():
+        print(f"error in {name}: {message.splitlines()[0] if message else ''}")
     print()
     print(json.dumps(document, indent=2, ensure_ascii=False))
     if args.json_out:
@@ -914,7 +953,7 @@ def main() -> int:
         log(f"kept {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
-    return 1 if error else 0
+    return 1 if error or phase_errors else 0
 
 
 if __name__ == "__main__":

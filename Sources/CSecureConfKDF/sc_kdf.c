@@ -3,6 +3,9 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static void store_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
@@ -105,4 +108,14 @@ void sc_sha256_compress_blocks(uint64_t blocks) {
     for (uint64_t i = 0; i < blocks; i++) SHA256_Transform(&ctx, block);
     state_to_bytes(&ctx, block);
     OPENSSL_cleanse(&ctx, sizeof ctx);
+}
+
+void sc_lower_thread_priority(void) {
+#ifdef SYS_gettid
+    static __thread int lowered = 0;
+    if (!lowered) {
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+        lowered = 1;
+    }
+#endif
 }

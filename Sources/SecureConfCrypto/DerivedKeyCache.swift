@@ -1,4 +1,5 @@
 import Foundation
+import CSecureConfKDF
 import NIOPosix
 import Synchronization
 
@@ -104,6 +105,22 @@ public final class DerivedKeyCache: Sendable {
         CacheIndex(OpenSSL.hmacSHA256(key: indexKey, data: Array(userKey.utf8)))
     }
 
+    /// The cached key for `userKey`, if there is a fresh one (no derivation).
+    public func cachedKey(for userKey: String) -> CachedKey? {
+        let index = index(for: userKey)
+        let now = ContinuousClock.now
+        let key: DerivedKey? = state.withLock { s in
+            guard var entry = s.entries[index], entry.expires > now else { return nil }
+            s.tick &+= 1
+            entry.lastUse = s.tick
+            s.entries[index] = entry
+            return entry.key
+        }
+        guard let key else { return nil }
+        observer?.cacheHit()
+        return CachedKey(key: key, index: index, derived: false)
+    }
+
     /// The derived key for `userKey`, from the cache or from one shared derivation.
     public func key(for userKey: String) async throws -> CachedKey {
         let index = index(for: userKey)
@@ -125,6 +142,8 @@ public final class DerivedKeyCache: Sendable {
             let password = Array(userKey.utf8)
             let task = Task { [pool, salt, configuration] in
                 try await pool.runIfActive {
+                    // Derivations yield the CPU to request handling (a nicer thread priority).
+                    sc_lower_thread_priority()
                     var bytes = PBKDF2.sha256(password: password, salt: salt, iterations: configuration.iterations)
                     return DerivedKey(consuming: &bytes)
                 }

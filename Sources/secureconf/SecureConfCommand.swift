@@ -37,6 +37,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The .env file to read.") var envFile: String = ".env"
 
     func run() async throws {
+        // A file-size limit or a full disk makes writes fail (and requests get 503); it must not kill the process.
+        signal(SIGXFSZ, SIG_IGN)
         var overrides: [String: String] = [:]
         overrides["OSC_HOST"] = host
         overrides["OSC_HOST_PORT"] = port.map(String.init)

@@ -178,3 +178,22 @@ import Testing
         }
     }
 }
+
+@Suite struct AbuseTests {
+    @Test func repeatedWrongKeysAreRateLimitedButKnownKeysStillWork() async throws {
+        let node = try TestNode { c in
+            c.authFailureLimit = 3
+            c.authFailureWindowSeconds = 60
+        }
+        try await node.run { (client: any TestClientProtocol) async throws in
+            #expect(try await client.send(.post, "/configs", body: #"{"key":"k","value":1}"#).status == .created)
+            for i in 0..<3 {
+                #expect(try await client.send(.get, "/configs/k", userKey: "wrong-key-\(i)").status == .unauthorized)
+            }
+            let limited = try await client.send(.get, "/configs/k", userKey: "wrong-key-next")
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.headers[.retryAfter] != nil && limited.detail != nil)
+            #expect(try await client.send(.get, "/configs/k").status == .ok, "a cached, proven key is not locked out")
+        }
+    }
+}

@@ -15,4 +15,8 @@ int sc_pbkdf2_hmac_sha256(const uint8_t *password, size_t password_len,
 /// work PBKDF2 cannot avoid, used by the benchmark to state the hardware limit.
 void sc_sha256_compress_blocks(uint64_t blocks);
 
+/// Lowers the calling thread's scheduling priority (nice +10) so key derivations yield
+/// the CPU to request handling. Best effort; no effect where the system refuses.
+void sc_lower_thread_priority(void);
+
 #endif

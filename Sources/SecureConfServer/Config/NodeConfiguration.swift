@@ -33,6 +33,8 @@ public struct NodeConfiguration: Sendable {
     public var kdfIterations: UInt32 = 480_000
     public var maxBodyBytes = 1024 * 1024
     public var idleTimeoutSeconds = 60.0
+    public var authFailureLimit = 20
+    public var authFailureWindowSeconds = 60.0
 
     public var clusterEnabled = false
     public var clusterMode = ClusterMode.replica
@@ -71,6 +73,8 @@ public struct NodeConfiguration: Sendable {
         ("OSC_KDF_ITERATIONS", "PBKDF2 iterations (default 480000, OpenSecureConf's; change only for a new store)"),
         ("OSC_MAX_BODY_BYTES", "largest request body accepted (default 1048576)"),
         ("OSC_IDLE_TIMEOUT", "seconds before an idle connection is closed (default 60)"),
+        ("OSC_AUTH_FAILURE_LIMIT", "failed user-key attempts per client address and window before 429 on uncached keys (default 20; 0 disables)"),
+        ("OSC_AUTH_FAILURE_WINDOW", "seconds of the failed-attempt window (default 60)"),
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
@@ -137,6 +141,8 @@ public struct NodeConfiguration: Sendable {
         if let v = try integer("OSC_KDF_ITERATIONS", 1...100_000_000) { c.kdfIterations = UInt32(v) }
         if let v = try integer("OSC_MAX_BODY_BYTES", 1024...(64 * 1024 * 1024)) { c.maxBodyBytes = v }
         if let v = try seconds("OSC_IDLE_TIMEOUT") { c.idleTimeoutSeconds = v }
+        if let v = try integer("OSC_AUTH_FAILURE_LIMIT", 0...1_000_000) { c.authFailureLimit = v }
+        if let v = try seconds("OSC_AUTH_FAILURE_WINDOW") { c.authFailureWindowSeconds = v }
 
         if let v = try boolean("OSC_CLUSTER_ENABLED") { c.clusterEnabled = v }
         if let v = value("OSC_CLUSTER_MODE") {

@@ -6,7 +6,8 @@ import SecureConfCrypto
 import SecureConfStore
 
 /// `/configs`: OpenSecureConf's create, read, update, delete and list, over the encrypted store.
-struct ConfigController<Context: RequestContext>: Sendable {
+struct ConfigController: Sendable {
+    typealias Context = SecureConfRequestContext
     let node: SecureConfNode
 
     func addRoutes(to group: RouterGroup<Context>) {
@@ -20,9 +21,9 @@ struct ConfigController<Context: RequestContext>: Sendable {
     private var configuration: NodeConfiguration { node.configuration }
 
     /// The caller's derived key (cache or one shared PBKDF2 run).
-    private func derivedKey(_ request: Request) async throws -> CachedKey {
+    private func derivedKey(_ request: Request, _ context: Context) async throws -> CachedKey {
         let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        return try await node.keys.key(for: userKey)
+        return try await node.derivedKey(for: userKey, client: context.clientIP)
     }
 
     /// Encrypts a value as OpenSecureConf does: Python-style `json.dumps`, then Fernet.
@@ -87,7 +88,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
             try RequestInput.validateName(name, field: "category")
         }
         let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
-        let key = try await node.keys.key(for: userKey)
+        let key = try await node.derivedKey(for: userKey, client: context.clientIP)
         let token = encrypt(value, with: key)
         do {
             let entry = try await node.store.create(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
@@ -114,7 +115,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
             node.metrics.recordOperation("read", success: false)
             throw StoreError.notFound(environment: environment, key: configKey)
         }
-        let key = try await derivedKey(request)
+        let key = try await derivedKey(request, context)
         do {
             let value = try decrypt(entry, with: key)
             node.metrics.recordOperation("read", success: true)
@@ -135,7 +136,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
         let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
             try RequestInput.validateName(name, field: "category")
         }
-        let key = try await node.keys.key(for: userKey)
+        let key = try await node.derivedKey(for: userKey, client: context.clientIP)
         let token = encrypt(value, with: key)
         do {
             let entry = try await node.store.update(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
@@ -155,7 +156,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
         let configKey = try RequestInput.pathKey(context)
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
-        let key = try await derivedKey(request)
+        let key = try await derivedKey(request, context)
         do {
             try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key), authenticates: authenticator(key))
             node.keys.markProven(key.index)
@@ -192,7 +193,7 @@ struct ConfigController<Context: RequestContext>: Sendable {
         let limit = try number("limit", 1...10_000)
         let offset = try number("offset", 0...Int(Int32.max)) ?? 0
         let after = try number("after", 0...Int.max).map(Int64.init)
-        let key = try await derivedKey(request)
+        let key = try await derivedKey(request, context)
         var entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
         if let cluster = node.cluster, cluster.settings.mode == .federated {
             // Aggregate every healthy peer's entries; the newest copy of each (environment, key) wins.

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import SecureConfCrypto
+import SecureConfStore
 
 /// The outermost middleware: turns every error into `{"detail": ...}` with the right
 /// status, and records request metrics and a debug access line, once for all routes.
@@ -66,5 +67,23 @@ struct ServingGateMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try node.ensureServing()
         return try await next(request, context)
+    }
+}
+
+/// Counts failed user-key attempts per client for `AuthFailureLimiter`.
+struct AuthFailureMiddleware: RouterMiddleware {
+    typealias Context = SecureConfRequestContext
+    let node: SecureConfNode
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError where ["wrong_user_key", "short_user_key", "missing_user_key"].contains(error.kind) {
+            node.authFailures.recordFailure(context.clientIP)
+            throw error
+        } catch let error as StoreError where error == .wrongKey {
+            node.authFailures.recordFailure(context.clientIP)
+            throw error
+        }
     }
 }

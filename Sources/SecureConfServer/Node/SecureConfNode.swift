@@ -27,6 +27,7 @@ public final class SecureConfNode: Sendable {
     public let saltFingerprint: String
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
+    let authFailures: AuthFailureLimiter
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
@@ -54,6 +55,7 @@ public final class SecureConfNode: Sendable {
         keys = DerivedKeyCache(salt: salt, configuration: .init(
             capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
             maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
+        authFailures = AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds)
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(settings: settings, store: store,
                                          transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme),
@@ -139,6 +141,14 @@ public final class SecureConfNode: Sendable {
         "uk:" + String(key.index.hashValueHex.prefix(12))
     }
 
+    /// The caller's derived key: from the cache, else one shared derivation, unless the
+    /// client has failed too often recently (429).
+    func derivedKey(for userKey: String, client: String) async throws -> CachedKey {
+        if let cached = keys.cachedKey(for: userKey) { return cached }
+        try authFailures.check(client)
+        return try await keys.key(for: userKey)
+    }
+
     /// 503 with the reason while this node's salt differs from the cluster's.
     func ensureServing() throws {
         if let cluster, case let (false, reason) = cluster.saltIsConsistent {
@@ -154,15 +164,17 @@ public final class SecureConfNode: Sendable {
 }
 
 /// The router with every route and middleware: what tests drive in-process.
-public func buildRouter(node: SecureConfNode) -> Router<BasicRequestContext> {
-    let router = Router(context: BasicRequestContext.self)
+public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext> {
+    let router = Router(context: SecureConfRequestContext.self)
     router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
-    let system = SystemController<BasicRequestContext>(node: node)
+    let system = SystemController<SecureConfRequestContext>(node: node)
     system.addPublicRoutes(to: router)
     let protected = router.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
     system.addProtectedRoutes(to: protected)
-    ClusterController<BasicRequestContext>(node: node).addRoutes(to: protected)
-    ConfigController(node: node).addRoutes(to: protected.group("configs").add(middleware: ServingGateMiddleware(node: node)))
+    ClusterController<SecureConfRequestContext>(node: node).addRoutes(to: protected)
+    ConfigController(node: node).addRoutes(to: protected.group("configs")
+        .add(middleware: ServingGateMiddleware(node: node))
+        .add(middleware: AuthFailureMiddleware(node: node)))
     return router
 }
 

@@ -1,0 +1,56 @@
+import Foundation
+import Synchronization
+
+/// Counts failed user-key attempts per client address in a fixed window. A client over the
+/// limit gets 429 for requests that would need a new key derivation; requests whose key is
+/// already cached (proven right) still pass, so a client behind the same address that
+/// knows its key is not locked out.
+final class AuthFailureLimiter: Sendable {
+    private struct Window {
+        var failures: Int
+        var started: ContinuousClock.Instant
+    }
+
+    let limit: Int
+    let window: Duration
+    private let state = Mutex<[String: Window]>([:])
+
+    init(limit: Int, windowSeconds: Double) {
+        self.limit = limit
+        self.window = .milliseconds(Int64(windowSeconds * 1000))
+    }
+
+    /// Throws 429 with `Retry-After` when `client` is over the limit.
+    func check(_ client: String) throws(APIError) {
+        guard limit > 0 else { return }
+        let now = ContinuousClock.now
+        let retryAfter: Int? = state.withLock { s in
+            guard let w = s[client] else { return nil }
+            let elapsed = now - w.started
+            if elapsed >= window {
+                s[client] = nil
+                return nil
+            }
+            guard w.failures >= limit else { return nil }
+            return max(1, Int((window - elapsed).components.seconds) + 1)
+        }
+        if let retryAfter {
+            throw APIError(.tooManyRequests, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
+                           kind: "auth_rate_limited", headers: [.retryAfter: String(retryAfter)])
+        }
+    }
+
+    func recordFailure(_ client: String) {
+        guard limit > 0 else { return }
+        let now = ContinuousClock.now
+        state.withLock { s in
+            if s.count > 100_000 { s = s.filter { now - $0.value.started < window } }
+            if var w = s[client], now - w.started < window {
+                w.failures += 1
+                s[client] = w
+            } else {
+                s[client] = Window(failures: 1, started: now)
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+"""Fixtures for the cluster suite: real `secureconf` processes on free loopback ports.
+
+- `factory`: builds clusters for one test; every process it started is killed at the end
+  (SIGTERM, then SIGKILL), whatever the outcome.
+- `replica3`: one three-node replica cluster shared by a module's tests.
+- `report`: records a measured figure; all figures are printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+from harness import ClusterFactory, ProcessRegistry, secureconf_binary  # noqa: E402
+
+_FIGURES: list[tuple[str, str]] = []
+
+
+def pytest_report_header(config):
+    return f"secureconf binary: {secureconf_binary()}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _FIGURES:
+        return
+    terminalreporter.section("cluster measurements")
+    for name, value in _FIGURES:
+        terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _binary_present(tmp_path_factory):
+    binary = secureconf_binary()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        pytest.exit(f"secureconf binary not found at {binary}; build it or set SECURECONF_BIN", returncode=2)
+    # Run a private copy: a rebuild during the run must not mix two builds in one cluster.
+    copy = tmp_path_factory.mktemp("bin") / "secureconf"
+    shutil.copy2(binary, copy)
+    harness.BINARY_OVERRIDE = copy
+    yield
+    harness.BINARY_OVERRIDE = None
+
+
+@pytest.fixture
+def report():
+    def record(name: str, value: str) -> None:
+        _FIGURES.append((name, value))
+        print(f"{name}: {value}")
+
+    return record
+
+
+@pytest.fixture
+def registry():
+    r = ProcessRegistry()
+    yield r
+    r.kill_all()
+
+
+@pytest.fixture
+def factory(tmp_path, registry):
+    return ClusterFactory(tmp_path / "nodes", registry)
+
+
+@pytest.fixture(scope="module")
+def module_registry():
+    r = ProcessRegistry()
+    yield r
+    r.kill_all()
+
+
+@pytest.fixture(scope="module")
+def module_factory(tmp_path_factory, module_registry):
+    return ClusterFactory(tmp_path_factory.mktemp("module-nodes"), module_registry)
+
+
+@pytest.fixture(scope="module")
+def replica3(module_factory):
+    cluster = module_factory.cluster(3, "replica")
+    cluster.wait_healthy(timeout=15)
+    return cluster

@@ -1,0 +1,457 @@
+"""Start, probe and stop real `secureconf` cluster nodes (plain Python, no pytest).
+
+Each node runs `secureconf serve` in its own working directory with a clean environment
+(no inherited OSC_* variables), on a loopback port picked by binding port 0, with its
+stdout/stderr in `<dir>/stderr.log` and its log in `<dir>/node.log`. Every process started
+here is tracked by a `ProcessRegistry` so that fixtures can kill it even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Short intervals so that a test sees several health/sync rounds in a few seconds.
+SYNC_INTERVAL = 1.0
+HEALTH_INTERVAL = 0.5
+PEER_TIMEOUT = 2.0
+
+REQUEST_TIMEOUT = 5.0
+
+
+# Set by the test session to a private copy of the binary, so that a rebuild while the
+# suite runs cannot mix two builds in one cluster.
+BINARY_OVERRIDE: Path | None = None
+
+
+def secureconf_binary() -> Path:
+    if BINARY_OVERRIDE is not None:
+        return BINARY_OVERRIDE
+    explicit = os.environ.get("SECURECONF_BIN")
+    if explicit:
+        return Path(explicit)
+    return REPO_ROOT / ".build" / "release" / "secureconf"
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports the kernel handed out for port 0 (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def token(prefix: str = "", n: int = 12) -> str:
+    """A distinctive random string (hex) that cannot occur by chance."""
+    return prefix + secrets.token_hex(n)
+
+
+def base_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> object:
+    """Polls `predicate` until it returns something truthy; AssertionError at the deadline.
+
+    Exceptions from the predicate (a node still starting, a refused connection) count as
+    "not yet"; the last one is reported if the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+            last = result
+        except Exception as e:  # noqa: BLE001 - anything is "not yet" until the deadline
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+class ProcessRegistry:
+    """Every child process a test starts; `kill_all` ends them (SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.append(proc)
+
+    def kill_all(self, grace: float = 5.0) -> None:
+        with self._lock:
+            procs = list(self._procs)
+            self._procs.clear()
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+class Node:
+    """One `secureconf serve` process of a cluster."""
+
+    def __init__(self, registry: ProcessRegistry, workdir: Path, port: int, env: dict[str, str], api_key: str | None):
+        self.registry = registry
+        self.workdir = workdir
+        self.port = port
+        self.env = env
+        self.api_key = api_key
+        self.proc: subprocess.Popen | None = None
+        self._local = threading.local()
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- identity and files
+
+    @property
+    def node_id(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def salt_path(self) -> Path:
+        return Path(self.env["OSC_SALT_FILE_PATH"])
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.env["OSC_DATABASE_PATH"])
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / "stderr.log"
+
+    def salt_bytes(self) -> bytes | None:
+        try:
+            return self.salt_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def output(self, tail: int = 4000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def __repr__(self) -> str:
+        return f"<Node {self.node_id}>"
+
+    # -- process
+
+    def start(self) -> "Node":
+        assert not self.alive(), f"{self} is already running"
+        log = open(self.stderr_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [str(secureconf_binary()), "serve"], cwd=self.workdir, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        self.registry.add(self.proc)
+        self._local = threading.local()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_up(self, timeout: float = 20.0) -> None:
+        """Until GET /health answers 200 (the HTTP server runs, the salt is settled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self} exited with {self.proc.returncode} while starting:\n{self.output()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self} did not answer /health within {timeout}s:\n{self.output()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code (SIGKILL if it does not stop in time)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    # -- HTTP
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            self._local.session = s
+        return s
+
+    def request(self, method: str, path: str, user_key: str | None = None, api_key: str | None = "default",
+                timeout: float = REQUEST_TIMEOUT, **kwargs) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        key = self.api_key if api_key == "default" else api_key
+        if key is not None:
+            headers["X-API-Key"] = key
+        if user_key is not None:
+            headers["X-User-Key"] = user_key
+        return self._session().request(method, self.url + path, headers=headers, timeout=timeout, **kwargs)
+
+    def status(self) -> dict:
+        r = self.request("GET", "/cluster/status")
+        r.raise_for_status()
+        return r.json()
+
+    def digest(self) -> dict:
+        r = self.request("GET", "/cluster/digest")
+        r.raise_for_status()
+        return r.json()
+
+    def create(self, user_key: str, key: str, value, **extra) -> requests.Response:
+        return self.request("POST", "/configs", user_key, json={"key": key, "value": value, **extra})
+
+    def read(self, user_key: str, key: str, **params) -> requests.Response:
+        return self.request("GET", f"/configs/{key}", user_key, params=params or None)
+
+    def update(self, user_key: str, key: str, value) -> requests.Response:
+        return self.request("PUT", f"/configs/{key}", user_key, json={"value": value})
+
+    def delete(self, user_key: str, key: str) -> requests.Response:
+        return self.request("DELETE", f"/configs/{key}", user_key)
+
+    def metric(self, name: str) -> list[tuple[str, float]]:
+        """(labels, value) for every sample of `name` in /metrics."""
+        text = requests.get(self.url + "/metrics", timeout=REQUEST_TIMEOUT).text
+        out = []
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                head, _, value = line.rpartition(" ")
+                out.append((head[len(name):], float(value)))
+        return out
+
+
+class Cluster:
+    """A set of nodes that know each other (OSC_CLUSTER_NODES lists all of them)."""
+
+    def __init__(self, nodes: list[Node], api_key: str, mode: str):
+        self.nodes = nodes
+        self.api_key = api_key
+        self.mode = mode
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __getitem__(self, i: int) -> Node:
+        return self.nodes[i]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def start(self) -> "Cluster":
+        for n in self.nodes:
+            n.start()
+        for n in self.nodes:
+            n.wait_up()
+        return self
+
+    def wait_healthy(self, timeout: float = 10.0, nodes: Iterable[Node] | None = None) -> float:
+        """Until every node reports healthy_nodes == total; returns the seconds it took."""
+        started = time.monotonic()
+        targets = list(nodes) if nodes is not None else self.nodes
+        total = len(self.nodes)
+
+        def all_healthy():
+            return all(n.status()["healthy_nodes"] == total for n in targets)
+
+        wait_until(all_healthy, timeout, what=f"healthy_nodes == {total} on {targets}")
+        return time.monotonic() - started
+
+    def digests(self) -> list[str]:
+        return [n.digest()["digest"] for n in self.nodes]
+
+    def wait_converged(self, timeout: float = 15.0) -> float:
+        started = time.monotonic()
+        wait_until(lambda: len(set(self.digests())) == 1, timeout, what="equal /cluster/digest on every node")
+        return time.monotonic() - started
+
+
+class ClusterFactory:
+    """Builds clusters in a temp directory; every process goes into one registry."""
+
+    def __init__(self, root: Path, registry: ProcessRegistry):
+        self.root = root
+        self.registry = registry
+        self._count = 0
+
+    def node_env(self, workdir: Path, port: int, nodes: list[str], api_key: str | None, mode: str = "replica",
+                 extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = base_environment()
+        env.update({
+            "OSC_HOST": "127.0.0.1",
+            "OSC_HOST_PORT": str(port),
+            "OSC_DATABASE_PATH": str(workdir / "configurations.db"),
+            "OSC_SALT_FILE_PATH": str(workdir / "encryption.salt"),
+            "OSC_CLUSTER_ENABLED": "true",
+            "OSC_CLUSTER_MODE": mode,
+            "OSC_CLUSTER_NODE_ID": f"127.0.0.1:{port}",
+            "OSC_CLUSTER_NODES": ",".join(nodes),
+            "OSC_CLUSTER_SYNC_INTERVAL": str(SYNC_INTERVAL),
+            "OSC_CLUSTER_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
+            "OSC_CLUSTER_PEER_TIMEOUT": str(PEER_TIMEOUT),
+            "OSC_LOG_LEVEL": "INFO",
+            "OSC_LOG_FILE": str(workdir / "node.log"),
+        })
+        if api_key is not None:
+            env["OSC_API_KEY_REQUIRED"] = "true"
+            env["OSC_API_KEY"] = api_key
+        if extra:
+            env.update(extra)
+        return env
+
+    def workdir(self, label: str) -> Path:
+        self._count += 1
+        d = self.root / f"{self._count:02d}-{label}"
+        d.mkdir(parents=True)
+        return d
+
+    def cluster(self, n: int = 3, mode: str = "replica", api_key: str | None = None,
+                ports: list[int] | None = None, node_lists: list[list[str]] | None = None,
+                extra_env: dict[str, str] | None = None, start: bool = True) -> Cluster:
+        """n nodes listing each other (or `node_lists[i]` for node i); started unless start=False."""
+        api_key = api_key or token("cluster-api-")
+        ports = ports or free_ports(n)
+        ids = [f"127.0.0.1:{p}" for p in ports]
+        nodes = []
+        for i, port in enumerate(ports):
+            wd = self.workdir(f"{mode}-node{i}")
+            listed = node_lists[i] if node_lists else ids
+            nodes.append(Node(self.registry, wd, port, self.node_env(wd, port, listed, api_key, mode, extra_env), api_key))
+        c = Cluster(nodes, api_key, mode)
+        return c.start() if start else c
+
+
+class RecordingProxy:
+    """A loopback TCP proxy that forwards to `target_port` and records every byte both ways."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._to_target = bytearray()
+        self._from_target = bytearray()
+        self._sockets: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept_loop, name="recording-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def sent(self) -> bytes:
+        with self._lock:
+            return bytes(self._to_target)
+
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._from_target)
+
+    def _accept_loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, upstream, self._to_target), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self._from_target), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bytearray) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    record += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stopped.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            socks = list(self._sockets)
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass

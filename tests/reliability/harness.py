@@ -1,0 +1,409 @@
+"""Start, kill and probe real `secureconf` processes for the reliability suite.
+
+Plain Python (no pytest) so a developer can use it from a REPL:
+
+    from harness import Node, binary_snapshot
+    node = Node(Path("/tmp/x"), binary=binary_snapshot())
+    node.start(); print(node.url); node.stop()
+
+Every node runs `secureconf serve` in its own working directory with a clean environment
+(no inherited OSC_* variables), listening on 127.0.0.1 only, with stdout and stderr in
+`<workdir>/node.log`. Nothing here ever signals a process it did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import string
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+USER_KEY = "reliability-user-key-0001"
+
+QUICK = os.environ.get("RELIABILITY_QUICK", "") not in ("", "0", "false")
+
+
+def budget(default: int, quick: int) -> int:
+    return quick if QUICK else default
+
+
+def log(msg: str) -> None:
+    """What a scenario tried and what held: printed so that `pytest -s` (run.sh) shows it."""
+    print(f"[reliability] {msg}", flush=True)
+
+
+# ---- the binary ---------------------------------------------------------------------------
+
+def binary_path() -> Path:
+    explicit = os.environ.get("SECURECONF_BIN")
+    if explicit:
+        return Path(explicit)
+    return REPO_ROOT / ".build" / "release" / "secureconf"
+
+
+_snapshot: Path | None = None
+
+
+def binary_snapshot(wait: float = 300.0) -> Path:
+    """A private copy of the binary, made once per process.
+
+    The release binary is rebuilt by others from time to time; a copy keeps one test run on
+    one build (a kill -9 and its restart must run the same code) and survives the moment the
+    file is missing during a rebuild. The copy's directory is world-readable so the node can
+    also run as an unprivileged user.
+    """
+    global _snapshot
+    if _snapshot is not None and _snapshot.exists():
+        return _snapshot
+    src = binary_path()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if src.is_file() and os.access(src, os.X_OK):
+                d = Path(tempfile.mkdtemp(prefix="secureconf-bin-"))
+                os.chmod(d, 0o755)
+                dst = d / "secureconf"
+                shutil.copy2(src, dst)
+                os.chmod(dst, 0o755)
+                # A half-written binary (rebuild in progress) fails this; retry.
+                subprocess.run([str(dst), "version"], check=True, capture_output=True, timeout=30)
+                _snapshot = dst
+                return dst
+        except (OSError, subprocess.SubprocessError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"secureconf binary not available at {src}")
+        time.sleep(2)
+
+
+def binary_variables(binary: Path) -> set[str]:
+    out = subprocess.run([str(binary), "variables", "--names-only"], capture_output=True, text=True, timeout=30)
+    return set(out.stdout.split())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+class NodeStartError(RuntimeError):
+    pass
+
+
+class Node:
+    """One node: a working directory, a port and an environment, started and stopped many times."""
+
+    def __init__(self, workdir: Path, *, binary: Path, env: dict[str, str] | None = None,
+                 data_dir: Path | None = None, port: int | None = None, preexec_fn=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.binary = binary
+        self.port = port or free_port()
+        self.env = clean_env()
+        self.env.update({
+            "OSC_HOST": "127.0.0.1",
+            "OSC_HOST_PORT": str(self.port),
+            "OSC_DATABASE_PATH": str(self.data_dir / "configurations.db"),
+            "OSC_SALT_FILE_PATH": str(self.data_dir / "encryption.salt"),
+            "OSC_LOG_LEVEL": "WARNING",
+        })
+        for k, v in (env or {}).items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = v
+        self.preexec_fn = preexec_fn
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+        self.returncode: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.env["OSC_DATABASE_PATH"])
+
+    @property
+    def salt_path(self) -> Path:
+        return Path(self.env["OSC_SALT_FILE_PATH"])
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "node.log"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def launch(self) -> float:
+        """Starts the process (not waiting); returns the monotonic launch time."""
+        assert not self.alive(), "node already running"
+        self._log = open(self.log_path, "ab")
+        self.returncode = None
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([str(self.binary), "serve"], cwd=self.workdir, env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     preexec_fn=self.preexec_fn)
+        return t0
+
+    def wait_ready(self, t0: float, timeout: float = 30.0) -> float:
+        """Polls GET /health until 200; returns seconds from launch to the first 200."""
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._reap()
+                raise NodeStartError(f"secureconf exited with {self.returncode} before becoming ready; "
+                                     f"log tail:\n{self.log_text()[-3000:]}")
+            try:
+                r = requests.get(self.url + "/health", timeout=1)
+                if r.status_code == 200:
+                    return time.monotonic() - t0
+            except requests.RequestException:
+                pass
+            time.sleep(0.01)
+        raise NodeStartError(f"secureconf not ready after {timeout}s; log tail:\n{self.log_text()[-3000:]}")
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Launches and waits for /health; a port taken in the meantime is replaced once."""
+        for attempt in range(3):
+            t0 = self.launch()
+            try:
+                return self.wait_ready(t0, timeout)
+            except NodeStartError as e:
+                if self.alive():
+                    self.kill()
+                if "in use" in str(e).lower() and attempt < 2:
+                    self.port = free_port()
+                    self.env["OSC_HOST_PORT"] = str(self.port)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after `timeout` (the process is left running)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reap()
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; SIGKILL after `timeout` (then returns -9)."""
+        if self.proc is None:
+            return 0
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self._reap()
+                return -9
+        self._reap()
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9) and reap."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.proc is not None and self.proc.returncode is not None:
+            self.returncode = self.proc.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # ---- HTTP ----------------------------------------------------------------------------
+
+    def get(self, path: str, user_key: str | None = USER_KEY, timeout: float = 15, **kw) -> requests.Response:
+        h = kw.pop("headers", {})
+        if user_key is not None:
+            h["X-User-Key"] = user_key
+        return requests.get(self.url + path, headers=h, timeout=timeout, **kw)
+
+    def post(self, key: str, value, user_key: str = USER_KEY, timeout: float = 15, **body) -> requests.Response:
+        return requests.post(self.url + "/configs", json={"key": key, "value": value, **body},
+                             headers={"X-User-Key": user_key}, timeout=timeout)
+
+    def put(self, key: str, value, user_key: str = USER_KEY, timeout: float = 15) -> requests.Response:
+        return requests.put(self.url + f"/configs/{key}", json={"value": value},
+                            headers={"X-User-Key": user_key}, timeout=timeout)
+
+    def list_all(self, user_key: str = USER_KEY) -> dict[str, object]:
+        r = self.get("/configs", user_key=user_key, timeout=60)
+        if r.status_code == 401:  # nothing decryptable (empty store answers [] but be lenient)
+            return {}
+        r.raise_for_status()
+        return {e["key"]: e["value"] for e in r.json()}
+
+
+class NodeSet:
+    """Every node a test started; `close()` stops those still running (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, root: Path, binary: Path):
+        self.root = Path(root)
+        self.binary = binary
+        self.nodes: list[Node] = []
+
+    def new(self, name: str | None = None, **kw) -> Node:
+        node = Node(self.root / (name or f"node{len(self.nodes) + 1}"), binary=self.binary, **kw)
+        self.nodes.append(node)
+        return node
+
+    def close(self) -> list[str]:
+        problems = []
+        for n in self.nodes:
+            if n.alive():
+                rc = n.stop()
+                if rc != 0:
+                    problems.append(f"node on port {n.port} exited {rc} on SIGTERM; log tail:\n{n.log_text()[-2000:]}")
+        return problems
+
+
+# ---- SQLite ---------------------------------------------------------------------------------
+
+def integrity_check(db: Path) -> str:
+    """PRAGMA integrity_check on a database whose node is stopped; 'ok' when sound."""
+    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=10)
+    try:
+        rows = con.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        con.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+def integrity_check_copy(db: Path, scratch: Path) -> str:
+    """integrity_check on a copy of db (+ -wal, -shm) so the original crash state is left to
+    the node's own recovery."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(db) + suffix)
+        if src.exists():
+            shutil.copy2(src, scratch / (db.name + suffix))
+    return integrity_check(scratch / db.name)
+
+
+# ---- raw HTTP -------------------------------------------------------------------------------
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class NoResponse(Exception):
+    """The server closed the connection without a status line."""
+
+
+def read_response(s: socket.socket, deadline: float) -> RawResponse:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = s.recv(65536)
+        if not chunk:
+            if buf.startswith(b"HTTP/"):
+                break
+            raise NoResponse(buf[:200])
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while not rest.endswith(b"0\r\n\r\n"):
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return RawResponse(status, headers, rest)
+    while len(rest) < length:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return RawResponse(status, headers, rest[:length])
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0, half_close: bool = False) -> RawResponse:
+    """Sends `data` as-is on a new connection and reads one response.
+
+    Raises NoResponse when the server closes without answering and socket.timeout on a hang.
+    A server that answers and closes before it has read everything we send (an early 413)
+    is fine: a send error is ignored and the response read."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            return read_response(s, deadline)
+        except ConnectionResetError as e:
+            raise NoResponse(f"reset: {e}") from e
+
+
+def random_text(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    k = min(len(v) - 1, max(0, int(round(p / 100.0 * (len(v) - 1)))))
+    return v[k]
