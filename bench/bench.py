@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -266,12 +267,16 @@ class Node:
     def entries(self) -> int:
         return int(Client(self.port).json("GET", "/ready")["entries"])
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 12) -> str:
+        """The node's log: the crash or fatal-error lines if any, then its last lines."""
         try:
-            text = (self.workdir / "node.log").read_text(errors="replace")
+            text = (self.workdir / "node.log").read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        keys = ("Program crashed", "crashed:", "Fatal error", "fatal error", "error:")
+        notable = [l for l in text if any(k in l for k in keys)][:6]
+        tail = [l for l in text[-lines:] if l not in notable]
+        return "\n".join(f"    {l}" for l in notable + (["    ..."] if notable else []) + tail) or "(empty log)"
 
 
 # --------------------------------------------------------------------------- wrk
@@ -635,6 +640,12 @@ def phase_startup(binary: Path, root: Path, n: int, runs: int, results: dict) ->
                                "best_s": round(min(times), 4), "median_s": round(statistics.median(times), 4)}
 
 
+def check_alive(nodes: list[Node]) -> None:
+    for n in nodes:
+        if n.proc is not None and n.proc.poll() is not None:
+            raise BenchError(f"node on port {n.port} exited with {n.proc.returncode}:\n{n.log_tail()}")
+
+
 def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> None:
     ports = free_ports(3)
     api_key = random_token(32)
@@ -658,76 +669,95 @@ def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> Non
     out: dict = {"nodes": members}
     results["cluster"] = out
     try:
-        log(f"cluster: starting three replica nodes on ports {', '.join(map(str, ports))}")
-        for node in nodes:
-            node.start()
-        clients = [Client(n.port, {"X-API-Key": api_key}) for n in nodes]
-        status, _, payload = clients[0].request("GET", "/cluster/digest")
-        if status == 404:
-            out["skipped"] = "GET /cluster/digest answers 404: this build has no replica cluster yet"
-            log("cluster: " + out["skipped"] + "; skipping")
-            return
-        if status != 200:
-            out["skipped"] = f"GET /cluster/digest answers HTTP {status}: {payload[:200]!r}"
-            log("cluster: " + out["skipped"] + "; skipping")
-            return
-        out["revisions_before"] = [c.json("GET", "/cluster/digest")["revisions"] for c in clients]
-
-        stop_file = root / f"cluster-stop-{run_id}"
-        log(f"cluster: unique-key writes on all three nodes ({duration} s, wrk -t1 -c16 per node)")
-        t_start = time.monotonic()
-        loads = [Wrk("write_unique.lua", n.port, 1, 16, duration + 120, {
-            "BENCH_USER_KEY": user_key, "BENCH_API_KEY": api_key, "BENCH_PREFIX": f"c-{run_id}-n{i}",
-            "BENCH_STOP_FILE": str(stop_file)}) for i, n in enumerate(nodes)]
-        time.sleep(max(0.0, t_start + duration - time.monotonic()))
-        stop_file.touch()
-        t_stop = time.monotonic()
-        write_seconds = t_stop - t_start
-
-        # Poll every 20 ms until every wrk has drained its writes and the three digests agree.
-        drained_at = None
-        agreed_at = None
-        polls = 0
-        last: list = []
-        deadline = t_stop + 60.0
-        while time.monotonic() < deadline:
-            tick = time.monotonic()
-            if drained_at is None and len(list(root.glob(stop_file.name + ".stopped.*"))) == len(nodes):
-                drained_at = time.monotonic()
-            last = [c.json("GET", "/cluster/digest") for c in clients]
-            polls += 1
-            if drained_at is not None and len({d["digest"] for d in last}) == 1:
-                agreed_at = time.monotonic()
-                break
-            time.sleep(max(0.0, 0.02 - (time.monotonic() - tick)))
-        for w in loads:
-            w.interrupt()
-        per_node = [w.result(timeout=30) for w in loads]
-        acked = sum(r["ok"] for r in per_node)
-        non2xx = sum(r["non2xx"] for r in per_node)
-        sent = sum(r["sent"] for r in per_node)
-        out.update({
-            "write_seconds": round(write_seconds, 3),
-            "acknowledged_writes": acked, "sent_writes": sent, "non2xx": non2xx,
-            "writes_per_s": round(acked / write_seconds, 1),
-            "per_node_writes_per_s": [round(r["ok"] / write_seconds, 1) for r in per_node],
-            "per_node_latency_ms": [{k: r["latency_ms"][k] for k in ("p50", "p99")} for r in per_node],
-            "drain_ms": None if drained_at is None else round((drained_at - t_stop) * 1000, 1),
-            "digest_polls": polls,
-            "final_revisions": [d["revisions"] for d in last],
-            "final_digests_equal": len({d["digest"] for d in last}) == 1,
-        })
-        if agreed_at is None:
-            out["agreement_ms"] = None
-            out["agreement_note"] = "digests did not agree within 60 s after the load stopped"
-        else:
-            out["agreement_ms"] = round((agreed_at - t_stop) * 1000, 1)
-        revs = last[0]["revisions"] if last else None
-        out["revisions_equal_acknowledged"] = bool(agreed_at is not None and revs == acked + out["revisions_before"][0])
-        for c in clients:
-            c.close()
+        cluster_load(nodes, api_key, user_key, run_id, root, duration, out)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        check_alive(nodes)   # a node that died explains the error better than the error does
+        raise BenchError(f"cluster: {type(e).__name__}: {e}") from e
     finally:
+        check_alive_note(nodes, out)
         stop_processes([n.proc for n in nodes if n.proc is not None])
+
+
+def check_alive_note(nodes: list[Node], out: dict) -> None:
+    """Records nodes that exited on their own (before we stopped them)."""
+    dead = [f"{n.port}: exit {n.proc.returncode}" for n in nodes if n.proc is not None and n.proc.poll() is not None]
+    if dead:
+        out["nodes_exited"] = dead
+
+
+def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, root: Path, duration: int, out: dict) -> None:
+    log(f"cluster: starting three replica nodes on ports {', '.join(str(n.port) for n in nodes)}")
+    for node in nodes:
+        node.start()
+    clients = [Client(n.port, {"X-API-Key": api_key}) for n in nodes]
+    status, _, payload = clients[0].request("GET", "/cluster/digest")
+    if status == 404:
+        out["skipped"] = "GET /cluster/digest answers 404: this build has no replica cluster yet"
+        log("cluster: " + out["skipped"] + "; skipping")
+        return
+    if status != 200:
+        out["skipped"] = f"GET /cluster/digest answers HTTP {status}: {payload[:200]!r}"
+        log("cluster: " + out["skipped"] + "; skipping")
+        return
+    out["revisions_before"] = [c.json("GET", "/cluster/digest")["revisions"] for c in clients]
+
+    stop_file = root / f"cluster-stop-{run_id}"
+    log(f"cluster: unique-key writes on all three nodes ({duration} s, wrk -t1 -c16 per node)")
+    t_start = time.monotonic()
+    loads = [Wrk("write_unique.lua", n.port, 1, 16, duration + 120, {
+        "BENCH_USER_KEY": user_key, "BENCH_API_KEY": api_key, "BENCH_PREFIX": f"c-{run_id}-n{i}",
+        "BENCH_STOP_FILE": str(stop_file)}) for i, n in enumerate(nodes)]
+    time.sleep(max(0.0, t_start + duration - time.monotonic()))
+    stop_file.touch()
+    t_stop = time.monotonic()
+    write_seconds = t_stop - t_start
+
+    # Poll every 20 ms until every wrk has drained its writes and the three digests agree.
+    drained_at = None
+    agreed_at = None
+    polls = 0
+    last: list = []
+    deadline = t_stop + 60.0
+    while time.monotonic() < deadline:
+        tick = time.monotonic()
+        if drained_at is None and len(list(root.glob(stop_file.name + ".stopped.*"))) == len(nodes):
+            drained_at = time.monotonic()
+        try:
+            last = [c.json("GET", "/cluster/digest") for c in clients]
+        except (OSError, http.client.HTTPException) as e:
+            check_alive(nodes)
+            raise BenchError(f"GET /cluster/digest failed: {type(e).__name__}: {e}")
+        polls += 1
+        if drained_at is not None and len({d["digest"] for d in last}) == 1:
+            agreed_at = time.monotonic()
+            break
+        time.sleep(max(0.0, 0.02 - (time.monotonic() - tick)))
+    for w in loads:
+        w.interrupt()
+    per_node = [w.result(timeout=30) for w in loads]
+    acked = sum(r["ok"] for r in per_node)
+    non2xx = sum(r["non2xx"] for r in per_node)
+    sent = sum(r["sent"] for r in per_node)
+    out.update({
+        "write_seconds": round(write_seconds, 3),
+        "acknowledged_writes": acked, "sent_writes": sent, "non2xx": non2xx,
+        "writes_per_s": round(acked / write_seconds, 1),
+        "per_node_writes_per_s": [round(r["ok"] / write_seconds, 1) for r in per_node],
+        "per_node_latency_ms": [{k: r["latency_ms"][k] for k in ("p50", "p99")} for r in per_node],
+        "drain_ms": None if drained_at is None else round((drained_at - t_stop) * 1000, 1),
+        "digest_polls": polls,
+        "final_revisions": [d["revisions"] for d in last],
+        "final_digests_equal": len({d["digest"] for d in last}) == 1,
+    })
+    if agreed_at is None:
+        out["agreement_ms"] = None
+        out["agreement_note"] = "digests did not agree within 60 s after the load stopped"
+    else:
+        out["agreement_ms"] = round((agreed_at - t_stop) * 1000, 1)
+    revs = last[0]["revisions"] if last else None
+    out["revisions_equal_acknowledged"] = bool(agreed_at is not None and revs == acked + out["revisions_before"][0])
+    for c in clients:
+        c.close()
 
 
 # --------------------------------------------------------------------------- report
@@ -744,10 +774,18 @@ def mark(ok) -> str:
     return "—" if ok is None else ("met" if ok else "NOT MET")
 
 
-def build_rows(r: dict) -> list[dict]:
+ROW_PHASE = {"kdf": "kdf", "startup_100k": "startup", "cluster": "cluster"}
+
+
+def build_rows(r: dict, phase_errors: dict[str, str] | None = None) -> list[dict]:
+    """Table rows; a figure missing because its phase failed says so."""
     rows = []
+    phase_errors = phase_errors or {}
 
     def row(name, value, p50=None, p99=None, target="—", met=None, key=None):
+        phase = ROW_PHASE.get(key, "single")
+        if value in ("not measured", "skipped: not measured", "skipped") and phase in phase_errors:
+            value = f"not measured: {phase} failed (error below)"
         rows.append({"measurement": name, "value": value, "p50": p50, "p99": p99, "target": target,
                      "met": met, "key": key})
 
@@ -832,9 +870,10 @@ def build_rows(r: dict) -> list[dict]:
             target=f"≤ {TARGET_CLUSTER_AGREEMENT_MS:,.0f} ms, revisions = acked",
             met=agree is not None and agree <= TARGET_CLUSTER_AGREEMENT_MS and cl["revisions_equal_acknowledged"], key="cluster")
     else:
-        reason = (cl or {}).get("skipped") or r.get("cluster_skipped") or "not measured"
-        row("3-node replicated writes", "skipped: " + reason, target=f"≥ {TARGET_CLUSTER_WRITES_PER_S:,}/s", key="cluster")
-        row("3-node agreement after the load", "skipped", target=f"≤ {TARGET_CLUSTER_AGREEMENT_MS:,.0f} ms", key="cluster")
+        reason = (cl or {}).get("skipped") or r.get("cluster_skipped")
+        row("3-node replicated writes", "not measured" if not reason else
+            reason if reason.startswith("skipped") else "skipped: " + reason, target=f"≥ {TARGET_CLUSTER_WRITES_PER_S:,}/s", key="cluster")
+        row("3-node agreement after the load", "skipped" if reason else "not measured", target=f"≤ {TARGET_CLUSTER_AGREEMENT_MS:,.0f} ms", key="cluster")
     return rows
 
 
@@ -860,10 +899,14 @@ def main() -> int:
     parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
     parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
     parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
+    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, startup, cluster")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (node logs, databases)")
     args = parser.parse_args()
 
     duration = args.duration or (3 if args.quick else 10)
+    only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else set()
+    if only - {"kdf", "single", "startup", "cluster"}:
+        parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - {'kdf', 'single', 'startup', 'cluster'}))}")
     if duration < 1:
         parser.error("--duration must be at least 1")
     source = Path(args.bin or os.environ.get("SECURECONF_BIN") or REPO_ROOT / ".build" / "release" / "secureconf")
@@ -899,22 +942,26 @@ def main() -> int:
                 "machine will depress the figures")
 
         phases = [("kdf", lambda: results.__setitem__("kdf", phase_kdf(binary))),
-                  ("single_node", lambda: phase_single_node(binary, root, duration, args.quick, results))]
+                  ("single", lambda: phase_single_node(binary, root, duration, args.quick, results))]
         if args.skip_startup:
             results["startup_skipped"] = "skipped (--skip-startup)"
         else:
             phases.append(("startup", lambda: phase_startup(binary, root, 100_000, 3, results)))
         if args.skip_cluster:
-            results["cluster_skipped"] = "--skip-cluster"
+            results["cluster_skipped"] = "skipped (--skip-cluster)"
         else:
             phases.append(("cluster", lambda: phase_cluster(binary, root, duration, results)))
         for name, phase in phases:
+            if only and name not in only:
+                continue
             try:
                 phase()
             except Exception as e:  # noqa: BLE001 - reported, and the other phases still run
                 # One phase failing (a node that will not start, say) does not cost the others.
                 phase_errors[name] = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-                log(f"error in {name}: {e}")
+                log(f"error in {name}: {phase_errors[name]}")
+                if not isinstance(e, BenchError):
+                    traceback.print_exc(file=sys.stderr)
                 stop_all_children()
     except (KeyboardInterrupt, Interrupted) as e:
         error = f"interrupted ({e or 'SIGINT'})"
@@ -930,7 +977,7 @@ def main() -> int:
 
     meta["loadavg_end"] = loadavg()
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
-    rows = build_rows(results)
+    rows = build_rows(results, phase_errors)
     document = {
         "meta": meta,
         "results": results,

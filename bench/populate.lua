@@ -10,7 +10,7 @@ function bench.init()
   next_i = tid - 1
 end
 
-function request()
+bench.request(function()
   local i = next_i
   if i < bench.nkeys then
     next_i = i + bench.nthreads
@@ -27,4 +27,4 @@ function request()
     end
   end
   return wrk.format("GET", "/health")
-end
+end)

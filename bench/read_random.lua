@@ -1,6 +1,6 @@
 -- Warm reads spread over the preloaded keys: GET /configs/{random preloaded key}.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
-function request()
+bench.request(function()
   return bench.req("GET", "/configs/" .. bench.random_key() .. bench.query)
-end
+end)

@@ -21,7 +21,7 @@ local function finish()
   wrk.thread:stop()
 end
 
-function request()
+bench.request(function()
   if stop_file and not stopping then
     local f = io.open(stop_file, "r")
     if f then f:close(); stopping = true end
@@ -35,7 +35,7 @@ function request()
   local body = string.format('{"key":"%s-t%d-%d","value":%s,"category":"bench"%s}',
     bench.prefix, tid, bench_seq, bench.value(bench_seq), bench.env_field)
   return bench.req("POST", "/configs", body)
-end
+end)
 
 function response(status, headers, body)
   -- A create answers 201, never 200: a 200 after the stop is one of the /health requests.

@@ -28,10 +28,12 @@ public struct ClusterSettings: Sendable {
     public var saltWait: Duration
     /// Scheme for peer URLs ("http" or "https").
     public var scheme: String
+    /// PEM CA bundle for verifying https peers (nil: the system store).
+    public var caFile: String?
 
     public init(nodeID: String, peers: [String], mode: Mode, apiKey: String, syncInterval: Duration = .seconds(30),
                 healthInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(5), writeQuorum: WriteQuorum = .one,
-                saltWait: Duration = .seconds(120), scheme: String = "http") {
+                saltWait: Duration = .seconds(120), scheme: String = "http", caFile: String? = nil) {
         self.nodeID = nodeID
         self.peers = peers.filter { $0 != nodeID }
         self.mode = mode
@@ -42,6 +44,7 @@ public struct ClusterSettings: Sendable {
         self.writeQuorum = writeQuorum
         self.saltWait = saltWait
         self.scheme = scheme
+        self.caFile = caFile
     }
 
     /// Every node of the cluster, this one included, sorted.

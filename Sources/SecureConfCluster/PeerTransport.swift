@@ -1,7 +1,16 @@
+import CSecureConfCurl
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOPosix
+
+/// libcurl's global initialisation, run once before the first transport exists.
+private let sc_http_global_init_once: Void = sc_http_global_init()
+
+/// Calls `body` with C strings for `strings`, valid only during the call.
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let duplicates = strings.map { strdup($0) }
+    defer { duplicates.forEach { free($0) } }
+    return body(duplicates.map { UnsafePointer($0) })
+}
 
 /// A peer answered with an error status or could not be reached.
 public struct PeerError: Error, CustomStringConvertible {
@@ -11,29 +20,29 @@ public struct PeerError: Error, CustomStringConvertible {
     public var description: String { "peer \(peer): \(status.map { "HTTP \($0): " } ?? "")\(reason)" }
 }
 
-/// Node-to-node HTTP over libcurl (Foundation's URLSession on Linux is built on it).
-/// Every request carries the cluster API key; connections to a peer are reused and
-/// bounded (`maxConnectionsPerPeer`); every request has a timeout.
+/// Node-to-node HTTP over libcurl (a C target over libcurl4-openssl-dev). Requests run
+/// on a small dedicated thread pool, each thread reusing its own curl handle and so its
+/// connections; the pool size bounds concurrency. Every request carries the cluster API
+/// key and has a timeout; https peers are verified against `caFile` (or the system store).
 public final class PeerTransport: Sendable {
     public static let apiKeyHeader = "X-API-Key"
-    private let session: URLSession
-    private let apiKey: String
+    private let pool: NIOThreadPool
+    private let apiKeyHeaderLine: String
     private let scheme: String
+    private let timeoutMillis: Int
+    private let caFile: String?
 
-    public init(apiKey: String, timeout: Duration, maxConnectionsPerPeer: Int = 4, scheme: String = "http") {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeout.seconds
-        configuration.timeoutIntervalForResource = timeout.seconds * 4
-        configuration.httpMaximumConnectionsPerHost = maxConnectionsPerPeer
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        configuration.urlCache = nil
-        configuration.httpCookieStorage = nil
-        session = URLSession(configuration: configuration)
-        self.apiKey = apiKey
+    public init(apiKey: String, timeout: Duration, threads: Int = 8, scheme: String = "http", caFile: String? = nil) {
+        sc_http_global_init_once
+        pool = NIOThreadPool(numberOfThreads: max(1, threads))
+        pool.start()
+        apiKeyHeaderLine = "\(Self.apiKeyHeader): \(apiKey)"
         self.scheme = scheme
+        self.timeoutMillis = max(100, Int(timeout.seconds * 1000))
+        self.caFile = caFile
     }
 
-    deinit { session.invalidateAndCancel() }
+    deinit { pool.shutdownGracefully { _ in } }
 
     public struct Reply: Sendable {
         public let status: Int
@@ -42,27 +51,34 @@ public final class PeerTransport: Sendable {
 
     public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil,
                         contentType: String = "application/json") async throws -> Reply {
-        guard let url = URL(string: "\(scheme)://\(peer)\(path)") else {
-            throw PeerError(peer: peer, status: nil, reason: "invalid peer address")
-        }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.setValue(apiKey, forHTTPHeaderField: Self.apiKeyHeader)
-        if let body {
-            request.httpBody = body
-            request.setValue(contentType, forHTTPHeaderField: "Content-Type")
-        }
-        return try await withCheckedThrowingContinuation { continuation in
-            let task = session.dataTask(with: request) { data, response, error in
-                if let error {
-                    continuation.resume(throwing: PeerError(peer: peer, status: nil, reason: error.localizedDescription))
-                    return
+        let url = "\(scheme)://\(peer)\(path)"
+        let headers = body == nil ? [apiKeyHeaderLine] : [apiKeyHeaderLine, "Content-Type: \(contentType)"]
+        let timeout = timeoutMillis
+        let caFile = self.caFile
+        let outcome: Result<Reply, PeerError> = try await pool.runIfActive {
+            var result = sc_http_result()
+            let ok: Int32 = withCStrings(headers) { headerPointers in
+                headerPointers.withUnsafeBufferPointer { hp in
+                    if let body {
+                        return body.withUnsafeBytes { bp in
+                            sc_http_request(method, url, hp.baseAddress, hp.count, bp.bindMemory(to: UInt8.self).baseAddress, bp.count,
+                                            timeout, caFile, &result)
+                        }
+                    }
+                    return sc_http_request(method, url, hp.baseAddress, hp.count, nil, 0, timeout, caFile, &result)
                 }
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                continuation.resume(returning: Reply(status: status, body: data ?? Data()))
             }
-            task.resume()
+            defer { sc_http_result_free(&result) }
+            guard ok == 1 else {
+                let reason = withUnsafeBytes(of: result.error) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                return .failure(PeerError(peer: peer, status: nil, reason: reason))
+            }
+            let data = result.body.map { Data(bytes: $0, count: result.body_length) } ?? Data()
+            return .success(Reply(status: Int(result.status), body: data))
         }
+        return try outcome.get()
     }
 
     /// A JSON request whose reply must be 2xx and decode as `T`.

@@ -81,9 +81,20 @@ struct Serve: AsyncParsableCommand {
             "salt_fingerprint": "\(node.saltFingerprint)", "entries": "\(node.store.liveEntryCount)",
             "api_key_required": "\(configuration.apiKeyRequired)",
         ])
-        let app = buildApplication(node: node) { port in
-            logger.info("listening", metadata: ["port": "\(port)"])
+        let built = Result {
+            try buildApplication(node: node) { port in
+                logger.info("listening", metadata: ["port": "\(port)", "tls": "\(configuration.tlsEnabled)"])
+            }
         }
+        if case .failure(let error) = built {
+            let reason = "\(error)"
+            logger.critical("refusing to start", metadata: ["reason": "\(reason)"])
+            await node.close()
+            sink.close()
+            FileHandle.standardError.write(Data("secureconf: refusing to start: \(reason)\n".utf8))
+            throw ExitCode(1)
+        }
+        guard case .success(let app) = built else { throw ExitCode(1) }
         do {
             try await app.runService()
         } catch {

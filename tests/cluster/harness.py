@@ -102,22 +102,31 @@ class ProcessRegistry:
             self._procs.append(proc)
 
     def kill_all(self, grace: float = 5.0) -> None:
+        """SIGTERM to each process group (a node and, after a crash, its backtracer), then SIGKILL."""
         with self._lock:
             procs = list(self._procs)
             self._procs.clear()
         for p in procs:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            _signal_group(p, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for p in procs:
             try:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
+                pass
+            # The group is ours alone (start_new_session): SIGKILL whatever is left in it.
+            _signal_group(p, signal.SIGKILL)
+            try:
                 p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class Node:
@@ -204,7 +213,7 @@ class Node:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        _signal_group(self.proc, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 10.0) -> int:

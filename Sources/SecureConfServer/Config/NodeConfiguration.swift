@@ -34,6 +34,9 @@ public struct NodeConfiguration: Sendable {
     public var maxBodyBytes = 1024 * 1024
     public var idleTimeoutSeconds = 60.0
     public var authFailureLimit = 20
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+    public var clusterTLSCAFile: String?
     public var authFailureWindowSeconds = 60.0
 
     public var clusterEnabled = false
@@ -48,6 +51,8 @@ public struct NodeConfiguration: Sendable {
     public var clusterSaltWaitSeconds = 120.0
 
     public init() {}
+
+    public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
     /// The id this node reports: `OSC_CLUSTER_NODE_ID`, else `host:port`.
     public var nodeID: String { clusterNodeID ?? "\(host):\(port)" }
@@ -75,6 +80,9 @@ public struct NodeConfiguration: Sendable {
         ("OSC_IDLE_TIMEOUT", "seconds before an idle connection is closed (default 60)"),
         ("OSC_AUTH_FAILURE_LIMIT", "failed user-key attempts per client address and window before 429 on uncached keys (default 20; 0 disables)"),
         ("OSC_AUTH_FAILURE_WINDOW", "seconds of the failed-attempt window (default 60)"),
+        ("OSC_TLS_CERT_FILE", "PEM certificate (chain): serve HTTPS, and talk HTTPS to peers (alias OSC_SSL_CERTFILE)"),
+        ("OSC_TLS_KEY_FILE", "PEM private key for OSC_TLS_CERT_FILE (alias OSC_SSL_KEYFILE)"),
+        ("OSC_CLUSTER_TLS_CA_FILE", "PEM CA bundle peers' certificates are verified against (default: the system store; alias OSC_SSL_CA_CERTS)"),
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
@@ -144,6 +152,23 @@ public struct NodeConfiguration: Sendable {
         if let v = try integer("OSC_AUTH_FAILURE_LIMIT", 0...1_000_000) { c.authFailureLimit = v }
         if let v = try seconds("OSC_AUTH_FAILURE_WINDOW") { c.authFailureWindowSeconds = v }
 
+        func readableFile(_ names: [String]) throws(ConfigurationError) -> String? {
+            for name in names {
+                guard let path = value(name) else { continue }
+                guard FileManager.default.isReadableFile(atPath: path) else {
+                    throw ConfigurationError(variable: name, problem: "cannot read \(path)")
+                }
+                return path
+            }
+            return nil
+        }
+        c.tlsCertificateFile = try readableFile(["OSC_TLS_CERT_FILE", "OSC_SSL_CERTFILE"])
+        c.tlsKeyFile = try readableFile(["OSC_TLS_KEY_FILE", "OSC_SSL_KEYFILE"])
+        c.clusterTLSCAFile = try readableFile(["OSC_CLUSTER_TLS_CA_FILE", "OSC_SSL_CA_CERTS"])
+        if (c.tlsCertificateFile == nil) != (c.tlsKeyFile == nil) {
+            throw ConfigurationError(variable: c.tlsCertificateFile == nil ? "OSC_TLS_CERT_FILE" : "OSC_TLS_KEY_FILE",
+                                     problem: "TLS needs both a certificate and a key file")
+        }
         if let v = try boolean("OSC_CLUSTER_ENABLED") { c.clusterEnabled = v }
         if let v = value("OSC_CLUSTER_MODE") {
             guard let m = ClusterMode(rawValue: v.lowercased()) else { throw ConfigurationError(variable: "OSC_CLUSTER_MODE", problem: "'\(v)' is not replica or federated") }
@@ -247,7 +272,8 @@ extension NodeConfiguration {
             syncInterval: .milliseconds(Int64(clusterSyncIntervalSeconds * 1000)),
             healthInterval: .milliseconds(Int64(clusterHealthIntervalSeconds * 1000)),
             peerTimeout: .milliseconds(Int64(clusterPeerTimeoutSeconds * 1000)), writeQuorum: quorum,
-            saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)))
+            saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)), scheme: tlsEnabled ? "https" : "http",
+            caFile: clusterTLSCAFile)
     }
 }
 

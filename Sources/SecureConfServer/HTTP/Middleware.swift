@@ -50,7 +50,10 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if required {
-            guard let given = request.headers[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
+            guard case .value(let given) = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) else {
+                if case .absent = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) { throw APIError.missingAPIKey }
+                throw APIError.wrongAPIKey
+            }
             // Compare fixed-length digests so neither content nor length leaks through timing.
             let a = OpenSSL.sha256(Array(given.utf8))
             let b = OpenSSL.sha256(apiKey)
@@ -78,7 +81,7 @@ struct AuthFailureMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as APIError where ["wrong_user_key", "short_user_key", "missing_user_key"].contains(error.kind) {
+        } catch let error as APIError where ["wrong_user_key", "short_user_key", "missing_user_key", "undecodable_user_key"].contains(error.kind) {
             node.authFailures.recordFailure(context.clientIP)
             throw error
         } catch let error as StoreError where error == .wrongKey {

@@ -84,10 +84,36 @@ enum RequestInput {
         return try validateName(value, field: "environment")
     }
 
+    enum HeaderValue { case absent, undecodable, value(String) }
+
+    /// A header's bytes read as Latin-1, one character per byte, as OpenSecureConf's server
+    /// (Starlette) reads them, so a key's UTF-8 (what PBKDF2 is given) matches
+    /// OpenSecureConf's. The HTTP parser below us has already replaced bytes that are not
+    /// UTF-8 with U+FFFD, which would let different keys collide: such values are refused.
+    static func latin1Header(_ request: Request, _ name: HTTPField.Name) -> HeaderValue {
+        guard let field = request.headers.first(where: { $0.name == name }) else { return .absent }
+        var scalars = String.UnicodeScalarView()
+        let replaced: Bool = field.withUnsafeBytesOfValue { bytes in
+            var replaced = false
+            for (i, b) in bytes.enumerated() {
+                if b == 0xEF, i + 2 < bytes.count, bytes[i + 1] == 0xBF, bytes[i + 2] == 0xBD { replaced = true }
+                scalars.append(Unicode.Scalar(b))
+            }
+            return replaced
+        }
+        return replaced ? .undecodable : .value(String(scalars))
+    }
+
     /// The caller's user key, present and long enough, else 401.
     static func userKey(_ request: Request, minimumLength: Int) throws(APIError) -> String {
-        guard let key = request.headers[userKeyHeader] else { throw APIError.missingUserKey }
-        guard key.count >= minimumLength else { throw APIError.shortUserKey(minimumLength) }
+        let key: String
+        switch latin1Header(request, userKeyHeader) {
+        case .absent: throw APIError.missingUserKey
+        case .undecodable:
+            throw APIError(.unauthorized, "X-User-Key holds bytes that are not UTF-8; use an ASCII or UTF-8 key", kind: "undecodable_user_key")
+        case .value(let v): key = v
+        }
+        guard key.unicodeScalars.count >= minimumLength else { throw APIError.shortUserKey(minimumLength) }
         return key
     }
 

@@ -121,19 +121,28 @@ public struct JSONParser {
         } else {
             while index < bytes.count, digit(bytes[index]) { index += 1 }
         }
+        var isFloat = false
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            isFloat = true
             index += 1
             guard index < bytes.count, digit(bytes[index]) else { throw error("invalid number") }
             while index < bytes.count, digit(bytes[index]) { index += 1 }
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            isFloat = true
             index += 1
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
             guard index < bytes.count, digit(bytes[index]) else { throw error("invalid number") }
             while index < bytes.count, digit(bytes[index]) { index += 1 }
         }
         guard index - start <= 1000 else { throw error("number literal longer than 1000 characters") }
-        return String(decoding: bytes[start..<index], as: UTF8.self)
+        let literal = String(decoding: bytes[start..<index], as: UTF8.self)
+        // A fraction or exponent makes it a float for Python's json (and the clients):
+        // one that overflows would read back as infinity, which JSON cannot carry.
+        if isFloat, let value = Double(literal), !value.isFinite {
+            throw error("number \(literal.prefix(40)) is out of the range of a double")
+        }
+        return literal
     }
 
     private mutating func parseHex4() throws(JSONParseError) -> UInt32 {

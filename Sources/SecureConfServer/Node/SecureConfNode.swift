@@ -1,5 +1,8 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import NIOPosix
 import SecureConfCluster
@@ -58,7 +61,7 @@ public final class SecureConfNode: Sendable {
         authFailures = AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds)
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(settings: settings, store: store,
-                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme),
+                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme, caFile: settings.caFile),
                                          saltFingerprint: saltFingerprint, logger: logger, observer: metrics)
         } else {
             cluster = nil
@@ -78,7 +81,7 @@ public final class SecureConfNode: Sendable {
                 hasData = false
             }
             if !hasData {
-                let transport = PeerTransport(apiKey: settings.apiKey, timeout: .seconds(2), scheme: settings.scheme)
+                let transport = PeerTransport(apiKey: settings.apiKey, timeout: .seconds(2), scheme: settings.scheme, caFile: settings.caFile)
                 let outcome: SaltBootstrap.Outcome
                 do {
                     outcome = try await SaltBootstrap.obtain(settings: settings, transport: transport, saltLength: SaltFile.length, logger: logger)
@@ -190,12 +193,24 @@ struct StoreLifecycleService: Service {
 }
 
 /// The whole application: HTTP server, router, and the store's lifecycle.
-public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
     let c = node.configuration
     let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
+    var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))))
+    if let certificateFile = c.tlsCertificateFile, let keyFile = c.tlsKeyFile {
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: keyFile, format: .pem)
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            tls.minimumTLSVersion = .tlsv12
+            server = try .tls(server, tlsConfiguration: tls)
+        } catch {
+            throw StartupError(description: "cannot load the TLS certificate \(certificateFile) or key \(keyFile): \(error)")
+        }
+    }
     var app = Application(
         router: buildRouter(node: node),
-        server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000)))),
+        server: server,
         configuration: .init(address: .hostname(c.host, port: c.port), serverName: nil, backlog: 1024),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
         eventLoopGroupProvider: .shared(group),

@@ -1,0 +1,96 @@
+#include "sc_curl.h"
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    unsigned char *data;
+    size_t length;
+    size_t capacity;
+    int overflow;
+} buffer;
+
+/// Replies above this size are refused: a peer never needs to send more in one answer.
+static const size_t max_reply = 256u * 1024u * 1024u;
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
+    buffer *b = (buffer *)userdata;
+    size_t n = size * nmemb;
+    if (b->length + n > max_reply) { b->overflow = 1; return 0; }
+    if (b->length + n > b->capacity) {
+        size_t capacity = b->capacity ? b->capacity : 4096;
+        while (capacity < b->length + n) capacity *= 2;
+        unsigned char *grown = realloc(b->data, capacity);
+        if (!grown) { b->overflow = 1; return 0; }
+        b->data = grown;
+        b->capacity = capacity;
+    }
+    memcpy(b->data + b->length, ptr, n);
+    b->length += n;
+    return n;
+}
+
+void sc_http_global_init(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static __thread CURL *thread_handle = NULL;
+
+int sc_http_request(const char *method, const char *url,
+                    const char *const *headers, size_t header_count,
+                    const unsigned char *body, size_t body_length,
+                    long timeout_ms, const char *ca_file,
+                    sc_http_result *result) {
+    memset(result, 0, sizeof *result);
+    if (!thread_handle) thread_handle = curl_easy_init();
+    CURL *curl = thread_handle;
+    if (!curl) {
+        strncpy(result->error, "curl_easy_init failed", sizeof result->error - 1);
+        return 0;
+    }
+    curl_easy_reset(curl);
+    buffer reply = {0};
+    struct curl_slist *list = NULL;
+    for (size_t i = 0; i < header_count; i++) list = curl_slist_append(list, headers[i]);
+    list = curl_slist_append(list, "Expect:");
+
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file && ca_file[0]) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
+    if (body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, (const char *)body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_length);
+    } else if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    }
+
+    CURLcode code = curl_easy_perform(curl);
+    curl_slist_free_all(list);
+    if (code != CURLE_OK) {
+        const char *why = reply.overflow ? "reply too large" : curl_easy_strerror(code);
+        strncpy(result->error, why, sizeof result->error - 1);
+        free(reply.data);
+        return 0;
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &result->status);
+    result->body = reply.data;
+    result->body_length = reply.length;
+    return 1;
+}
+
+void sc_http_result_free(sc_http_result *result) {
+    free(result->body);
+    result->body = NULL;
+    result->body_length = 0;
+}

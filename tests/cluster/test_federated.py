@@ -1,0 +1,96 @@
+"""Federated mode: each node stores only its own writes; reads fan out, lists aggregate."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness import token
+
+USER_KEY = "federated-user-key-01"
+
+
+@pytest.fixture(scope="module")
+def federated3(module_factory):
+    cluster = module_factory.cluster(3, "federated")
+    cluster.wait_healthy(timeout=15)
+    return cluster
+
+
+def local_revision(node, key: str):
+    """What the node's own store holds for the key (the inter-node lookup is local-only)."""
+    return node.request("GET", "/cluster/revision", params={"environment": "default", "key": key})
+
+
+def test_read_fans_out_without_copying(federated3, report):
+    a, b, c = federated3.nodes
+    for n in federated3:
+        assert n.status()["mode"] == "federated"
+    revisions_b = b.digest()["revisions"]
+    revisions_c = c.digest()["revisions"]
+
+    key = token("fed-")
+    value = {"secret": token("fedvalue-"), "n": [1, 2, 3]}
+    r = a.create(USER_KEY, key, value, category="fed")
+    assert r.status_code == 201, r.text
+    assert local_revision(a, key).status_code == 200
+
+    t0 = time.monotonic()
+    r = b.read(USER_KEY, key)
+    fanout = time.monotonic() - t0
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.json()["value"] == value and r.json()["key"] == key and r.json()["category"] == "fed"
+    r = c.read(USER_KEY, key)
+    assert r.status_code == 200 and r.json()["value"] == value
+    report("federated: first read through a peer (fan-out + PBKDF2 on the reader)", f"{fanout * 1000:.0f} ms")
+    t0 = time.monotonic()
+    for _ in range(20):
+        assert b.read(USER_KEY, key).status_code == 200
+    report("federated: fan-out read, warm key cache", f"{(time.monotonic() - t0) / 20 * 1000:.1f} ms per read")
+
+    # A wrong user key is refused by the reading node, never answered with plaintext.
+    r = b.read("some-other-user-key", key)
+    assert r.status_code == 401, (r.status_code, r.text)
+
+    # Reading did not copy the entry into b's or c's store, and nothing replicated since.
+    time.sleep(1.5)
+    assert b.digest()["revisions"] == revisions_b
+    assert c.digest()["revisions"] == revisions_c
+    assert local_revision(b, key).status_code == 404
+    assert local_revision(c, key).status_code == 404
+    assert b.read(USER_KEY, token("fed-missing-")).status_code == 404
+
+
+def test_list_aggregates_every_node(federated3):
+    prefix = token("agg-", 4) + "-"
+    expected = {}
+    for i, node in enumerate(federated3):
+        for j in range(3):
+            key = f"{prefix}n{i}-{j}"
+            expected[key] = {"node": i, "j": j, "v": token()}
+            r = node.create(USER_KEY, key, expected[key], category="agg")
+            assert r.status_code == 201, r.text
+
+    for node in federated3:
+        r = node.request("GET", "/configs", USER_KEY, params={"category": "agg"})
+        assert r.status_code == 200, r.text
+        entries = [e for e in r.json() if e["key"].startswith(prefix)]
+        keys = [e["key"] for e in entries]
+        assert len(keys) == len(set(keys)), f"{node} lists a key twice: {sorted(keys)}"
+        assert {e["key"]: e["value"] for e in entries} == expected, node
+
+    # The same key created on two nodes (each holds its own copy) is listed once: the newest.
+    dup = prefix + "dup"
+    a, b, c = federated3.nodes
+    assert a.create(USER_KEY, dup, "older").status_code == 201
+    time.sleep(0.01)
+    r = c.create(USER_KEY, dup, "newer")
+    assert r.status_code in (201, 400), r.text
+    winner = "newer" if r.status_code == 201 else "older"
+    for node in federated3:
+        entries = [e for e in node.request("GET", "/configs", USER_KEY).json() if e["key"] == dup]
+        assert len(entries) == 1, (node, entries)
+        assert entries[0]["value"] in ("older", "newer")
+    assert [e["value"] for e in b.request("GET", "/configs", USER_KEY).json() if e["key"] == dup] == [winner]
+    assert b.read(USER_KEY, dup).json()["value"] == winner
