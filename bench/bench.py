@@ -919,6 +919,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    # Ctrl-C raises KeyboardInterrupt even when started in the background of a script
+    # (which would otherwise inherit SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     root = Path(tempfile.mkdtemp(prefix="secureconf-bench-"))
     started = time.monotonic()
@@ -964,7 +967,7 @@ def main() -> int:
                     traceback.print_exc(file=sys.stderr)
                 stop_all_children()
     except (KeyboardInterrupt, Interrupted) as e:
-        error = f"interrupted ({e or 'SIGINT'})"
+        error = f"interrupted ({str(e) or 'SIGINT'})"
         log(error)
     except BenchError as e:
         error = str(e)
