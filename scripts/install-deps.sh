@@ -19,5 +19,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "${1:-}" = "--test" ]; then
   # Python's cryptography is the interop reference for the Swift crypto tests.
-  python3 -c "import cryptography" 2>/dev/null || python3 -m pip install -q cryptography
+  python3 -c "import cryptography, pytest, requests, yaml" 2>/dev/null || python3 -m pip install -q cryptography pytest requests pyyaml
 fi

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test: the Swift unit and in-process HTTP tests, then the compatibility and
-# end-to-end suite that drives the release binary with OpenSecureConf's published clients.
+# Runs every test: the Swift unit and in-process HTTP tests, then the suites that drive the
+# release binary as real processes: compatibility (OpenSecureConf's published clients),
+# deployment files, the three-node cluster, and a bounded reliability pass.
+# SECURECONF_FULL=1 runs the reliability suite and fuzzers at full length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 swift build --build-tests
 swift test --skip-build
 swift build -c release --product secureconf
-SECURECONF_BIN="$PWD/.build/release/secureconf" tests/compat/run.sh
+export SECURECONF_BIN="$PWD/.build/release/secureconf"
+tests/compat/run.sh
+python3 -m pytest -q tests/deploy
+[ -x tests/cluster/run.sh ] && tests/cluster/run.sh
+if [ -x tests/reliability/run.sh ]; then
+  if [ "${SECURECONF_FULL:-0}" = "1" ]; then tests/reliability/run.sh; else tests/reliability/run.sh --quick; fi
+fi
+echo "scripts/test.sh: all suites passed"
