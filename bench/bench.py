@@ -265,7 +265,11 @@ class Node:
         return proc_status_kb(self.pid, "VmHWM")
 
     def entries(self) -> int:
-        return int(Client(self.port).json("GET", "/ready")["entries"])
+        c = Client(self.port)
+        try:
+            return int(c.json("GET", "/ready")["entries"])
+        finally:
+            c.close()
 
     def log_tail(self, lines: int = 8) -> str:
         """The node's log: a crash report's headline and crashed thread, fatal errors, last lines."""
@@ -335,6 +339,8 @@ class Wrk:
         r["requests_per_s"] = round(r["requests"] / seconds, 1) if seconds else 0.0
         r["ok_per_s"] = round(r["ok"] / seconds, 1) if seconds else 0.0
         r["latency_ms"] = {k: round(v / 1000.0, 3) for k, v in lat.items()}
+        if r["sent"] == 0 and r["requests"] > 0:
+            r["sent"] = None   # a static request (read_one.lua): wrk builds it once, nothing counts sends
         r["threads"] = self.threads
         r["connections"] = self.connections
         r["script"] = self.script.name
