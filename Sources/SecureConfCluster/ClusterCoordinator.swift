@@ -133,18 +133,25 @@ public final class ClusterCoordinator: Service, Sendable {
         } while await sleep(settings.healthInterval)
     }
 
+    private struct HealthProbe: Sendable {
+        let peer: String
+        let reply: PeerHealthReply?
+        let error: String?
+    }
+
     public func checkHealth() async {
-        await withTaskGroup(of: (String, PeerHealthReply?, String?).self) { group in
+        await withTaskGroup(of: HealthProbe.self) { group in
             for peer in settings.peers {
                 group.addTask {
                     do {
-                        return (peer, try await self.transport.json(peer, "GET", "/cluster/health", as: PeerHealthReply.self), nil)
+                        return HealthProbe(peer: peer, reply: try await self.transport.json(peer, "GET", "/cluster/health", as: PeerHealthReply.self), error: nil)
                     } catch {
-                        return (peer, nil, "\(error)")
+                        return HealthProbe(peer: peer, reply: nil, error: "\(error)")
                     }
                 }
             }
-            for await (peer, reply, error) in group {
+            for await probe in group {
+                let (peer, reply, error) = (probe.peer, probe.reply, probe.error)
                 peers.withLock { s in
                     s[peer]?.healthy = reply?.status == "healthy"
                     if let reply {
