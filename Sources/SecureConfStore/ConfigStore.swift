@@ -168,26 +168,6 @@ public final class ConfigStore: Sendable {
         }
     }
 
-    /// Applies a revision made elsewhere: kept in history, and made current if it is newer
-    /// than the current one by (hlc, origin). Returns false if it was already known.
-    @discardableResult
-    public func apply(_ revision: Revision) async throws -> Bool {
-        clock.observe(revision.hlc)
-        return try await commit { db in
-            let exists = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)"),
-                                           arguments: [revision.environment, revision.key, revision.hlc, revision.origin]) ?? false
-            if exists { return (false, 0) }
-            let current = try Self.currentRow(db, environment: revision.environment, key: revision.key)
-            if let current, !revision.supersedes(hlc: current.hlc, origin: current.origin) {
-                try Self.insertRevision(revision, db: db)
-                return (true, 0)
-            }
-            let wasLive = current.map { !$0.deleted } ?? false
-            _ = try Self.record(revision, replacing: current, db: db)
-            return (true, (revision.deleted ? 0 : 1) - (wasLive ? 1 : 0))
-        }
-    }
-
     // MARK: Internals
 
     static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
