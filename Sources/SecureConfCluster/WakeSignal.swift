@@ -19,7 +19,9 @@ final class WakeSignal: Sendable {
     /// Returns on a signal or after `timeout`, whichever comes first.
     func wait(timeout: Duration) async {
         let timer = Task { [self] in
-            try? await Task.sleep(for: timeout)
+            // A cancelled timer must not signal: that would leave a stale wake-up behind
+            // and turn the next wait into a busy loop.
+            do { try await Task.sleep(for: timeout) } catch { return }
             signal()
         }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
