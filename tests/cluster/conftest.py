@@ -28,11 +28,10 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _FIGURES:
-        return
-    terminalreporter.section("cluster measurements")
-    for name, value in _FIGURES:
-        terminalreporter.write_line(f"{name}: {value}")
+    if _FIGURES:
+        terminalreporter.section("cluster measurements")
+        for name, value in _FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,9 +63,18 @@ def registry():
     r.kill_all()
 
 
+def _no_crash(factory: ClusterFactory) -> None:
+    crashes = factory.crashes()
+    if crashes:
+        pytest.fail("\n\n".join(crashes), pytrace=False)
+
+
 @pytest.fixture
 def factory(tmp_path, registry):
-    return ClusterFactory(tmp_path / "nodes", registry)
+    f = ClusterFactory(tmp_path / "nodes", registry)
+    yield f
+    registry.kill_all()
+    _no_crash(f)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,10 @@ def module_registry():
 
 @pytest.fixture(scope="module")
 def module_factory(tmp_path_factory, module_registry):
-    return ClusterFactory(tmp_path_factory.mktemp("module-nodes"), module_registry)
+    f = ClusterFactory(tmp_path_factory.mktemp("module-nodes"), module_registry)
+    yield f
+    module_registry.kill_all()
+    _no_crash(f)
 
 
 @pytest.fixture(scope="module")

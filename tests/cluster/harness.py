@@ -27,8 +27,31 @@ SYNC_INTERVAL = 1.0
 HEALTH_INTERVAL = 0.5
 PEER_TIMEOUT = 2.0
 
-REQUEST_TIMEOUT = 5.0
+# Generous: a user key's first request runs PBKDF2 (480,000 rounds) on a lowered-priority
+# thread, which a busy machine can delay by seconds. Waits for cluster behaviour have
+# their own deadlines.
+REQUEST_TIMEOUT = 30.0
 
+# Short crash reports: only the crashing thread, so a crashed node exits in a second.
+BACKTRACE_SETTINGS = "enable=yes,interactive=no,preset=full,unwind=precise,threads=crashed,registers=none,images=none,color=no"
+
+
+class NodeCrashed(RuntimeError):
+    pass
+
+
+def crashed_thread(report: str) -> str:
+    """The interesting part of a Swift crash report: what was logged last, the fatal error,
+    and the crashed thread's frames."""
+    at = report.find("*** Signal")
+    if at < 0:
+        at = report.find("Fatal error")
+    if at < 0:
+        return report[-4000:]
+    before = report[max(0, at - 1500):at]
+    thread = report.find("crashed:", at)
+    frames = report[thread:thread + 5000] if thread >= 0 else report[at:at + 5000]
+    return before + report[at:at + 300] + "\n" + frames
 
 # Set by the test session to a private copy of the binary, so that a rebuild while the
 # suite runs cannot mix two builds in one cluster.
@@ -83,6 +106,8 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
             if result:
                 return result
             last = result
+        except NodeCrashed:
+            raise
         except Exception as e:  # noqa: BLE001 - anything is "not yet" until the deadline
             last = e
         if time.monotonic() >= deadline:
@@ -183,6 +208,7 @@ class Node:
 
     def start(self) -> "Node":
         assert not self.alive(), f"{self} is already running"
+        self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         log = open(self.stderr_path, "ab")
         try:
             self.proc = subprocess.Popen(
@@ -197,12 +223,56 @@ class Node:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_up(self, timeout: float = 20.0) -> None:
+    def run_output(self) -> str:
+        """stdout/stderr of the current (or last) run only."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(getattr(self, "_stderr_offset", 0))
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def has_died(self) -> bool:
+        """The process exited, or is writing a crash report."""
+        if self.proc is None:
+            return False
+        if self.proc.poll() is not None:
+            return True
+        out = self.run_output()
+        return "*** Signal" in out or "Program crashed" in out
+
+    def crash_report(self, settle: float = 15.0) -> str | None:
+        """None while the node runs normally; else the output of the run that died
+        (waiting up to `settle` seconds for the crash report to be complete)."""
+        if not self.has_died():
+            return None
+        try:
+            self.proc.wait(timeout=settle)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(self.proc, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.run_output() or f"(exit {self.proc.returncode}, no output)"
+
+    def check_alive(self) -> None:
+        """Raises NodeCrashed (with the crashed thread's backtrace) if the node died."""
+        report = self.crash_report()
+        if report is not None:
+            raise NodeCrashed(f"{self} died (exit {self.proc.returncode}):\n{crashed_thread(report)}")
+
+    def crashes(self) -> str | None:
+        """The crash report of any run of this node, if one crashed."""
+        text = self.output(tail=10**9)
+        return crashed_thread(text) if ("*** Signal" in text or "Fatal error" in text) else None
+
+    def wait_up(self, timeout: float = 30.0) -> None:
         """Until GET /health answers 200 (the HTTP server runs, the salt is settled)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self} exited with {self.proc.returncode} while starting:\n{self.output()}")
+            self.check_alive()
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
@@ -246,6 +316,12 @@ class Node:
         if user_key is not None:
             headers["X-User-Key"] = user_key
         return self._session().request(method, self.url + path, headers=headers, timeout=timeout, **kwargs)
+
+    def warm(self, user_key: str) -> None:
+        """Derives (and caches) the user key on this node, so that later requests are not
+        timed with a PBKDF2 run in them."""
+        r = self.request("GET", "/configs", user_key)
+        assert r.status_code in (200, 401), (r.status_code, r.text)
 
     def status(self) -> dict:
         r = self.request("GET", "/cluster/status")
@@ -311,10 +387,20 @@ class Cluster:
         total = len(self.nodes)
 
         def all_healthy():
+            for n in self.nodes:
+                n.check_alive()
             return all(n.status()["healthy_nodes"] == total for n in targets)
 
         wait_until(all_healthy, timeout, what=f"healthy_nodes == {total} on {targets}")
         return time.monotonic() - started
+
+    def warm(self, *user_keys: str) -> None:
+        """Every user key derived on every node, in parallel."""
+        threads = [threading.Thread(target=n.warm, args=(k,)) for n in self.nodes for k in user_keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=REQUEST_TIMEOUT + 5)
 
     def digests(self) -> list[str]:
         return [n.digest()["digest"] for n in self.nodes]
@@ -331,7 +417,16 @@ class ClusterFactory:
     def __init__(self, root: Path, registry: ProcessRegistry):
         self.root = root
         self.registry = registry
+        self.nodes: list[Node] = []
         self._count = 0
+
+    def node(self, workdir: Path, port: int, env: dict[str, str], api_key: str | None) -> Node:
+        n = Node(self.registry, workdir, port, env, api_key)
+        self.nodes.append(n)
+        return n
+
+    def crashes(self) -> list[str]:
+        return [f"{n} crashed:\n{report}" for n in self.nodes if (report := n.crashes())]
 
     def node_env(self, workdir: Path, port: int, nodes: list[str], api_key: str | None, mode: str = "replica",
                  extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -350,6 +445,7 @@ class ClusterFactory:
             "OSC_CLUSTER_PEER_TIMEOUT": str(PEER_TIMEOUT),
             "OSC_LOG_LEVEL": "INFO",
             "OSC_LOG_FILE": str(workdir / "node.log"),
+            "SWIFT_BACKTRACE": BACKTRACE_SETTINGS,
         })
         if api_key is not None:
             env["OSC_API_KEY_REQUIRED"] = "true"
@@ -375,7 +471,7 @@ class ClusterFactory:
         for i, port in enumerate(ports):
             wd = self.workdir(f"{mode}-node{i}")
             listed = node_lists[i] if node_lists else ids
-            nodes.append(Node(self.registry, wd, port, self.node_env(wd, port, listed, api_key, mode, extra_env), api_key))
+            nodes.append(self.node(wd, port, self.node_env(wd, port, listed, api_key, mode, extra_env), api_key))
         c = Cluster(nodes, api_key, mode)
         return c.start() if start else c
 

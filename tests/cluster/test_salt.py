@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import Node, base_environment, free_ports, secureconf_binary, token, wait_until
+from harness import base_environment, free_ports, secureconf_binary, wait_until
 
 USER_KEY = "salt-test-user-key-01"
 
@@ -78,7 +78,7 @@ def test_node_with_foreign_salt_refuses_to_serve(replica3, factory):
     fd = os.open(env["OSC_SALT_FILE_PATH"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, foreign_salt)
     os.close(fd)
-    d = Node(factory.registry, workdir, port, env, cluster.api_key).start()
+    d = factory.node(workdir, port, env, cluster.api_key).start()
     d.wait_up()
 
     def refusing():

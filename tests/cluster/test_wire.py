@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 
-from harness import Node, RecordingProxy, free_ports, token, wait_until
+from harness import RecordingProxy, free_ports, token, wait_until
 
 
 def encodings(s: str) -> list[bytes]:
@@ -27,7 +27,7 @@ def test_peer_traffic_carries_no_user_key_or_plaintext(factory):
             fd = os.open(env["OSC_SALT_FILE_PATH"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.write(fd, salt)
             os.close(fd)
-            nodes.append(Node(factory.registry, wd, port, env, api_key))
+            nodes.append(factory.node(wd, port, env, api_key))
         a, b = nodes
         a.start()
         b.start()
