@@ -111,6 +111,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SecureConfClusterTests",
+            dependencies: ["SecureConfCluster"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SecureConfServerTests",
             dependencies: [
                 "SecureConfServer",
