@@ -17,14 +17,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import QUICK, NodeSet, binary_path, binary_snapshot  # noqa: E402
+from harness import QUICK, NodeSet, binary_path, binary_snapshot, busy_machine  # noqa: E402
 
 SEED = int(os.environ.get("RELIABILITY_SEED") or random.SystemRandom().randrange(1, 2**31))
 
 
 def pytest_report_header(config):
+    load = os.getloadavg()
     return [f"secureconf binary: {binary_path()}",
-            f"reliability seed: RELIABILITY_SEED={SEED}  quick: {QUICK}"]
+            f"reliability seed: RELIABILITY_SEED={SEED}  quick: {QUICK}",
+            f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores"
+            + ("  (overloaded: wall-clock limits are reported, not judged)" if busy_machine() else "")]
 
 
 @pytest.fixture(scope="session")

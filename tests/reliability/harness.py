@@ -40,6 +40,29 @@ def budget(default: int, quick: int) -> int:
     return quick if QUICK else default
 
 
+def busy_machine() -> str | None:
+    """A reason when the machine is too loaded for wall-clock limits to mean anything
+    (others' builds and tests share it), else None."""
+    load1 = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    if load1 > 2 * cpus:
+        return f"load average {load1:.1f} on {cpus} cores"
+    return None
+
+
+def judge_time(measured: float, limit: float, what: str, hard_limit: float | None = None) -> None:
+    """Fails when `measured` > `limit` on a machine that is not overloaded; on an overloaded one
+    only logs (RELIABILITY_STRICT_TIMING=1 judges anyway), still failing past `hard_limit`."""
+    if measured <= limit:
+        return
+    busy = busy_machine()
+    if busy and not os.environ.get("RELIABILITY_STRICT_TIMING") and (hard_limit is None or measured <= hard_limit):
+        log(f"NOT JUDGED: {what} took {measured:.2f} (limit {limit}) but the machine is overloaded ({busy}); "
+            f"RELIABILITY_STRICT_TIMING=1 judges it anyway")
+        return
+    raise AssertionError(f"{what}: {measured:.2f} over the limit {limit} ({busy or 'machine not overloaded'})")
+
+
 def log(msg: str) -> None:
     """What a scenario tried and what held: printed so that `pytest -s` (run.sh) shows it."""
     print(f"[reliability] {msg}", flush=True)
@@ -180,7 +203,7 @@ class Node:
                                      preexec_fn=self.preexec_fn)
         return t0
 
-    def wait_ready(self, t0: float, timeout: float = 30.0) -> float:
+    def wait_ready(self, t0: float, timeout: float = 120.0) -> float:
         """Polls GET /health until 200; returns seconds from launch to the first 200."""
         deadline = t0 + timeout
         while time.monotonic() < deadline:
@@ -197,7 +220,7 @@ class Node:
             time.sleep(0.01)
         raise NodeStartError(f"secureconf not ready after {timeout}s; log tail:\n{self.log_text()[-3000:]}")
 
-    def start(self, timeout: float = 30.0) -> float:
+    def start(self, timeout: float = 120.0) -> float:
         """Launches and waits for /health; a port taken in the meantime is replaced once."""
         for attempt in range(3):
             t0 = self.launch()
@@ -258,22 +281,22 @@ class Node:
 
     # ---- HTTP ----------------------------------------------------------------------------
 
-    def get(self, path: str, user_key: str | None = USER_KEY, timeout: float = 15, **kw) -> requests.Response:
+    def get(self, path: str, user_key: str | None = USER_KEY, timeout: float = 60, **kw) -> requests.Response:
         h = kw.pop("headers", {})
         if user_key is not None:
             h["X-User-Key"] = user_key
         return requests.get(self.url + path, headers=h, timeout=timeout, **kw)
 
-    def post(self, key: str, value, user_key: str = USER_KEY, timeout: float = 15, **body) -> requests.Response:
+    def post(self, key: str, value, user_key: str = USER_KEY, timeout: float = 60, **body) -> requests.Response:
         return requests.post(self.url + "/configs", json={"key": key, "value": value, **body},
                              headers={"X-User-Key": user_key}, timeout=timeout)
 
-    def put(self, key: str, value, user_key: str = USER_KEY, timeout: float = 15) -> requests.Response:
+    def put(self, key: str, value, user_key: str = USER_KEY, timeout: float = 60) -> requests.Response:
         return requests.put(self.url + f"/configs/{key}", json={"value": value},
                             headers={"X-User-Key": user_key}, timeout=timeout)
 
     def list_all(self, user_key: str = USER_KEY) -> dict[str, object]:
-        r = self.get("/configs", user_key=user_key, timeout=60)
+        r = self.get("/configs", user_key=user_key, timeout=120)
         if r.status_code == 401:  # nothing decryptable (empty store answers [] but be lenient)
             return {}
         r.raise_for_status()

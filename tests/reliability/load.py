@@ -76,7 +76,7 @@ class Client(threading.Thread):
                 key = self.rng.choice(live)
                 op, method, path, body, want, new = "delete", "DELETE", f"/configs/{key}", None, 200, ABSENT
             try:
-                r = s.request(method, self.url + path, json=body, headers=h, timeout=15)
+                r = s.request(method, self.url + path, json=body, headers=h, timeout=60)
             except requests.RequestException as e:
                 # Sent (perhaps partly) and never answered: either outcome is allowed.
                 self.uncertain.setdefault(key, []).append(new)
@@ -114,11 +114,17 @@ class WriteLoad:
             c.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 90.0) -> None:
         self.stop_event.set()
         for c in self.clients:
             c.join(timeout)
             assert not c.is_alive(), f"{c.name} did not finish (a request hung past its timeout)"
+
+    def wait_progress(self, min_acks: int, max_wait: float = 60.0) -> None:
+        """Waits until `min_acks` writes are acknowledged (a loaded machine can be slow to start)."""
+        t0 = time.monotonic()
+        while self.acknowledged < min_acks and time.monotonic() - t0 < max_wait:
+            time.sleep(0.05)
 
     @property
     def acknowledged(self) -> int:

@@ -14,12 +14,21 @@ import time
 
 import pytest
 
-from harness import (QUICK, USER_KEY, NoResponse, budget, integrity_check, integrity_check_copy, log,
+from harness import (USER_KEY, NoResponse, budget, integrity_check, integrity_check_copy, judge_time, log,
                      read_response)
 from load import Model, WriteLoad
 
 CLIENTS = 4
 INFLIGHT = 4
+
+
+def _run_until_random_moment(load: WriteLoad, rng, min_acks: int = 30, max_wait: float = 60.0) -> float:
+    """Lets the load make some progress (a loaded machine can be slow to get going), then a
+    random 0.3-2.0 s more; returns the seconds since the load started."""
+    t0 = time.monotonic()
+    load.wait_progress(min_acks, max_wait)
+    time.sleep(rng.uniform(0.3, 2.0))
+    return time.monotonic() - t0
 
 
 def _verify(node, model: Model, what: str) -> int:
@@ -38,8 +47,7 @@ def test_kill9_during_write_load(nodes, rng, seed, tmp_path):
         if rnd > 1:
             ready = node.start()
         load = WriteLoad(node.url, rnd, CLIENTS, seed + rnd).start()
-        delay = rng.uniform(0.8, 2.5)
-        time.sleep(delay)
+        delay = _run_until_random_moment(load, rng)
         assert node.alive(), f"node died under write load before the kill; log:\n{node.log_text()[-3000:]}"
         node.kill()
         load.stop()
@@ -70,7 +78,7 @@ def test_kill9_during_write_load(nodes, rng, seed, tmp_path):
             f"state ({present} present, {ok - present} absent); "
             f"{in_flight} unacknowledged in flight, {applied} of them applied; integrity_check ok "
             f"(crash image and after restart); first /health 200 {ready * 1000:.0f} ms after restart")
-        assert ready < 10, f"node took {ready:.1f} s to serve after kill -9"
+        judge_time(ready, 10, "first /health 200 after kill -9 and restart (s)")
 
 
 def _kdf_bound_post(port: int, user_key: str, key: str) -> socket.socket:
@@ -79,7 +87,7 @@ def _kdf_bound_post(port: int, user_key: str, key: str) -> socket.socket:
     body = ('{"key": "%s", "value": {"inflight": true}}' % key).encode()
     req = (f"POST /configs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User-Key: {user_key}\r\n"
            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
     s.sendall(req)
     return s
 
@@ -89,7 +97,7 @@ def test_sigterm_during_write_load(nodes, rng, seed):
     node.start()
     model = Model()
     load = WriteLoad(node.url, 1, CLIENTS, seed).start()
-    time.sleep(rng.uniform(0.8, 2.0))
+    _run_until_random_moment(load, rng)
     assert node.alive()
 
     # Requests fully sent before the signal, each needing a key derivation.
@@ -102,7 +110,7 @@ def test_sigterm_during_write_load(nodes, rng, seed):
     node.terminate()
 
     answered, resets = {}, 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     for uk, key, s in inflight:
         try:
             answered[key] = read_response(s, deadline).status
@@ -112,11 +120,11 @@ def test_sigterm_during_write_load(nodes, rng, seed):
         finally:
             s.close()
 
-    rc = node.wait_exit(5.0 - (time.monotonic() - t_term))
+    rc = node.wait_exit(max(0.1, 60.0 - (time.monotonic() - t_term)))
     exit_after = time.monotonic() - t_term
     if rc is None:
         node.kill()
-        pytest.fail(f"node still running 5 s after SIGTERM under load (killed); log:\n{node.log_text()[-3000:]}")
+        pytest.fail(f"node still running 60 s after SIGTERM under load (killed); log:\n{node.log_text()[-3000:]}")
     load.stop()
     model.absorb(load)
     assert rc == 0, f"exit code {rc} after SIGTERM; log:\n{node.log_text()[-3000:]}"
@@ -143,7 +151,7 @@ def test_sigterm_during_write_load(nodes, rng, seed):
         f"unacknowledged at shutdown: {dict(unacked)}; {INFLIGHT} KDF-bound POSTs sent before the signal: "
         f"{n201} answered 201 and kept ({kept}), others {[v for v in answered.values() if v != 201]}; "
         f"restart served in {ready * 1000:.0f} ms")
-    assert rc == 0 and exit_after < 5
+    judge_time(exit_after, 5.0, "exit after SIGTERM under write load (s)")
     assert resets == 0, (f"{resets} of {INFLIGHT} requests fully sent before SIGTERM got no answer "
                          f"(connection closed): {answered}")
     assert node.stop() == 0

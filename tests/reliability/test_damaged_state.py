@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness import USER_KEY, Node, budget, integrity_check, log
-from load import Model, WriteLoad
+from load import ABSENT, Model, WriteLoad
 
 NOBODY = 65534
 
@@ -147,23 +147,24 @@ def tiny_tmpfs(tmp_path):
 
 
 def _fill(path: Path) -> int:
+    """Writes zeros to `path` until the filesystem is full; returns the bytes written."""
     written = 0
     try:
-        f = open(path, "wb")
-    except OSError:  # already full (the load got there first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:  # no inode left: the load got there first
         return 0
-    with f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-                written += 65536
-        except OSError:
-            pass
-        try:
-            os.fsync(f.fileno())
-        except OSError:
-            pass
+    try:
+        block = b"\0" * 65536
+        while True:
+            try:
+                n = os.write(fd, block)
+            except OSError:
+                break
+            if n <= 0:
+                break
+            written += n
+    finally:
+        os.close(fd)
     return written
 
 
@@ -191,7 +192,8 @@ def test_disk_full_on_tmpfs(nodes, tiny_tmpfs, seed):
     node.start()
     model = Model()
     load = WriteLoad(node.url, 1, 4, seed).start()
-    time.sleep(1.0)
+    load.wait_progress(40)
+    time.sleep(0.5)
     filler = tiny_tmpfs / "filler"
     filled = _fill(filler)
     acked_before_full = load.acknowledged
@@ -205,8 +207,10 @@ def test_disk_full_on_tmpfs(nodes, tiny_tmpfs, seed):
     refusals = _writes_refused(node, 5, "while-full")
     _check_refusals(refusals, "disk full")
     reads = [node.get(f"/configs/{k}").status_code
-             for k, v in list(model.acked.items())[:20] if v is not None]
+             for k, v in list(model.acked.items())[:40] if v is not ABSENT][:20]
     health = node.get("/health", user_key=None).status_code
+    assert reads and set(reads) == {200}, f"reads while the disk is full: {reads}"
+    assert health == 200
     full_df = _df(tiny_tmpfs)
     if filler.exists():
         filler.unlink()
