@@ -33,6 +33,18 @@ def _bad(status: int, headers: dict) -> bool:
     return status >= 500 and not (status == 503 and "retry-after" in headers)
 
 
+SALT_BODY_BUG = ("BUG: POST /cluster/salt with a body over 4096 bytes answers 500 {\"detail\":\"Internal server "
+                 "error\"} (NIOTooManyBytesError from request.body.collect(upTo: 4096) in SystemController.swift is not "
+                 "mapped to 413); any client can trigger it when OSC_API_KEY_REQUIRED is false")
+
+
+def _known_bug(status: int, desc: str, data: bytes) -> str | None:
+    """A 5xx already reported with its own xfail test below: counted, not failed on twice."""
+    if status == 500 and (data.startswith(b"POST /cluster/salt") or desc.startswith("requests POST '/cluster/salt")):
+        return "POST /cluster/salt oversized body -> 500"
+    return None
+
+
 def _via_requests(rng: random.Random, session: requests.Session, url: str):
     """A request well-formed at the HTTP level but hostile above it."""
     method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH"])
@@ -61,6 +73,8 @@ def test_http_fuzz(nodes, seed):
     for k in ("fz-1", "fz-2", "fz-3"):
         assert node.post(k, {"seed": k}).status_code == 201
     assert node.post("fz-other", 1, user_key="valid-but-other-01").status_code == 201
+    canary = {"canary": ["untouched", 1, None]}
+    assert node.post("canary-7f3a", canary).status_code == 201  # no generated request names this key
 
     rng = random.Random(seed)
     jobs = []
@@ -85,7 +99,7 @@ def test_http_fuzz(nodes, seed):
         return kind, desc, data, responses, err, secs
 
     statuses, kinds, clean_statuses = Counter(), Counter(), Counter()
-    bad, hangs, errors = [], [], Counter()
+    bad, hangs, errors, known = [], [], Counter(), Counter()
     unanswered = 0
     no_detail_4xx = 0
     slowest = 0.0
@@ -105,7 +119,11 @@ def test_http_fuzz(nodes, seed):
                 if desc.startswith("clean"):
                     clean_statuses[status] += 1
                 if _bad(status, headers):
-                    bad.append((status, desc, data[:300]))
+                    bug = _known_bug(status, desc, data)
+                    if bug:
+                        known[bug] += 1
+                    else:
+                        bad.append((status, desc, data[:300]))
                 if 400 <= status < 500 and headers.get("content-length") == "0":
                     no_detail_4xx += 1
     elapsed = time.monotonic() - t0
@@ -114,9 +132,11 @@ def test_http_fuzz(nodes, seed):
     health = requests.get(node.url + "/health", timeout=60).status_code if alive else None
     n5xx = sum(v for k, v in statuses.items() if k >= 500)
     n503 = statuses.get(503, 0)
+    n_known = sum(known.values())
     log(f"{total} requests fuzzed ({kinds['raw']} over raw sockets incl. mutated and pipelined ones, "
         f"{kinds['requests']} through requests; seed {seed}) in {elapsed:.1f} s, {len(bad)} 5xx"
-        f"{f' ({n503} 503 with Retry-After)' if n503 else ''}, {len(hangs)} hangs; answers "
+        f"{f' ({n503} 503 with Retry-After)' if n503 else ''}"
+        f"{f' besides {n_known} from the known bug {dict(known)}' if n_known else ''}, {len(hangs)} hangs; answers "
         f"{dict(sorted(statuses.items()))} (HTTP-valid requests with hostile content: "
         f"{dict(sorted(clean_statuses.items()))}); {unanswered} connections closed without an answer; "
         f"{no_detail_4xx} 4xx with an empty body (no JSON detail: the HTTP parser's own 400s); "
@@ -126,16 +146,32 @@ def test_http_fuzz(nodes, seed):
     assert not bad, "5xx answers:\n" + "\n".join(f"{s}: {d}\n   {r!r}" for s, d, r in bad[:15])
     assert not hangs, f"{len(hangs)} requests neither answered nor closed within {HANG_TIMEOUT} s:\n" + \
         "\n".join(f"{d}\n   {r!r}" for d, r in hangs[:10])
-    assert n5xx == n503
+    assert n5xx == n503 + n_known
 
     # still correct afterwards
-    r = node.get("/configs/fz-1")
-    assert r.status_code == 200, r.text
+    r = node.get("/configs/canary-7f3a")
+    assert r.status_code == 200 and r.json()["value"] == canary, r.text
     assert node.post("after-fuzz", {"ok": [1, 2, 3]}).status_code == 201
     assert node.get("/configs/after-fuzz").json()["value"] == {"ok": [1, 2, 3]}
     assert node.stop() == 0
     assert "crashed" not in node.log_text().lower() and "fatal error" not in node.log_text().lower()
     assert integrity_check(node.db_path) == "ok"
+
+
+@pytest.mark.xfail(strict=True, reason=SALT_BODY_BUG)
+def test_cluster_salt_oversized_body(nodes):
+    node = nodes.new("salt-body")
+    node.start()
+    salt = node.salt_path.read_bytes()
+    answers = {}
+    for size in (64, 4096, 4097, 65536, 2 * 1024 * 1024):
+        body = salt if size == 64 else b"x" * size
+        r = requests.post(node.url + "/cluster/salt", data=body, timeout=60)
+        answers[size] = r.status_code
+    assert node.alive() and node.salt_path.read_bytes() == salt
+    log(f"POST /cluster/salt by body size: {answers} (64 = the node's own salt)")
+    assert answers[64] == 200 and answers[4096] == 400
+    assert all(400 <= answers[s] < 500 for s in (4097, 65536, 2 * 1024 * 1024)), answers
 
 
 # ---- property test: whatever a create accepts reads back equal ---------------------------------------
