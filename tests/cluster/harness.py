@@ -477,10 +477,12 @@ class ClusterFactory:
 
 
 class RecordingProxy:
-    """A loopback TCP proxy that forwards to `target_port` and records every byte both ways."""
+    """A loopback TCP proxy that forwards to `target_port` and records every byte both ways;
+    with `delay`, each chunk towards the target is held that many seconds first (a slow link)."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, delay: float = 0.0):
         self.target_port = target_port
+        self.delay = delay
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -526,10 +528,10 @@ class RecordingProxy:
             with self._lock:
                 self._sockets += [client, upstream]
                 self.connections += 1
-            threading.Thread(target=self._pump, args=(client, upstream, self._to_target), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self._from_target), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self._to_target, self.delay), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self._from_target, 0.0), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, record: bytearray) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bytearray, delay: float) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -537,6 +539,8 @@ class RecordingProxy:
                     break
                 with self._lock:
                     record += data
+                if delay:
+                    time.sleep(delay)
                 dst.sendall(data)
         except OSError:
             pass
