@@ -1,7 +1,12 @@
 """Fixtures for the cluster suite: real `secureconf` processes on free loopback ports.
 
+Run it with tests/cluster/run.sh (or `python3 -m pytest -q tests/cluster` from the repo
+root); SECURECONF_BIN picks another binary than .build/release/secureconf. The session
+runs a private copy of the binary, so a rebuild during the run cannot mix two builds.
+
 - `factory`: builds clusters for one test; every process it started is killed at the end
-  (SIGTERM, then SIGKILL), whatever the outcome.
+  (SIGTERM to its process group, then SIGKILL), whatever the outcome, and the test fails
+  if any of its nodes crashed (with the crashed thread's backtrace).
 - `replica3`: one three-node replica cluster shared by a module's tests.
 - `report`: records a measured figure; all figures are printed in the terminal summary.
 """

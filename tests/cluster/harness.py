@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import requests
 
@@ -52,6 +52,7 @@ def crashed_thread(report: str) -> str:
     thread = report.find("crashed:", at)
     frames = report[thread:thread + 5000] if thread >= 0 else report[at:at + 5000]
     return before + report[at:at + 300] + "\n" + frames
+
 
 # Set by the test session to a private copy of the binary, so that a rebuild while the
 # suite runs cannot mix two builds in one cluster.
@@ -182,10 +183,6 @@ class Node:
         return Path(self.env["OSC_SALT_FILE_PATH"])
 
     @property
-    def db_path(self) -> Path:
-        return Path(self.env["OSC_DATABASE_PATH"])
-
-    @property
     def stderr_path(self) -> Path:
         return self.workdir / "stderr.log"
 
@@ -294,7 +291,7 @@ class Node:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                _signal_group(self.proc, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         return self.proc.returncode
 
@@ -380,18 +377,17 @@ class Cluster:
             n.wait_up()
         return self
 
-    def wait_healthy(self, timeout: float = 10.0, nodes: Iterable[Node] | None = None) -> float:
+    def wait_healthy(self, timeout: float = 10.0) -> float:
         """Until every node reports healthy_nodes == total; returns the seconds it took."""
         started = time.monotonic()
-        targets = list(nodes) if nodes is not None else self.nodes
         total = len(self.nodes)
 
         def all_healthy():
             for n in self.nodes:
                 n.check_alive()
-            return all(n.status()["healthy_nodes"] == total for n in targets)
+            return all(n.status()["healthy_nodes"] == total for n in self.nodes)
 
-        wait_until(all_healthy, timeout, what=f"healthy_nodes == {total} on {targets}")
+        wait_until(all_healthy, timeout, what=f"healthy_nodes == {total} on {self.nodes}")
         return time.monotonic() - started
 
     def warm(self, *user_keys: str) -> None:
@@ -460,20 +456,16 @@ class ClusterFactory:
         d.mkdir(parents=True)
         return d
 
-    def cluster(self, n: int = 3, mode: str = "replica", api_key: str | None = None,
-                ports: list[int] | None = None, node_lists: list[list[str]] | None = None,
-                extra_env: dict[str, str] | None = None, start: bool = True) -> Cluster:
-        """n nodes listing each other (or `node_lists[i]` for node i); started unless start=False."""
-        api_key = api_key or token("cluster-api-")
-        ports = ports or free_ports(n)
+    def cluster(self, n: int = 3, mode: str = "replica", extra_env: dict[str, str] | None = None) -> Cluster:
+        """n nodes listing each other, started from empty directories, all answering /health."""
+        api_key = token("cluster-api-")
+        ports = free_ports(n)
         ids = [f"127.0.0.1:{p}" for p in ports]
         nodes = []
         for i, port in enumerate(ports):
             wd = self.workdir(f"{mode}-node{i}")
-            listed = node_lists[i] if node_lists else ids
-            nodes.append(self.node(wd, port, self.node_env(wd, port, listed, api_key, mode, extra_env), api_key))
-        c = Cluster(nodes, api_key, mode)
-        return c.start() if start else c
+            nodes.append(self.node(wd, port, self.node_env(wd, port, ids, api_key, mode, extra_env), api_key))
+        return Cluster(nodes, api_key, mode).start()
 
 
 class RecordingProxy:

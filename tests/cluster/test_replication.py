@@ -170,6 +170,13 @@ def test_writes_propagate_to_every_node(replica3, report):
             else:
                 assert r.status_code == 200 and r.json()["value"] == v, (n, k, r.status_code, r.text)
     assert cluster[0].read(USER_KEY, f"{prefix}000").json()["category"] == "rr"
+
+    # Each node counts what it shipped to each peer (at least its 20 creates).
+    for n in cluster:
+        sent = {labels: v for labels, v in n.metric("osc_cluster_revisions_sent_total")}
+        for peer in cluster:
+            if peer is not n:
+                assert sent.get(f'{{peer="{peer.node_id}"}}', 0) >= 20, (n, sent)
     cluster.wait_converged(timeout=10)
     live = sum(1 for v in values.values() if v is not None)
     for n in cluster:
