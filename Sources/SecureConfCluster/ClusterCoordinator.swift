@@ -37,7 +37,9 @@ public final class ClusterCoordinator: Service, Sendable {
     private let logger: Logger
     private let observer: (any ClusterObserver)?
     private let peers: Mutex<[String: PeerStatus]>
-    private let saltConsistency = Mutex<(consistent: Bool, reason: String?)>((true, nil))
+    /// Until the first health round has compared salts with the peers, the node does not serve data.
+    private let saltConsistency = Mutex<(consistent: Bool, reason: String?)>(
+        (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment"))
     private let wakeups: [String: WakeSignal]
     private let lastSyncTime = Mutex<Date?>(nil)
 
@@ -214,8 +216,8 @@ public final class ClusterCoordinator: Service, Sendable {
                 if !(await sleep(.seconds(1))) { return }
                 continue
             }
-            if batch.isEmpty {
-                // Sleep until a local write or a periodic re-check.
+            if batch.isEmpty || !saltIsConsistent.consistent {
+                // Sleep until a local write or a periodic re-check (never ship under a foreign salt).
                 await wakeup.wait(timeout: .seconds(1))
                 continue
             }
@@ -266,7 +268,9 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Compares digests with every healthy peer and pulls the revisions this node lacks.
     public func antiEntropyRound() async {
         let started = ContinuousClock.now
-        for peer in settings.peers where peers.withLock({ $0[peer]?.healthy ?? false }) {
+        guard saltIsConsistent.consistent else { return }
+        let sameSalt = peers.withLock { $0.values.filter { $0.healthy && $0.saltFingerprint == saltFingerprint }.map(\.nodeID) }
+        for peer in settings.peers where sameSalt.contains(peer) {
             do {
                 let repaired = try await pull(from: peer)
                 peers.withLock { $0[peer]?.lastSync = Date() }

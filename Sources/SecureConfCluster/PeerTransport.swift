@@ -26,17 +26,23 @@ public struct PeerError: Error, CustomStringConvertible {
 /// key and has a timeout; https peers are verified against `caFile` (or the system store).
 public final class PeerTransport: Sendable {
     public static let apiKeyHeader = "X-API-Key"
+    /// Every inter-node request names the sender's salt fingerprint; receivers refuse
+    /// revisions from a node whose salt is not theirs.
+    public static let saltFingerprintHeader = "X-SecureConf-Salt-Fingerprint"
     private let pool: NIOThreadPool
     private let apiKeyHeaderLine: String
+    private let fingerprintHeaderLine: String?
     private let scheme: String
     private let timeoutMillis: Int
     private let caFile: String?
 
-    public init(apiKey: String, timeout: Duration, threads: Int = 8, scheme: String = "http", caFile: String? = nil) {
+    public init(apiKey: String, timeout: Duration, threads: Int = 8, scheme: String = "http", caFile: String? = nil,
+                saltFingerprint: String? = nil) {
         sc_http_global_init_once
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
         apiKeyHeaderLine = "\(Self.apiKeyHeader): \(apiKey)"
+        fingerprintHeaderLine = saltFingerprint.map { "\(Self.saltFingerprintHeader): \($0)" }
         self.scheme = scheme
         self.timeoutMillis = max(100, Int(timeout.seconds * 1000))
         self.caFile = caFile
@@ -52,7 +58,10 @@ public final class PeerTransport: Sendable {
     public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil,
                         contentType: String = "application/json") async throws -> Reply {
         let url = "\(scheme)://\(peer)\(path)"
-        let headers = body == nil ? [apiKeyHeaderLine] : [apiKeyHeaderLine, "Content-Type: \(contentType)"]
+        var headerLines = [apiKeyHeaderLine]
+        if let fingerprintHeaderLine { headerLines.append(fingerprintHeaderLine) }
+        if body != nil { headerLines.append("Content-Type: \(contentType)") }
+        let headers = headerLines
         let timeout = timeoutMillis
         let caFile = self.caFile
         let outcome: Result<Reply, PeerError> = try await pool.runIfActive {

@@ -88,9 +88,11 @@ public final class ConfigStore: Sendable {
     }
 
     /// Live entries in creation order, optionally filtered, paginated by `afterID` (cursor) or `offset`.
-    public func list(environment: String?, category: String?, limit: Int? = nil, offset: Int = 0, afterID: Int64? = nil) async throws -> [ConfigEntry] {
+    /// `includeDeleted` adds tombstoned entries (federated merges need them).
+    public func list(environment: String?, category: String?, limit: Int? = nil, offset: Int = 0, afterID: Int64? = nil,
+                     includeDeleted: Bool = false) async throws -> [ConfigEntry] {
         try await pool.read { db in
-            var sql = "SELECT \(ConfigEntry.columns) FROM entries WHERE deleted = 0"
+            var sql = "SELECT \(ConfigEntry.columns) FROM entries WHERE \(includeDeleted ? "1" : "deleted = 0")"
             var arguments: StatementArguments = []
             if let environment { sql += " AND environment = ?"; arguments += [environment] }
             if let category { sql += " AND category = ?"; arguments += [category] }

@@ -25,7 +25,12 @@ struct ClusterController<Context: RequestContext>: Sendable {
     }
 
     private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        let buffer = try await request.body.collect(upTo: 64 * 1024 * 1024)
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: 64 * 1024 * 1024)
+        } catch {
+            throw APIError(.contentTooLarge, "Cluster message larger than 64 MiB", kind: "body_too_large")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
         } catch {
@@ -40,6 +45,11 @@ struct ClusterController<Context: RequestContext>: Sendable {
     @Sendable func replicate(_ request: Request, context: Context) async throws -> Response {
         let cluster = try requireCluster()
         try node.ensureServing()
+        let sender = request.headers[HTTPField.Name(PeerTransport.saltFingerprintHeader)!]
+        guard sender == node.saltFingerprint else {
+            throw APIError(.conflict, "Sender's salt fingerprint \(sender ?? "(none)") is not this cluster's \(node.saltFingerprint); revisions refused",
+                           kind: "salt_mismatch")
+        }
         let batch = try await decode(ReplicationBatch.self, request)
         for r in batch.revisions {
             _ = try RequestInput.validateKey(r.key)
@@ -87,7 +97,8 @@ struct ClusterController<Context: RequestContext>: Sendable {
         let query = try RequestInput.query(request)
         let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 }
         let category = query["category"].flatMap { $0.isEmpty ? nil : $0 }
-        let entries = try await node.store.list(environment: environment, category: category)
+        // Tombstones included: a newer delete here must hide an older copy on another node.
+        let entries = try await node.store.list(environment: environment, category: category, includeDeleted: true)
         return try encode(RevisionList(revisions: entries.map(\.revision)))
     }
 }

@@ -194,17 +194,23 @@ struct ConfigController: Sendable {
         let offset = try number("offset", 0...Int(Int32.max)) ?? 0
         let after = try number("after", 0...Int.max).map(Int64.init)
         let key = try await derivedKey(request, context)
-        var entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
+        var entries: [ConfigEntry]
         if let cluster = node.cluster, cluster.settings.mode == .federated {
-            // Aggregate every healthy peer's entries; the newest copy of each (environment, key) wins.
+            // Aggregate every healthy peer's entries: the newest revision of each (environment, key)
+            // wins, tombstones included, so the list agrees with what a read of each key answers.
             var newest: [String: ConfigEntry] = [:]
-            for entry in entries { newest[entry.environment + "\u{0}" + entry.key] = entry }
-            for revision in await cluster.federatedEntries(environment: environment, category: category) where !revision.deleted {
+            for entry in try await node.store.list(environment: environment, category: category, includeDeleted: true) {
+                newest[entry.environment + "\u{0}" + entry.key] = entry
+            }
+            for revision in await cluster.federatedEntries(environment: environment, category: category) {
                 let id = revision.environment + "\u{0}" + revision.key
                 if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
                 newest[id] = ConfigEntry(remote: revision)
             }
-            entries = newest.values.sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
+            entries = newest.values.filter { !$0.deleted }
+                .sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
+        } else {
+            entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
         }
         var writer = JSONWriter(capacity: 64 + entries.count * 256)
         writer.raw("[")

@@ -126,7 +126,12 @@ struct SystemController<Context: RequestContext>: Sendable {
 
     /// Accepts a salt only if it equals the one in use: a salt is never replaced.
     @Sendable func receiveSalt(_ request: Request, context: Context) async throws -> Response {
-        let buffer = try await request.body.collect(upTo: 4096)
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: 4096)
+        } catch {
+            throw APIError(.contentTooLarge, "A salt is \(SaltFile.length) bytes; the body is larger than 4096", kind: "body_too_large")
+        }
         let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
         guard bytes.count == SaltFile.length else {
             throw APIError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")

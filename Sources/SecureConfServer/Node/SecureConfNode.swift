@@ -61,7 +61,8 @@ public final class SecureConfNode: Sendable {
         authFailures = AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds)
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(settings: settings, store: store,
-                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme, caFile: settings.caFile),
+                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme,
+                                                                    caFile: settings.caFile, saltFingerprint: SaltFile.fingerprint(salt)),
                                          saltFingerprint: saltFingerprint, logger: logger, observer: metrics)
         } else {
             cluster = nil
