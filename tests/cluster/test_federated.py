@@ -96,10 +96,6 @@ def test_list_aggregates_every_node(federated3):
     assert b.read(USER_KEY, dup).json()["value"] == winner
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: federated list and read disagree after a delete: the list drops peers' tombstones before "
-    "picking the newest copy (`where !revision.deleted` in ConfigController.list), so an older live copy "
-    "on another node is listed, while GET picks the newest revision (the tombstone) and answers 404"))
 def test_list_and_read_agree_after_delete(federated3):
     a, b, c = federated3.nodes
     key = token("fed-del-")

@@ -107,11 +107,6 @@ def test_node_with_foreign_salt_refuses_to_serve(replica3, factory):
         assert r.status_code == 404, (n, r.status_code, r.text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a node serves data until its first health round has finished: with a foreign salt it "
-    "answers /ready 200 and accepts POST /configs (201) in that window, and its shipper then "
-    "replicates the foreign-salt revision into the cluster, whose nodes apply it (nothing on either "
-    "side checks the sender's salt)"))
 def test_foreign_salt_node_never_serves_before_knowing(replica3, factory):
     """The same foreign-salt node, but its peers answer slowly (1.5 s through a delaying proxy),
     which stretches the time before its first health round completes. It must not serve data
