@@ -45,6 +45,7 @@ let package = Package(
         .target(
             name: "SecureConfStore",
             dependencies: [
+                "SecureConfCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
