@@ -277,7 +277,7 @@ public final class ConfigStore: Sendable {
 }
 
 extension ConfigEntry {
-    init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
+    public init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
          deleted: Bool, createdAt: Int64, updatedAt: Int64) {
         self.id = id
         self.environment = environment

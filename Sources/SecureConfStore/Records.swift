@@ -91,7 +91,7 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(env)'"
         case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(env)' was pruned (OSC_MAX_VERSIONS)"
-        case let .versionIsDelete(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(env)' is a delete and has no value"
+        case let .versionIsDelete(env, key, n): "version \(n) is a delete: configuration '\(key)' in environment '\(env)' has no value at that version"
         case let .conflict(why): why
         case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(env)'"
         case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"

@@ -32,6 +32,10 @@ public struct NodeConfiguration: Sendable {
     public var kdfIterations: UInt32 = 480_000
     public var maxBodyBytes = 1024 * 1024
     public var idleTimeoutSeconds = 60.0
+    /// Revisions kept per (environment, key); nil keeps every one.
+    public var maxVersions: Int?
+    /// Whether requests are recorded in the audit trail.
+    public var auditEnabled = true
 
     public var clusterEnabled = false
     public var clusterMode = ClusterMode.replica
@@ -65,6 +69,8 @@ public struct NodeConfiguration: Sendable {
         ("OSC_KDF_ITERATIONS", "PBKDF2 iterations (default 480000, OpenSecureConf's; change only for a new store)"),
         ("OSC_MAX_BODY_BYTES", "largest request body accepted (default 1048576)"),
         ("OSC_IDLE_TIMEOUT", "seconds before an idle connection is closed (default 60)"),
+        ("OSC_MAX_VERSIONS", "revisions kept per key, oldest pruned first, the current one always kept (default: unset, keep all; 0 also keeps all)"),
+        ("OSC_AUDIT_ENABLED", "record every configuration, history, cluster and audit request in the hash-chained audit trail (default true)"),
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
@@ -126,6 +132,8 @@ public struct NodeConfiguration: Sendable {
         if let v = try integer("OSC_KDF_ITERATIONS", 1...100_000_000) { c.kdfIterations = UInt32(v) }
         if let v = try integer("OSC_MAX_BODY_BYTES", 1024...(64 * 1024 * 1024)) { c.maxBodyBytes = v }
         if let v = try seconds("OSC_IDLE_TIMEOUT") { c.idleTimeoutSeconds = v }
+        if let v = try integer("OSC_MAX_VERSIONS", 0...1_000_000) { c.maxVersions = v == 0 ? nil : v }
+        if let v = try boolean("OSC_AUDIT_ENABLED") { c.auditEnabled = v }
 
         if let v = try boolean("OSC_CLUSTER_ENABLED") { c.clusterEnabled = v }
         if let v = value("OSC_CLUSTER_MODE") {
