@@ -239,8 +239,8 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
                     w.member("pruned"); keys(plan.pruned)
                     w.raw("}")
                 }
-            } catch StoreError.conflict(let why) where attempt < 3 {
-                node.logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)", "reason": "\(why.count)"])
+            } catch StoreError.conflict where attempt < 3 {
+                node.logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)"])
                 continue
             } catch {
                 node.metrics.recordOperation("restore", success: false)
