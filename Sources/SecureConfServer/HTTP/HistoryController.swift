@@ -6,12 +6,13 @@ import SecureConfStore
 
 /// Version history, version reads, rollback, diff, point-in-time reads and environment
 /// restore, over the store's append-only revisions. Nothing here rewrites history: a
-/// rollback or a restore writes new revisions.
+/// rollback or a restore writes new revisions. The handlers read the request and hand the
+/// work to `HistoryOperations`.
 struct HistoryController<Context: AuditedRequestContext>: Sendable {
     let node: SecureConfNode
 
-    private var cipher: ValueCipher { ValueCipher(node: node) }
-    private var configuration: NodeConfiguration { node.configuration }
+    private var operations: HistoryOperations { HistoryOperations(node: node) }
+    private var minimumUserKeyLength: Int { node.configuration.minUserKeyLength }
 
     /// `{key}/versions`, `{key}/versions/{version}`, `{key}/rollback`, `{key}/diff` under
     /// `/configs`, and `/restore` on `root`.
@@ -23,15 +24,7 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         root.post("restore", use: restore)
     }
 
-    /// The caller's derived key, noted as the request's actor.
-    private func callerKey(_ request: Request, _ context: Context) async throws -> CachedKey {
-        let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        let key = try await node.keys.key(for: userKey)
-        context.audit.actor(node.actor(for: key))
-        return key
-    }
-
-    private static func positive(_ query: [String: String], _ name: String) throws(APIError) -> Int {
+    static func positive(_ query: [String: String], _ name: String) throws(APIError) -> Int {
         guard let raw = query[name], !raw.isEmpty else { throw APIError.unprocessable("\(name) is required") }
         guard let n = Int(raw), (1...Int(Int32.max)).contains(n) else {
             throw APIError.unprocessable("\(name) must be a version number, a whole number from 1")
@@ -39,12 +32,78 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         return n
     }
 
-    private static func time(_ query: [String: String], _ name: String) throws(APIError) -> Int64 {
-        guard let raw = query[name], !raw.isEmpty else { throw APIError.unprocessable("\(name) is required (an RFC 3339 time such as 2025-01-31T12:00:00Z)") }
+    static func time(_ raw: String?, _ name: String) throws(APIError) -> Int64 {
+        guard let raw, !raw.isEmpty else { throw APIError.unprocessable("\(name) is required (an RFC 3339 time such as 2025-01-31T12:00:00Z)") }
         guard let micros = RFC3339.parseMicros(raw) else {
             throw APIError.unprocessable("\(name) must be an RFC 3339 time such as 2025-01-31T12:00:00Z or 2025-01-31T13:00:00.5%2B01:00")
         }
         return micros
+    }
+
+    @Sendable func versions(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
+        return try await operations.versions(environment: environment, key: configKey)
+    }
+
+    @Sendable func readVersion(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
+        let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        guard let raw = context.parameters.get("version"), let n = Int(raw), n >= 1 else {
+            throw APIError.unprocessable("version must be a version number, a whole number from 1")
+        }
+        return try await operations.readVersion(n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+    }
+
+    /// `GET /configs/{key}?at=`, called by `ConfigController.read`.
+    func readAt(_ request: Request, context: Context, configKey: String, environment: String, at raw: String) async throws -> Response {
+        context.audit.action("read_at")
+        let at = try Self.time(raw, "at")
+        let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        return try await operations.readAt(at, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+    }
+
+    @Sendable func rollback(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        let n = try Self.positive(query, "version")
+        return try await operations.rollback(to: n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+    }
+
+    @Sendable func diff(_ request: Request, context: Context) async throws -> Response {
+        let configKey = try RequestInput.pathKey(context)
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        let from = try Self.positive(query, "from")
+        let to = try Self.positive(query, "to")
+        return try await operations.diff(from: from, to: to, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+    }
+
+    @Sendable func restore(_ request: Request, context: Context) async throws -> Response {
+        let query = try RequestInput.query(request)
+        let environment = try RequestInput.environment(query["environment"])
+        context.audit.target(environment: environment)
+        let at = try Self.time(query["at"], "at")
+        let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        return try await operations.restore(environment: environment, at: at, userKey: userKey, audit: context.audit)
+    }
+}
+
+/// The history operations behind `HistoryController`, given validated input.
+struct HistoryOperations: Sendable {
+    let node: SecureConfNode
+
+    private var cipher: ValueCipher { ValueCipher(node: node) }
+
+    /// The caller's derived key, noted as the request's actor.
+    private func callerKey(_ userKey: String, _ audit: AuditNote) async throws -> CachedKey {
+        let key = try await node.keys.key(for: userKey)
+        audit.actor(node.actor(for: key))
+        return key
     }
 
     /// A version's value: decrypted, or 404 for a delete.
@@ -55,13 +114,9 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         return try cipher.decrypt(numbered.revision.ciphertext, with: key)
     }
 
-    // MARK: Routes
-
     /// The key's versions, oldest first, without values: `{"key","environment","current_version",
     /// "pruned","versions":[{"version","created_at","deleted","origin_node","actor"}]}`.
-    @Sendable func versions(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
+    func versions(environment: String, key configKey: String) async throws -> Response {
         guard let history = try await node.store.history(environment: environment, key: configKey) else {
             node.metrics.recordOperation("versions", success: false)
             throw StoreError.notFound(environment: environment, key: configKey)
@@ -91,16 +146,10 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
 
     /// Version n's value in the record shape plus `version`; 401 if the caller's key does
     /// not open it, 404 if there is no such version or it is a delete.
-    @Sendable func readVersion(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
-        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        guard let raw = context.parameters.get("version"), let n = Int(raw), n >= 1 else {
-            throw APIError.unprocessable("version must be a version number, a whole number from 1")
-        }
+    func readVersion(_ n: Int, environment: String, key configKey: String, userKey: String, audit: AuditNote) async throws -> Response {
         do {
             let (numbered, entryID) = try await node.store.version(n, environment: environment, key: configKey)
-            let key = try await callerKey(request, context)
+            let key = try await callerKey(userKey, audit)
             let plaintext = try value(of: numbered, environment: environment, key: configKey, with: key)
             node.metrics.recordOperation("read_version", success: true)
             return JSONResponse.make { $0.versionRecord(numbered, entryID: entryID, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext))) }
@@ -110,13 +159,9 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         }
     }
 
-    /// `GET /configs/{key}?at=`: the value as of that time, from the newest revision whose
-    /// hybrid-logical-clock time is at or before it; 404 if the key did not exist or was
-    /// deleted then.
-    func readAt(_ request: Request, context: Context, configKey: String, environment: String, at raw: String) async throws -> Response {
-        context.audit.action("read_at")
-        let at = try Self.time(["at": raw], "at")
-        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
+    /// The value as of `at` (microseconds), from the newest revision whose hybrid-logical-clock
+    /// time is at or before it; 404 if the key did not exist or was deleted then.
+    func readAt(_ at: Int64, environment: String, key configKey: String, userKey: String, audit: AuditNote) async throws -> Response {
         do {
             let (past, entryID) = try await node.store.pastState(environment: environment, key: configKey,
                                                                  atOrBefore: HybridLogicalClock.latestStamp(atOrBeforeMicros: at))
@@ -128,7 +173,7 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
                 throw APIError(.notFound, "The value of configuration '\(configKey)' in environment '\(environment)' at \(when) was pruned (OSC_MAX_VERSIONS)",
                                kind: "version_pruned")
             case .live(let revision):
-                let key = try await callerKey(request, context)
+                let key = try await callerKey(userKey, audit)
                 let plaintext = try cipher.decrypt(revision.ciphertext, with: key)
                 node.metrics.recordOperation("read_at", success: true)
                 let entry = ConfigEntry(id: entryID ?? 0, environment: environment, key: configKey, category: revision.category,
@@ -145,23 +190,18 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
     /// Writes a new revision holding version n's value (re-encrypted under the caller's key,
     /// which must open version n and, if the key is live, its current value) and returns the
     /// new current entry with its `version`. A deleted key comes back.
-    @Sendable func rollback(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
-        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        let n = try Self.positive(query, "version")
+    func rollback(to n: Int, environment: String, key configKey: String, userKey: String, audit: AuditNote) async throws -> Response {
         do {
             let (numbered, _) = try await node.store.version(n, environment: environment, key: configKey)
-            let key = try await callerKey(request, context)
+            let key = try await callerKey(userKey, audit)
             let plaintext = try value(of: numbered, environment: environment, key: configKey, with: key)
             let token = cipher.encrypt(plaintext: plaintext, with: key)
             let derived = key.key
             let (entry, version) = try await node.store.rollback(
                 environment: environment, key: configKey, category: numbered.revision.category, ciphertext: token,
-                actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 200),
+                actor: node.actor(for: key), audit: audit.recordForWrite(status: 200),
                 authenticates: { (try? Fernet.decrypt($0, key: derived)) != nil })
-            context.audit.written()
+            audit.written()
             node.metrics.recordOperation("rollback", success: true)
             return JSONResponse.make { w in
                 w.record(entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)), version: version)
@@ -174,31 +214,29 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
 
     /// `{"from","to","operations":[RFC 6902 operations]}` turning version `from`'s value
     /// into version `to`'s; the caller's key must open both.
-    @Sendable func diff(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
-        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        let from = try Self.positive(query, "from")
-        let to = try Self.positive(query, "to")
+    func diff(from: Int, to: Int, environment: String, key configKey: String, userKey: String, audit: AuditNote) async throws -> Response {
         do {
-            let (a, _) = try await node.store.version(from, environment: environment, key: configKey)
-            let (b, _) = try await node.store.version(to, environment: environment, key: configKey)
-            let key = try await callerKey(request, context)
-            let before = ValueCipher.jsonValue(try value(of: a, environment: environment, key: configKey, with: key))
-            let after = ValueCipher.jsonValue(try value(of: b, environment: environment, key: configKey, with: key))
-            let operations = JSONPatch.diff(from: before, to: after)
+            let (first, _) = try await node.store.version(from, environment: environment, key: configKey)
+            let (second, _) = try await node.store.version(to, environment: environment, key: configKey)
+            let key = try await callerKey(userKey, audit)
+            let before = try value(of: first, environment: environment, key: configKey, with: key)
+            let after = try value(of: second, environment: environment, key: configKey, with: key)
             node.metrics.recordOperation("diff", success: true)
-            return JSONResponse.make { w in
-                w.raw("{")
-                w.member("from", first: true); w.integer(from)
-                w.member("to"); w.integer(to)
-                w.member("operations"); w.write(.array(operations.map(\.json)))
-                w.raw("}")
-            }
+            return Self.patchResponse(from: from, to: to, before: before, after: after)
         } catch {
             node.metrics.recordOperation("diff", success: false)
             throw error
+        }
+    }
+
+    static func patchResponse(from: Int, to: Int, before: [UInt8], after: [UInt8]) -> Response {
+        let operations = JSONPatch.diff(from: ValueCipher.jsonValue(before), to: ValueCipher.jsonValue(after))
+        return JSONResponse.make { w in
+            w.raw("{")
+            w.member("from", first: true); w.integer(from)
+            w.member("to"); w.integer(to)
+            w.member("operations"); w.write(.array(operations.map(\.json)))
+            w.raw("}")
         }
     }
 
@@ -206,13 +244,8 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
     /// changed keys get their old value back, keys deleted since return, keys created since
     /// are deleted. Keys the caller's key cannot open (then or now) are reported in
     /// `undecryptable` and left alone; keys whose old value was pruned, in `pruned`.
-    @Sendable func restore(_ request: Request, context: Context) async throws -> Response {
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
-        context.audit.target(environment: environment)
-        let at = try Self.time(query, "at")
-        _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        let key = try await callerKey(request, context)
+    func restore(environment: String, at: Int64, userKey: String, audit: AuditNote) async throws -> Response {
+        let key = try await callerKey(userKey, audit)
         let limit = HybridLogicalClock.latestStamp(atOrBeforeMicros: at)
         var attempt = 0
         while true {
@@ -221,24 +254,12 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
             do {
                 if !plan.changes.isEmpty {
                     try await node.store.restore(environment: environment, changes: plan.changes, actor: node.actor(for: key),
-                                                 audit: context.audit.recordForWrite(status: 200))
-                    context.audit.written()
+                                                 audit: audit.recordForWrite(status: 200))
+                    audit.written()
                 }
                 if plan.opened { node.keys.markProven(key.index) }
                 node.metrics.recordOperation("restore", success: true)
-                return JSONResponse.make { w in
-                    func keys(_ list: [String]) { w.write(.array(list.map { .string($0) })) }
-                    w.raw("{")
-                    w.member("environment", first: true); w.string(environment)
-                    w.member("at"); w.string(Timestamp.iso8601(micros: at))
-                    w.member("restored"); keys(plan.restored)
-                    w.member("recreated"); keys(plan.recreated)
-                    w.member("deleted"); keys(plan.deleted)
-                    w.member("unchanged"); w.integer(plan.unchanged)
-                    w.member("undecryptable"); keys(plan.undecryptable)
-                    w.member("pruned"); keys(plan.pruned)
-                    w.raw("}")
-                }
+                return Self.restoreResponse(plan, environment: environment, at: at)
             } catch StoreError.conflict where attempt < 3 {
                 node.logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)"])
                 continue
@@ -246,6 +267,22 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
                 node.metrics.recordOperation("restore", success: false)
                 throw error
             }
+        }
+    }
+
+    static func restoreResponse(_ plan: RestorePlan, environment: String, at: Int64) -> Response {
+        JSONResponse.make { w in
+            func keys(_ list: [String]) { w.write(.array(list.map { .string($0) })) }
+            w.raw("{")
+            w.member("environment", first: true); w.string(environment)
+            w.member("at"); w.string(Timestamp.iso8601(micros: at))
+            w.member("restored"); keys(plan.restored)
+            w.member("recreated"); keys(plan.recreated)
+            w.member("deleted"); keys(plan.deleted)
+            w.member("unchanged"); w.integer(plan.unchanged)
+            w.member("undecryptable"); keys(plan.undecryptable)
+            w.member("pruned"); keys(plan.pruned)
+            w.raw("}")
         }
     }
 
