@@ -47,10 +47,11 @@ for round in $(seq "$ROUNDS"); do
     curl -sf "http://127.0.0.1:$port/configs/bench" -H "X-User-Key: $USER_KEY" >/dev/null   # derive and cache the key once
     wrk -t2 -c32 -d"$DURATION" --latency -H "X-User-Key: $USER_KEY" "http://127.0.0.1:$port/configs/bench" >"$dir/reads.txt"
     wrk -t2 -c32 -d"$DURATION" --latency -s scripts/bench/unique-writes.lua "http://127.0.0.1:$port" >"$dir/writes.txt"
-    records=$(curl -sf "http://127.0.0.1:$port/audit/verify" -H "X-API-Key: $API_KEY")
+    verify=$(curl -sf -w ' in %{time_total}s' "http://127.0.0.1:$port/audit/verify" -H "X-API-Key: $API_KEY")
     stop
     summary "round $round audit=$audit reads" "$dir/reads.txt"
     summary "round $round audit=$audit writes" "$dir/writes.txt"
-    echo "    audit/verify after the run: $records"
+    echo "    GET /audit/verify: $verify"
+    echo "    database after the run: $(du -k "$dir/configurations.db" "$dir/configurations.db-wal" 2>/dev/null | awk '{s += $1} END {print s}') KiB"
   done
 done
