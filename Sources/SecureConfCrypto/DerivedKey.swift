@@ -35,6 +35,13 @@ public final class DerivedKey: @unchecked Sendable {
         body(UnsafeRawBufferPointer(rebasing: storage[16..<32]))
     }
 
+    /// HMAC-SHA256 of `label` under the whole key: a stable identifier of the key (the same
+    /// after a restart and on every node sharing the salt) that reveals no more about the
+    /// user key than a PBKDF2 output does.
+    public func identifier(label: [UInt8]) -> [UInt8] {
+        OpenSSL.hmacSHA256(key: UnsafeRawBufferPointer(storage), data: label)
+    }
+
     /// The key in Fernet's base64url form (for interop tests only).
     public var fernetKeyString: String { Base64URL.encode(UnsafeRawBufferPointer(storage)) }
 }

@@ -47,7 +47,7 @@ extension ConfigStore {
 
     /// Records that `peer` holds this node's revisions up to `seq` (durably).
     public func setPeerCursor(_ peer: String, to seq: Int64) async throws {
-        _ = try await commit { db in
+        _ = try await commit(audit: nil) { db in
             try db.execute(sql: """
                 INSERT INTO peer_cursors(peer, acked_seq) VALUES (?, ?)
                 ON CONFLICT(peer) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)
@@ -107,20 +107,26 @@ extension ConfigStore {
     public func apply(batch revisions: [Revision]) async throws -> (applied: Int, conflicts: Int) {
         guard !revisions.isEmpty else { return (0, 0) }
         for r in revisions { clock.observe(r.hlc) }
-        return try await commit { db in
+        let keep = maxVersions
+        return try await commit(audit: nil) { db in
             var applied = 0, conflicts = 0, delta = 0
-            let exists = try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)")
+            // A revision pruned here by OSC_MAX_VERSIONS is known too: it is not added back.
+            let exists = try db.cachedStatement(sql: """
+                SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                    OR EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                """)
             for r in revisions {
-                if try Bool.fetchOne(exists, arguments: [r.environment, r.key, r.hlc, r.origin]) ?? false { continue }
+                if try Bool.fetchOne(exists, arguments: [r.environment, r.key, r.hlc, r.origin, r.environment, r.key, r.hlc, r.origin]) ?? false { continue }
                 applied += 1
                 let current = try Self.currentRow(db, environment: r.environment, key: r.key)
                 if let current, !r.supersedes(hlc: current.hlc, origin: current.origin) {
                     try Self.insertRevision(r, db: db)
+                    try Self.prune(environment: r.environment, key: r.key, keep: keep, db: db)
                     conflicts += 1
                     continue
                 }
                 let wasLive = current.map { !$0.deleted } ?? false
-                _ = try Self.record(r, replacing: current, db: db)
+                _ = try Self.record(r, replacing: current, keep: keep, db: db)
                 delta += (r.deleted ? 0 : 1) - (wasLive ? 1 : 0)
             }
             return ((applied, conflicts), delta)

@@ -13,6 +13,8 @@ public final class ConfigStore: Sendable {
         /// The most writes folded into one transaction.
         public var maxBatch: Int = 256
         public var readers: Int = 4
+        /// Revisions kept per (environment, key); nil keeps every one (`OSC_MAX_VERSIONS`).
+        public var maxVersions: Int?
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -22,6 +24,8 @@ public final class ConfigStore: Sendable {
 
     public let nodeID: String
     public let clock: HybridLogicalClock
+    /// Revisions kept per (environment, key), the current one always among them; nil keeps all.
+    public let maxVersions: Int?
     let pool: DatabasePool
     private let writer: GroupCommitWriter
     private let liveEntries: Mutex<Int>
@@ -41,6 +45,7 @@ public final class ConfigStore: Sendable {
         if created { chmod(configuration.path, 0o600) }
         try Schema.migrator.migrate(pool)
         nodeID = configuration.nodeID
+        maxVersions = configuration.maxVersions.map { max(1, $0) }
         let (count, maxHLC) = try pool.read { db in
             (try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0,
              try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM revisions") ?? 0)
@@ -121,16 +126,18 @@ public final class ConfigStore: Sendable {
     // MARK: Writes
 
     /// Creates (environment, key); a tombstoned key may be created again.
-    public func create(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil) async throws -> ConfigEntry {
+    public func create(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
+                       audit: AuditRecordDraft? = nil) async throws -> ConfigEntry {
         let origin = nodeID
         let clock = self.clock
-        return try await commit { db in
+        let keep = maxVersions
+        return try await commit(audit: audit) { db in
             let current = try Self.currentRow(db, environment: environment, key: key)
             if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
             let now = Self.nowMicros()
             let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
                                     hlc: clock.now(), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
-            let entry = try Self.record(revision, replacing: current, db: db)
+            let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             return (entry, 1)
         }
     }
@@ -138,10 +145,11 @@ public final class ConfigStore: Sendable {
     /// Replaces the value of a live entry whose current ciphertext `authenticates` accepts.
     /// A nil category keeps the current one.
     public func update(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
-                       authenticates: @escaping @Sendable (String) -> Bool) async throws -> ConfigEntry {
+                       audit: AuditRecordDraft? = nil, authenticates: @escaping @Sendable (String) -> Bool) async throws -> ConfigEntry {
         let origin = nodeID
         let clock = self.clock
-        return try await commit { db in
+        let keep = maxVersions
+        return try await commit(audit: audit) { db in
             guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
                 throw StoreError.notFound(environment: environment, key: key)
             }
@@ -149,16 +157,17 @@ public final class ConfigStore: Sendable {
             let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
                                     hlc: clock.now(), origin: origin, deleted: false, createdAt: current.createdAt,
                                     updatedAt: Self.nowMicros(), actor: actor)
-            return (try Self.record(revision, replacing: current, db: db), 0)
+            return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
         }
     }
 
     /// Deletes a live entry (writes a tombstone revision) whose ciphertext `authenticates` accepts.
-    public func delete(environment: String, key: String, actor: String? = nil,
+    public func delete(environment: String, key: String, actor: String? = nil, audit: AuditRecordDraft? = nil,
                        authenticates: @escaping @Sendable (String) -> Bool) async throws {
         let origin = nodeID
         let clock = self.clock
-        _ = try await commit { db in
+        let keep = maxVersions
+        _ = try await commit(audit: audit) { db in
             guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
                 throw StoreError.notFound(environment: environment, key: key)
             }
@@ -166,7 +175,7 @@ public final class ConfigStore: Sendable {
             let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
                                     hlc: clock.now(), origin: origin, deleted: true, createdAt: current.createdAt,
                                     updatedAt: Self.nowMicros(), actor: actor)
-            return (try Self.record(revision, replacing: current, db: db), -1)
+            return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
         }
     }
 
@@ -188,9 +197,31 @@ public final class ConfigStore: Sendable {
         try RevisionDigest.add(r, bucket: bucket, db: db)
     }
 
-    /// Appends `r` to history and makes it the current entry.
-    static func record(_ r: Revision, replacing current: ConfigEntry?, db: Database) throws -> ConfigEntry {
+    /// Drops the oldest revisions of (environment, key) beyond the newest `keep`, remembering
+    /// their identities so version numbers stay put. The current revision is the newest, so
+    /// it is never dropped.
+    static func prune(environment: String, key: String, keep: Int?, db: Database) throws {
+        guard let keep else { return }
+        let surplus = try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT seq, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket
+            FROM revisions WHERE environment = ? AND key = ?
+            ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
+            """), arguments: [environment, key, max(1, keep)])
+        for row in surplus {
+            let seq: Int64 = row["seq"]
+            let pruned = Revision(row: row)
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [environment, key, pruned.hlc, pruned.origin, pruned.deleted])
+            try db.cachedStatement(sql: "DELETE FROM revisions WHERE seq = ?").execute(arguments: [seq])
+            // Pruned revisions leave the digest too, so pruned nodes still compare equal.
+            try RevisionDigest.remove(pruned, bucket: row["bucket"], db: db)
+        }
+    }
+
+    /// Appends `r` to history (pruned to `keep` revisions) and makes it the current entry.
+    static func record(_ r: Revision, replacing current: ConfigEntry?, keep: Int?, db: Database) throws -> ConfigEntry {
         try insertRevision(r, db: db)
+        try prune(environment: r.environment, key: r.key, keep: keep, db: db)
         let id: Int64
         if let current {
             id = current.id
@@ -210,13 +241,16 @@ public final class ConfigStore: Sendable {
     }
 
     /// Runs `body` in the next group commit; `body` returns its result and its change
-    /// to the live-entry count. Returns once the transaction is durable.
-    func commit<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> (T, Int)) async throws -> T {
+    /// to the live-entry count. `audit`, when given, is appended to the audit trail in the
+    /// same savepoint: it is durable exactly when the write is. Returns once the
+    /// transaction is durable.
+    func commit<T: Sendable>(audit: AuditRecordDraft?, _ body: @escaping @Sendable (Database) throws -> (T, Int)) async throws -> T {
         let (value, delta) = try await writer.submit { db in
             let (value, delta) = try body(db)
             if delta != 0 {
                 try db.cachedStatement(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'").execute(arguments: [delta])
             }
+            if let audit { _ = try Self.appendAudit(audit, db: db) }
             return (value, delta)
         }
         if delta != 0 { liveEntries.withLock { $0 += delta } }

@@ -78,9 +78,21 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     /// The caller's key does not authenticate the stored value.
     case wrongKey
     case unavailable(String)
+    /// No version `version` in the key's history.
+    case versionNotFound(environment: String, key: String, version: Int)
+    /// Version `version` was dropped by `OSC_MAX_VERSIONS`.
+    case versionPruned(environment: String, key: String, version: Int)
+    /// Version `version` is a delete (a tombstone): it has no value.
+    case versionIsDelete(environment: String, key: String, version: Int)
+    /// What a multi-key write planned against changed before it committed.
+    case conflict(String)
 
     public var description: String {
         switch self {
+        case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(env)'"
+        case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(env)' was pruned (OSC_MAX_VERSIONS)"
+        case let .versionIsDelete(env, key, n): "version \(n) is a delete: configuration '\(key)' in environment '\(env)' has no value at that version"
+        case let .conflict(why): why
         case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(env)'"
         case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"
         case .wrongKey: "Invalid user key: unable to decrypt configuration"

@@ -46,14 +46,23 @@ public enum RevisionDigest {
     }
 
     static func add(_ r: Revision, bucket: Int, db: Database) throws {
+        try combine(r, bucket: bucket, countDelta: 1, db: db)
+    }
+
+    /// XOR is its own inverse: removing a revision folds its hash in again.
+    static func remove(_ r: Revision, bucket: Int, db: Database) throws {
+        try combine(r, bucket: bucket, countDelta: -1, db: db)
+    }
+
+    private static func combine(_ r: Revision, bucket: Int, countDelta: Int, db: Database) throws {
         let h = hash(r)
         let current = try Data.fetchOne(db.cachedStatement(sql: "SELECT hash FROM digest_buckets WHERE bucket = ?"), arguments: [bucket])
         var combined = current.map { [UInt8]($0) } ?? [UInt8](repeating: 0, count: 32)
         for i in 0..<32 { combined[i] ^= h[i] }
         try db.cachedStatement(sql: """
-            INSERT INTO digest_buckets(bucket, hash, count) VALUES (?, ?, 1)
-            ON CONFLICT(bucket) DO UPDATE SET hash = excluded.hash, count = count + 1
-            """).execute(arguments: [bucket, Data(combined)])
+            INSERT INTO digest_buckets(bucket, hash, count) VALUES (?, ?, ?)
+            ON CONFLICT(bucket) DO UPDATE SET hash = excluded.hash, count = count + excluded.count
+            """).execute(arguments: [bucket, Data(combined), countDelta])
     }
 
     /// The root digest: SHA-256 over the 256 bucket hashes in order.

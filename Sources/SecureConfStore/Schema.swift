@@ -82,6 +82,47 @@ enum Schema {
                 try RevisionDigest.add(r, bucket: bucket, db: db)
             }
         }
+        migrator.registerMigration("v2-history-retention-audit") { db in
+            try db.execute(sql: """
+                -- Identities of revisions dropped by OSC_MAX_VERSIONS, so version numbers stay
+                -- stable and a replicated copy of a pruned revision is recognised, not re-added.
+                CREATE TABLE pruned_revisions (
+                    environment TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    origin TEXT NOT NULL,
+                    deleted INTEGER NOT NULL,
+                    PRIMARY KEY (environment, key, hlc, origin)
+                ) WITHOUT ROWID;
+
+                -- The audit trail: append-only, hash-chained (hash = SHA-256(previous hash || record)).
+                CREATE TABLE audit_log (
+                    id INTEGER PRIMARY KEY,
+                    time INTEGER NOT NULL,
+                    node_id TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    client TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    environment TEXT,
+                    key TEXT,
+                    outcome TEXT NOT NULL,
+                    status INTEGER NOT NULL,
+                    request_id TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                CREATE INDEX audit_by_key ON audit_log(key, environment);
+                CREATE INDEX audit_by_time ON audit_log(time);
+
+                -- The chain's head: the last id and hash, updated with every append, so a
+                -- truncated tail is detected too.
+                CREATE TABLE audit_head (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                    last_id INTEGER NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                INSERT INTO audit_head(singleton, last_id, hash) VALUES (1, 0, '\(AuditChain.genesisHex)');
+                """)
+        }
         return migrator
     }
 }

@@ -9,7 +9,7 @@ struct SecureConfCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "secureconf",
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
-        subcommands: [Serve.self, Version.self, Variables.self, KDFBenchmark.self],
+        subcommands: [Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -38,6 +38,10 @@ public struct NodeConfiguration: Sendable {
     public var tlsKeyFile: String?
     public var clusterTLSCAFile: String?
     public var authFailureWindowSeconds = 60.0
+    /// Revisions kept per (environment, key); nil keeps every one.
+    public var maxVersions: Int?
+    /// Whether requests are recorded in the audit trail.
+    public var auditEnabled = true
 
     public var clusterEnabled = false
     public var clusterMode = ClusterMode.replica
@@ -83,6 +87,8 @@ public struct NodeConfiguration: Sendable {
         ("OSC_TLS_CERT_FILE", "PEM certificate (chain): serve HTTPS, and talk HTTPS to peers (alias OSC_SSL_CERTFILE)"),
         ("OSC_TLS_KEY_FILE", "PEM private key for OSC_TLS_CERT_FILE (alias OSC_SSL_KEYFILE)"),
         ("OSC_CLUSTER_TLS_CA_FILE", "PEM CA bundle peers' certificates are verified against (default: the system store; alias OSC_SSL_CA_CERTS)"),
+        ("OSC_MAX_VERSIONS", "revisions kept per key, oldest pruned first, the current one always kept (default: unset, keep all; 0 also keeps all)"),
+        ("OSC_AUDIT_ENABLED", "record every configuration, history, cluster and audit request in the hash-chained audit trail (default true)"),
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
@@ -151,6 +157,8 @@ public struct NodeConfiguration: Sendable {
         if let v = try seconds("OSC_IDLE_TIMEOUT") { c.idleTimeoutSeconds = v }
         if let v = try integer("OSC_AUTH_FAILURE_LIMIT", 0...1_000_000) { c.authFailureLimit = v }
         if let v = try seconds("OSC_AUTH_FAILURE_WINDOW") { c.authFailureWindowSeconds = v }
+        if let v = try integer("OSC_MAX_VERSIONS", 0...1_000_000) { c.maxVersions = v == 0 ? nil : v }
+        if let v = try boolean("OSC_AUDIT_ENABLED") { c.auditEnabled = v }
 
         func readableFile(_ names: [String]) throws(ConfigurationError) -> String? {
             for name in names {

@@ -44,6 +44,10 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
             switch e {
             case .alreadyExists: return APIError(.badRequest, e.description, kind: "already_exists")
             case .notFound: return APIError(.notFound, e.description, kind: "not_found")
+            case .versionNotFound: return APIError(.notFound, e.description, kind: "version_not_found")
+            case .versionPruned: return APIError(.notFound, e.description, kind: "version_pruned")
+            case .versionIsDelete: return APIError(.notFound, e.description, kind: "version_is_delete")
+            case .conflict: return APIError(.conflict, e.description, kind: "conflict")
             case .wrongKey: return wrongUserKey
             case .unavailable(let why):
                 return APIError(.serviceUnavailable, "Storage unavailable (\(why)); the write was not applied, retry later",

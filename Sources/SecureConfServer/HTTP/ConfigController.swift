@@ -6,8 +6,7 @@ import SecureConfCrypto
 import SecureConfStore
 
 /// `/configs`: OpenSecureConf's create, read, update, delete and list, over the encrypted store.
-struct ConfigController: Sendable {
-    typealias Context = SecureConfRequestContext
+struct ConfigController<Context: AuditedRequestContext>: Sendable {
     let node: SecureConfNode
 
     func addRoutes(to group: RouterGroup<Context>) {
@@ -20,29 +19,26 @@ struct ConfigController: Sendable {
 
     private var configuration: NodeConfiguration { node.configuration }
 
-    /// The caller's derived key (cache or one shared PBKDF2 run).
+    /// The caller's derived key (cache or one shared PBKDF2 run), noted as the request's actor.
     private func derivedKey(_ request: Request, _ context: Context) async throws -> CachedKey {
         let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
-        return try await node.derivedKey(for: userKey, client: context.clientIP)
+        return try await derivedKey(userKey, context)
+    }
+
+    private func derivedKey(_ userKey: String, _ context: Context) async throws -> CachedKey {
+        let key = try await node.derivedKey(for: userKey, client: context.clientIP)
+        context.audit.actor(node.actor(for: key))
+        return key
     }
 
     /// Encrypts a value as OpenSecureConf does: Python-style `json.dumps`, then Fernet.
     private func encrypt(_ value: JSONValue, with key: CachedKey) -> String {
-        node.metrics.recordEncryption("encrypt")
-        return Fernet.encrypt(JSONWriter.encode(value, style: .python), key: key.key)
+        ValueCipher(node: node).encrypt(value, with: key)
     }
 
     /// Decrypts a stored value into JSON text; a MAC failure is the caller's wrong key.
     private func decrypt(_ entry: ConfigEntry, with key: CachedKey) throws(APIError) -> [UInt8] {
-        node.metrics.recordEncryption("decrypt")
-        do {
-            let plaintext = try Fernet.decrypt(entry.ciphertext, key: key.key)
-            node.keys.markProven(key.index)
-            return Self.validJSON(plaintext)
-        } catch {
-            node.keys.reportFailure(key.index)
-            throw APIError.wrongUserKey
-        }
+        Self.validJSON(try ValueCipher(node: node).decrypt(entry.ciphertext, with: key))
     }
 
     /// Plaintext that is valid JSON as is; anything else (an OpenSecureConf value holding
@@ -82,17 +78,20 @@ struct ConfigController: Sendable {
         let body = try await RequestInput.jsonObject(request, maxBytes: configuration.maxBodyBytes)
         guard let rawName = body["key"] else { throw APIError.unprocessable("key is required") }
         guard let name = rawName.stringValue else { throw APIError.unprocessable("key must be a string, not \(rawName.typeName)") }
+        context.audit.target(key: name)
         let configKey = try RequestInput.validateKey(name)
         guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
         let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
             try RequestInput.validateName(name, field: "category")
         }
         let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
-        let key = try await node.derivedKey(for: userKey, client: context.clientIP)
+        context.audit.target(environment: environment)
+        let key = try await derivedKey(userKey, context)
         let token = encrypt(value, with: key)
         do {
             let entry = try await node.store.create(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
-                                                    ciphertext: token, actor: node.actor(for: key))
+                                                    ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 201))
+            context.audit.written()
             node.keys.markProven(key.index)
             node.metrics.recordOperation("create", success: true)
             try await replicated()
@@ -107,6 +106,9 @@ struct ConfigController: Sendable {
         let configKey = try RequestInput.pathKey(context)
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
+        if let at = query["at"] {
+            return try await HistoryController<Context>(node: node).readAt(request, context: context, configKey: configKey, environment: environment, at: at)
+        }
         _ = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
         let local = try await node.store.entry(environment: environment, key: configKey)
         let found: ConfigEntry?
@@ -136,11 +138,13 @@ struct ConfigController: Sendable {
         let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
             try RequestInput.validateName(name, field: "category")
         }
-        let key = try await node.derivedKey(for: userKey, client: context.clientIP)
+        let key = try await derivedKey(userKey, context)
         let token = encrypt(value, with: key)
         do {
             let entry = try await node.store.update(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
-                                                    ciphertext: token, actor: node.actor(for: key), authenticates: authenticator(key))
+                                                    ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 200),
+                                                    authenticates: authenticator(key))
+            context.audit.written()
             node.keys.markProven(key.index)
             node.metrics.recordOperation("update", success: true)
             try await replicated()
@@ -158,7 +162,9 @@ struct ConfigController: Sendable {
         let environment = try RequestInput.environment(query["environment"])
         let key = try await derivedKey(request, context)
         do {
-            try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key), authenticates: authenticator(key))
+            try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key),
+                                        audit: context.audit.recordForWrite(status: 200), authenticates: authenticator(key))
+            context.audit.written()
             node.keys.markProven(key.index)
             node.metrics.recordOperation("delete", success: true)
             try await replicated()

@@ -32,7 +32,8 @@ struct SystemController<Context: RequestContext>: Sendable {
             w.member("status"); w.string("operational")
             w.member("features")
             w.write(.array(["encryption:fernet+pbkdf2-sha256", "environments", "categories", "derived-key-cache",
-                            "group-commit", "revisions", "metrics:prometheus"].map { .string($0) }))
+                            "group-commit", "revisions", "history", "rollback", "diff:json-patch", "point-in-time",
+                            c.auditEnabled ? "audit:hash-chained" : nil, "metrics:prometheus"].compactMap { $0.map { .string($0) } }))
             w.member("api_key_required"); w.raw(c.apiKeyRequired ? "true" : "false")
             w.member("cluster_enabled"); w.raw(c.clusterEnabled ? "true" : "false")
             w.member("cluster_mode"); w.optionalString(c.clusterEnabled ? c.clusterMode.rawValue : nil)
@@ -44,6 +45,9 @@ struct SystemController<Context: RequestContext>: Sendable {
                 ("create", "POST /configs"), ("read", "GET /configs/{key}"), ("update", "PUT /configs/{key}"),
                 ("delete", "DELETE /configs/{key}"), ("list", "GET /configs"), ("cluster_status", "GET /cluster/status"),
                 ("cluster_health", "GET /cluster/health"), ("health", "GET /health"), ("ready", "GET /ready"), ("metrics", "GET /metrics"),
+                ("versions", "GET /configs/{key}/versions"), ("version", "GET /configs/{key}/versions/{version}"),
+                ("rollback", "POST /configs/{key}/rollback"), ("diff", "GET /configs/{key}/diff"), ("restore", "POST /restore"),
+                ("audit", "GET /audit"), ("audit_export", "GET /audit/export"), ("audit_verify", "GET /audit/verify"),
             ].map { ($0.0, JSONValue.string($0.1)) }))
             w.raw("}")
         }

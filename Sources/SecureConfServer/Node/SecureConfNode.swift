@@ -31,6 +31,8 @@ public final class SecureConfNode: Sendable {
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
     let authFailures: AuthFailureLimiter
+    /// Keys API-key actor ids: derived from the salt file, never stored in the database.
+    private let apiKeyActorKey: [UInt8]
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
@@ -47,7 +49,9 @@ public final class SecureConfNode: Sendable {
         }
         let store: ConfigStore
         do {
-            store = try ConfigStore(configuration: .init(path: configuration.databasePath, nodeID: configuration.nodeID), logger: logger)
+            var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
+            storeConfiguration.maxVersions = configuration.maxVersions
+            store = try ConfigStore(configuration: storeConfiguration, logger: logger)
         } catch {
             throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
         }
@@ -55,6 +59,7 @@ public final class SecureConfNode: Sendable {
         let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
         self.salt = salt
         self.saltFingerprint = SaltFile.fingerprint(salt)
+        apiKeyActorKey = OpenSSL.hmacSHA256(key: salt, data: Array("secureconf api-key actor v1".utf8))
         keys = DerivedKeyCache(salt: salt, configuration: .init(
             capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
             maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
@@ -140,9 +145,19 @@ public final class SecureConfNode: Sendable {
         return salt
     }
 
-    /// A stable, non-reversible identifier of the credential behind a request, for history and audit.
+    /// A stable, non-reversible identifier of the user key behind a request, for history and
+    /// audit: derived from the PBKDF2 key, so it is the same after a restart and on every
+    /// node of the cluster, and guessing a user key from it costs a full key derivation.
     func actor(for key: CachedKey) -> String {
-        "uk:" + String(key.index.hashValueHex.prefix(12))
+        "uk:" + String(Hex.encode(key.key.identifier(label: Self.actorLabel)).prefix(12))
+    }
+
+    private static let actorLabel = Array("secureconf actor v1".utf8)
+
+    /// A stable, non-reversible identifier of an API key: HMAC-SHA256 under a key derived
+    /// from the salt file (not from anything in the database).
+    func actor(apiKey: String) -> String {
+        "ak:" + String(Hex.encode(OpenSSL.hmacSHA256(key: apiKeyActorKey, data: Array(apiKey.utf8))).prefix(12))
     }
 
     /// The caller's derived key: from the cache, else one shared derivation, unless the
@@ -168,17 +183,28 @@ public final class SecureConfNode: Sendable {
 }
 
 /// The router with every route and middleware: what tests drive in-process.
+///
+/// Everything that touches configuration, history, cluster state or the audit trail sits
+/// behind `AuditMiddleware` (when `OSC_AUDIT_ENABLED`), outside the credential checks so that
+/// refused requests are recorded too. Data and cluster routes then check `X-API-Key` when
+/// `OSC_API_KEY_REQUIRED`; audit routes always require the API key.
 public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext> {
-    let router = Router(context: SecureConfRequestContext.self)
+    typealias Context = SecureConfRequestContext
+    let router = Router(context: Context.self)
     router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
-    let system = SystemController<SecureConfRequestContext>(node: node)
+    let system = SystemController<Context>(node: node)
     system.addPublicRoutes(to: router)
-    let protected = router.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
+    let audited = router.group()
+    if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node)) }
+    let protected = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
     system.addProtectedRoutes(to: protected)
-    ClusterController<SecureConfRequestContext>(node: node).addRoutes(to: protected)
-    ConfigController(node: node).addRoutes(to: protected.group("configs")
+    ClusterController<Context>(node: node).addRoutes(to: protected)
+    let configs = protected.group("configs")
         .add(middleware: ServingGateMiddleware(node: node))
-        .add(middleware: AuthFailureMiddleware(node: node)))
+        .add(middleware: AuthFailureMiddleware(node: node))
+    ConfigController<Context>(node: node).addRoutes(to: configs)
+    HistoryController<Context>(node: node).addRoutes(configs: configs, root: protected)
+    AuditController<Context>(node: node).addRoutes(to: audited.group("audit").add(middleware: AuditAdminMiddleware(configuration: node.configuration)))
     return router
 }
 

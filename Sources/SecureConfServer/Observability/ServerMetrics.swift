@@ -27,6 +27,10 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver {
     let keyDerivationsRefused: Counter
     let keyDerivationDuration: DurationHistogram
     public let logLinesDropped: Counter
+    /// Audit records made durable by this process.
+    public let auditRecords: Counter
+    /// `/audit/verify` runs that found the chain broken.
+    public let auditVerificationFailures: Counter
 
     static let latencyBuckets: [Duration] = [
         .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
@@ -50,6 +54,9 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver {
             .milliseconds(150), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5),
         ], help: "Time to derive a key with PBKDF2, queueing included")
         logLinesDropped = registry.makeCounter(name: "osc_log_lines_dropped_total", help: "Log lines dropped because the log writer fell behind")
+        auditRecords = registry.makeCounter(name: "osc_audit_records_total", help: "Audit records appended (durable) by this node since it started")
+        auditVerificationFailures = registry.makeCounter(name: "osc_audit_verification_failures_total",
+                                                         help: "Audit chain verifications that found an altered, missing or out-of-place record")
         clusterNodesTotal.set(to: 1.0)
         clusterNodesHealthy.set(to: 1.0)
     }

@@ -1,0 +1,160 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SecureConfCrypto
+import SecureConfStore
+
+/// Appends one audit record for every request it wraps (configuration, history, restore,
+/// cluster and audit endpoints), successes and failures alike, and lets the response go
+/// only once that record is durable: if it cannot be written, the client gets 503 instead.
+/// A successful write carries its record into the write's own transaction
+/// (`AuditNote.recordForWrite`); every other request appends through the group-commit
+/// writer, so concurrent requests share a transaction. Records never hold values, user keys
+/// or API keys: the actor is a keyed hash of the credential.
+struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
+    let node: SecureConfNode
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let endpoint = context.endpointPath ?? "unmatched"
+        let query = (try? RequestInput.query(request)) ?? [:]
+        let requestID = Self.requestID(request, context: context)
+        let pathKey = context.parameters.get("key").flatMap { RequestInput.percentDecode($0, plusIsSpace: false) }
+        let addressesKey = endpoint.hasPrefix("/configs/{key}") || endpoint == "/restore"
+        let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 } ?? (addressesKey ? RequestInput.defaultEnvironment : nil)
+        context.audit.open(AuditRecordDraft(
+            time: 0, nodeID: node.configuration.nodeID, actor: "", client: Self.client(context.remoteAddress),
+            action: AuditActions.name(method: request.method, endpoint: endpoint), environment: environment.map { String($0.prefix(AuditLimits.environment)) },
+            key: pathKey.map { String($0.prefix(AuditLimits.key)) }, outcome: "", status: 0, requestID: requestID))
+
+        var response: Response?
+        var failure: (any Error)?
+        do {
+            response = try await next(request, context)
+        } catch {
+            failure = error
+        }
+        let apiError = failure.map(APIError.from)
+        let status = response?.status.code ?? apiError?.status.code ?? 500
+        let note = context.audit.snapshot
+        if note.writtenWithData {
+            node.metrics.auditRecords.increment()
+        } else if var draft = note.template {
+            draft.actor = await actor(request, endpoint: endpoint, noted: note.actor, refusedAtTheDoor: apiError.map { AuditActions.doorKinds.contains($0.kind) } ?? false)
+            draft.status = status
+            draft.outcome = AuditOutcome.of(status: status)
+            draft.time = AuditClock.nowMicros()
+            do {
+                try await node.store.appendAudit(draft)
+                node.metrics.auditRecords.increment()
+            } catch {
+                node.logger.error("audit record not written; refusing the response", metadata: [
+                    "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(APIError.from(error).detail)",
+                ])
+                throw error
+            }
+        }
+        if let failure, let apiError {
+            // Unexpected errors keep their type for the outer middleware's log line.
+            if apiError.kind == "internal" { throw failure }
+            var headers = apiError.headers
+            if let name = AuditActions.requestIDHeader { headers[name] = requestID }
+            throw APIError(apiError.status, apiError.detail, kind: apiError.kind, headers: headers)
+        }
+        guard var response else { throw APIError(.internalServerError, "Internal server error", kind: "internal") }
+        if let name = AuditActions.requestIDHeader { response.headers[name] = requestID }
+        return response
+    }
+
+    /// The credential that authorised (or failed to authorise) the request: the user key on
+    /// data endpoints, the API key on cluster and audit endpoints, else "anonymous".
+    private func actor(_ request: Request, endpoint: String, noted: String?, refusedAtTheDoor: Bool) async -> String {
+        if let noted { return noted }
+        let adminEndpoint = endpoint.hasPrefix("/audit") || endpoint.hasPrefix("/cluster")
+        if !adminEndpoint, !refusedAtTheDoor, let userKey = request.headers[RequestInput.userKeyHeader], !userKey.isEmpty {
+            // The same id the handler would have given: a cache hit, or one shared derivation
+            // (bounded like every other; refused when the derivation queue is full).
+            guard let key = try? await node.keys.key(for: userKey) else { return "uk:unresolved" }
+            return node.actor(for: key)
+        }
+        if let apiKey = request.headers[RequestInput.apiKeyHeader], !apiKey.isEmpty {
+            return node.actor(apiKey: apiKey)
+        }
+        return "anonymous"
+    }
+
+    /// The client's `X-Request-ID` if it is a sane token, else Hummingbird's request id.
+    static func requestID(_ request: Request, context: Context) -> String {
+        if let name = AuditActions.requestIDHeader, let given = request.headers[name], (1...128).contains(given.utf8.count),
+           given.utf8.allSatisfy({ b in
+               (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                   || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
+           }) {
+            return given
+        }
+        if let id = context.logger[metadataKey: "hb.request.id"]?.description { return id }
+        return Hex.encode(OpenSSL.randomBytes(8))
+    }
+
+    /// `ip:port` (`[ip]:port` for IPv6) of the connection's peer, else "unknown".
+    static func client(_ address: SocketAddress?) -> String {
+        guard let address else { return "unknown" }
+        switch address {
+        case .v4: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        case .v6: return "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+        case .unixDomainSocket: return "unix"
+        }
+    }
+}
+
+/// The audit action recorded for a route.
+enum AuditActions {
+    /// Sent back on every audited response; taken from the request when it is a sane token.
+    static let requestIDHeader = HTTPField.Name("X-Request-ID")
+
+    /// Errors raised before any credential was accepted: their user key is not derived.
+    static let doorKinds: Set<String> = ["missing_api_key", "wrong_api_key", "audit_requires_api_key"]
+
+    static func name(method: HTTPRequest.Method, endpoint: String) -> String {
+        switch (method, endpoint) {
+        case (.post, "/configs"): "create"
+        case (.get, "/configs"): "list"
+        case (.get, "/configs/{key}"): "read"
+        case (.put, "/configs/{key}"): "update"
+        case (.delete, "/configs/{key}"): "delete"
+        case (.get, "/configs/{key}/versions"): "versions"
+        case (.get, "/configs/{key}/versions/{version}"): "read_version"
+        case (.post, "/configs/{key}/rollback"): "rollback"
+        case (.get, "/configs/{key}/diff"): "diff"
+        case (.post, "/restore"): "restore"
+        case (.get, "/audit"): "audit_search"
+        case (.get, "/audit/export"): "audit_export"
+        case (.get, "/audit/verify"): "audit_verify"
+        case (.get, "/cluster/status"): "cluster_status"
+        case (.get, "/cluster/salt"): "cluster_salt_read"
+        case (.post, "/cluster/salt"): "cluster_salt_write"
+        default: "\(method.rawValue.lowercased()) \(endpoint)"
+        }
+    }
+}
+
+/// Guards the audit endpoints with the admin credential, the API key: `X-API-Key` must equal
+/// `OSC_API_KEY` whether or not `OSC_API_KEY_REQUIRED` is set, and with no `OSC_API_KEY`
+/// configured the audit trail cannot be read at all (403).
+struct AuditAdminMiddleware<Context: RequestContext>: RouterMiddleware {
+    let apiKey: [UInt8]?
+
+    init(configuration: NodeConfiguration) {
+        apiKey = configuration.apiKey.map { Array($0.utf8) }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let apiKey else {
+            throw APIError(.forbidden, "audit requires OSC_API_KEY: set it on the node and send it as X-API-Key", kind: "audit_requires_api_key")
+        }
+        guard let given = request.headers[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
+        guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(apiKey)) else { throw APIError.wrongAPIKey }
+        return try await next(request, context)
+    }
+}

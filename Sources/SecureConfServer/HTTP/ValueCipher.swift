@@ -1,0 +1,44 @@
+import SecureConfCrypto
+
+/// Encrypts and decrypts stored values for handlers, as OpenSecureConf does (Python-style
+/// `json.dumps` text in a Fernet token), keeping the derived-key cache and metrics informed.
+struct ValueCipher: Sendable {
+    let node: SecureConfNode
+
+    /// A new token for `value`.
+    func encrypt(_ value: JSONValue, with key: CachedKey) -> String {
+        encrypt(plaintext: JSONWriter.encode(value, style: .python), with: key)
+    }
+
+    /// A new token (fresh IV) for plaintext that came out of another token.
+    func encrypt(plaintext: [UInt8], with key: CachedKey) -> String {
+        node.metrics.recordEncryption("encrypt")
+        return Fernet.encrypt(plaintext, key: key.key)
+    }
+
+    /// The plaintext of `token`; a MAC failure is the caller's wrong key (401).
+    func decrypt(_ token: String, with key: CachedKey) throws(APIError) -> [UInt8] {
+        node.metrics.recordEncryption("decrypt")
+        do {
+            let plaintext = try Fernet.decrypt(token, key: key.key)
+            node.keys.markProven(key.index)
+            return plaintext
+        } catch {
+            node.keys.reportFailure(key.index)
+            throw APIError.wrongUserKey
+        }
+    }
+
+    /// The plaintext of `token`, or nil if this key does not open it (no cache bookkeeping).
+    func tryDecrypt(_ token: String, with key: CachedKey) -> [UInt8]? {
+        node.metrics.recordEncryption("decrypt")
+        return try? Fernet.decrypt(token, key: key.key)
+    }
+
+    /// Plaintext as a JSON value; text that is not JSON (an OpenSecureConf value holding NaN,
+    /// say) is taken as a JSON string, as reads return it.
+    static func jsonValue(_ plaintext: [UInt8]) -> JSONValue {
+        if let value = try? JSONParser.parse(plaintext, maxDepth: 512) { return value }
+        return .string(String(decoding: plaintext, as: UTF8.self))
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import GRDB
+
+/// A revision with its version number: its position (from 1) in the key's history ordered
+/// by (hlc, origin), counting revisions pruned by `OSC_MAX_VERSIONS`, so every node of a
+/// converged cluster numbers the same revision the same way.
+public struct NumberedRevision: Sendable, Equatable {
+    public var version: Int
+    public var revision: Revision
+}
+
+/// A key's retained history, oldest first.
+public struct KeyHistory: Sendable, Equatable {
+    /// Older versions dropped by `OSC_MAX_VERSIONS` (they are numbered 1…prunedCount).
+    public var prunedCount: Int
+    public var versions: [NumberedRevision]
+    /// The entry's id (the `id` of the record shape).
+    public var entryID: Int64
+}
+
+/// What (environment, key) was at a moment in the past.
+public enum PastState: Sendable, Equatable {
+    /// No revision at or before that moment.
+    case absent
+    case live(Revision)
+    /// Deleted then (nil when the tombstone itself was pruned).
+    case deleted(Revision?)
+    /// The revision in effect then was pruned by `OSC_MAX_VERSIONS`: its value is gone.
+    case pruned
+}
+
+/// One key's change in an environment restore, planned against the current revision
+/// (`expectedHLC`, `expectedOrigin`): if that changed before commit, the restore is refused.
+public struct PlannedRestore: Sendable, Equatable {
+    public enum Change: Sendable, Equatable {
+        /// Write this value (already encrypted) and category.
+        case put(category: String?, ciphertext: String)
+        /// Write a tombstone.
+        case delete
+    }
+
+    public var key: String
+    public var expectedHLC: Int64
+    public var expectedOrigin: String
+    public var change: Change
+
+    public init(key: String, expectedHLC: Int64, expectedOrigin: String, change: Change) {
+        self.key = key
+        self.expectedHLC = expectedHLC
+        self.expectedOrigin = expectedOrigin
+        self.change = change
+    }
+}
+
+extension HybridLogicalClock {
+    /// The largest stamp whose wall-clock part is at or before `micros` (microseconds since 1970).
+    public static func latestStamp(atOrBeforeMicros micros: Int64) -> Int64 {
+        let millis = micros >= 0 ? micros / 1000 : (micros - 999) / 1000
+        guard millis >= 0 else { return -1 }
+        guard millis < (Int64(1) << 47) else { return Int64.max }
+        return (millis << 16) | 0xFFFF
+    }
+}
+
+extension ConfigStore {
+    static let revisionColumns = "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor"
+
+    // MARK: Reading history
+
+    /// The retained history of (environment, key), deleted keys included; nil if the key never existed.
+    public func history(environment: String, key: String) async throws -> KeyHistory? {
+        try await pool.read { db in
+            guard let entry = try Self.currentRow(db, environment: environment, key: key) else { return nil }
+            let pruned = try Self.prunedCount(db, environment: environment, key: key)
+            let revisions = try Revision.fetchAll(db.cachedStatement(sql: """
+                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
+                """), arguments: [environment, key])
+            let numbered = revisions.enumerated().map { NumberedRevision(version: pruned + $0.offset + 1, revision: $0.element) }
+            return KeyHistory(prunedCount: pruned, versions: numbered, entryID: entry.id)
+        }
+    }
+
+    /// Version `version` of (environment, key) and the entry's id. Throws `notFound` if the key
+    /// never existed, `versionNotFound`, or `versionPruned`; a tombstone is returned as is.
+    public func version(_ version: Int, environment: String, key: String) async throws -> (NumberedRevision, entryID: Int64) {
+        try await pool.read { db in
+            guard let entry = try Self.currentRow(db, environment: environment, key: key) else {
+                throw StoreError.notFound(environment: environment, key: key)
+            }
+            let pruned = try Self.prunedCount(db, environment: environment, key: key)
+            guard version >= 1 else { throw StoreError.versionNotFound(environment: environment, key: key, version: version) }
+            if version <= pruned { throw StoreError.versionPruned(environment: environment, key: key, version: version) }
+            guard let revision = try Revision.fetchOne(db.cachedStatement(sql: """
+                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin LIMIT 1 OFFSET ?
+                """), arguments: [environment, key, version - pruned - 1]) else {
+                throw StoreError.versionNotFound(environment: environment, key: key, version: version)
+            }
+            return (NumberedRevision(version: version, revision: revision), entry.id)
+        }
+    }
+
+    /// What (environment, key) was at stamp `hlcLimit` (the newest revision with hlc ≤ it),
+    /// with the entry's id when the key exists.
+    public func pastState(environment: String, key: String, atOrBefore hlcLimit: Int64) async throws -> (PastState, entryID: Int64?) {
+        try await pool.read { db in
+            let entry = try Self.currentRow(db, environment: environment, key: key)
+            return (try Self.pastState(db, environment: environment, key: key, atOrBefore: hlcLimit), entry?.id)
+        }
+    }
+
+    /// Every key of `environment` (deleted ones included) with its current entry and its
+    /// state at `hlcLimit`, read in one snapshot.
+    public func pastStates(environment: String, atOrBefore hlcLimit: Int64) async throws -> [(current: ConfigEntry, past: PastState)] {
+        try await pool.read { db in
+            let entries = try ConfigEntry.fetchAll(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? ORDER BY key"),
+                                                   arguments: [environment])
+            return try entries.map { ($0, try Self.pastState(db, environment: environment, key: $0.key, atOrBefore: hlcLimit)) }
+        }
+    }
+
+    static func prunedCount(_ db: Database, environment: String, key: String) throws -> Int {
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM pruned_revisions WHERE environment = ? AND key = ?"),
+                         arguments: [environment, key]) ?? 0
+    }
+
+    static func pastState(_ db: Database, environment: String, key: String, atOrBefore hlcLimit: Int64) throws -> PastState {
+        if let revision = try Revision.fetchOne(db.cachedStatement(sql: """
+            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
+            """), arguments: [environment, key, hlcLimit]) {
+            return revision.deleted ? .deleted(revision) : .live(revision)
+        }
+        // Pruned revisions are all older than retained ones: if one is in effect, its value is gone.
+        if let prunedDeleted = try Bool.fetchOne(db.cachedStatement(sql: """
+            SELECT deleted FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
+            """), arguments: [environment, key, hlcLimit]) {
+            return prunedDeleted ? .deleted(nil) : .pruned
+        }
+        return .absent
+    }
+
+    static func versionCount(_ db: Database, environment: String, key: String) throws -> Int {
+        let retained = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM revisions WHERE environment = ? AND key = ?"),
+                                        arguments: [environment, key]) ?? 0
+        return retained + (try prunedCount(db, environment: environment, key: key))
+    }
+
+    // MARK: Writing from history
+
+    /// Writes a new revision of (environment, key) holding `ciphertext` (an old version's
+    /// value, re-encrypted): history only grows. A deleted key comes back; a live one must
+    /// be one `authenticates` accepts. Returns the new entry and its version number.
+    public func rollback(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
+                         audit: AuditRecordDraft? = nil,
+                         authenticates: @escaping @Sendable (String) -> Bool) async throws -> (ConfigEntry, version: Int) {
+        let origin = nodeID
+        let clock = self.clock
+        let keep = maxVersions
+        return try await commit(audit: audit) { db in
+            guard let current = try Self.currentRow(db, environment: environment, key: key) else {
+                throw StoreError.notFound(environment: environment, key: key)
+            }
+            if !current.deleted, !authenticates(current.ciphertext) { throw StoreError.wrongKey }
+            let now = Self.nowMicros()
+            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: clock.now(),
+                                    origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
+                                    updatedAt: now, actor: actor)
+            let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
+            let version = try Self.versionCount(db, environment: environment, key: key)
+            return ((entry, version), current.deleted ? 1 : 0)
+        }
+    }
+
+    /// Applies an environment restore atomically: every planned key must still be at the
+    /// revision the plan saw, else nothing is written and `conflict` is thrown.
+    public func restore(environment: String, changes: [PlannedRestore], actor: String? = nil, audit: AuditRecordDraft? = nil) async throws {
+        let origin = nodeID
+        let clock = self.clock
+        let keep = maxVersions
+        _ = try await commit(audit: audit) { db in
+            var delta = 0
+            for change in changes {
+                guard let current = try Self.currentRow(db, environment: environment, key: change.key),
+                      current.hlc == change.expectedHLC, current.origin == change.expectedOrigin else {
+                    throw StoreError.conflict("Configuration '\(change.key)' in environment '\(environment)' changed during the restore; nothing was restored, retry")
+                }
+                let now = Self.nowMicros()
+                let revision: Revision
+                switch change.change {
+                case let .put(category, ciphertext):
+                    revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext, hlc: clock.now(),
+                                        origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
+                                        updatedAt: now, actor: actor)
+                    if current.deleted { delta += 1 }
+                case .delete:
+                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: clock.now(),
+                                        origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: now, actor: actor)
+                    if !current.deleted { delta -= 1 }
+                }
+                _ = try Self.record(revision, replacing: current, keep: keep, db: db)
+            }
+            return ((), delta)
+        }
+    }
+}
