@@ -37,6 +37,7 @@ summary() { # label file
   printf '%-22s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
 }
 
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
   for audit in true false; do
     port=$([ "$audit" = true ] && echo 19310 || echo 19311)
@@ -55,3 +56,4 @@ for round in $(seq "$ROUNDS"); do
     echo "    database after the run: $(du -k "$dir/configurations.db" "$dir/configurations.db-wal" 2>/dev/null | awk '{s += $1} END {print s}') KiB"
   done
 done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
