@@ -41,7 +41,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         if note.writtenWithData {
             node.metrics.auditRecords.increment()
         } else if var draft = note.template {
-            draft.actor = await actor(request, endpoint: endpoint, noted: note.actor, refusedAtTheDoor: apiError.map { AuditActions.doorKinds.contains($0.kind) } ?? false)
+            draft.actor = await actor(request, client: context.clientIP, endpoint: endpoint, noted: note.actor, refusedAtTheDoor: apiError.map { AuditActions.doorKinds.contains($0.kind) } ?? false)
             draft.status = status
             draft.outcome = AuditOutcome.of(status: status)
             draft.time = AuditClock.nowMicros()
@@ -69,13 +69,14 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
 
     /// The credential that authorised (or failed to authorise) the request: the user key on
     /// data endpoints, the API key on cluster and audit endpoints, else "anonymous".
-    private func actor(_ request: Request, endpoint: String, noted: String?, refusedAtTheDoor: Bool) async -> String {
+    private func actor(_ request: Request, client: String, endpoint: String, noted: String?, refusedAtTheDoor: Bool) async -> String {
         if let noted { return noted }
         let adminEndpoint = endpoint.hasPrefix("/audit") || endpoint.hasPrefix("/cluster")
-        if !adminEndpoint, !refusedAtTheDoor, let userKey = request.headers[RequestInput.userKeyHeader], !userKey.isEmpty {
+        if !adminEndpoint, !refusedAtTheDoor,
+           let userKey = try? RequestInput.userKey(request, minimumLength: node.configuration.minUserKeyLength) {
             // The same id the handler would have given: a cache hit, or one shared derivation
             // (bounded like every other; refused when the derivation queue is full).
-            guard let key = try? await node.keys.key(for: userKey) else { return "uk:unresolved" }
+            guard let key = try? await node.derivedKey(for: userKey, client: client) else { return "uk:unresolved" }
             return node.actor(for: key)
         }
         if let apiKey = request.headers[RequestInput.apiKeyHeader], !apiKey.isEmpty {
@@ -114,7 +115,11 @@ enum AuditActions {
     static let requestIDHeader = HTTPField.Name("X-Request-ID")
 
     /// Errors raised before any credential was accepted: their user key is not derived.
-    static let doorKinds: Set<String> = ["missing_api_key", "wrong_api_key", "audit_requires_api_key"]
+    /// Refusals that happen before any key work: naming the actor must not cost a derivation
+    /// (a rate-limited or overloaded request would otherwise buy the PBKDF2 it was refused).
+    static let doorKinds: Set<String> = ["missing_api_key", "wrong_api_key", "audit_requires_api_key", "auth_rate_limited",
+                                         "kdf_overloaded", "salt_mismatch", "missing_user_key", "short_user_key",
+                                         "undecodable_user_key"]
 
     static func name(method: HTTPRequest.Method, endpoint: String) -> String {
         switch (method, endpoint) {
