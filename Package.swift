@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "SecureConfCrypto", targets: ["SecureConfCrypto"]),
         .library(name: "SecureConfStore", targets: ["SecureConfStore"]),
         .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
+        .library(name: "SecureConfJSON", targets: ["SecureConfJSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -31,6 +32,10 @@ let package = Package(
             name: "COpenSSL",
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "SecureConfJSON",
+            swiftSettings: swiftSettings
         ),
         .target(
             name: "CSecureConfKDF",
@@ -77,6 +82,7 @@ let package = Package(
                 "SecureConfCrypto",
                 "SecureConfStore",
                 "SecureConfCluster",
+                "SecureConfJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,4 @@
+import SecureConfJSON
 import Testing
 @testable import SecureConfServer
 

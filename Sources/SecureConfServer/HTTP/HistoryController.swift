@@ -1,3 +1,4 @@
+import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -359,13 +360,5 @@ extension JSONWriter {
         let entry = ConfigEntry(id: entryID, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext,
                                 hlc: r.hlc, origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
         record(entry, valueJSON: valueJSON, version: numbered.version)
-    }
-
-    /// The record shape with a trailing `version` member.
-    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8], version: Int) {
-        record(entry, valueJSON: valueJSON)
-        bytes.removeLast() // the closing brace
-        member("version"); integer(version)
-        raw("}")
     }
 }

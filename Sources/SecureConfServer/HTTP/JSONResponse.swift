@@ -1,3 +1,4 @@
+import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -52,7 +53,7 @@ enum Timestamp {
 extension JSONWriter {
     /// `{"id","key","category","environment","value","created_at","updated_at"}` with
     /// `valueJSON` already-validated JSON text.
-    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8]) {
+    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8], version: Int? = nil) {
         raw("{")
         member("id", first: true); integer(entry.id)
         member("key"); string(entry.key)
@@ -61,6 +62,7 @@ extension JSONWriter {
         member("value"); appendRaw(valueJSON)
         member("created_at"); string(Timestamp.iso8601(micros: entry.createdAt))
         member("updated_at"); string(Timestamp.iso8601(micros: entry.updatedAt))
+        if let version { member("version"); integer(version) }
         raw("}")
     }
 }

@@ -1,3 +1,4 @@
+import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird

@@ -1,3 +1,4 @@
+import SecureConfJSON
 import SecureConfCrypto
 
 /// Encrypts and decrypts stored values for handlers, as OpenSecureConf does (Python-style

@@ -1,3 +1,5 @@
+import SecureConfJSON
+
 /// RFC 6902 JSON Patch operations that turn one JSON value into another.
 ///
 /// Objects are compared by member name (order does not matter): members only in `from` are

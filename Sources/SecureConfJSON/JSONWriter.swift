@@ -22,11 +22,11 @@ public struct JSONWriter {
         s.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
-    mutating func separator() {
+    public mutating func separator() {
         if style == .python { raw(", ") } else { bytes.append(UInt8(ascii: ",")) }
     }
 
-    mutating func colon() {
+    public mutating func colon() {
         if style == .python { raw(": ") } else { bytes.append(UInt8(ascii: ":")) }
     }
 
@@ -74,7 +74,7 @@ public struct JSONWriter {
 
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-    mutating func unicodeEscape(_ unit: UInt16) {
+    public mutating func unicodeEscape(_ unit: UInt16) {
         raw("\\u")
         bytes.append(Self.hex[Int(unit >> 12) & 0xF])
         bytes.append(Self.hex[Int(unit >> 8) & 0xF])
