@@ -69,8 +69,12 @@ public enum Fernet {
         if let ttl {
             let stamp = Int64(bitPattern: bytes[1...8].reduce(UInt64(0)) { ($0 << 8) | UInt64($1) })
             let current = Int64(now.timeIntervalSince1970.rounded(.down))
-            if stamp + ttl < current { throw .expired }
-            if current + maxClockSkew < stamp { throw .fromTheFuture }
+            // Timestamps come from the token: compare without overflowing on hostile values.
+            let (expiry, expiryOverflow) = stamp.addingReportingOverflow(ttl)
+            if !expiryOverflow && expiry < current { throw .expired }
+            if stamp < 0 && ttl >= 0 { throw .expired }
+            let (latest, latestOverflow) = current.addingReportingOverflow(maxClockSkew)
+            if !latestOverflow && latest < stamp { throw .fromTheFuture }
         }
         let iv = Array(bytes[9..<25])
         let plaintext = key.withEncryptionKey { ek in

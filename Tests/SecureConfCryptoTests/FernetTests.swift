@@ -139,3 +139,24 @@ func parseDate(_ text: String) throws -> Date {
         #expect(throws: FernetError.badSignature) { try Fernet.decrypt(token, key: DerivedKey(consuming: &wrong)) }
     }
 }
+
+@Suite struct FernetHostileTimestampTests {
+    /// A token whose timestamp is near Int64's limits must be refused, not trap on overflow.
+    @Test func extremeTimestampsAreRefusedWithoutOverflow() throws {
+        var bytes = OpenSSL.randomBytes(32)
+        let key = DerivedKey(consuming: &bytes)
+        for stamp: UInt64 in [UInt64.max, UInt64(Int64.max), UInt64(Int64.max) + 1, 0x7FFF_FFFF_FFFF_FF00] {
+            let token = Fernet.encrypt(Array("x".utf8), key: key, now: Date(timeIntervalSince1970: 0))
+            var raw = try #require(Base64URL.decode(token))
+            for i in 0..<8 { raw[1 + i] = UInt8(truncatingIfNeeded: stamp >> UInt64(56 - 8 * i)) }
+            // Re-sign so that only the timestamp is hostile.
+            let macStart = raw.count - 32
+            let mac = key.withSigningKey { OpenSSL.hmacSHA256(key: $0, data: Array(raw[0..<macStart])) }
+            raw.replaceSubrange(macStart..., with: mac)
+            let forged = Base64URL.encode(raw)
+            #expect(throws: FernetError.self) { try Fernet.decrypt(forged, key: key, ttl: 60) }
+            #expect(throws: FernetError.self) { try Fernet.decrypt(forged, key: key, ttl: Int64.max) }
+            #expect(try Fernet.decrypt(forged, key: key) == Array("x".utf8), "without a TTL the timestamp is not checked")
+        }
+    }
+}
