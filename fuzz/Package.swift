@@ -17,7 +17,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzJSON",
-            dependencies: [.product(name: "SecureConfServer", package: "SecureConf"), "FuzzStandalone", "FuzzEntry"]
+            dependencies: [.product(name: "SecureConfJSON", package: "SecureConf"), "FuzzStandalone", "FuzzEntry"]
         ),
         // <Module>_main for SwiftPM's entry-point renaming, forwarding to libFuzzer (see entry.c).
         .target(name: "FuzzEntry"),

@@ -52,6 +52,9 @@ def fernet():
     write(d, "signed-ts-max", b"\x01" + t[:-32])
     write(d, "signed-ts-near-max", b"\x01" + token_bytes(b"edge", iv, 2**63 - 30)[:-32])
     write(d, "signed-ts-top-bit", b"\x01" + token_bytes(b"edge", iv, 2**64 - 1)[:-32])
+    # once crashed Fernet.decrypt with a ttl (stamp + ttl overflowed); the last byte sets the ttl
+    near_max = token_bytes(b"edge", iv, 2**63 - 30)[:-32]
+    write(d, "regression-ttl-overflow", b"\x01" + near_max[:-1] + b"\x10")
     # bad padding under a valid MAC: last block decrypts to garbage
     body = b"\x80" + (5).to_bytes(8, "big") + iv + bytes(32)
     write(d, "signed-bad-padding", b"\x01" + body)

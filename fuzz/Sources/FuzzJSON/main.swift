@@ -1,4 +1,4 @@
-// libFuzzer harness for the JSON parser and writer (SecureConfServer), which see every
+// libFuzzer harness for the JSON parser and writer (SecureConfJSON, used by the server), which see every
 // request body.
 //
 // Any input: JSONParser.parse must return or throw JSONParseError, never crash or hang.
@@ -8,7 +8,7 @@
 //
 // Built with -parse-as-library: this file defines no top-level code.
 
-import SecureConfServer
+import SecureConfJSON
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
