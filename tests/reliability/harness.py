@@ -50,12 +50,18 @@ def busy_machine() -> str | None:
     return None
 
 
-def judge_time(measured: float, limit: float, what: str, hard_limit: float | None = None) -> None:
+_UNSET = object()
+
+
+def judge_time(measured: float, limit: float, what: str, hard_limit: float | None = None, busy=_UNSET) -> None:
     """Fails when `measured` > `limit` on a machine that is not overloaded; on an overloaded one
-    only logs (RELIABILITY_STRICT_TIMING=1 judges anyway), still failing past `hard_limit`."""
+    only logs (RELIABILITY_STRICT_TIMING=1 judges anyway), still failing past `hard_limit`.
+    `busy`: the overload reason taken before the test put its own load on the machine (by
+    default, the state now)."""
     if measured <= limit:
         return
-    busy = busy_machine()
+    if busy is _UNSET:
+        busy = busy_machine()
     if busy and not os.environ.get("RELIABILITY_STRICT_TIMING") and (hard_limit is None or measured <= hard_limit):
         log(f"NOT JUDGED: {what} took {measured:.2f} (limit {limit}) but the machine is overloaded ({busy}); "
             f"RELIABILITY_STRICT_TIMING=1 judges it anyway")
