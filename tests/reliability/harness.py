@@ -13,6 +13,7 @@ Every node runs `secureconf serve` in its own working directory with a clean env
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -103,6 +104,7 @@ def binary_snapshot(wait: float = 300.0) -> Path:
         try:
             if src.is_file() and os.access(src, os.X_OK):
                 d = Path(tempfile.mkdtemp(prefix="secureconf-bin-"))
+                atexit.register(shutil.rmtree, d, True)
                 os.chmod(d, 0o755)
                 dst = d / "secureconf"
                 shutil.copy2(src, dst)

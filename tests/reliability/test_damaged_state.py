@@ -194,7 +194,7 @@ def _audit_off(binary) -> dict[str, str]:
     return {"OSC_AUDIT_ENABLED": "false"} if "OSC_AUDIT_ENABLED" in binary_variables(binary) else {}
 
 
-def test_disk_full_on_tmpfs(nodes, tiny_tmpfs, seed, binary):
+def test_disk_full_on_tmpfs(tiny_tmpfs, nodes, seed, binary):  # tmpfs first: unmounted after the node stops
     node = nodes.new("diskfull", data_dir=tiny_tmpfs / "data", env=_audit_off(binary))
     node.start()
     model = Model()
