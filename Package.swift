@@ -43,12 +43,7 @@ let package = Package(
         ),
         .target(
             name: "SecureConfCrypto",
-            dependencies: [
-                "COpenSSL",
-                "CSecureConfKDF",
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
-            ],
+            dependencies: ["COpenSSL", "CSecureConfKDF"],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -1,6 +1,5 @@
 import Foundation
 import CSecureConfKDF
-import NIOPosix
 import Synchronization
 
 /// The derivation pool and queue are full: the caller should answer 503 with `Retry-After`.
@@ -78,7 +77,7 @@ public final class DerivedKeyCache: Sendable {
     private let salt: [UInt8]
     private let indexKey: [UInt8]
     private let state = Mutex(State())
-    private let pool: NIOThreadPool
+    private let pool: BlockingWorkPool
     private let observer: (any DerivedKeyCacheObserver)?
 
     public init(salt: [UInt8], configuration: Configuration = .init(), observer: (any DerivedKeyCacheObserver)? = nil) {
@@ -86,17 +85,16 @@ public final class DerivedKeyCache: Sendable {
         self.configuration = configuration
         self.indexKey = OpenSSL.randomBytes(32)
         self.observer = observer
-        self.pool = NIOThreadPool(numberOfThreads: max(1, configuration.maxConcurrentDerivations))
-        pool.start()
+        self.pool = BlockingWorkPool(threads: max(1, configuration.maxConcurrentDerivations), name: "secureconf-kdf")
     }
 
     deinit {
-        pool.shutdownGracefully { _ in }
+        pool.shutdown()
     }
 
-    /// Stops the derivation threads; waiting requests fail.
+    /// Stops the derivation threads once the queued derivations are done; later requests fail.
     public func shutdown() async {
-        try? await pool.shutdownGracefully()
+        pool.shutdown()
     }
 
     public var count: Int { state.withLock { $0.entries.count } }
@@ -141,7 +139,7 @@ public final class DerivedKeyCache: Sendable {
             guard s.inflight.count < limit else { return .refused }
             let password = Array(userKey.utf8)
             let task = Task { [pool, salt, configuration] in
-                try await pool.runIfActive {
+                try await pool.run {
                     // Derivations yield the CPU to request handling (a nicer thread priority).
                     sc_lower_thread_priority()
                     var bytes = PBKDF2.sha256(password: password, salt: salt, iterations: configuration.iterations)
