@@ -49,6 +49,22 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
     }
 
+    /// A write has committed: its audit record went with it, its key is proven right; count
+    /// it and replicate it.
+    private func committed(_ operation: String, _ key: CachedKey, _ context: Context) async throws {
+        context.audit.written()
+        node.keys.markProven(key.index)
+        node.metrics.recordOperation(operation, success: true)
+        try await replicated()
+    }
+
+    /// A write failed: count it, and drop a provisional key that failed to authenticate.
+    private func failed(_ operation: String, _ key: CachedKey, _ error: any Error) -> any Error {
+        if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
+        node.metrics.recordOperation(operation, success: false)
+        return error
+    }
+
     /// After a local write: wake replication and, with a write quorum, wait for it.
     private func replicated() async throws {
         guard let cluster = node.cluster, cluster.settings.mode == .replica else { return }
@@ -82,31 +98,23 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         context.audit.target(key: name)
         let configKey = try RequestInput.validateKey(name)
         guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
-        let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
-            try RequestInput.validateName(name, field: "category")
-        }
+        let category = try RequestInput.category(body)
         let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
         context.audit.target(environment: environment)
         let key = try await derivedKey(userKey, context)
         let token = encrypt(value, with: key)
         do {
-            let entry = try await node.store.create(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
+            let entry = try await node.store.create(environment: environment, key: configKey, category: category,
                                                     ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 201))
-            context.audit.written()
-            node.keys.markProven(key.index)
-            node.metrics.recordOperation("create", success: true)
-            try await replicated()
+            try await committed("create", key, context)
             return JSONResponse.make(.created) { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
         } catch {
-            node.metrics.recordOperation("create", success: false)
-            throw error
+            throw failed("create", key, error)
         }
     }
 
     @Sendable func read(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         if let at = query["at"] {
             return try await HistoryController<Context>(node: node).readAt(request, context: context, configKey: configKey, environment: environment, at: at)
         }
@@ -130,50 +138,34 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func update(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let userKey = try RequestInput.userKey(request, minimumLength: configuration.minUserKeyLength)
         let body = try await RequestInput.jsonObject(request, maxBytes: configuration.maxBodyBytes)
         guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
-        let category = try RequestInput.optionalString(body, "category").map { name throws(APIError) in
-            try RequestInput.validateName(name, field: "category")
-        }
+        let category = try RequestInput.category(body)
         let key = try await derivedKey(userKey, context)
         let token = encrypt(value, with: key)
         do {
-            let entry = try await node.store.update(environment: environment, key: configKey, category: category.flatMap { $0.isEmpty ? nil : $0 },
+            let entry = try await node.store.update(environment: environment, key: configKey, category: category,
                                                     ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 200),
                                                     authenticates: authenticator(key))
-            context.audit.written()
-            node.keys.markProven(key.index)
-            node.metrics.recordOperation("update", success: true)
-            try await replicated()
+            try await committed("update", key, context)
             return JSONResponse.make { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
         } catch {
-            if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
-            node.metrics.recordOperation("update", success: false)
-            throw error
+            throw failed("update", key, error)
         }
     }
 
     @Sendable func delete(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let key = try await derivedKey(request, context)
         do {
             try await node.store.delete(environment: environment, key: configKey, actor: node.actor(for: key),
                                         audit: context.audit.recordForWrite(status: 200), authenticates: authenticator(key))
-            context.audit.written()
-            node.keys.markProven(key.index)
-            node.metrics.recordOperation("delete", success: true)
-            try await replicated()
+            try await committed("delete", key, context)
             return JSONResponse.message("Configuration '\(configKey)' deleted successfully")
         } catch {
-            if case StoreError.wrongKey = error { node.keys.reportFailure(key.index) }
-            node.metrics.recordOperation("delete", success: false)
-            throw error
+            throw failed("delete", key, error)
         }
     }
 

@@ -42,14 +42,12 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func versions(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         return try await operations.versions(environment: environment, key: configKey)
     }
 
     @Sendable func readVersion(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let environment = try RequestInput.environment(try RequestInput.query(request)["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
         guard let raw = context.parameters.get("version"), let n = Int(raw), n >= 1 else {
             throw APIError.unprocessable("version must be a version number, a whole number from 1")
@@ -66,18 +64,14 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func rollback(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
         let n = try Self.positive(query, "version")
         return try await operations.rollback(to: n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
     }
 
     @Sendable func diff(_ request: Request, context: Context) async throws -> Response {
-        let configKey = try RequestInput.pathKey(context)
-        let query = try RequestInput.query(request)
-        let environment = try RequestInput.environment(query["environment"])
+        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
         let from = try Self.positive(query, "from")
         let to = try Self.positive(query, "to")

@@ -72,6 +72,20 @@ enum RequestInput {
         return try validateKey(key)
     }
 
+    /// What a `/configs/{key}…` request addresses: the key from the path, the query, and the
+    /// environment (`default` when not given).
+    static func addressedKey(_ request: Request, _ context: some RequestContext) throws(APIError) -> (key: String, query: [String: String], environment: String) {
+        let key = try pathKey(context)
+        let query = try query(request)
+        return (key, query, try environment(query["environment"]))
+    }
+
+    /// A body's optional `category`: validated, and an empty one is no category.
+    static func category(_ body: JSONValue) throws(APIError) -> String? {
+        guard let name = try optionalString(body, "category"), !name.isEmpty else { return nil }
+        return try validateName(name, field: "category")
+    }
+
     /// Environment and category names: at most 100 characters, no control characters.
     static func validateName(_ value: String, field: String) throws(APIError) -> String {
         guard value.count <= 100 else { throw APIError.unprocessable("\(field) must be at most 100 characters") }
