@@ -2,6 +2,7 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct {
     unsigned char *data;
@@ -27,6 +28,24 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
     }
     memcpy(b->data + b->length, ptr, n);
     b->length += n;
+    return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
+    sc_http_result *result = (sc_http_result *)userdata;
+    size_t n = size * nmemb;
+    static const char name[] = "x-secureconf-signature:";
+    size_t name_length = sizeof name - 1;
+    if (n > name_length && strncasecmp(ptr, name, name_length) == 0) {
+        const char *value = ptr + name_length;
+        size_t length = n - name_length;
+        while (length > 0 && (*value == ' ' || *value == '\t')) { value++; length--; }
+        while (length > 0 && (value[length - 1] == '\r' || value[length - 1] == '\n' || value[length - 1] == ' ')) length--;
+        if (length < sizeof result->signature) {
+            memcpy(result->signature, value, length);
+            result->signature[length] = 0;
+        }
+    }
     return n;
 }
 
@@ -59,6 +78,8 @@ int sc_http_request(const char *method, const char *url,
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, result);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);

@@ -15,6 +15,12 @@ public struct PeerStatus: Sendable {
     public var ackedSeq: Int64 = 0
     public var outboxDepth = 0
     public var lastSync: Date?
+    /// Why the last replication batch to this peer failed (kept until one succeeds; the
+    /// health loop does not clear it).
+    public var replicationError: String?
+    public var replicationErrorAt: Date?
+    /// The peer's clock minus ours, milliseconds, from the last health probe.
+    public var clockOffsetMillis: Int64?
 }
 
 /// Quorum was not reached in time; the write is committed here and will still replicate.
@@ -42,8 +48,14 @@ public final class ClusterCoordinator: Service, Sendable {
         (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment"))
     private let wakeups: [String: WakeSignal]
     private let lastSyncTime = Mutex<Date?>(nil)
+    /// This node's clock against the median of its healthy peers: (offset ms, positive when
+    /// ahead; whether that is beyond the skew allowed).
+    private let clockState = Mutex<(offsetMillis: Int64?, ahead: Bool)>((nil, false))
+    public let rules: RevisionRules
 
     public static let batchSize = 500
+    /// Most revision ids answered or asked for in one anti-entropy exchange.
+    public static let maxIDsPerExchange = 100_000
 
     public init(settings: ClusterSettings, store: ConfigStore, transport: PeerTransport, saltFingerprint: String, logger: Logger,
                 observer: (any ClusterObserver)?) {
@@ -61,6 +73,7 @@ public final class ClusterCoordinator: Service, Sendable {
         }
         peers = Mutex(statuses)
         wakeups = signals
+        rules = RevisionRules(maxAheadMillis: settings.maxClockSkewMillis, maxCiphertextBytes: settings.maxCiphertextBytes)
         observer?.membershipChanged(total: settings.peers.count + 1, healthy: 1)
     }
 
@@ -74,6 +87,21 @@ public final class ClusterCoordinator: Service, Sendable {
     public var lastSync: Date? { lastSyncTime.withLock { $0 } }
 
     public var healthyPeers: [String] { peers.withLock { $0.values.filter(\.healthy).map(\.nodeID) }.sorted() }
+
+    /// This node's clock against its healthy peers' median (ms, positive: ahead), and whether
+    /// that is beyond `OSC_CLUSTER_MAX_CLOCK_SKEW`.
+    public var clockStatus: (offsetMillis: Int64?, ahead: Bool) { clockState.withLock { $0 } }
+
+    /// Throws `ClockAhead` while this node's clock runs ahead of its peers by more than the
+    /// skew allowed: a write stamped now would win over later writes elsewhere.
+    public func ensureClockAllowsWrites() throws {
+        let (offset, ahead) = clockStatus
+        if ahead, let offset {
+            throw ClockAhead(seconds: Double(offset) / 1000, maxSkewSeconds: settings.maxClockSkew.seconds)
+        }
+    }
+
+    private var safety: (any ClusterSafetyObserver)? { observer as? any ClusterSafetyObserver }
 
     /// Called after a local write commits: wakes the shippers.
     public func localWriteCommitted() {
@@ -139,6 +167,8 @@ public final class ClusterCoordinator: Service, Sendable {
         let peer: String
         let reply: PeerHealthReply?
         let error: String?
+        /// Peer clock minus ours at the probe's midpoint, ms.
+        var offsetMillis: Int64? = nil
     }
 
     public func checkHealth() async {
@@ -146,7 +176,15 @@ public final class ClusterCoordinator: Service, Sendable {
             for peer in settings.peers {
                 group.addTask {
                     do {
-                        return HealthProbe(peer: peer, reply: try await self.transport.json(peer, "GET", "/cluster/health", as: PeerHealthReply.self), error: nil)
+                        let sent = Int64(Date().timeIntervalSince1970 * 1000)
+                        let reply = try await self.transport.json(peer, "GET", "/cluster/health", as: PeerHealthReply.self)
+                        let received = Int64(Date().timeIntervalSince1970 * 1000)
+                        var probe = HealthProbe(peer: peer, reply: reply, error: nil)
+                        // Bounded: a peer's clock value never reaches arithmetic unchecked.
+                        if let t = reply.time_ms, t > 0, t < (Int64(1) << 47), received - sent < 10_000 {
+                            probe.offsetMillis = t - (sent + received) / 2
+                        }
+                        return probe
                     } catch {
                         return HealthProbe(peer: peer, reply: nil, error: "\(error)")
                     }
@@ -158,7 +196,8 @@ public final class ClusterCoordinator: Service, Sendable {
                     s[peer]?.healthy = reply?.status == "healthy"
                     if let reply {
                         s[peer]?.lastSeen = Date()
-                        s[peer]?.saltFingerprint = reply.salt_fingerprint
+                        s[peer]?.saltFingerprint = reply.salt_fingerprint.map { String($0.prefix(128)) }
+                        s[peer]?.clockOffsetMillis = probe.offsetMillis
                         s[peer]?.lastError = nil
                     } else {
                         s[peer]?.lastError = error
@@ -174,8 +213,35 @@ public final class ClusterCoordinator: Service, Sendable {
             }
         }
         updateSaltConsistency()
+        updateClockState()
         let healthy = peers.withLock { $0.values.filter(\.healthy).count } + (saltIsConsistent.consistent ? 1 : 0)
         observer?.membershipChanged(total: settings.peers.count + 1, healthy: healthy)
+    }
+
+    /// Compares this node's clock with the median of its healthy peers' clocks.
+    private func updateClockState() {
+        let offsets = peers.withLock { $0.values.filter(\.healthy).compactMap(\.clockOffsetMillis) }.sorted()
+        guard !offsets.isEmpty else {
+            clockState.withLock { $0 = (nil, false) }
+            return
+        }
+        let median = offsets.count % 2 == 1 ? offsets[offsets.count / 2] : (offsets[offsets.count / 2 - 1] + offsets[offsets.count / 2]) / 2
+        let ours = -median
+        let ahead = ours > settings.maxClockSkewMillis
+        let was = clockState.withLock { state -> Bool in
+            let was = state.ahead
+            state = (ours, ahead)
+            return was
+        }
+        safety?.clockOffset(seconds: Double(ours) / 1000, ahead: ahead)
+        if ahead != was {
+            if ahead {
+                logger.critical("this node's clock runs ahead of its peers; refusing client writes", metadata: [
+                    "ahead_ms": "\(ours)", "max_clock_skew_ms": "\(settings.maxClockSkewMillis)"])
+            } else {
+                logger.notice("this node's clock agrees with its peers again; accepting writes")
+            }
+        }
     }
 
     /// This node serves only if its salt fingerprint is held by at least as many reachable
@@ -211,7 +277,7 @@ public final class ClusterCoordinator: Service, Sendable {
         while !stopping {
             let batch: [(seq: Int64, revision: Revision)]
             do {
-                batch = try await store.ownRevisions(after: cursor, limit: Self.batchSize)
+                batch = try await store.ownRevisions(after: cursor, limit: Self.batchSize, maxBytes: settings.maxBatchBytes)
             } catch {
                 if !(await sleep(.seconds(1))) { return }
                 continue
@@ -222,22 +288,42 @@ public final class ClusterCoordinator: Service, Sendable {
                 continue
             }
             do {
-                let ack = try await transport.json(peer, "POST", "/cluster/replicate",
-                                                   body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
-                                                   as: ReplicationAck.self)
+                _ = try await transport.json(peer, "POST", "/cluster/replicate",
+                                             body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
+                                             as: ReplicationAck.self)
                 cursor = batch.last?.seq ?? cursor
                 try await store.setPeerCursor(peer, to: cursor)
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     s[peer]?.healthy = true
                     s[peer]?.lastSeen = Date()
+                    s[peer]?.replicationError = nil
+                    s[peer]?.replicationErrorAt = nil
                 }
                 observer?.revisionsSent(peer: peer, count: batch.count)
-                _ = ack
                 failures = 0
             } catch {
                 failures += 1
-                peers.withLock { $0[peer]?.lastError = "\(error)" }
+                safety?.replicationFailed(peer: peer)
+                peers.withLock { s in
+                    s[peer]?.lastError = "\(error)"
+                    s[peer]?.replicationError = "\(error)"
+                    s[peer]?.replicationErrorAt = Date()
+                }
+                if let refusal = Self.refusal(in: error), !refusal.rejected.isEmpty {
+                    // The peer names the revisions it will never take: set them aside so the
+                    // rest of the outbox moves on (a refused revision never blocks it).
+                    let refused = refusal.rejected.compactMap { batch.indices.contains($0.index) ? batch[$0.index].revision : nil }
+                    do {
+                        try await store.setAside(refused.map(\.id.identity), reason: "refused by \(peer): \(refusal.rejected.first?.reason ?? "")")
+                        safety?.revisionsSetAside(count: refused.count)
+                        logger.error("a peer refused revisions of this node; they are set aside", metadata: [
+                            "peer": "\(peer)", "revisions": "\(refused.count)", "reason": "\(refusal.rejected.first?.reason ?? "")"])
+                        continue
+                    } catch {
+                        logger.error("could not set refused revisions aside", metadata: ["error": "\(error)"])
+                    }
+                }
                 if failures == 1 || failures % 50 == 0 {
                     logger.warning("replication to peer failed; will retry", metadata: ["peer": "\(peer)", "error": "\(error)", "pending_from_seq": "\(cursor)"])
                 }
@@ -247,12 +333,59 @@ public final class ClusterCoordinator: Service, Sendable {
         }
     }
 
-    /// Revisions pushed by a peer: applied by last-writer-wins on (hlc, origin).
-    public func receive(_ batch: ReplicationBatch) async throws -> ReplicationAck {
-        let (applied, conflicts) = try await store.apply(batch: batch.revisions)
-        observer?.revisionsReceived(peer: batch.origin, count: applied)
-        if conflicts > 0 { observer?.conflictsResolved(conflicts) }
-        return ReplicationAck(applied: applied, conflicts: conflicts)
+    /// The refusal a peer sent back for a replication batch, if the error carries one.
+    static func refusal(in error: any Error) -> ReplicationRefusal? {
+        guard let e = error as? PeerError, let status = e.status, status == 422 || status == 503, let body = e.body else { return nil }
+        return try? JSONDecoder().decode(ReplicationRefusal.self, from: body)
+    }
+
+    /// Revisions pushed by a peer, checked field by field (`RevisionRules`) and applied by
+    /// last-writer-wins on (hlc, origin) only if every one passes: a refused batch changes
+    /// nothing and names each refused revision. `sender` is the authenticated peer, or nil
+    /// where peers authenticate with the API key; either way the batch's origin must be a
+    /// configured peer (never this node) and every revision must be the origin's own.
+    public func receive(_ batch: ReplicationBatch, sender: String?) async throws -> ReplicationAck {
+        let origin = batch.origin
+        if let sender, sender != origin {
+            throw ReplicationRefusal(detail: "batch origin '\(origin.prefix(80))' is not the authenticated sender \(sender)", rejected: [])
+        }
+        guard origin != settings.nodeID, settings.peers.contains(origin) else {
+            throw ReplicationRefusal(detail: "batch origin '\(origin.prefix(80))' is not a configured peer of this node", rejected: [])
+        }
+        var rejected: [ReplicationRefusal.Rejected] = []
+        for (i, r) in batch.revisions.enumerated() {
+            guard r.origin == origin else {
+                rejected.append(.init(index: i, reason: "revision origin differs from the sender", ahead: false))
+                continue
+            }
+            do {
+                try rules.check(r)
+            } catch let refusal {
+                if case .ahead = refusal {
+                    rejected.append(.init(index: i, reason: refusal.description, ahead: true))
+                } else {
+                    rejected.append(.init(index: i, reason: refusal.description, ahead: false))
+                }
+            }
+        }
+        if !rejected.isEmpty {
+            let refusal = ReplicationRefusal(detail: "\(rejected.count) of \(batch.revisions.count) revisions refused (first: \(rejected[0].reason)); nothing was applied",
+                                             rejected: Array(rejected.prefix(1000)))
+            safety?.revisionsRefused(peer: origin, reason: refusal.onlyAhead ? "ahead" : "invalid", count: rejected.count)
+            logger.warning("refused replicated revisions", metadata: ["peer": "\(origin)", "refused": "\(rejected.count)", "first": "\(rejected[0].reason)"])
+            throw refusal
+        }
+        let outcome = try await store.apply(batch: batch.revisions)
+        observer?.revisionsReceived(peer: origin, count: outcome.applied)
+        if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
+        if outcome.identityConflicts > 0 { reportIdentityConflicts(outcome.identityConflicts, peer: origin) }
+        return ReplicationAck(applied: outcome.applied, conflicts: outcome.conflicts)
+    }
+
+    private func reportIdentityConflicts(_ count: Int, peer: String) {
+        safety?.identityConflicts(count)
+        logger.error("revisions with a known identity but other content were received; the lower content hash is kept on every node",
+                     metadata: ["peer": "\(peer)", "revisions": "\(count)"])
     }
 
     // MARK: Anti-entropy (replica mode)
@@ -294,16 +427,39 @@ public final class ClusterCoordinator: Service, Sendable {
         var repaired = 0
         for chunk in stride(from: 0, to: differing.count, by: 32).map({ Array(differing[$0..<min($0 + 32, differing.count)]) }) {
             let remoteIDs = try await transport.json(peer, "POST", "/cluster/buckets", body: BucketsRequest(buckets: chunk), as: RevisionIDList.self).ids
+            guard remoteIDs.count <= Self.maxIDsPerExchange else {
+                throw PeerError(peer: peer, status: nil, reason: "peer answered \(remoteIDs.count) revision ids for \(chunk.count) buckets; refused")
+            }
             var localIDs = Set<RevisionID>()
             for bucket in chunk { localIDs.formUnion(try await store.revisionIDs(bucket: bucket)) }
-            let missing = remoteIDs.filter { !localIDs.contains($0) }
+            var seen = Set<RevisionID>()
+            let missing = remoteIDs.filter { !localIDs.contains($0) && seen.insert($0).inserted }
             for start in stride(from: 0, to: missing.count, by: Self.batchSize) {
                 let ids = Array(missing[start..<min(start + Self.batchSize, missing.count)])
-                let revisions = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self).revisions
-                let (applied, conflicts) = try await store.apply(batch: revisions)
-                repaired += applied
-                if conflicts > 0 { observer?.conflictsResolved(conflicts) }
-                observer?.revisionsReceived(peer: peer, count: applied)
+                let fetched = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self).revisions
+                // What a peer answers is checked like what it pushes; refused revisions are skipped.
+                var accepted: [Revision] = []
+                var refused = 0
+                for r in fetched.prefix(ids.count) {
+                    do {
+                        try rules.check(r)
+                        accepted.append(r)
+                    } catch {
+                        refused += 1
+                    }
+                }
+                if refused > 0 {
+                    safety?.revisionsRefused(peer: peer, reason: "anti_entropy", count: refused)
+                    logger.warning("anti-entropy refused revisions from a peer", metadata: ["peer": "\(peer)", "refused": "\(refused)"])
+                }
+                let outcome = try await store.apply(batch: accepted)
+                repaired += outcome.applied
+                if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
+                if outcome.identityConflicts > 0 {
+                    repaired += outcome.identityConflicts
+                    reportIdentityConflicts(outcome.identityConflicts, peer: peer)
+                }
+                observer?.revisionsReceived(peer: peer, count: outcome.applied)
             }
         }
         return repaired
@@ -317,7 +473,9 @@ public final class ClusterCoordinator: Service, Sendable {
         return await withTaskGroup(of: Revision?.self) { group in
             for peer in healthyPeers {
                 group.addTask {
-                    try? await self.transport.json(peer, "GET", "/cluster/revision?\(query)", as: Revision.self)
+                    guard let r = try? await self.transport.json(peer, "GET", "/cluster/revision?\(query)", as: Revision.self),
+                          r.environment == environment, r.key == key, (try? self.rules.check(r)) != nil else { return nil }
+                    return r
                 }
             }
             var newest: Revision?
@@ -336,7 +494,10 @@ public final class ClusterCoordinator: Service, Sendable {
         let path = "/cluster/entries" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
         return await withTaskGroup(of: [Revision].self) { group in
             for peer in healthyPeers {
-                group.addTask { (try? await self.transport.json(peer, "GET", path, as: RevisionList.self).revisions) ?? [] }
+                group.addTask {
+                    let revisions = (try? await self.transport.json(peer, "GET", path, as: RevisionList.self).revisions) ?? []
+                    return revisions.filter { (try? self.rules.check($0)) != nil }
+                }
             }
             return await group.reduce(into: []) { $0 += $1 }
         }

@@ -8,3 +8,17 @@ public protocol ClusterObserver: Sendable {
     func antiEntropyRepaired(peer: String, count: Int)
     func syncFinished(seconds: Double)
 }
+
+/// Events added with peer validation; no-ops unless an observer counts them.
+public protocol ClusterSafetyObserver: Sendable {
+    /// Revisions a peer sent that this node refused (`reason`: invalid, ahead, origin).
+    func revisionsRefused(peer: String, reason: String, count: Int)
+    /// This node's own revisions set aside because a peer refused them as stamped too far ahead.
+    func revisionsSetAside(count: Int)
+    /// Revisions whose identity was known with other content (resolved by content hash).
+    func identityConflicts(_ count: Int)
+    /// This node's clock against the median of its healthy peers (positive: ahead).
+    func clockOffset(seconds: Double, ahead: Bool)
+    /// A replication batch that a peer did not accept.
+    func replicationFailed(peer: String)
+}

@@ -30,6 +30,27 @@ public struct ClusterSettings: Sendable {
     public var scheme: String
     /// PEM CA bundle for verifying https peers (nil: the system store).
     public var caFile: String?
+    /// The peer credential (`OSC_CLUSTER_SECRET`); nil: peers authenticate with the clients'
+    /// API key (OpenSecureConf compatibility, reported as insecure).
+    public var credential: PeerCredential?
+    /// With a credential: also accept unsigned peers holding the API key, and unsigned
+    /// replies (the window of a rolling upgrade to the credential).
+    public var acceptAPIKeyPeers = false
+    /// How far a node's clock may run ahead of its peers' median, and a revision's stamp
+    /// ahead of the receiver's clock (`OSC_CLUSTER_MAX_CLOCK_SKEW`).
+    public var maxClockSkew: Duration = .seconds(5)
+    /// Largest replication batch, in bytes of revisions (a larger revision travels alone).
+    public var maxBatchBytes = 8 * 1024 * 1024
+    /// Largest ciphertext accepted from a peer.
+    public var maxCiphertextBytes = 16 * 1024 * 1024
+
+    /// The window in which a signed message's time must fall (replay protection).
+    public var replayWindow: Duration { .seconds(30) + maxClockSkew }
+
+    /// Whether peers authenticate with something clients do not hold.
+    public var peersAuthenticated: Bool { credential != nil && !acceptAPIKeyPeers }
+
+    public var maxClockSkewMillis: Int64 { Int64(maxClockSkew.seconds * 1000) }
 
     public init(nodeID: String, peers: [String], mode: Mode, apiKey: String, syncInterval: Duration = .seconds(30),
                 healthInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(5), writeQuorum: WriteQuorum = .one,
@@ -52,5 +73,5 @@ public struct ClusterSettings: Sendable {
 }
 
 extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

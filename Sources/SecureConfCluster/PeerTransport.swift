@@ -17,6 +17,8 @@ public struct PeerError: Error, CustomStringConvertible {
     public let peer: String
     public let status: Int?
     public let reason: String
+    /// The error reply's body, when there was one.
+    public var body: Data? = nil
     public var description: String { "peer \(peer): \(status.map { "HTTP \($0): " } ?? "")\(reason)" }
 }
 
@@ -35,9 +37,18 @@ public final class PeerTransport: Sendable {
     private let scheme: String
     private let timeoutMillis: Int
     private let caFile: String?
+    private let nodeID: String
+    private let credential: PeerCredential?
+    private let requireSignedReplies: Bool
 
+    /// `credential` signs every request and checks the signature of every 2xx reply (an
+    /// unsigned one is refused unless `requireSignedReplies` is false: the upgrade window,
+    /// when some peers do not sign yet). The API key travels too, for peers still on it.
     public init(apiKey: String, timeout: Duration, threads: Int = 8, scheme: String = "http", caFile: String? = nil,
-                saltFingerprint: String? = nil) {
+                saltFingerprint: String? = nil, nodeID: String = "", credential: PeerCredential? = nil, requireSignedReplies: Bool = true) {
+        self.nodeID = nodeID
+        self.credential = credential
+        self.requireSignedReplies = requireSignedReplies
         sc_http_global_init_once
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
@@ -53,6 +64,8 @@ public final class PeerTransport: Sendable {
     public struct Reply: Sendable {
         public let status: Int
         public let body: Data
+        /// The reply's signature header ("" when absent).
+        public var signature: String = ""
     }
 
     public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil,
@@ -60,6 +73,14 @@ public final class PeerTransport: Sendable {
         let url = "\(scheme)://\(peer)\(path)"
         var headerLines = [apiKeyHeaderLine]
         if let fingerprintHeaderLine { headerLines.append(fingerprintHeaderLine) }
+        let nonce = PeerCredential.newNonce()
+        if let credential {
+            let millis = Int64(Date().timeIntervalSince1970 * 1000)
+            let signature = credential.requestSignature(method: method, path: path, receiver: peer, sender: nodeID, timeMillis: millis,
+                                                        nonce: nonce, bodyHash: PeerCredential.bodyHash(body ?? Data()))
+            headerLines += ["\(PeerCredential.senderHeader): \(nodeID)", "\(PeerCredential.timeHeader): \(millis)",
+                            "\(PeerCredential.nonceHeader): \(nonce)", "\(PeerCredential.signatureHeader): \(signature)"]
+        }
         if body != nil { headerLines.append("Content-Type: \(contentType)") }
         let headers = headerLines
         let timeout = timeoutMillis
@@ -85,9 +106,33 @@ public final class PeerTransport: Sendable {
                 return .failure(PeerError(peer: peer, status: nil, reason: reason))
             }
             let data = result.body.map { Data(bytes: $0, count: result.body_length) } ?? Data()
-            return .success(Reply(status: Int(result.status), body: data))
+            let signature = withUnsafeBytes(of: result.signature) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            return .success(Reply(status: Int(result.status), body: data, signature: signature))
         }
-        return try outcome.get()
+        let reply = try outcome.get()
+        if let credential, (200..<300).contains(reply.status) {
+            if reply.signature.isEmpty {
+                if requireSignedReplies {
+                    throw PeerError(peer: peer, status: reply.status, reason: "reply is not signed with the peer credential (OSC_CLUSTER_SECRET); refused")
+                }
+            } else {
+                let expected = credential.responseSignature(nonce: nonce, status: reply.status, responder: peer,
+                                                            bodyHash: PeerCredential.bodyHash(reply.body))
+                guard PeerCredential.same(expected, reply.signature) else {
+                    throw PeerError(peer: peer, status: reply.status, reason: "reply signature does not verify; refused")
+                }
+            }
+        }
+        return reply
+    }
+
+    /// The `detail` of an error reply, bounded and printable.
+    static func detail(_ body: Data) -> String {
+        let detail = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["detail"] as? String ?? ""
+        let printable = String(detail.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.prefix(300).map(Character.init))
+        return printable.isEmpty ? "request failed" : printable
     }
 
     /// A JSON request whose reply must be 2xx and decode as `T`.
@@ -96,8 +141,7 @@ public final class PeerTransport: Sendable {
         let data = try body.map { try JSONEncoder().encode($0) }
         let reply = try await request(peer, method, path, body: data)
         guard (200..<300).contains(reply.status) else {
-            let detail = (try? JSONDecoder().decode([String: String].self, from: reply.body))?["detail"] ?? ""
-            throw PeerError(peer: peer, status: reply.status, reason: detail.isEmpty ? "request failed" : detail)
+            throw PeerError(peer: peer, status: reply.status, reason: Self.detail(reply.body), body: reply.body)
         }
         do {
             return try JSONDecoder().decode(T.self, from: reply.body)

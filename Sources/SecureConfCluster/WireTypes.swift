@@ -40,4 +40,38 @@ public struct PeerHealthReply: Codable, Sendable {
     public var status: String
     public var node_id: String
     public var salt_fingerprint: String?
+    /// The answering node's wall clock, milliseconds since 1970 (clock-skew detection).
+    public var time_ms: Int64?
+}
+
+/// The body of a refused replication batch (422, or 503 when revisions are only stamped
+/// too far ahead): nothing of the batch was applied; `rejected` names each refused revision.
+public struct ReplicationRefusal: Codable, Sendable, Error {
+    public struct Rejected: Codable, Sendable {
+        public var index: Int
+        public var reason: String
+        /// True when the revision is well formed but stamped too far ahead of the receiver's clock.
+        public var ahead: Bool
+    }
+    public var detail: String
+    public var rejected: [Rejected]
+
+    public init(detail: String, rejected: [Rejected]) {
+        self.detail = detail
+        self.rejected = rejected
+    }
+
+    /// Only revisions stamped too far ahead: a 503 (the receiver's clock is the judge), else 422.
+    public var onlyAhead: Bool { !rejected.isEmpty && rejected.allSatisfy(\.ahead) }
+}
+
+/// This node's clock runs ahead of its peers' median by more than the skew allowed:
+/// client writes are refused until it is corrected.
+public struct ClockAhead: Error, CustomStringConvertible {
+    public let seconds: Double
+    public let maxSkewSeconds: Double
+    public var description: String {
+        String(format: "this node's clock is %.1f s ahead of its peers' median (OSC_CLUSTER_MAX_CLOCK_SKEW is %.0f s); it refuses writes until its clock is corrected (NTP)",
+               seconds, maxSkewSeconds)
+    }
 }

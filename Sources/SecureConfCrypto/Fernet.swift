@@ -54,6 +54,14 @@ public enum Fernet {
         return bytes[1...8].reduce(0) { ($0 << 8) | UInt64($1) }
     }
 
+    /// The embedded creation time of a token that is well formed (version byte, length of
+    /// whole AES blocks plus the fixed parts), without verifying its MAC; nil otherwise.
+    public static func wellFormedTimestamp(of token: String) -> UInt64? {
+        guard let bytes = Base64URL.decode(token), bytes.count >= minimumTokenLength, bytes[0] == version,
+              (bytes.count - (1 + 8 + 16 + 32)) % 16 == 0 else { return nil }
+        return bytes[1...8].reduce(0) { ($0 << 8) | UInt64($1) }
+    }
+
     /// Verifies the MAC (constant time) and only then decrypts. `ttl` nil skips the age
     /// checks, as `cryptography`'s `Fernet.decrypt(token)` does.
     public static func decrypt(_ token: String, key: DerivedKey, ttl: Int64? = nil, now: Date = Date()) throws(FernetError) -> [UInt8] {

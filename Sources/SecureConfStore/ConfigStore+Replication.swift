@@ -12,14 +12,33 @@ public struct StoreDigest: Sendable, Codable, Equatable {
 /// node's own revisions), digests, and applying revisions received from peers.
 extension ConfigStore {
     /// This node's own revisions after `seq`, oldest first: what a peer has not acknowledged.
-    public func ownRevisions(after seq: Int64, limit: Int) async throws -> [(seq: Int64, revision: Revision)] {
+    /// At most `limit` revisions and about `maxBytes` of ciphertext; a revision larger than
+    /// `maxBytes` travels alone.
+    public func ownRevisions(after seq: Int64, limit: Int, maxBytes: Int = .max) async throws -> [(seq: Int64, revision: Revision)] {
         let origin = nodeID
         return try await pool.read { db in
-            let rows = try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT seq, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
-                FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT seq, \(Self.revisionColumns) FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?
                 """), arguments: [origin, seq, limit])
-            return rows.map { row in (row["seq"], Revision(row: row)) }
+            var out: [(seq: Int64, revision: Revision)] = []
+            var bytes = 0
+            while let row = try rows.next() {
+                let r = Revision(row: row)
+                let size = r.ciphertext.utf8.count + r.key.utf8.count + r.environment.utf8.count + (r.category?.utf8.count ?? 0) + 256
+                if !out.isEmpty && bytes + size > maxBytes { break }
+                out.append((row["seq"], r))
+                bytes += size
+            }
+            return out
+        }
+    }
+
+    /// When the oldest of this node's revisions after `seq` was written (microseconds), if any.
+    public func oldestOwnRevisionTime(after seq: Int64) async throws -> Int64? {
+        let origin = nodeID
+        return try await pool.read { db in
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT updated_at FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT 1"),
+                               arguments: [origin, seq])
         }
     }
 
@@ -70,26 +89,41 @@ extension ConfigStore {
         }
     }
 
-    /// The identities of every revision in a bucket.
+    /// The identities (with content hashes) of every revision in a bucket.
     public func revisionIDs(bucket: Int) async throws -> [RevisionID] {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT environment, key, hlc, origin FROM revisions WHERE bucket = ?"), arguments: [bucket]).map {
-                RevisionID(environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT environment, key, hlc, origin, content_hash FROM revisions WHERE bucket = ?"),
+                             arguments: [bucket]).map {
+                RevisionID(environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"],
+                           hash: RevisionDigest.hex([UInt8](($0["content_hash"] as Data?) ?? Data())))
             }
         }
     }
 
-    /// The revisions with these identities (those this node has).
+    /// The revisions with these identities (those this node has; the content hash is not compared).
     public func revisions(ids: [RevisionID]) async throws -> [Revision] {
         try await pool.read { db in
             let statement = try db.cachedStatement(sql: """
-                SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
-                FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
+                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
                 """)
             return try ids.compactMap { id in
-                try Row.fetchOne(statement, arguments: [id.environment, id.key, id.hlc, id.origin]).map(Revision.init(row:))
+                guard id.tenant == Revision.defaultTenant else { return nil }
+                return try Row.fetchOne(statement, arguments: [id.environment, id.key, id.hlc, id.origin]).map(Revision.init(row:))
             }
         }
+    }
+
+    /// Takes this node's own revisions with these identities out of history (a peer refused
+    /// them as stamped too far ahead): they never become current and never travel again.
+    public func setAside(_ ids: [RevisionIdentity], reason: String) async throws {
+        _ = try await commit(audit: nil) { db in
+            ((), try Self.setAside(ids, reason: reason, db: db))
+        }
+    }
+
+    /// How many revisions are set aside on this node.
+    public func setAsideCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM set_aside_revisions") ?? 0 }
     }
 
     /// The newest revision of (environment, key), tombstone included (federated reads).
@@ -102,34 +136,67 @@ extension ConfigStore {
         }
     }
 
-    /// Applies revisions from peers in one transaction; returns how many were new and how
-    /// many lost a last-writer-wins comparison against the current entry (conflicts).
-    public func apply(batch revisions: [Revision]) async throws -> (applied: Int, conflicts: Int) {
-        guard !revisions.isEmpty else { return (0, 0) }
-        for r in revisions { clock.observe(r.hlc) }
+    /// What applying a batch did.
+    public struct ApplyOutcome: Sendable, Equatable {
+        /// Revisions that were new here.
+        public var applied = 0
+        /// New revisions that lost a last-writer-wins comparison against the current entry.
+        public var conflicts = 0
+        /// Revisions whose identity was known here with other content (resolved the same
+        /// way on every node: the lower content hash stays).
+        public var identityConflicts = 0
+    }
+
+    /// Applies revisions from peers in one transaction, by last-writer-wins on (hlc,
+    /// origin). The caller validates them first (`RevisionRules`); a stamp beyond the
+    /// clock's bound is refused here too and never reaches the clock.
+    public func apply(batch revisions: [Revision]) async throws -> ApplyOutcome {
+        guard !revisions.isEmpty else { return ApplyOutcome() }
+        for r in revisions {
+            guard r.hlc > 0, clock.observe(r.hlc) else {
+                throw StoreError.unavailable("revision stamped outside the clock's bound (hlc \(r.hlc)) refused")
+            }
+        }
         let keep = maxVersions
         return try await commit(audit: nil) { db in
-            var applied = 0, conflicts = 0, delta = 0
-            // A revision pruned here by OSC_MAX_VERSIONS is known too: it is not added back.
-            let exists = try db.cachedStatement(sql: """
-                SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
-                    OR EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+            var outcome = ApplyOutcome()
+            var delta = 0
+            // A revision pruned or refused here is known too: it is not added back.
+            let known = try db.cachedStatement(sql: """
+                SELECT EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                    OR EXISTS(SELECT 1 FROM refused_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                """)
+            let stored = try db.cachedStatement(sql: """
+                SELECT seq, content_hash, \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
                 """)
             for r in revisions {
-                if try Bool.fetchOne(exists, arguments: [r.environment, r.key, r.hlc, r.origin, r.environment, r.key, r.hlc, r.origin]) ?? false { continue }
-                applied += 1
+                let identity: StatementArguments = [r.environment, r.key, r.hlc, r.origin]
+                if try Bool.fetchOne(known, arguments: identity + identity) ?? false { continue }
+                if let row = try Row.fetchOne(stored, arguments: identity) {
+                    let ours = [UInt8]((row["content_hash"] as Data?) ?? Data())
+                    let theirs = RevisionDigest.contentHash(r)
+                    if ours == theirs { continue }
+                    // Same identity, other content: every node keeps the lower content hash.
+                    outcome.identityConflicts += 1
+                    guard theirs.lexicographicallyPrecedes(ours) else { continue }
+                    try Self.removeRevision(seq: row["seq"], Revision(row: row), db: db)
+                    try Self.insertRevision(r, db: db)
+                    delta += try Self.refreshEntry(environment: r.environment, key: r.key, db: db)
+                    continue
+                }
+                outcome.applied += 1
                 let current = try Self.currentRow(db, environment: r.environment, key: r.key)
                 if let current, !r.supersedes(hlc: current.hlc, origin: current.origin) {
                     try Self.insertRevision(r, db: db)
                     try Self.prune(environment: r.environment, key: r.key, keep: keep, db: db)
-                    conflicts += 1
+                    outcome.conflicts += 1
                     continue
                 }
                 let wasLive = current.map { !$0.deleted } ?? false
                 _ = try Self.record(r, replacing: current, keep: keep, db: db)
                 delta += (r.deleted ? 0 : 1) - (wasLive ? 1 : 0)
             }
-            return ((applied, conflicts), delta)
+            return (outcome, delta)
         }
     }
 }

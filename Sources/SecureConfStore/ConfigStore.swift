@@ -15,6 +15,8 @@ public final class ConfigStore: Sendable {
         public var readers: Int = 4
         /// Revisions kept per (environment, key); nil keeps every one (`OSC_MAX_VERSIONS`).
         public var maxVersions: Int?
+        /// How far ahead of this node's wall clock a revision's stamp may be (`OSC_CLUSTER_MAX_CLOCK_SKEW`).
+        public var maxClockAheadMillis: Int64 = 5000
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -29,6 +31,8 @@ public final class ConfigStore: Sendable {
     let pool: DatabasePool
     private let writer: GroupCommitWriter
     private let liveEntries: Mutex<Int>
+    /// Revisions set aside at start because they were stamped beyond the clock's bound.
+    public let setAsideAtStart: Int
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "secureconf.store")) throws {
         var config = GRDB.Configuration()
@@ -46,12 +50,30 @@ public final class ConfigStore: Sendable {
         try Schema.migrator.migrate(pool)
         nodeID = configuration.nodeID
         maxVersions = configuration.maxVersions.map { max(1, $0) }
+        let bound = HybridLogicalClock(maxAheadMillis: configuration.maxClockAheadMillis)
+        // Every stored stamp is checked: one beyond the bound (written before it existed, by a
+        // hostile peer) would drag the clock and win every conflict; it is set aside instead.
+        let ceiling = bound.ceiling()
+        let setAside = try pool.write { db -> Int in
+            let ids = try Row.fetchAll(db, sql: "SELECT environment, key, hlc, origin FROM revisions WHERE hlc > ? OR hlc <= 0", arguments: [ceiling])
+                .map { RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"]) }
+            let delta = try Self.setAside(ids, reason: "stamped beyond the clock bound at start", db: db)
+            if delta != 0 {
+                try db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'", arguments: [delta])
+            }
+            return ids.count
+        }
+        setAsideAtStart = setAside
+        if setAside > 0 {
+            logger.critical("revisions stamped beyond the clock bound were set aside", metadata: [
+                "revisions": "\(setAside)", "max_clock_skew_ms": "\(configuration.maxClockAheadMillis)"])
+        }
         let (count, maxHLC) = try pool.read { db in
             (try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0,
              try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM revisions") ?? 0)
         }
         liveEntries = Mutex(count)
-        clock = HybridLogicalClock(startingAfter: maxHLC)
+        clock = HybridLogicalClock(startingAfter: maxHLC, maxAheadMillis: configuration.maxClockAheadMillis)
         writer = GroupCommitWriter(pool: pool, maxBatch: configuration.maxBatch, logger: logger)
     }
 
@@ -136,7 +158,7 @@ public final class ConfigStore: Sendable {
             if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
             let now = Self.nowMicros()
             let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
-                                    hlc: clock.now(), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
+                                    hlc: clock.stamp(after: current?.hlc), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             return (entry, 1)
         }
@@ -155,7 +177,7 @@ public final class ConfigStore: Sendable {
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
-                                    hlc: clock.now(), origin: origin, deleted: false, createdAt: current.createdAt,
+                                    hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.createdAt,
                                     updatedAt: Self.nowMicros(), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
         }
@@ -173,7 +195,7 @@ public final class ConfigStore: Sendable {
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
-                                    hlc: clock.now(), origin: origin, deleted: true, createdAt: current.createdAt,
+                                    hlc: clock.stamp(after: current.hlc), origin: origin, deleted: true, createdAt: current.createdAt,
                                     updatedAt: Self.nowMicros(), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
         }
@@ -189,12 +211,20 @@ public final class ConfigStore: Sendable {
     }
 
     static func insertRevision(_ r: Revision, db: Database) throws {
-        let bucket = RevisionDigest.bucket(environment: r.environment, key: r.key)
+        let bucket = RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key)
+        let hash = RevisionDigest.contentHash(r)
         try db.cachedStatement(sql: """
-            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor, bucket])
-        try RevisionDigest.add(r, bucket: bucket, db: db)
+            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket, content_hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor,
+                                     bucket, Data(hash)])
+        try RevisionDigest.add(hash: hash, bucket: bucket, db: db)
+    }
+
+    /// Removes one stored revision (by its row) from history and from the digest.
+    static func removeRevision(seq: Int64, _ r: Revision, db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM revisions WHERE seq = ?").execute(arguments: [seq])
+        try RevisionDigest.remove(hash: RevisionDigest.contentHash(r), bucket: RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key), db: db)
     }
 
     /// Drops the oldest revisions of (environment, key) beyond the newest `keep`, remembering
@@ -203,19 +233,73 @@ public final class ConfigStore: Sendable {
     static func prune(environment: String, key: String, keep: Int?, db: Database) throws {
         guard let keep else { return }
         let surplus = try Row.fetchAll(db.cachedStatement(sql: """
-            SELECT seq, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket
-            FROM revisions WHERE environment = ? AND key = ?
+            SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
             ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
             """), arguments: [environment, key, max(1, keep)])
         for row in surplus {
-            let seq: Int64 = row["seq"]
             let pruned = Revision(row: row)
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
                 .execute(arguments: [environment, key, pruned.hlc, pruned.origin, pruned.deleted])
-            try db.cachedStatement(sql: "DELETE FROM revisions WHERE seq = ?").execute(arguments: [seq])
             // Pruned revisions leave the digest too, so pruned nodes still compare equal.
-            try RevisionDigest.remove(pruned, bucket: row["bucket"], db: db)
+            try removeRevision(seq: row["seq"], pruned, db: db)
         }
+    }
+
+    /// Makes the entry of (environment, key) the newest revision left in its history (or
+    /// removes the entry when none is left); returns the change to the live-entry count.
+    static func refreshEntry(environment: String, key: String, db: Database) throws -> Int {
+        let current = try currentRow(db, environment: environment, key: key)
+        let wasLive = current.map { !$0.deleted } ?? false
+        guard let newest = try Revision.fetchOne(db.cachedStatement(sql: """
+            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
+            """), arguments: [environment, key]) else {
+            if let current { try db.cachedStatement(sql: "DELETE FROM entries WHERE id = ?").execute(arguments: [current.id]) }
+            return wasLive ? -1 : 0
+        }
+        if let current, current.hlc == newest.hlc, current.origin == newest.origin, current.ciphertext == newest.ciphertext,
+           current.deleted == newest.deleted, current.category == newest.category {
+            return 0
+        }
+        if let current {
+            try db.cachedStatement(sql: """
+                UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ? WHERE id = ?
+                """).execute(arguments: [newest.category, newest.ciphertext, newest.hlc, newest.origin, newest.deleted, newest.createdAt,
+                                         newest.updatedAt, current.id])
+        } else {
+            try db.cachedStatement(sql: """
+                INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [environment, key, newest.category, newest.ciphertext, newest.hlc, newest.origin, newest.deleted,
+                                         newest.createdAt, newest.updatedAt])
+        }
+        return (newest.deleted ? 0 : 1) - (wasLive ? 1 : 0)
+    }
+
+    /// Moves the revisions with these identities out of history into `set_aside_revisions`
+    /// (and their identities into `refused_revisions`, so that no peer brings them back),
+    /// then refreshes the affected entries; returns the change to the live-entry count.
+    static func setAside(_ ids: [RevisionIdentity], reason: String, db: Database) throws -> Int {
+        var touched = Set<[String]>()
+        let find = try db.cachedStatement(sql: """
+            SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
+            """)
+        for id in ids {
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO refused_revisions(environment, key, hlc, origin) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [id.environment, id.key, id.hlc, id.origin])
+            guard let row = try Row.fetchOne(find, arguments: [id.environment, id.key, id.hlc, id.origin]) else { continue }
+            let r = Revision(row: row)
+            try db.cachedStatement(sql: """
+                INSERT OR IGNORE INTO set_aside_revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at,
+                                                          actor, reason, set_aside_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt,
+                                         r.actor, reason, nowMicros()])
+            try removeRevision(seq: row["seq"], r, db: db)
+            touched.insert([r.environment, r.key])
+        }
+        var delta = 0
+        for t in touched { delta += try refreshEntry(environment: t[0], key: t[1], db: db) }
+        return delta
     }
 
     /// Appends `r` to history (pruned to `keep` revisions) and makes it the current entry.

@@ -63,7 +63,7 @@ extension HybridLogicalClock {
 }
 
 extension ConfigStore {
-    static let revisionColumns = "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor"
+    public static let revisionColumns = "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor"
 
     // MARK: Reading history
 
@@ -99,22 +99,24 @@ extension ConfigStore {
         }
     }
 
-    /// What (environment, key) was at stamp `hlcLimit` (the newest revision with hlc ≤ it),
-    /// with the entry's id when the key exists.
-    public func pastState(environment: String, key: String, atOrBefore hlcLimit: Int64) async throws -> (PastState, entryID: Int64?) {
+    /// What (environment, key) was at `micros` by the one rule point-in-time reads and
+    /// restores share: the newest revision by (hlc, origin) among those whose origin wall
+    /// time (`updated_at`) is at most `micros`. A write made before `at` is therefore never
+    /// undone by a restore to `at`, whatever the stamps of other nodes' clocks.
+    public func pastState(environment: String, key: String, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?) {
         try await pool.read { db in
             let entry = try Self.currentRow(db, environment: environment, key: key)
-            return (try Self.pastState(db, environment: environment, key: key, atOrBefore: hlcLimit), entry?.id)
+            return (try Self.pastState(db, environment: environment, key: key, atOrBeforeMicros: micros), entry?.id)
         }
     }
 
     /// Every key of `environment` (deleted ones included) with its current entry and its
     /// state at `hlcLimit`, read in one snapshot.
-    public func pastStates(environment: String, atOrBefore hlcLimit: Int64) async throws -> [(current: ConfigEntry, past: PastState)] {
+    public func pastStates(environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)] {
         try await pool.read { db in
             let entries = try ConfigEntry.fetchAll(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? ORDER BY key"),
                                                    arguments: [environment])
-            return try entries.map { ($0, try Self.pastState(db, environment: environment, key: $0.key, atOrBefore: hlcLimit)) }
+            return try entries.map { ($0, try Self.pastState(db, environment: environment, key: $0.key, atOrBeforeMicros: micros)) }
         }
     }
 
@@ -123,13 +125,14 @@ extension ConfigStore {
                          arguments: [environment, key]) ?? 0
     }
 
-    static func pastState(_ db: Database, environment: String, key: String, atOrBefore hlcLimit: Int64) throws -> PastState {
+    static func pastState(_ db: Database, environment: String, key: String, atOrBeforeMicros micros: Int64) throws -> PastState {
         if let revision = try Revision.fetchOne(db.cachedStatement(sql: """
-            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
-            """), arguments: [environment, key, hlcLimit]) {
+            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND updated_at <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
+            """), arguments: [environment, key, micros]) {
             return revision.deleted ? .deleted(revision) : .live(revision)
         }
-        // Pruned revisions are all older than retained ones: if one is in effect, its value is gone.
+        // Pruned revisions are all older than retained ones: if any existed at `at`, its value is gone.
+        let hlcLimit = HybridLogicalClock.latestStamp(atOrBeforeMicros: micros)
         if let prunedDeleted = try Bool.fetchOne(db.cachedStatement(sql: """
             SELECT deleted FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
             """), arguments: [environment, key, hlcLimit]) {
@@ -161,7 +164,8 @@ extension ConfigStore {
             }
             if !current.deleted, !authenticates(current.ciphertext) { throw StoreError.wrongKey }
             let now = Self.nowMicros()
-            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: clock.now(),
+            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
+                                    hlc: clock.stamp(after: current.hlc),
                                     origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
                                     updatedAt: now, actor: actor)
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
@@ -187,12 +191,12 @@ extension ConfigStore {
                 let revision: Revision
                 switch change.change {
                 case let .put(category, ciphertext):
-                    revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext, hlc: clock.now(),
-                                        origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
+                    revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext,
+                                        hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
                                         updatedAt: now, actor: actor)
                     if current.deleted { delta += 1 }
                 case .delete:
-                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: clock.now(),
+                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: clock.stamp(after: current.hlc),
                                         origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: now, actor: actor)
                     if !current.deleted { delta -= 1 }
                 }

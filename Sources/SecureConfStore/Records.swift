@@ -34,6 +34,11 @@ public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
 
 /// One write to one key, as kept forever in `revisions` and as shipped between nodes.
 public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
+    /// Every revision's tenant until tenants exist; carried on the wire and in every hash now
+    /// so that tenants need no wire migration later.
+    public static let defaultTenant = "default"
+
+    public var tenant: String
     public var environment: String
     public var key: String
     public var category: String?
@@ -42,17 +47,19 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
     public var hlc: Int64
     public var origin: String
     public var deleted: Bool
+    /// Microseconds since 1970, by the origin's wall clock.
     public var createdAt: Int64
     public var updatedAt: Int64
     public var actor: String?
 
     enum CodingKeys: String, CodingKey {
-        case environment, key, category, ciphertext, hlc, origin, deleted, actor
+        case tenant, environment, key, category, ciphertext, hlc, origin, deleted, actor
         case createdAt = "created_at", updatedAt = "updated_at"
     }
 
-    public init(environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
-                deleted: Bool, createdAt: Int64, updatedAt: Int64, actor: String? = nil) {
+    public init(tenant: String = Revision.defaultTenant, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64,
+                origin: String, deleted: Bool, createdAt: Int64, updatedAt: Int64, actor: String? = nil) {
+        self.tenant = tenant
         self.environment = environment
         self.key = key
         self.category = category
@@ -63,6 +70,21 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         self.createdAt = createdAt
         self.updatedAt = updatedAt
         self.actor = actor
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        tenant = try c.decodeIfPresent(String.self, forKey: .tenant) ?? Self.defaultTenant
+        environment = try c.decode(String.self, forKey: .environment)
+        key = try c.decode(String.self, forKey: .key)
+        category = try c.decodeIfPresent(String.self, forKey: .category)
+        ciphertext = try c.decode(String.self, forKey: .ciphertext)
+        hlc = try c.decode(Int64.self, forKey: .hlc)
+        origin = try c.decode(String.self, forKey: .origin)
+        deleted = try c.decode(Bool.self, forKey: .deleted)
+        createdAt = try c.decode(Int64.self, forKey: .createdAt)
+        updatedAt = try c.decode(Int64.self, forKey: .updatedAt)
+        actor = try c.decodeIfPresent(String.self, forKey: .actor)
     }
 
     /// Total order of revisions of a key, the same on every node: (hlc, origin).

@@ -70,17 +70,7 @@ enum Schema {
                     acked_seq INTEGER NOT NULL
                 ) WITHOUT ROWID;
                 """)
-            let rows = try Row.fetchCursor(db, sql: """
-                SELECT seq, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor FROM revisions
-                """)
-            while let row = try rows.next() {
-                let r = Revision(environment: row["environment"], key: row["key"], category: row["category"], ciphertext: row["ciphertext"],
-                                 hlc: row["hlc"], origin: row["origin"], deleted: row["deleted"], createdAt: row["created_at"],
-                                 updatedAt: row["updated_at"], actor: row["actor"])
-                let bucket = RevisionDigest.bucket(environment: r.environment, key: r.key)
-                try db.execute(sql: "UPDATE revisions SET bucket = ? WHERE seq = ?", arguments: [bucket, row["seq"] as Int64])
-                try RevisionDigest.add(r, bucket: bucket, db: db)
-            }
+            // Buckets and hashes of existing rows are computed by v3's rebuild.
         }
         migrator.registerMigration("v2-history-retention-audit") { db in
             try db.execute(sql: """
@@ -122,6 +112,51 @@ enum Schema {
                 );
                 INSERT INTO audit_head(singleton, last_id, hash) VALUES (1, 0, '\(AuditChain.genesisHex)');
                 """)
+        }
+        migrator.registerMigration("v3-content-hash-set-aside-typed-audit") { db in
+            try db.execute(sql: """
+                -- The content hash of each revision (RevisionDigest.contentHash): part of its
+                -- identity in anti-entropy, and its term in the bucket digests.
+                ALTER TABLE revisions ADD COLUMN content_hash BLOB;
+
+                -- Revisions taken out of the live history: stamped further ahead of the clock
+                -- than OSC_CLUSTER_MAX_CLOCK_SKEW allows, or refused by the peers as such. Kept
+                -- for inspection; never current, never replicated, never in a digest.
+                CREATE TABLE set_aside_revisions (
+                    id INTEGER PRIMARY KEY,
+                    environment TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    category TEXT,
+                    ciphertext TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    origin TEXT NOT NULL,
+                    deleted INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    actor TEXT,
+                    reason TEXT NOT NULL,
+                    set_aside_at INTEGER NOT NULL,
+                    UNIQUE (environment, key, hlc, origin)
+                );
+                -- Identities refused for good: anti-entropy never takes them back.
+                CREATE TABLE refused_revisions (
+                    environment TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    origin TEXT NOT NULL,
+                    PRIMARY KEY (environment, key, hlc, origin)
+                ) WITHOUT ROWID;
+
+                -- Audit columns typed: a value of another type is refused at insert time.
+                CREATE TRIGGER audit_log_typed BEFORE INSERT ON audit_log
+                WHEN typeof(NEW.time) != 'integer' OR typeof(NEW.node_id) != 'text' OR typeof(NEW.actor) != 'text'
+                  OR typeof(NEW.client) != 'text' OR typeof(NEW.action) != 'text'
+                  OR typeof(NEW.environment) NOT IN ('text', 'null') OR typeof(NEW.key) NOT IN ('text', 'null')
+                  OR typeof(NEW.outcome) != 'text' OR typeof(NEW.status) != 'integer' OR typeof(NEW.request_id) != 'text'
+                  OR typeof(NEW.hash) != 'text'
+                BEGIN SELECT RAISE(ABORT, 'audit record with a mistyped column'); END;
+                """)
+            try RevisionDigest.rebuild(db: db)
         }
         return migrator
     }

@@ -25,7 +25,7 @@ func temporaryDirectory() -> String {
         let tables = try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") }
         #expect(tables.contains("revisions") && tables.contains("entries") && tables.contains("meta") && tables.contains("counters"))
         let migrations = try queue.read { try String.fetchAll($0, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(migrations == ["v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit"])
+        #expect(migrations == ["v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit"])
         let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")
     }

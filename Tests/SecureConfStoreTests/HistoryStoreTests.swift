@@ -66,16 +66,16 @@ import Testing
         #expect(try await store.history(environment: "e", key: "k")?.versions.map(\.version) == [4, 5])
     }
 
-    @Test func pastStatesFollowTheClock() async throws {
+    @Test func pastStatesFollowTheOriginsWallClock() async throws {
         let store = try open()
         let first = try await store.create(environment: "e", key: "k", category: nil, ciphertext: "t1")
         try await Task.sleep(for: .milliseconds(5))
         let second = try await store.update(environment: "e", key: "k", category: nil, ciphertext: "t2") { _ in true }
         try await Task.sleep(for: .milliseconds(5))
         try await store.delete(environment: "e", key: "k") { _ in true }
-        func state(at hlc: Int64) async throws -> PastState { try await store.pastState(environment: "e", key: "k", atOrBefore: hlc).0 }
-        #expect(try await state(at: first.hlc - 1) == .absent)
-        guard case .live(let r1) = try await state(at: first.hlc), case .live(let r2) = try await state(at: second.hlc) else {
+        func state(at micros: Int64) async throws -> PastState { try await store.pastState(environment: "e", key: "k", atOrBeforeMicros: micros).0 }
+        #expect(try await state(at: first.updatedAt - 1) == .absent)
+        guard case .live(let r1) = try await state(at: first.updatedAt), case .live(let r2) = try await state(at: second.updatedAt) else {
             Issue.record("expected live revisions")
             return
         }

@@ -8,6 +8,8 @@ typedef struct {
     unsigned char *body;
     size_t body_length;
     char error[256];
+    /// The reply's X-SecureConf-Signature header value ("" when absent).
+    char signature[160];
 } sc_http_result;
 
 /// Performs one HTTP request with libcurl on the calling thread, reusing that thread's

@@ -53,6 +53,15 @@ public struct NodeConfiguration: Sendable {
     public var clusterWriteQuorum = "1"
     public var clusterAllowInsecure = false
     public var clusterSaltWaitSeconds = 120.0
+    /// The peer credential's secret (`OSC_CLUSTER_SECRET` or `OSC_CLUSTER_SECRET_FILE`).
+    public var clusterSecret: String?
+    public var clusterAcceptAPIKeyPeers = false
+    public var clusterMaxClockSkewSeconds = 5.0
+    /// Seconds a client has to send a whole request, headers and body.
+    public var requestTimeoutSeconds = 30.0
+    /// Open connections at most, overall; nil: from the file-descriptor limit.
+    public var maxConnections: Int?
+    public var maxConnectionsPerClient = 128
 
     public init() {}
 
@@ -99,6 +108,13 @@ public struct NodeConfiguration: Sendable {
         ("OSC_CLUSTER_WRITE_QUORUM", "nodes holding a write before it is acknowledged: 1, majority or all (default 1)"),
         ("OSC_CLUSTER_SALT_WAIT", "seconds a node without a salt waits for the cluster's (default 120)"),
         ("OSC_CLUSTER_ALLOW_INSECURE", "allow a cluster without OSC_API_KEY_REQUIRED=true and OSC_API_KEY (default false; never in production)"),
+        ("OSC_CLUSTER_SECRET", "the peer credential, at least 32 characters, the same on every node: signs every node-to-node message; without it peers authenticate with the clients' OSC_API_KEY (insecure, for OpenSecureConf compatibility)"),
+        ("OSC_CLUSTER_SECRET_FILE", "file holding OSC_CLUSTER_SECRET (one line)"),
+        ("OSC_CLUSTER_ACCEPT_API_KEY_PEERS", "with OSC_CLUSTER_SECRET: also accept unsigned peers holding OSC_API_KEY, only while upgrading a running cluster (default false)"),
+        ("OSC_CLUSTER_MAX_CLOCK_SKEW", "seconds a node's clock may run ahead of its peers' median, and a replicated revision's stamp ahead of the receiver's clock (default 5)"),
+        ("OSC_REQUEST_TIMEOUT", "seconds a client has to send a whole request, headers and body (default 30)"),
+        ("OSC_MAX_CONNECTIONS", "open client connections at most (default: the file-descriptor limit less 128, at most 16384)"),
+        ("OSC_MAX_CONNECTIONS_PER_CLIENT", "open connections at most from one client address (default 128)"),
     ]
 
     /// Parses `values` (merged environment); unknown `OSC_*` names are ignored.
@@ -204,6 +220,29 @@ public struct NodeConfiguration: Sendable {
             c.clusterWriteQuorum = v.lowercased()
         }
         if let v = try boolean("OSC_CLUSTER_ALLOW_INSECURE") { c.clusterAllowInsecure = v }
+        if let path = value("OSC_CLUSTER_SECRET_FILE") {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_SECRET_FILE", problem: "cannot read \(path)")
+            }
+            c.clusterSecret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let v = values["OSC_CLUSTER_SECRET"], !v.isEmpty { c.clusterSecret = v }
+        if let secret = c.clusterSecret {
+            guard secret.unicodeScalars.count >= 32 else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_SECRET", problem: "must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+            }
+            guard secret != c.apiKey else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_SECRET", problem: "must differ from OSC_API_KEY: clients hold the API key, only nodes may hold the secret")
+            }
+        }
+        if let v = try boolean("OSC_CLUSTER_ACCEPT_API_KEY_PEERS") { c.clusterAcceptAPIKeyPeers = v }
+        if let v = try seconds("OSC_CLUSTER_MAX_CLOCK_SKEW") {
+            guard v <= 3600 else { throw ConfigurationError(variable: "OSC_CLUSTER_MAX_CLOCK_SKEW", problem: "\(v) is more than an hour") }
+            c.clusterMaxClockSkewSeconds = v
+        }
+        if let v = try seconds("OSC_REQUEST_TIMEOUT") { c.requestTimeoutSeconds = min(v, 3600) }
+        if let v = try integer("OSC_MAX_CONNECTIONS", 1...1_000_000) { c.maxConnections = v }
+        if let v = try integer("OSC_MAX_CONNECTIONS_PER_CLIENT", 1...1_000_000) { c.maxConnectionsPerClient = v }
 
         if c.apiKeyRequired {
             guard let key = c.apiKey else {
@@ -275,13 +314,18 @@ extension NodeConfiguration {
         case "all": .all
         default: .one
         }
-        return ClusterSettings(
+        var settings = ClusterSettings(
             nodeID: nodeID, peers: clusterNodes, mode: clusterMode == .federated ? .federated : .replica, apiKey: apiKey ?? "",
             syncInterval: .milliseconds(Int64(clusterSyncIntervalSeconds * 1000)),
             healthInterval: .milliseconds(Int64(clusterHealthIntervalSeconds * 1000)),
             peerTimeout: .milliseconds(Int64(clusterPeerTimeoutSeconds * 1000)), writeQuorum: quorum,
             saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)), scheme: tlsEnabled ? "https" : "http",
             caFile: clusterTLSCAFile)
+        settings.credential = clusterSecret.map { PeerCredential(secret: Array($0.utf8)) }
+        settings.acceptAPIKeyPeers = clusterAcceptAPIKeyPeers
+        settings.maxClockSkew = .milliseconds(Int64(clusterMaxClockSkewSeconds * 1000))
+        settings.maxCiphertextBytes = max(64 * 1024, maxBodyBytes * 2 + 4096)
+        return settings
     }
 }
 

@@ -41,7 +41,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         if note.writtenWithData {
             node.metrics.auditRecords.increment()
         } else if var draft = note.template {
-            draft.actor = await actor(request, client: context.clientIP, endpoint: endpoint, noted: note.actor, refusedAtTheDoor: apiError.map { AuditActions.doorKinds.contains($0.kind) } ?? false)
+            draft.actor = actor(request, endpoint: endpoint, noted: note.actor, peer: context.peer.id)
             draft.status = status
             draft.outcome = AuditOutcome.of(status: status)
             draft.time = AuditClock.nowMicros()
@@ -73,15 +73,15 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     }
 
     /// The credential that authorised (or failed to authorise) the request: the user key on
-    /// data endpoints, the API key on cluster and audit endpoints, else "anonymous".
-    private func actor(_ request: Request, client: String, endpoint: String, noted: String?, refusedAtTheDoor: Bool) async -> String {
+    /// data endpoints, the peer on signed node-to-node requests, the API key on cluster and
+    /// audit endpoints, else "anonymous". Never a key derivation of its own: a user key the
+    /// handler did not derive is named only if it is already cached ("uk:unverified" else).
+    private func actor(_ request: Request, endpoint: String, noted: String?, peer: String?) -> String {
         if let noted { return noted }
+        if let peer { return "peer:" + peer }
         let adminEndpoint = endpoint.hasPrefix("/audit") || endpoint.hasPrefix("/cluster")
-        if !adminEndpoint, !refusedAtTheDoor,
-           let userKey = try? RequestInput.userKey(request, minimumLength: node.configuration.minUserKeyLength) {
-            // The same id the handler would have given: a cache hit, or one shared derivation
-            // (bounded like every other; refused when the derivation queue is full).
-            guard let key = try? await node.derivedKey(for: userKey, client: client) else { return "uk:unresolved" }
+        if !adminEndpoint, let userKey = try? RequestInput.userKey(request, minimumLength: node.configuration.minUserKeyLength) {
+            guard let key = node.keys.cachedKey(for: userKey) else { return "uk:unverified" }
             return node.actor(for: key)
         }
         if let apiKey = request.headers[RequestInput.apiKeyHeader], !apiKey.isEmpty {

@@ -5,9 +5,9 @@ import NIOCore
 import SecureConfCluster
 import SecureConfStore
 
-/// The node-to-node endpoints (all behind the API key): replication, digests, anti-entropy
-/// fetches and federated lookups. Bodies carry encrypted revisions only.
-struct ClusterController<Context: RequestContext>: Sendable {
+/// The node-to-node endpoints (behind `PeerAuthMiddleware`): replication, digests,
+/// anti-entropy fetches and federated lookups. Bodies carry encrypted revisions only.
+struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     let node: SecureConfNode
 
     func addRoutes(to group: RouterGroup<Context>) {
@@ -51,12 +51,14 @@ struct ClusterController<Context: RequestContext>: Sendable {
                            kind: "salt_mismatch")
         }
         let batch = try await decode(ReplicationBatch.self, request)
-        for r in batch.revisions {
-            _ = try RequestInput.validateKey(r.key)
-            _ = try RequestInput.validateName(r.environment, field: "environment")
-            guard r.deleted || !r.ciphertext.isEmpty else { throw APIError.badRequest("A live revision needs a ciphertext") }
+        guard batch.revisions.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per batch") }
+        do {
+            return try encode(try await cluster.receive(batch, sender: context.peer.id))
+        } catch let refusal as ReplicationRefusal {
+            // Nothing was applied; the body names each refused revision so the sender can set it aside.
+            let status: HTTPResponse.Status = refusal.onlyAhead ? .serviceUnavailable : .unprocessableContent
+            return JSONResponse.make(status, Array(try JSONEncoder().encode(refusal)))
         }
-        return try encode(try await cluster.receive(batch))
     }
 
     @Sendable func digest(_ request: Request, context: Context) async throws -> Response {
@@ -67,8 +69,12 @@ struct ClusterController<Context: RequestContext>: Sendable {
     @Sendable func buckets(_ request: Request, context: Context) async throws -> Response {
         _ = try requireCluster()
         let asked = try await decode(BucketsRequest.self, request)
+        let wanted = Set(asked.buckets)
+        guard asked.buckets.count <= RevisionDigest.bucketCount, wanted.allSatisfy({ (0..<RevisionDigest.bucketCount).contains($0) }) else {
+            throw APIError.badRequest("buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
+        }
         var ids: [RevisionID] = []
-        for b in asked.buckets where (0..<RevisionDigest.bucketCount).contains(b) {
+        for b in wanted.sorted() {
             ids += try await node.store.revisionIDs(bucket: b)
         }
         return try encode(RevisionIDList(ids: ids))

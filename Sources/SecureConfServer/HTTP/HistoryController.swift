@@ -12,7 +12,7 @@ import SecureConfStore
 struct HistoryController<Context: AuditedRequestContext>: Sendable {
     let node: SecureConfNode
 
-    private var operations: HistoryOperations { HistoryOperations(node: node) }
+    private func operations(_ context: Context) -> HistoryOperations { HistoryOperations(node: node, client: context.clientIP) }
     private var minimumUserKeyLength: Int { node.configuration.minUserKeyLength }
 
     /// `{key}/versions`, `{key}/versions/{version}`, `{key}/rollback`, `{key}/diff` under
@@ -42,8 +42,17 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func versions(_ request: Request, context: Context) async throws -> Response {
-        let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
-        return try await operations.versions(environment: environment, key: configKey)
+        let (configKey, _, environment) = try RequestInput.addressedKey(request, context)
+        // Actors are shown to audit readers (the API key) and to callers whose key opens the entry.
+        let auditReader = node.configuration.apiKey.map { expected in
+            request.headers[RequestInput.apiKeyHeader].map {
+                OpenSSL.constantTimeEquals(OpenSSL.sha256(Array($0.utf8)), OpenSSL.sha256(Array(expected.utf8)))
+            } ?? false
+        } ?? false
+        let userKey = request.headers[RequestInput.userKeyHeader] == nil ? nil
+            : try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
+        return try await operations(context).versions(environment: environment, key: configKey, userKey: userKey, auditReader: auditReader,
+                                                      audit: context.audit)
     }
 
     @Sendable func readVersion(_ request: Request, context: Context) async throws -> Response {
@@ -52,7 +61,7 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         guard let raw = context.parameters.get("version"), let n = Int(raw), n >= 1 else {
             throw APIError.unprocessable("version must be a version number, a whole number from 1")
         }
-        return try await operations.readVersion(n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+        return try await operations(context).readVersion(n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
     }
 
     /// `GET /configs/{key}?at=`, called by `ConfigController.read`.
@@ -60,14 +69,14 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         context.audit.action("read_at")
         let at = try Self.time(raw, "at")
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
-        return try await operations.readAt(at, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+        return try await operations(context).readAt(at, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
     }
 
     @Sendable func rollback(_ request: Request, context: Context) async throws -> Response {
         let (configKey, query, environment) = try RequestInput.addressedKey(request, context)
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
         let n = try Self.positive(query, "version")
-        return try await operations.rollback(to: n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+        return try await operations(context).rollback(to: n, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
     }
 
     @Sendable func diff(_ request: Request, context: Context) async throws -> Response {
@@ -75,7 +84,7 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
         let from = try Self.positive(query, "from")
         let to = try Self.positive(query, "to")
-        return try await operations.diff(from: from, to: to, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
+        return try await operations(context).diff(from: from, to: to, environment: environment, key: configKey, userKey: userKey, audit: context.audit)
     }
 
     @Sendable func restore(_ request: Request, context: Context) async throws -> Response {
@@ -84,19 +93,21 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         context.audit.target(environment: environment)
         let at = try Self.time(query["at"], "at")
         let userKey = try RequestInput.userKey(request, minimumLength: minimumUserKeyLength)
-        return try await operations.restore(environment: environment, at: at, userKey: userKey, audit: context.audit)
+        return try await operations(context).restore(environment: environment, at: at, userKey: userKey, audit: context.audit)
     }
 }
 
 /// The history operations behind `HistoryController`, given validated input.
 struct HistoryOperations: Sendable {
     let node: SecureConfNode
+    /// The caller's address, for the failed-attempt limiter.
+    let client: String
 
     private var cipher: ValueCipher { ValueCipher(node: node) }
 
     /// The caller's derived key, noted as the request's actor.
     private func callerKey(_ userKey: String, _ audit: AuditNote) async throws -> CachedKey {
-        let key = try await node.keys.key(for: userKey)
+        let key = try await node.derivedKey(for: userKey, client: client)
         audit.actor(node.actor(for: key))
         return key
     }
@@ -111,10 +122,17 @@ struct HistoryOperations: Sendable {
 
     /// The key's versions, oldest first, without values: `{"key","environment","current_version",
     /// "pruned","versions":[{"version","created_at","deleted","origin_node","actor"}]}`.
-    func versions(environment: String, key configKey: String) async throws -> Response {
+    func versions(environment: String, key configKey: String, userKey: String?, auditReader: Bool, audit: AuditNote) async throws -> Response {
         guard let history = try await node.store.history(environment: environment, key: configKey) else {
             node.metrics.recordOperation("versions", success: false)
             throw StoreError.notFound(environment: environment, key: configKey)
+        }
+        var showActors = auditReader
+        if !showActors, let userKey, let newest = history.versions.last(where: { !$0.revision.deleted }) {
+            // The caller's key must open the newest value it can be checked against.
+            let key = try await callerKey(userKey, audit)
+            _ = try cipher.decrypt(newest.revision.ciphertext, with: key)
+            showActors = true
         }
         node.metrics.recordOperation("versions", success: true)
         return JSONResponse.make { w in
@@ -132,7 +150,7 @@ struct HistoryOperations: Sendable {
                 w.member("created_at"); w.string(Timestamp.iso8601(micros: r.updatedAt))
                 w.member("deleted"); w.raw(r.deleted ? "true" : "false")
                 w.member("origin_node"); w.string(r.origin)
-                w.member("actor"); w.optionalString(r.actor)
+                w.member("actor"); w.optionalString(showActors ? r.actor : nil)
                 w.raw("}")
             }
             w.raw("]}")
@@ -158,8 +176,7 @@ struct HistoryOperations: Sendable {
     /// time is at or before it; 404 if the key did not exist or was deleted then.
     func readAt(_ at: Int64, environment: String, key configKey: String, userKey: String, audit: AuditNote) async throws -> Response {
         do {
-            let (past, entryID) = try await node.store.pastState(environment: environment, key: configKey,
-                                                                 atOrBefore: HybridLogicalClock.latestStamp(atOrBeforeMicros: at))
+            let (past, entryID) = try await node.store.pastState(environment: environment, key: configKey, atOrBeforeMicros: at)
             let when = Timestamp.iso8601(micros: at)
             switch past {
             case .absent, .deleted:
@@ -237,15 +254,15 @@ struct HistoryOperations: Sendable {
 
     /// Restores one environment to how it was at `at` by writing new revisions, atomically:
     /// changed keys get their old value back, keys deleted since return, keys created since
-    /// are deleted. Keys the caller's key cannot open (then or now) are reported in
-    /// `undecryptable` and left alone; keys whose old value was pruned, in `pruned`.
+    /// are deleted. Keys the caller's key cannot open (then or now) are left alone and
+    /// counted in `undecryptable` (never named); keys whose old value was pruned, in
+    /// `pruned`. A key that opens nothing where something could be opened is refused (401).
     func restore(environment: String, at: Int64, userKey: String, audit: AuditNote) async throws -> Response {
         let key = try await callerKey(userKey, audit)
-        let limit = HybridLogicalClock.latestStamp(atOrBeforeMicros: at)
         var attempt = 0
         while true {
             attempt += 1
-            let plan = try await plan(environment: environment, atOrBefore: limit, key: key)
+            let plan = try await plan(environment: environment, atOrBeforeMicros: at, key: key)
             do {
                 if !plan.changes.isEmpty {
                     try await node.store.restore(environment: environment, changes: plan.changes, actor: node.actor(for: key),
@@ -253,6 +270,11 @@ struct HistoryOperations: Sendable {
                     audit.written()
                 }
                 if plan.opened { node.keys.markProven(key.index) }
+                if !plan.opened && (plan.undecryptable.count > 0) {
+                    // Nothing opened with this key, something could have: a wrong key, refused.
+                    node.metrics.recordOperation("restore", success: false)
+                    throw APIError.wrongUserKey
+                }
                 node.metrics.recordOperation("restore", success: true)
                 return Self.restoreResponse(plan, environment: environment, at: at)
             } catch StoreError.conflict where attempt < 3 {
@@ -275,7 +297,8 @@ struct HistoryOperations: Sendable {
             w.member("recreated"); keys(plan.recreated)
             w.member("deleted"); keys(plan.deleted)
             w.member("unchanged"); w.integer(plan.unchanged)
-            w.member("undecryptable"); keys(plan.undecryptable)
+            // A count, never names: a caller learns nothing of keys its user key does not open.
+            w.member("undecryptable"); w.integer(plan.undecryptable.count)
             w.member("pruned"); keys(plan.pruned)
             w.raw("}")
         }
@@ -293,9 +316,9 @@ struct HistoryOperations: Sendable {
         var opened = false
     }
 
-    private func plan(environment: String, atOrBefore limit: Int64, key: CachedKey) async throws -> RestorePlan {
+    private func plan(environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
         var plan = RestorePlan()
-        for (current, past) in try await node.store.pastStates(environment: environment, atOrBefore: limit) {
+        for (current, past) in try await node.store.pastStates(environment: environment, atOrBeforeMicros: at) {
             let expected = (hlc: current.hlc, origin: current.origin)
             func open(_ token: String) -> [UInt8]? {
                 let plaintext = cipher.tryDecrypt(token, with: key)

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import SecureConfCrypto
 import SecureConfStore
+import Synchronization
 
 /// The outermost middleware: turns every error into `{"detail": ...}` with the right
 /// status, and records request metrics and a debug access line, once for all routes.
@@ -63,30 +64,53 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Data endpoints answer 503 while this node's salt differs from the cluster's.
+/// Data endpoints answer 503 while this node's salt differs from the cluster's, and
+/// writes answer 503 while its clock runs ahead of its peers beyond the skew allowed.
 struct ServingGateMiddleware<Context: RequestContext>: RouterMiddleware {
     let node: SecureConfNode
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try node.ensureServing()
+        if request.method != .get && request.method != .head { try node.ensureClockAllowsWrites() }
         return try await next(request, context)
     }
 }
 
-/// Counts failed user-key attempts per client for `AuthFailureLimiter`.
+/// The user keys a request derived (cache misses), for `AuthFailureMiddleware`.
+final class DerivationTracker: Sendable {
+    @TaskLocal static var current: DerivationTracker?
+    private let keys = Mutex<[String]>([])
+    func derived(_ userKey: String) { keys.withLock { if $0.count < 4 { $0.append(userKey) } } }
+    var derivedKeys: [String] { keys.withLock { $0 } }
+}
+
+/// Counts failed user-key attempts per client for `AuthFailureLimiter`, once per request:
+/// a wrong or refused key, or a derivation that nothing proved by the end of a read or of
+/// a request that failed (a guess tested against no value is a guess all the same). Every
+/// data, history and restore route sits behind it, and every derivation goes through the
+/// limiter (`SecureConfNode.derivedKey`).
 struct AuthFailureMiddleware: RouterMiddleware {
     typealias Context = SecureConfRequestContext
     let node: SecureConfNode
 
+    static let failureKinds: Set<String> = ["wrong_user_key", "short_user_key", "missing_user_key", "undecodable_user_key"]
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let tracker = DerivationTracker()
         do {
-            return try await next(request, context)
-        } catch let error as APIError where ["wrong_user_key", "short_user_key", "missing_user_key", "undecodable_user_key"].contains(error.kind) {
-            node.authFailures.recordFailure(context.clientIP)
-            throw error
-        } catch let error as StoreError where error == .wrongKey {
-            node.authFailures.recordFailure(context.clientIP)
+            let response = try await DerivationTracker.$current.withValue(tracker) { try await next(request, context) }
+            if request.method == .get, unproven(tracker) { node.authFailures.recordFailure(context.clientIP) }
+            return response
+        } catch {
+            let apiError = APIError.from(error)
+            if Self.failureKinds.contains(apiError.kind) || unproven(tracker) {
+                node.authFailures.recordFailure(context.clientIP)
+            }
             throw error
         }
+    }
+
+    private func unproven(_ tracker: DerivationTracker) -> Bool {
+        tracker.derivedKeys.contains { !node.keys.isProven($0) }
     }
 }

@@ -2,6 +2,7 @@ import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
+import SecureConfStore
 
 /// Reading and validating what a client sent: query strings, path keys, credentials, bodies.
 enum RequestInput {
@@ -50,16 +51,9 @@ enum RequestInput {
         return out
     }
 
-    static func hasControlCharacters(_ s: String) -> Bool {
-        s.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }
-    }
-
-    /// A configuration key: 1–255 characters, no control characters, no `/`.
+    /// A configuration key: 1–255 characters (Unicode scalars), no control characters, no `/`.
     static func validateKey(_ key: String) throws(APIError) -> String {
-        guard !key.isEmpty else { throw APIError.unprocessable("key must not be empty") }
-        guard key.count <= 255 else { throw APIError.unprocessable("key must be at most 255 characters") }
-        guard !hasControlCharacters(key) else { throw APIError.unprocessable("key must not contain control characters") }
-        guard !key.contains("/") else { throw APIError.unprocessable("key must not contain '/'") }
+        if let problem = EntryNames.keyProblem(key) { throw APIError.unprocessable(problem) }
         return key
     }
 
@@ -86,10 +80,9 @@ enum RequestInput {
         return try validateName(name, field: "category")
     }
 
-    /// Environment and category names: at most 100 characters, no control characters.
+    /// Environment and category names: at most 100 characters (Unicode scalars), no control characters.
     static func validateName(_ value: String, field: String) throws(APIError) -> String {
-        guard value.count <= 100 else { throw APIError.unprocessable("\(field) must be at most 100 characters") }
-        guard !hasControlCharacters(value) else { throw APIError.unprocessable("\(field) must not contain control characters") }
+        if let problem = EntryNames.nameProblem(value, field: field) { throw APIError.unprocessable(problem) }
         return value
     }
 

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import SecureConfCluster
+import SecureConfCrypto
 
 /// Service information, health, readiness, metrics, and the single-node cluster endpoints.
 struct SystemController<Context: RequestContext>: Sendable {
@@ -14,11 +15,19 @@ struct SystemController<Context: RequestContext>: Sendable {
         router.get("/health") { _, _ in JSONResponse.make { $0.raw(#"{"status":"healthy"}"#) } }
         router.get("/ready", use: ready)
         router.get("/metrics", use: metrics)
-        router.get("/cluster/health", use: clusterHealth)
+    }
+
+    /// `/cluster/health`: public (load balancers, OpenSecureConf clients); a peer's signed probe is answered signed.
+    func addHealthRoute(to group: RouterGroup<Context>) {
+        group.get("/cluster/health", use: clusterHealth)
     }
 
     func addProtectedRoutes(to group: RouterGroup<Context>) {
         group.get("/cluster/status", use: clusterStatus)
+    }
+
+    /// The salt: node-to-node only (the peer credential, else the API key).
+    func addPeerRoutes(to group: RouterGroup<Context>) {
         group.get("/cluster/salt", use: salt)
         group.post("/cluster/salt", use: receiveSalt)
     }
@@ -74,6 +83,7 @@ struct SystemController<Context: RequestContext>: Sendable {
             w.raw("{"); w.member("status", first: true); w.string("healthy")
             w.member("node_id"); w.string(node.configuration.nodeID)
             w.member("salt_fingerprint"); w.string(node.saltFingerprint)
+            w.member("time_ms"); w.integer(Int(Date().timeIntervalSince1970 * 1000))
             w.raw("}")
         }
     }
@@ -141,7 +151,7 @@ struct SystemController<Context: RequestContext>: Sendable {
         guard bytes.count == SaltFile.length else {
             throw APIError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")
         }
-        guard bytes == node.salt else {
+        guard OpenSSL.constantTimeEquals(bytes, node.salt) else {
             throw APIError(.conflict, "Salt file already exists and differs from received salt; a salt is never replaced", kind: "salt_conflict")
         }
         return JSONResponse.make { w in

@@ -31,8 +31,11 @@ public final class SecureConfNode: Sendable {
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
     let authFailures: AuthFailureLimiter
-    /// Keys API-key actor ids: derived from the salt file, never stored in the database.
-    private let apiKeyActorKey: [UInt8]
+    /// Keys actor ids: a secret no client API exposes (from the peer credential in a
+    /// cluster, so every node names the same actor; random per store on a single node).
+    private let actorKey: [UInt8]
+    /// Checks signed node-to-node requests; nil without a peer credential.
+    let peerVerifier: PeerRequestVerifier?
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
@@ -51,6 +54,7 @@ public final class SecureConfNode: Sendable {
         do {
             var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
             storeConfiguration.maxVersions = configuration.maxVersions
+            storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
             store = try ConfigStore(configuration: storeConfiguration, logger: logger)
         } catch {
             throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
@@ -59,18 +63,28 @@ public final class SecureConfNode: Sendable {
         let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
         self.salt = salt
         self.saltFingerprint = SaltFile.fingerprint(salt)
-        apiKeyActorKey = OpenSSL.hmacSHA256(key: salt, data: Array("secureconf api-key actor v1".utf8))
+        actorKey = try Self.actorKey(configuration: configuration, salt: salt, store: store)
         keys = DerivedKeyCache(salt: salt, configuration: .init(
             capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
             maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
         authFailures = AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds)
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(settings: settings, store: store,
-                                         transport: PeerTransport(apiKey: settings.apiKey, timeout: settings.peerTimeout, scheme: settings.scheme,
-                                                                    caFile: settings.caFile, saltFingerprint: SaltFile.fingerprint(salt)),
+                                         transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: SaltFile.fingerprint(salt)),
                                          saltFingerprint: saltFingerprint, logger: logger, observer: metrics)
+            peerVerifier = settings.credential.map {
+                PeerRequestVerifier(credential: $0, nodeID: settings.nodeID, peers: settings.peers,
+                                    windowMillis: Int64(settings.replayWindow.seconds * 1000))
+            }
+            metrics.peerAuthentication(insecure: !settings.peersAuthenticated)
+            if settings.credential == nil {
+                logger.warning("peers authenticate with the clients' API key (no OSC_CLUSTER_SECRET): any client holding OSC_API_KEY can read the salt and ciphertexts and forge replicated revisions; set OSC_CLUSTER_SECRET on every node (README, production checklist)")
+            } else if settings.acceptAPIKeyPeers {
+                logger.warning("OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET")
+            }
         } else {
             cluster = nil
+            peerVerifier = nil
         }
     }
 
@@ -87,7 +101,7 @@ public final class SecureConfNode: Sendable {
                 hasData = false
             }
             if !hasData {
-                let transport = PeerTransport(apiKey: settings.apiKey, timeout: .seconds(2), scheme: settings.scheme, caFile: settings.caFile)
+                let transport = Self.transport(settings, timeout: .seconds(2), saltFingerprint: nil)
                 let outcome: SaltBootstrap.Outcome
                 do {
                     outcome = try await SaltBootstrap.obtain(settings: settings, transport: transport, saltLength: SaltFile.length, logger: logger)
@@ -105,6 +119,28 @@ public final class SecureConfNode: Sendable {
             }
         }
         return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
+    }
+
+    /// The node-to-node transport: signed with the peer credential when there is one.
+    static func transport(_ settings: ClusterSettings, timeout: Duration, saltFingerprint: String?) -> PeerTransport {
+        PeerTransport(apiKey: settings.apiKey, timeout: timeout, scheme: settings.scheme, caFile: settings.caFile, saltFingerprint: saltFingerprint,
+                      nodeID: settings.nodeID, credential: settings.credential, requireSignedReplies: !settings.acceptAPIKeyPeers)
+    }
+
+    /// The key of actor ids. Not derivable from the salt (which peers fetch), so an actor id
+    /// in a listing lets nobody test a guessed user key: from the peer credential in a
+    /// cluster that has one; from the salt and the API key in a cluster that has only those
+    /// (whoever holds both can fetch ciphertexts anyway: README); random, kept in the
+    /// store, on a single node.
+    static func actorKey(configuration: NodeConfiguration, salt: [UInt8], store: ConfigStore) throws -> [UInt8] {
+        if let settings = configuration.clusterSettings {
+            if let credential = settings.credential { return credential.actorKey }
+            return OpenSSL.hmacSHA256(key: salt, data: Array("secureconf actor key v2|\(settings.apiKey)".utf8))
+        }
+        if let stored = try store.metadata("actor_key"), let bytes = Hex.decode(stored), bytes.count == 32 { return bytes }
+        let fresh = OpenSSL.randomBytes(32)
+        try store.setMetadata("actor_key", Hex.encode(fresh))
+        return fresh
     }
 
     static func loadSalt(configuration: NodeConfiguration, store: ConfigStore, logger: Logger) throws -> [UInt8] {
@@ -149,29 +185,42 @@ public final class SecureConfNode: Sendable {
     /// audit: derived from the PBKDF2 key, so it is the same after a restart and on every
     /// node of the cluster, and guessing a user key from it costs a full key derivation.
     func actor(for key: CachedKey) -> String {
-        "uk:" + String(Hex.encode(key.key.identifier(label: Self.actorLabel)).prefix(12))
+        "uk:" + String(Hex.encode(OpenSSL.hmacSHA256(key: actorKey, data: key.key.identifier(label: Self.actorLabel))).prefix(12))
     }
 
     private static let actorLabel = Array("secureconf actor v1".utf8)
 
-    /// A stable, non-reversible identifier of an API key: HMAC-SHA256 under a key derived
-    /// from the salt file (not from anything in the database).
+    /// A stable, non-reversible identifier of an API key, keyed like user-key actors.
     func actor(apiKey: String) -> String {
-        "ak:" + String(Hex.encode(OpenSSL.hmacSHA256(key: apiKeyActorKey, data: Array(apiKey.utf8))).prefix(12))
+        "ak:" + String(Hex.encode(OpenSSL.hmacSHA256(key: actorKey, data: Array("api-key|\(apiKey)".utf8))).prefix(12))
     }
 
     /// The caller's derived key: from the cache, else one shared derivation, unless the
     /// client has failed too often recently (429).
+    /// A derivation (cache miss) is noted in the request's `DerivationTracker`, so that the
+    /// limiter counts it as a failure if nothing proves the key by the end of the request.
     func derivedKey(for userKey: String, client: String) async throws -> CachedKey {
         if let cached = keys.cachedKey(for: userKey) { return cached }
         try authFailures.check(client)
-        return try await keys.key(for: userKey)
+        let key = try await keys.key(for: userKey)
+        DerivationTracker.current?.derived(userKey)
+        return key
     }
 
     /// 503 with the reason while this node's salt differs from the cluster's.
     func ensureServing() throws {
         if let cluster, case let (false, reason) = cluster.saltIsConsistent {
             throw APIError(.serviceUnavailable, reason ?? "salt differs from the cluster", kind: "salt_mismatch")
+        }
+    }
+
+    /// 503 while this node's clock runs ahead of its peers beyond the skew allowed: a client
+    /// write stamped now would beat later writes on honest nodes.
+    func ensureClockAllowsWrites() throws {
+        do {
+            try cluster?.ensureClockAllowsWrites()
+        } catch let e as ClockAhead {
+            throw APIError(.serviceUnavailable, e.description, kind: "clock_ahead", headers: [.retryAfter: "5"])
         }
     }
 
@@ -198,12 +247,18 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node)) }
     let protected = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
     system.addProtectedRoutes(to: protected)
-    ClusterController<Context>(node: node).addRoutes(to: protected)
-    let configs = protected.group("configs")
+    // Node-to-node routes: the peer credential (or, without one, the API key); 404 on a single node.
+    let peers = audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node))
+    system.addPeerRoutes(to: peers)
+    ClusterController<Context>(node: node).addRoutes(to: peers)
+    system.addHealthRoute(to: router.group().add(middleware: PeerAuthMiddleware<Context>(node: node, optional: true)))
+    // Everything that reads or writes data: the serving gate (salt, clock) and the failed-key limiter.
+    let data = protected.group()
         .add(middleware: ServingGateMiddleware(node: node))
         .add(middleware: AuthFailureMiddleware(node: node))
+    let configs = data.group("configs")
     ConfigController<Context>(node: node).addRoutes(to: configs)
-    HistoryController<Context>(node: node).addRoutes(configs: configs, root: protected)
+    HistoryController<Context>(node: node).addRoutes(configs: configs, root: data)
     AuditController<Context>(node: node).addRoutes(to: audited.group("audit").add(middleware: AuditAdminMiddleware(configuration: node.configuration)))
     return router
 }

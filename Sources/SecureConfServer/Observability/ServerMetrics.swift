@@ -168,3 +168,49 @@ extension ServerMetrics: ClusterObserver {
         clusterSyncDuration.record(.nanoseconds(Int64(seconds * 1e9)))
     }
 }
+
+extension ServerMetrics: ClusterSafetyObserver {
+    public func revisionsRefused(peer: String, reason: String, count: Int) {
+        registry.makeCounter(name: "osc_cluster_revisions_refused_total", labels: [("peer", peer), ("reason", reason)],
+                             help: "Revisions from peers refused by validation (invalid, ahead of the clock, anti_entropy)")
+            .increment(by: Int64(count))
+    }
+
+    public func revisionsSetAside(count: Int) {
+        registry.makeCounter(name: "osc_cluster_revisions_set_aside_total",
+                             help: "This node's revisions set aside because a peer refused them as stamped too far ahead")
+            .increment(by: Int64(count))
+    }
+
+    public func identityConflicts(_ count: Int) {
+        registry.makeCounter(name: "osc_cluster_identity_conflicts_total",
+                             help: "Revisions received with a known identity but other content (resolved by content hash)")
+            .increment(by: Int64(count))
+    }
+
+    public func clockOffset(seconds: Double, ahead: Bool) {
+        registry.makeGauge(name: "osc_cluster_clock_offset_seconds", help: "This node's clock minus the median of its healthy peers' clocks")
+            .set(to: seconds)
+        registry.makeGauge(name: "osc_cluster_clock_ahead", help: "1 while this node's clock runs ahead of its peers beyond OSC_CLUSTER_MAX_CLOCK_SKEW (writes refused)")
+            .set(to: ahead ? 1 : 0)
+    }
+
+    public func replicationFailed(peer: String) {
+        registry.makeCounter(name: "osc_cluster_replication_failures_total", labels: [("peer", peer)],
+                             help: "Replication batches a peer did not accept")
+            .increment()
+    }
+
+    /// 1 when peers authenticate with the clients' API key (no OSC_CLUSTER_SECRET).
+    public func peerAuthentication(insecure: Bool) {
+        registry.makeGauge(name: "osc_cluster_peer_auth_insecure",
+                           help: "1 when node-to-node routes accept the clients' API key instead of a peer credential (OSC_CLUSTER_SECRET)")
+            .set(to: insecure ? 1 : 0)
+    }
+
+    public func peerRequestRefused(reason: String) {
+        registry.makeCounter(name: "osc_cluster_peer_auth_refused_total", labels: [("reason", reason)],
+                             help: "Node-to-node requests refused by peer authentication")
+            .increment()
+    }
+}

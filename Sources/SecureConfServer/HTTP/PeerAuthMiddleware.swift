@@ -1,0 +1,108 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SecureConfCluster
+import SecureConfCrypto
+import Synchronization
+
+/// A request context that can carry the authenticated peer of a node-to-node request.
+public protocol PeerAuthenticatedContext: RequestContext {
+    var peer: PeerNote { get }
+}
+
+/// The peer that signed the request, once `PeerAuthMiddleware` has verified it.
+public final class PeerNote: Sendable {
+    private let sender = Mutex<String?>(nil)
+    public init() {}
+    func authenticated(_ id: String) { sender.withLock { $0 = id } }
+    /// The authenticated sender, or nil (an API-key peer, or not a peer request).
+    public var id: String? { sender.withLock { $0 } }
+}
+
+/// Guards the node-to-node routes. With `OSC_CLUSTER_SECRET`, a request must carry a valid
+/// signature of a configured peer (the API key does not open these routes, except for
+/// unsigned peers during an upgrade with `OSC_CLUSTER_ACCEPT_API_KEY_PEERS`), and the
+/// answer is signed back. Without it, peers authenticate with the API key, as in
+/// OpenSecureConf (reported as insecure at start, in `/cluster/status` and a metric). On a
+/// node without clustering these routes do not exist (404). `optional` routes
+/// (`/cluster/health`) also answer unsigned requests, unsigned.
+struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
+    let node: SecureConfNode
+    var optional = false
+
+    static var maxBody: Int { 64 * 1024 * 1024 }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let settings = node.configuration.clusterSettings else {
+            if optional { return try await next(request, context) }
+            throw APIError(.notFound, "Not Found", kind: "route_not_found")
+        }
+        let h = request.headers
+        let sender = h[HTTPField.Name(PeerCredential.senderHeader)!], time = h[HTTPField.Name(PeerCredential.timeHeader)!]
+        let nonce = h[HTTPField.Name(PeerCredential.nonceHeader)!], signature = h[HTTPField.Name(PeerCredential.signatureHeader)!]
+        let signed = sender != nil || time != nil || nonce != nil || signature != nil
+        if let verifier = node.peerVerifier, signed {
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: Self.maxBody)
+            } catch {
+                throw APIError(.contentTooLarge, "Cluster message larger than 64 MiB", kind: "body_too_large")
+            }
+            let peer: String
+            do {
+                peer = try verifier.verify(method: request.method.rawValue, path: request.head.path ?? "", sender: sender, time: time, nonce: nonce,
+                                           signature: signature, bodyHash: PeerCredential.bodyHash(body.readableBytesView))
+            } catch {
+                let kind: String = switch error {
+                case .clockSkew: "peer_clock_skew"
+                case .replayed: "peer_replayed"
+                case .unknownSender: "peer_unknown"
+                default: "peer_auth_failed"
+                }
+                node.metrics.peerRequestRefused(reason: kind)
+                throw APIError(.unauthorized, error.description, kind: kind)
+            }
+            context.peer.authenticated(peer)
+            let response = try await next(request, context)
+            return try await Self.signed(response, nonce: nonce ?? "", responder: settings.nodeID, credential: verifier.credential)
+        }
+        if optional { return try await next(request, context) }
+        if node.peerVerifier != nil, !settings.acceptAPIKeyPeers {
+            node.metrics.peerRequestRefused(reason: "peer_auth_missing")
+            throw APIError(.unauthorized, PeerAuthRefusal.missing.description, kind: "peer_auth_missing")
+        }
+        // API-key peers: OpenSecureConf's model, or the upgrade window.
+        if node.configuration.apiKeyRequired || node.peerVerifier != nil {
+            guard let given = h[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
+            guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array((node.configuration.apiKey ?? "").utf8))),
+                  node.configuration.apiKey != nil else { throw APIError.wrongAPIKey }
+        }
+        return try await next(request, context)
+    }
+
+    /// The response with its body collected and signed over (nonce, status, responder, body hash).
+    static func signed(_ response: Response, nonce: String, responder: String, credential: PeerCredential) async throws -> Response {
+        let collector = BodyCollector()
+        try await response.body.write(CollectingWriter(collector: collector))
+        let bytes = collector.bytes
+        var headers = response.headers
+        headers[HTTPField.Name(PeerCredential.signatureHeader)!] = credential.responseSignature(
+            nonce: nonce, status: Int(response.status.code), responder: responder, bodyHash: PeerCredential.bodyHash(bytes))
+        headers[.contentLength] = String(bytes.count)
+        return Response(status: response.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+private final class BodyCollector: Sendable {
+    private let buffer = Mutex<[UInt8]>([])
+    func append(_ b: ByteBuffer) { buffer.withLock { $0 += b.readableBytesView } }
+    var bytes: [UInt8] { buffer.withLock { $0 } }
+}
+
+private struct CollectingWriter: ResponseBodyWriter {
+    let collector: BodyCollector
+    mutating func write(_ buffer: ByteBuffer) async throws { collector.append(buffer) }
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
