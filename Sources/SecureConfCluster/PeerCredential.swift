@@ -90,8 +90,10 @@ public final class PeerRequestVerifier: Sendable {
     }
 
     /// The authenticated sender of a request with these headers and body hash.
+    /// `allowSkew` accepts a message outside the time window (the health probe, which is how
+    /// nodes measure each other's clocks; it changes nothing and its nonce is still checked).
     public func verify(method: String, path: String, sender: String?, time: String?, nonce: String?, signature: String?,
-                       bodyHash: String) throws(PeerAuthRefusal) -> String {
+                       bodyHash: String, allowSkew: Bool = false) throws(PeerAuthRefusal) -> String {
         guard let sender, let time, let nonce, let signature else {
             if sender == nil && time == nil && nonce == nil && signature == nil { throw .missing }
             throw .malformed("X-SecureConf-Peer, -Time, -Nonce and -Signature go together")
@@ -106,14 +108,15 @@ public final class PeerRequestVerifier: Sendable {
         guard PeerCredential.same(expected, signature) else { throw .badSignature }
         let now = wallClockMillis()
         let (offset, overflow) = millis.subtractingReportingOverflow(now)
-        if overflow || abs(offset) > windowMillis {
+        if !allowSkew, overflow || abs(offset) > windowMillis {
             throw .clockSkew(seconds: overflow ? Double(Int64.max) / 1000 : Double(offset) / 1000, window: Double(windowMillis) / 1000)
         }
         let fresh: Bool = seen.withLock { s in
             if s.count >= Self.maxNonces / 2 { s = s.filter { $0.value > now } }
             if s.count >= Self.maxNonces { return false }
             if s[nonce] != nil { return false }
-            s[nonce] = millis + windowMillis
+            // Kept until the message could no longer pass the time check (bounded for skewed ones).
+            s[nonce] = min(max(millis, now), now + windowMillis) + windowMillis
             return true
         }
         guard fresh else { throw .replayed }

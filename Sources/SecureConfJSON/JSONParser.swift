@@ -68,7 +68,9 @@ public struct JSONParser {
         guard depth <= maxDepth else { throw JSONParseError(description: "JSON nested deeper than \(maxDepth) levels") }
         index += 1
         var members: [(String, JSONValue)] = []
-        var positions: [String: Int] = [:]
+        // Keyed by the name's UTF-8 bytes: Swift's String equality is canonical equivalence,
+        // which would merge "é" and "e\u{301}" (Python keeps both; so do we).
+        var positions: [[UInt8]: Int] = [:]
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
         while true {
@@ -80,10 +82,11 @@ public struct JSONParser {
             index += 1
             skipWhitespace()
             let value = try parseValue(depth: depth)
-            if let at = positions[name] {
+            let nameBytes = Array(name.utf8)
+            if let at = positions[nameBytes] {
                 members[at].1 = value
             } else {
-                positions[name] = members.count
+                positions[nameBytes] = members.count
                 members.append((name, value))
             }
             skipWhitespace()

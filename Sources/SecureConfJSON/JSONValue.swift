@@ -23,7 +23,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 
     public subscript(member: String) -> JSONValue? {
-        if case .object(let members) = self { return members.last(where: { $0.0 == member })?.1 }
+        if case .object(let members) = self { return members.last(where: { $0.0.utf8.elementsEqual(member.utf8) })?.1 }
         return nil
     }
 

@@ -16,6 +16,12 @@ import SecureConfStore
 struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     let node: SecureConfNode
 
+    /// Writes wait for a quorum after they commit: their record then waits for the outcome.
+    private var waitsForQuorum: Bool {
+        guard let settings = node.cluster?.settings else { return false }
+        return settings.mode == .replica && settings.writeQuorum != .one
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let endpoint = context.endpointPath ?? "unmatched"
         let query = (try? RequestInput.query(request)) ?? [:]
@@ -26,7 +32,8 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         context.audit.open(AuditRecordDraft(
             time: 0, nodeID: node.configuration.nodeID, actor: "", client: Self.client(context.remoteAddress),
             action: AuditActions.name(method: request.method, endpoint: endpoint), environment: environment.map { String($0.prefix(AuditLimits.environment)) },
-            key: pathKey.map { String($0.prefix(AuditLimits.key)) }, outcome: "", status: 0, requestID: requestID))
+            key: pathKey.map { String($0.prefix(AuditLimits.key)) }, outcome: "", status: 0, requestID: requestID),
+            deferred: waitsForQuorum)
 
         var response: Response?
         var failure: (any Error)?

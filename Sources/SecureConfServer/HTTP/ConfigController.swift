@@ -49,13 +49,14 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
     }
 
-    /// A write has committed: its audit record went with it, its key is proven right; count
-    /// it and replicate it.
+    /// A write has committed: its audit record went with it, its key is proven right;
+    /// replicate it, then count it once, as what the client receives (a missed quorum is a
+    /// failure, counted by `failed`).
     private func committed(_ operation: String, _ key: CachedKey, _ context: Context) async throws {
         context.audit.written()
         node.keys.markProven(key.index)
-        node.metrics.recordOperation(operation, success: true)
         try await replicated()
+        node.metrics.recordOperation(operation, success: true)
     }
 
     /// A write failed: count it, and drop a provisional key that failed to authenticate.
@@ -65,18 +66,7 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         return error
     }
 
-    /// After a local write: wake replication and, with a write quorum, wait for it.
-    private func replicated() async throws {
-        guard let cluster = node.cluster, cluster.settings.mode == .replica else { return }
-        cluster.localWriteCommitted()
-        guard cluster.settings.writeQuorum != .one else { return }
-        do {
-            try await cluster.awaitQuorum(seq: try await node.store.lastOwnSeq())
-        } catch let error as QuorumNotReached {
-            throw APIError(.serviceUnavailable, "Write quorum not reached: \(error.description)", kind: "quorum_not_reached",
-                           headers: [.retryAfter: "1"])
-        }
-    }
+    private func replicated() async throws { try await node.replicateLocalWrite() }
 
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(environment: String, key: String) async -> ConfigEntry? {

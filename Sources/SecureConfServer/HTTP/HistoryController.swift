@@ -214,6 +214,7 @@ struct HistoryOperations: Sendable {
                 actor: node.actor(for: key), audit: audit.recordForWrite(status: 200),
                 authenticates: { (try? Fernet.decrypt($0, key: derived)) != nil })
             audit.written()
+            try await node.replicateLocalWrite()
             node.metrics.recordOperation("rollback", success: true)
             return JSONResponse.make { w in
                 w.record(entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)), version: version)
@@ -268,6 +269,7 @@ struct HistoryOperations: Sendable {
                     try await node.store.restore(environment: environment, changes: plan.changes, actor: node.actor(for: key),
                                                  audit: audit.recordForWrite(status: 200))
                     audit.written()
+                    try await node.replicateLocalWrite()
                 }
                 if plan.opened { node.keys.markProven(key.index) }
                 if !plan.opened && (plan.undecryptable.count > 0) {

@@ -53,7 +53,7 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
             let peer: String
             do {
                 peer = try verifier.verify(method: request.method.rawValue, path: request.head.path ?? "", sender: sender, time: time, nonce: nonce,
-                                           signature: signature, bodyHash: PeerCredential.bodyHash(body.readableBytesView))
+                                           signature: signature, bodyHash: PeerCredential.bodyHash(body.readableBytesView), allowSkew: optional)
             } catch {
                 let kind: String = switch error {
                 case .clockSkew: "peer_clock_skew"

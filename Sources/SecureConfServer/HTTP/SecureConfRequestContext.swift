@@ -39,6 +39,10 @@ public final class AuditNote: Sendable {
         var template: AuditRecordDraft?
         var actor: String?
         var writtenWithData = false
+        /// The record is written once the response's status is known (writes that wait for a
+        /// quorum: the trail must say what the client received, 503 included).
+        var deferred = false
+        var handedOut = false
     }
 
     private let state = Mutex(State())
@@ -46,8 +50,11 @@ public final class AuditNote: Sendable {
     public init() {}
 
     /// Called by `AuditMiddleware`; until then (audit disabled) the note records nothing.
-    func open(_ template: AuditRecordDraft) {
-        state.withLock { $0.template = template }
+    func open(_ template: AuditRecordDraft, deferred: Bool = false) {
+        state.withLock {
+            $0.template = template
+            $0.deferred = deferred
+        }
     }
 
     /// The configuration key and environment the request addresses (nil leaves a field as is).
@@ -72,7 +79,8 @@ public final class AuditNote: Sendable {
     /// Call `written()` once that write has committed.
     func recordForWrite(status: Int) -> AuditRecordDraft? {
         state.withLock { s in
-            guard var draft = s.template else { return nil }
+            guard !s.deferred, var draft = s.template else { return nil }
+            s.handedOut = true
             draft.actor = s.actor ?? "anonymous"
             draft.status = status
             draft.outcome = AuditOutcome.of(status: status)
@@ -82,7 +90,7 @@ public final class AuditNote: Sendable {
     }
 
     func written() {
-        state.withLock { $0.writtenWithData = true }
+        state.withLock { $0.writtenWithData = $0.handedOut }
     }
 
     var snapshot: State { state.withLock { $0 } }

@@ -94,10 +94,20 @@ struct SystemController<Context: RequestContext>: Sendable {
         func date(_ d: Date?, _ w: inout JSONWriter) { if let d { w.string(formatter.string(from: d)) } else { w.raw("null") } }
         let peers = node.cluster?.peerStatuses ?? []
         var depths: [String: Int] = [:]
-        if let cluster = node.cluster {
-            for p in peers { depths[p.nodeID] = (try? await node.store.outboxDepth(after: p.ackedSeq)) ?? p.outboxDepth }
-            _ = cluster
+        var oldest: [String: Int64] = [:]
+        for p in peers {
+            depths[p.nodeID] = (try? await node.store.outboxDepth(after: p.ackedSeq)) ?? p.outboxDepth
+            if let t = try? await node.store.oldestOwnRevisionTime(after: p.ackedSeq) { oldest[p.nodeID] = t }
         }
+        let nowMicros = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        let setAside = node.cluster == nil ? 0 : ((try? await node.store.setAsideCount()) ?? 0)
+        let settings = c.clusterSettings
+        let peerAuth: (mode: String, warning: String?) = switch (settings?.credential != nil, settings?.acceptAPIKeyPeers ?? false) {
+        case (true, false): ("secret", nil)
+        case (true, true): ("secret+api-key", "OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the clients' API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET")
+        default: ("api-key", "peers authenticate with OSC_API_KEY, which every client holds: any client can read the salt and ciphertexts and forge replicated revisions. Set OSC_CLUSTER_SECRET on every node (README: production checklist)")
+        }
+        let clock: (offsetMillis: Int64?, ahead: Bool) = node.cluster?.clockStatus ?? (nil, false)
         let consistency: (consistent: Bool, reason: String?) = node.cluster?.saltIsConsistent ?? (true, nil)
         return JSONResponse.make { w in
             w.raw("{")
@@ -111,6 +121,14 @@ struct SystemController<Context: RequestContext>: Sendable {
             if let reason = consistency.reason { w.member("salt_problem"); w.string(reason) }
             w.member("last_sync"); date(node.cluster?.lastSync, &w)
             w.member("entries"); w.integer(node.store.liveEntryCount)
+            if c.clusterEnabled {
+                w.member("peer_authentication"); w.string(peerAuth.mode)
+                if let warning = peerAuth.warning { w.member("peer_authentication_warning"); w.string(warning) }
+                w.member("clock_offset_ms"); if let o = clock.offsetMillis { w.integer(Int(o)) } else { w.raw("null") }
+                w.member("clock_ahead"); w.raw(clock.ahead ? "true" : "false")
+                w.member("max_clock_skew_seconds"); w.write(.number(String(c.clusterMaxClockSkewSeconds)))
+                w.member("set_aside_revisions"); w.integer(setAside)
+            }
             w.member("nodes"); w.raw("[")
             w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)
             w.member("healthy"); w.raw(consistency.consistent ? "true" : "false"); w.member("self"); w.raw("true")
@@ -124,7 +142,12 @@ struct SystemController<Context: RequestContext>: Sendable {
                 w.member("outbox_depth"); w.integer(depths[p.nodeID] ?? p.outboxDepth)
                 w.member("acked_seq"); w.integer(p.ackedSeq)
                 w.member("salt_fingerprint"); w.optionalString(p.saltFingerprint)
-                w.member("last_error"); w.optionalString(p.lastError)
+                w.member("last_error"); w.optionalString(p.lastError ?? p.replicationError)
+                w.member("replication_error"); w.optionalString(p.replicationError)
+                w.member("replication_error_at"); date(p.replicationErrorAt, &w)
+                w.member("outbox_oldest_age_seconds")
+                if let t = oldest[p.nodeID] { w.write(.number(String(Double(max(0, nowMicros - t) / 1000) / 1000))) } else { w.raw("null") }
+                w.member("clock_offset_ms"); if let o = p.clockOffsetMillis { w.integer(Int(o)) } else { w.raw("null") }
                 w.raw("}")
             }
             w.raw("]")

@@ -4,6 +4,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import NIOSSL
 import Logging
+import NIOCore
 import NIOPosix
 import SecureConfCluster
 import SecureConfCrypto
@@ -224,6 +225,20 @@ public final class SecureConfNode: Sendable {
         }
     }
 
+    /// After any local write (create, update, delete, rollback, restore): wake replication
+    /// and, with a write quorum, wait for it (503 when it is not reached in time).
+    func replicateLocalWrite() async throws {
+        guard let cluster, cluster.settings.mode == .replica else { return }
+        cluster.localWriteCommitted()
+        guard cluster.settings.writeQuorum != .one else { return }
+        do {
+            try await cluster.awaitQuorum(seq: try await store.lastOwnSeq())
+        } catch let error as QuorumNotReached {
+            throw APIError(.serviceUnavailable, "Write quorum not reached: \(error.description)", kind: "quorum_not_reached",
+                           headers: [.retryAfter: "1"])
+        }
+    }
+
     /// Finishes pending writes and closes the store.
     public func close() async {
         await store.close()
@@ -278,7 +293,16 @@ struct StoreLifecycleService: Service {
 public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
     let c = node.configuration
     let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
-    var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))))
+    let limits = ConnectionLimits(maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(), maxPerClient: c.maxConnectionsPerClient)
+    let metrics = node.metrics
+    let requestTimeout = TimeAmount.milliseconds(Int64(c.requestTimeoutSeconds * 1000))
+    node.logger.info("connection limits", metadata: ["max_connections": "\(limits.maxTotal)", "max_per_client": "\(limits.maxPerClient)",
+                                                     "request_timeout_s": "\(c.requestTimeoutSeconds)"])
+    var server: HTTPServerBuilder = .http1(configuration: .init(
+        additionalChannelHandlers: [ConnectionGuard(limits: limits, requestTimeout: requestTimeout,
+                                                    onRefused: { metrics.connectionRefused(reason: $0) },
+                                                    onTimeout: { metrics.requestTimedOut() })],
+        idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))))
     if let certificateFile = c.tlsCertificateFile, let keyFile = c.tlsKeyFile {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }

@@ -214,3 +214,19 @@ extension ServerMetrics: ClusterSafetyObserver {
             .increment()
     }
 }
+
+extension ServerMetrics {
+    /// A connection closed at once because the connection budget was spent (`total`, `per_client`).
+    func connectionRefused(reason: String) {
+        registry.makeCounter(name: "osc_http_connections_refused_total", labels: [("reason", reason)],
+                             help: "Connections closed at once: OSC_MAX_CONNECTIONS or OSC_MAX_CONNECTIONS_PER_CLIENT reached")
+            .increment()
+    }
+
+    /// A connection closed because its request did not arrive whole within OSC_REQUEST_TIMEOUT.
+    func requestTimedOut() {
+        registry.makeCounter(name: "osc_http_request_timeouts_total",
+                             help: "Connections closed because a request was not received whole within OSC_REQUEST_TIMEOUT")
+            .increment()
+    }
+}
