@@ -435,31 +435,39 @@ public final class ClusterCoordinator: Service, Sendable {
             var seen = Set<RevisionID>()
             let missing = remoteIDs.filter { !localIDs.contains($0) && seen.insert($0).inserted }
             for start in stride(from: 0, to: missing.count, by: Self.batchSize) {
-                let ids = Array(missing[start..<min(start + Self.batchSize, missing.count)])
-                let fetched = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self).revisions
-                // What a peer answers is checked like what it pushes; refused revisions are skipped.
-                var accepted: [Revision] = []
-                var refused = 0
-                for r in fetched.prefix(ids.count) {
-                    do {
-                        try rules.check(r)
-                        accepted.append(r)
-                    } catch {
-                        refused += 1
+                var pending = Array(missing[start..<min(start + Self.batchSize, missing.count)])
+                while !pending.isEmpty {
+                    let ids = pending
+                    let fetched = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self).revisions
+                    // A peer answers a prefix when the rest would be too large: ask again for the rest.
+                    let answered = Set(fetched.map(\.id.identity))
+                    pending = ids.filter { !answered.contains($0.identity) }
+                    if fetched.isEmpty || pending.count == ids.count { pending = [] }
+                    // What a peer answers is checked like what it pushes; refused revisions are skipped.
+                    var accepted: [Revision] = []
+                    var refused = 0
+                    let asked = Set(ids.map(\.identity))
+                    for r in fetched.prefix(ids.count) where asked.contains(r.id.identity) {
+                        do {
+                            try rules.check(r)
+                            accepted.append(r)
+                        } catch {
+                            refused += 1
+                        }
                     }
+                    if refused > 0 {
+                        safety?.revisionsRefused(peer: peer, reason: "anti_entropy", count: refused)
+                        logger.warning("anti-entropy refused revisions from a peer", metadata: ["peer": "\(peer)", "refused": "\(refused)"])
+                    }
+                    let outcome = try await store.apply(batch: accepted)
+                    repaired += outcome.applied
+                    if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
+                    if outcome.identityConflicts > 0 {
+                        repaired += outcome.identityConflicts
+                        reportIdentityConflicts(outcome.identityConflicts, peer: peer)
+                    }
+                    observer?.revisionsReceived(peer: peer, count: outcome.applied)
                 }
-                if refused > 0 {
-                    safety?.revisionsRefused(peer: peer, reason: "anti_entropy", count: refused)
-                    logger.warning("anti-entropy refused revisions from a peer", metadata: ["peer": "\(peer)", "refused": "\(refused)"])
-                }
-                let outcome = try await store.apply(batch: accepted)
-                repaired += outcome.applied
-                if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
-                if outcome.identityConflicts > 0 {
-                    repaired += outcome.identityConflicts
-                    reportIdentityConflicts(outcome.identityConflicts, peer: peer)
-                }
-                observer?.revisionsReceived(peer: peer, count: outcome.applied)
             }
         }
         return repaired

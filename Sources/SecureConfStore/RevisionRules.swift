@@ -55,7 +55,7 @@ public struct RevisionRules: Sendable {
     /// How much older than its stamp a token's embedded time may be (a slow request, a
     /// restore planned before it commits), in seconds. A replayed old token with a fresh
     /// stamp is older than that.
-    public var maxTokenLagSeconds: Int64 = 300
+    public var maxTokenLagSeconds: Int64 = 30
     public var wallClockMillis: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
 
     public init(maxAheadMillis: Int64, maxCiphertextBytes: Int) {

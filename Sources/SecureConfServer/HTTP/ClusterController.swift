@@ -9,6 +9,8 @@ import SecureConfStore
 /// anti-entropy fetches and federated lookups. Bodies carry encrypted revisions only.
 struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     let node: SecureConfNode
+    /// About the most revision bytes one fetch answers.
+    static var maxReplyBytes: Int { 32 * 1024 * 1024 }
 
     func addRoutes(to group: RouterGroup<Context>) {
         group.post("/cluster/replicate", use: replicate)
@@ -84,7 +86,16 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         _ = try requireCluster()
         let asked = try await decode(RevisionIDList.self, request)
         guard asked.ids.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per fetch") }
-        return try encode(RevisionList(revisions: try await node.store.revisions(ids: asked.ids)))
+        // Bounded in bytes too: the asker fetches what is left in another request.
+        var revisions: [Revision] = []
+        var bytes = 0
+        for r in try await node.store.revisions(ids: asked.ids) {
+            let size = r.ciphertext.utf8.count + 512
+            if !revisions.isEmpty && bytes + size > Self.maxReplyBytes { break }
+            revisions.append(r)
+            bytes += size
+        }
+        return try encode(RevisionList(revisions: revisions))
     }
 
     @Sendable func revision(_ request: Request, context: Context) async throws -> Response {

@@ -272,7 +272,7 @@ struct HistoryOperations: Sendable {
                     try await node.replicateLocalWrite()
                 }
                 if plan.opened { node.keys.markProven(key.index) }
-                if !plan.opened && (plan.undecryptable.count > 0) {
+                if !plan.opened && plan.sawLive {
                     // Nothing opened with this key, something could have: a wrong key, refused.
                     node.metrics.recordOperation("restore", success: false)
                     throw APIError.wrongUserKey
@@ -316,12 +316,15 @@ struct HistoryOperations: Sendable {
         var pruned: [String] = []
         /// Whether the caller's key opened at least one value.
         var opened = false
+        /// Whether the environment holds a value the key could have opened.
+        var sawLive = false
     }
 
     private func plan(environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
         var plan = RestorePlan()
         for (current, past) in try await node.store.pastStates(environment: environment, atOrBeforeMicros: at) {
             let expected = (hlc: current.hlc, origin: current.origin)
+            if !current.deleted { plan.sawLive = true }
             func open(_ token: String) -> [UInt8]? {
                 let plaintext = cipher.tryDecrypt(token, with: key)
                 if plaintext != nil { plan.opened = true }
@@ -342,6 +345,10 @@ struct HistoryOperations: Sendable {
             case .live(let then):
                 if !current.deleted, then.hlc == current.hlc, then.origin == current.origin {
                     plan.unchanged += 1
+                    // Until the key has opened something, check it here too: a restore with a
+                    // key that opens nothing is a wrong key (401), not a no-op.
+                    plan.sawLive = true
+                    if !plan.opened { _ = open(current.ciphertext) }
                     continue
                 }
                 guard let old = open(then.ciphertext) else {

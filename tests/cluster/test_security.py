@@ -1,0 +1,428 @@
+"""The security review's findings (issue: "Nothing a client sends can break the cluster"),
+each tried against real node processes as an attacker holding what a client holds: the
+API key, a user key of its own, the public endpoints.
+
+Without OSC_CLUSTER_SECRET (OpenSecureConf's model) the API key still opens the
+node-to-node routes, so the forged-revision attacks are sent with it; what they carry
+must be refused all the same (validation, bounded clocks). With OSC_CLUSTER_SECRET, the
+API key opens nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+import harness
+from harness import peer_request, sign_request, token, wait_until
+
+INT64_MAX = 2**63 - 1
+
+
+def now_hlc(offset_ms: int = 0) -> int:
+    return (int(time.time() * 1000) + offset_ms) << 16
+
+
+def fernet_token(payload: bytes = b'"forged"', at: int | None = None) -> str:
+    """A well-formed Fernet token under a key nobody uses (what an attacker can make)."""
+    f = Fernet(Fernet.generate_key())
+    return (f.encrypt_at_time(payload, at) if at is not None else f.encrypt(payload)).decode()
+
+
+def revision(key: str, origin: str, hlc: int | None = None, ciphertext: str | None = None, **fields) -> dict:
+    now_us = int(time.time() * 1_000_000)
+    r = {"environment": "default", "key": key, "category": None, "ciphertext": fernet_token() if ciphertext is None else ciphertext,
+         "hlc": now_hlc() if hlc is None else hlc, "origin": origin, "deleted": False, "created_at": now_us,
+         "updated_at": now_us, "actor": None}
+    r.update(fields)
+    return r
+
+
+def push(node, origin: str, revisions: list[dict], api_key: str | None) -> requests.Response:
+    """POST /cluster/replicate as a client holding the API key would."""
+    fingerprint = requests.get(node.url + "/cluster/health", timeout=10).json()["salt_fingerprint"]
+    headers = {"X-SecureConf-Salt-Fingerprint": fingerprint}
+    if api_key:
+        headers["X-API-Key"] = api_key
+    return requests.post(node.url + "/cluster/replicate", json={"origin": origin, "revisions": revisions},
+                         headers=headers, timeout=30)
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def cluster(module_factory):
+    """A three-node replica cluster in OpenSecureConf's model (API key only)."""
+    c = module_factory.cluster(3, "replica")
+    c.wait_healthy(timeout=20)
+    return c
+
+
+@pytest.fixture(scope="module")
+def old_secret(cluster):
+    """A key written at module start: by the replay test its token is older than any stamp may lag."""
+    user_key = token("uk-old-")
+    r = cluster[0].create(user_key, "rotated-secret", "old-password")
+    assert r.status_code == 201, r.text
+    old = cluster[0].request("GET", "/cluster/revision", params={"environment": "default", "key": "rotated-secret"}).json()
+    assert cluster[0].update(user_key, "rotated-secret", "new-password").status_code == 200
+    assert cluster[0].delete(user_key, "rotated-secret").status_code == 200
+    return {"user_key": user_key, "revision": old, "at": time.monotonic()}
+
+
+def unchanged(cluster, before: list[str]) -> None:
+    cluster.wait_converged(timeout=15)
+    assert cluster.digests() == before, "a refused revision left every node's data and digest as they were"
+
+
+# -- finding 1 (critical): an Int64.max stamp
+
+def test_int64_max_stamp_is_refused_and_the_cluster_keeps_writing(cluster, old_secret):
+    cluster.wait_converged(timeout=15)
+    before = cluster.digests()
+    victim, origin = cluster[0], cluster[1].node_id
+    r = push(victim, origin, [revision(token("crash-"), origin, hlc=INT64_MAX)], cluster.api_key)
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert "ahead" in body["detail"] and body["rejected"][0]["ahead"] is True
+    unchanged(cluster, before)
+    # Every node still writes, and again after a restart (the clock resumes from stored stamps).
+    user_key = token("uk-")
+    for n in cluster:
+        assert n.create(user_key, token("after-"), 1).status_code == 201
+    victim.stop()
+    victim.start().wait_up()
+    cluster.wait_healthy(timeout=20)
+    assert victim.create(user_key, token("after-restart-"), 2).status_code == 201
+    cluster.wait_converged(timeout=15)
+
+
+# -- finding 2 (high): forged revisions
+
+@pytest.mark.parametrize("case", ["garbage-ciphertext", "negative-hlc", "zero-hlc", "long-category", "control-category",
+                                  "receivers-own-origin", "foreign-origin", "origin-not-sender", "huge-key",
+                                  "tombstone-with-ciphertext", "updated-before-created", "token-from-the-future",
+                                  "bad-actor", "unknown-tenant"])
+def test_forged_revisions_are_refused_and_change_nothing(cluster, case):
+    cluster.wait_converged(timeout=15)
+    before = cluster.digests()
+    victim, sender = cluster[0], cluster[1].node_id
+    key = token("forged-")
+    origin = sender
+    r = revision(key, sender)
+    if case == "garbage-ciphertext":
+        r["ciphertext"] = "not-a-fernet-token"
+    elif case == "negative-hlc":
+        r["hlc"] = -5
+    elif case == "zero-hlc":
+        r["hlc"] = 0
+    elif case == "long-category":
+        r["category"] = "c" * 5000
+    elif case == "control-category":
+        r["category"] = "ops\x07\x1b[2J"
+    elif case == "receivers-own-origin":
+        origin = victim.node_id
+        r["origin"] = victim.node_id
+    elif case == "foreign-origin":
+        origin = "10.9.9.9:9000"
+        r["origin"] = origin
+    elif case == "origin-not-sender":
+        r["origin"] = cluster[2].node_id
+    elif case == "huge-key":
+        r["key"] = "e" + "\u0301" * 600  # one grapheme, 601 scalars
+    elif case == "tombstone-with-ciphertext":
+        r["deleted"] = True
+    elif case == "updated-before-created":
+        r["updated_at"] = r["created_at"] - 10
+    elif case == "token-from-the-future":
+        r["ciphertext"] = fernet_token(at=int(time.time()) + 3600)
+    elif case == "bad-actor":
+        r["actor"] = "uk:<script>"
+    elif case == "unknown-tenant":
+        r["tenant"] = "acme"
+    reply = push(victim, origin, [r], cluster.api_key)
+    assert reply.status_code == 422, (case, reply.status_code, reply.text)
+    assert "detail" in reply.json()
+    unchanged(cluster, before)
+    assert victim.metric("osc_cluster_revisions_refused_total") or case in ("receivers-own-origin", "foreign-origin", "origin-not-sender")
+
+
+def test_a_valid_revision_in_a_batch_with_a_forged_one_is_not_applied(cluster):
+    cluster.wait_converged(timeout=15)
+    before = cluster.digests()
+    sender = cluster[1].node_id
+    good, bad = revision(token("good-"), sender), revision(token("bad-"), sender, hlc=-1)
+    reply = push(cluster[0], sender, [good, bad], cluster.api_key)
+    assert reply.status_code == 422
+    assert [x["index"] for x in reply.json()["rejected"]] == [1]
+    unchanged(cluster, before)
+
+
+def test_renumbering_with_a_negative_stamp_is_refused(cluster):
+    user_key = token("uk-")
+    key = token("numbered-")
+    assert cluster[0].create(user_key, key, "v1").status_code == 201
+    assert cluster[0].update(user_key, key, "v2").status_code == 200
+    sender = cluster[1].node_id
+    reply = push(cluster[0], sender, [revision(key, sender, hlc=-(2**40))], cluster.api_key)
+    assert reply.status_code == 422
+    versions = cluster[0].request("GET", f"/configs/{key}/versions", user_key).json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2]
+    assert cluster[0].read(user_key, key).json()["value"] == "v2"
+
+
+# -- finding 3: same identity, other content
+
+def test_conflicting_contents_of_one_identity_converge_everywhere(cluster):
+    cluster.wait_converged(timeout=15)
+    origin = cluster[2].node_id
+    key = token("twin-")
+    a = revision(key, origin)
+    b = dict(a, ciphertext=fernet_token(b'"other"'))
+    assert push(cluster[0], origin, [a], cluster.api_key).status_code == 200
+    assert push(cluster[1], origin, [b], cluster.api_key).status_code == 200
+    cluster.wait_converged(timeout=20)
+    held = {n.request("GET", "/cluster/revision", params={"environment": "default", "key": key}).json()["ciphertext"] for n in cluster}
+    assert len(held) == 1 and held <= {a["ciphertext"], b["ciphertext"]}, "every node keeps the same one of the two"
+    assert any(n.metric("osc_cluster_identity_conflicts_total") for n in cluster)
+
+
+# -- finding 4: no offline oracle
+
+def test_actor_ids_are_shown_to_api_key_holders_as_audit_readers(cluster):
+    """Where every client holds the API key, every client is an audit reader; the ids are
+    keyed by a secret that is not the salt, so they test no guess."""
+    user_key = token("uk-")
+    key = token("owned-")
+    assert cluster[0].create(user_key, key, "x").status_code == 201
+    listed = cluster[0].request("GET", f"/configs/{key}/versions", None).json()["versions"]
+    assert listed[0]["actor"].startswith("uk:")
+
+
+def test_compatibility_mode_says_plainly_that_peers_use_the_clients_key(cluster):
+    status = cluster[0].status()
+    assert status["peer_authentication"] == "api-key"
+    assert "OSC_CLUSTER_SECRET" in status["peer_authentication_warning"]
+    assert cluster[0].metric("osc_cluster_peer_auth_insecure") == [("", 1.0)]
+    assert "OSC_CLUSTER_SECRET" in cluster[0].output(tail=10**6)
+
+
+def test_a_single_node_has_no_node_to_node_routes(factory):
+    wd = factory.workdir("single")
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None, extra={"OSC_CLUSTER_ENABLED": "false"})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest"), ("POST", "/cluster/replicate"),
+                         ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"), ("GET", "/cluster/revision")]:
+        r = requests.request(method, node.url + path, headers={"Origin": "http://evil.example"}, timeout=10, data=b"{}")
+        assert r.status_code == 404, (path, r.status_code, r.text)
+        assert not any(h.lower().startswith("access-control-") for h in r.headers), path
+    # The default configuration: no salt for anyone, and actor ids only for the owner's key.
+    user_key = token("uk-")
+    assert node.create(user_key, "owned", "x").status_code == 201
+    anonymous = node.request("GET", "/configs/owned/versions", None, api_key=None).json()["versions"]
+    assert all(v["actor"] is None for v in anonymous)
+    owner = node.request("GET", "/configs/owned/versions", user_key, api_key=None).json()["versions"]
+    assert owner[0]["actor"].startswith("uk:")
+    assert node.request("GET", "/configs/owned/versions", token("uk-guess-"), api_key=None).status_code == 401
+
+
+# -- finding 2/4 with the peer credential
+
+SECRET = "s3cr3t-" + secrets.token_hex(24)
+
+
+@pytest.fixture(scope="module")
+def signed(module_factory):
+    c = module_factory.cluster(3, "replica", extra_env={"OSC_CLUSTER_SECRET": SECRET})
+    c.wait_healthy(timeout=20)
+    return c
+
+
+def test_the_api_key_opens_no_node_to_node_route(signed):
+    node = signed[0]
+    for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest"), ("POST", "/cluster/replicate"),
+                         ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"),
+                         ("GET", "/cluster/revision?key=k")]:
+        r = node.request(method, path, data=b"{}")
+        assert r.status_code == 401, (path, r.status_code, r.text)
+        assert "OSC_CLUSTER_SECRET" in r.json()["detail"]
+    assert node.status()["peer_authentication"] == "secret"
+    assert node.metric("osc_cluster_peer_auth_insecure") == [("", 0.0)]
+
+
+def test_signed_nodes_replicate_and_converge(signed):
+    user_key = token("uk-")
+    key = token("signed-")
+    assert signed[0].create(user_key, key, {"v": 1}).status_code == 201
+    wait_until(lambda: signed[2].read(user_key, key).status_code == 200, 15, what="replication with signed messages")
+    signed.wait_converged(timeout=15)
+
+
+def test_forged_stolen_and_replayed_signatures_are_refused(signed):
+    node, sender = signed[0], signed[1].node_id
+    body = json.dumps({"origin": sender, "revisions": [revision(token("k-"), sender)]}).encode()
+    fp = {"X-SecureConf-Salt-Fingerprint": requests.get(node.url + "/cluster/health", timeout=10).json()["salt_fingerprint"]}
+
+    wrong = peer_request(node, "not-the-secret-" + "x" * 32, sender, "POST", "/cluster/replicate", body, headers=fp)
+    assert wrong.status_code == 401 and "does not verify" in wrong.json()["detail"]
+
+    skewed = peer_request(node, SECRET, sender, "POST", "/cluster/replicate", body, headers=fp, time_ms=int(time.time() * 1000) - 600_000)
+    assert skewed.status_code == 401 and "clock skew" in skewed.json()["detail"], skewed.text
+
+    itself = peer_request(node, SECRET, node.node_id, "POST", "/cluster/replicate", body, headers=fp)
+    assert itself.status_code == 401 and "not a configured peer" in itself.json()["detail"]
+
+    headers = sign_request(SECRET, "POST", "/cluster/replicate", node.node_id, sender, body)
+    headers.update(fp, **{"Content-Type": "application/json"})
+    first = requests.post(node.url + "/cluster/replicate", data=body, headers=headers, timeout=10)
+    assert first.status_code == 200, first.text
+    assert first.headers["X-SecureConf-Signature"] == harness.response_signature(
+        SECRET, headers["X-SecureConf-Nonce"], 200, node.node_id, first.content), "the answer is signed back"
+    again = requests.post(node.url + "/cluster/replicate", data=body, headers=headers, timeout=10)
+    assert again.status_code == 401 and "replay" in again.json()["detail"]
+
+    other = signed[2]
+    redirected = requests.post(other.url + "/cluster/replicate", data=body, headers=headers, timeout=10)
+    assert redirected.status_code == 401, "a message signed for one node is refused by another"
+
+
+# -- finding 5: a node whose clock runs a day fast
+
+def test_a_day_fast_node_cannot_drag_clocks_or_win(factory, tmp_path):
+    shim = harness.build_fake_clock(tmp_path)
+    api_key = token("cluster-api-")
+    ports = harness.free_ports(3)
+    ids = [f"127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i, port in enumerate(ports):
+        wd = factory.workdir(f"clock{i}")
+        extra = {"LD_PRELOAD": str(shim), "SECURECONF_FAKE_CLOCK_OFFSET": "86400"} if i == 2 else {}
+        nodes.append(factory.node(wd, port, factory.node_env(wd, port, ids, api_key, extra=extra), api_key))
+    c = harness.Cluster(nodes, api_key, "replica").start()
+    honest, fast = c[0], c[2]
+    wait_until(lambda: fast.status().get("clock_ahead") is True, 20, what="the fast node to see it is ahead")
+    status = fast.status()
+    assert status["clock_offset_ms"] > 86_000_000
+    user_key = token("uk-")
+    refused = fast.create(user_key, token("fast-"), 1)
+    assert refused.status_code == 503 and "ahead" in refused.json()["detail"], refused.text
+    assert fast.metric("osc_cluster_clock_ahead") == [("", 1.0)]
+
+    # A revision stamped a day ahead (as the fast node would ship) is refused by honest nodes.
+    before = [honest.digest()["digest"], c[1].digest()["digest"]]
+    r = push(honest, fast.node_id, [revision(token("ahead-"), fast.node_id, hlc=now_hlc(86_400_000))], api_key)
+    assert r.status_code == 503
+    assert [honest.digest()["digest"], c[1].digest()["digest"]] == before
+
+    # Honest nodes' clocks stay on real time: a key made now is there at now, and a restore to now changes nothing.
+    key = token("honest-")
+    assert honest.create(user_key, key, "v").status_code == 201
+    made = honest.request("GET", "/cluster/revision", params={"environment": "default", "key": key}).json()
+    assert abs((made["hlc"] >> 16) - time.time() * 1000) < 10_000, "the stamp is real time, not a day ahead"
+    wait_until(lambda: c[1].read(user_key, key).status_code == 200, 10, what="replication to the other honest node")
+    time.sleep(0.05)
+    at = iso_now()
+    assert c[1].read(user_key, key, at=at).status_code == 200
+    restore = c[1].request("POST", "/restore", user_key, params={"at": at})
+    assert restore.status_code == 200, restore.text
+    assert restore.json()["deleted"] == [] and restore.json()["restored"] == []
+
+
+# -- finding 6: a backlog larger than one message
+
+def test_a_backlog_larger_than_a_message_still_replicates(factory):
+    c = factory.cluster(2, "replica")
+    c.wait_healthy(timeout=20)
+    a, b = c[0], c[1]
+    user_key = token("uk-")
+    a.warm(user_key)
+    b.stop()
+    value = "x" * 900_000
+    for i in range(80):  # ~96 MB of ciphertext: more than the 64 MiB a message may carry
+        assert a.create(user_key, f"big-{i}", value).status_code == 201
+    b.start().wait_up()
+    c.wait_converged(timeout=120)
+
+    def drained():
+        peer = a.status()["nodes"][1]
+        return peer["outbox_depth"] == 0 and peer["replication_error"] is None
+    wait_until(drained, 60, interval=0.5, what="the outbox to drain with no replication error")
+
+
+# -- finding 7: one limiter for every derivation
+
+def test_every_derivation_meets_the_limiter(factory):
+    wd = factory.workdir("limiter")
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
+                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "4", "OSC_AUTH_FAILURE_WINDOW": "60"})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    owner = token("uk-owner-")
+    assert node.create(owner, "k", "v").status_code == 201
+
+    def derivations() -> float:
+        return sum(v for _, v in node.metric("osc_key_derivations_total"))
+
+    start = derivations()
+    for i in range(20):  # reads of absent keys: nothing to decrypt, so no derivation at all
+        assert node.read(token("uk-"), f"absent-{i}").status_code == 404
+    assert derivations() == start, "the audit trail names the actor without deriving a key"
+
+    guesses = [node.request("GET", "/configs/k/versions/1", token("uk-guess-")).status_code for _ in range(8)]
+    assert guesses == [401] * 4 + [429] * 4, guesses
+    assert derivations() - start == 4, "one derivation per counted guess, none once refused"
+    # The same client budget covers every other path that derives a key.
+    for method, path in [("GET", "/configs/k/diff?from=1&to=1"), ("GET", "/configs/k/versions"), ("POST", "/configs/k/rollback?version=1"),
+                         ("POST", "/restore?at=2030-01-01T00:00:00Z"), ("GET", "/configs/k"), ("GET", "/configs")]:
+        r = node.request(method, path, token("uk-guess-"))
+        assert r.status_code == 429, (path, r.status_code, r.text)
+    assert derivations() - start == 4
+    assert node.read(owner, "k").status_code == 200, "a cached, proven key still gets through"
+
+
+# -- finding 9: restore behind the gates, never naming what the caller cannot open
+
+def test_restore_names_no_key_the_caller_cannot_open(cluster):
+    mine, theirs = token("uk-mine-"), token("uk-theirs-")
+    env = token("env-")
+    assert cluster[0].request("POST", "/configs", theirs, json={"key": "their-db", "value": 1, "environment": env}).status_code == 201
+    wrong = cluster[0].request("POST", "/restore", mine, params={"environment": env, "at": iso_now()})
+    assert wrong.status_code == 401 and "their-db" not in wrong.text
+    assert cluster[0].request("POST", "/configs", mine, json={"key": "my-db", "value": 2, "environment": env}).status_code == 201
+    time.sleep(0.01)
+    at = iso_now()
+    time.sleep(0.01)
+    assert cluster[0].request("PUT", "/configs/their-db", theirs, params={"environment": env}, json={"value": 3}).status_code == 200
+    ok = cluster[0].request("POST", "/restore", mine, params={"environment": env, "at": at})
+    assert ok.status_code == 200 and ok.json()["undecryptable"] == 1 and "their-db" not in ok.text
+
+
+# -- finding 2: resurrecting a deleted secret by replaying its old revision (runs last: needs an old token)
+
+def test_replaying_an_old_revision_cannot_resurrect_a_deleted_secret(cluster, old_secret):
+    wait = 40 - (time.monotonic() - old_secret["at"])
+    if wait > 0:
+        time.sleep(wait)
+    cluster.wait_converged(timeout=15)
+    before = cluster.digests()
+    old = dict(old_secret["revision"])
+    sender = old["origin"]
+    target = next(n for n in cluster if n.node_id != sender)
+    old["hlc"] = now_hlc()
+    old["updated_at"] = int(time.time() * 1_000_000)
+    reply = push(target, sender, [old], cluster.api_key)
+    assert reply.status_code == 422 and "replayed" in reply.text, reply.text
+    unchanged(cluster, before)
+    assert target.read(old_secret["user_key"], "rotated-secret").status_code == 404
