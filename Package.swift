@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SecureConfStore", targets: ["SecureConfStore"]),
         .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
         .library(name: "SecureConfJSON", targets: ["SecureConfJSON"]),
+        .library(name: "SecureConfCluster", targets: ["SecureConfCluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),

@@ -19,6 +19,11 @@ let package = Package(
             name: "FuzzJSON",
             dependencies: [.product(name: "SecureConfJSON", package: "SecureConf"), "FuzzStandalone", "FuzzEntry"]
         ),
+        .executableTarget(
+            name: "FuzzReplication",
+            dependencies: [.product(name: "SecureConfCluster", package: "SecureConf"), .product(name: "SecureConfStore", package: "SecureConf"),
+                           "FuzzStandalone", "FuzzEntry"]
+        ),
         // <Module>_main for SwiftPM's entry-point renaming, forwarding to libFuzzer (see entry.c).
         .target(name: "FuzzEntry"),
         // Only used by the -DFUZZ_STANDALONE fallback build (toolchains without libFuzzer).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates the seed corpus in fuzz/corpus/{fernet,json} (deterministic; committed).
+"""Regenerates the seed corpus in fuzz/corpus/{fernet,json,replication} (deterministic; committed).
 
 Fernet inputs start with a mode byte (see Sources/FuzzFernet/main.swift): 0 = token text,
 1 = token bytes to be signed by the harness, 2 = IV + plaintext for a round trip. Tokens are
@@ -98,7 +98,38 @@ def js():
         write(d, name, data)
 
 
+def replication():
+    """Replication batches as peers send them: valid ones (stamped in 2025, so they stay
+    valid whenever the fuzzer runs), forged ones, and conflicting twins."""
+    d = HERE / "corpus" / "replication"
+    t = 1_750_000_000
+    iv = bytes(range(16))
+    ciphertext = base64.urlsafe_b64encode(token_bytes(b'"v"', iv, t)).decode()
+
+    def rev(key="k", hlc=(t * 1000) << 16, origin="127.0.0.1:2", deleted=False, ct=ciphertext, **extra):
+        r = {"environment": "default", "key": key, "category": None, "ciphertext": "" if deleted else ct, "hlc": hlc,
+             "origin": origin, "deleted": deleted, "created_at": t * 1_000_000, "updated_at": t * 1_000_000, "actor": None}
+        r.update(extra)
+        return r
+
+    batches = {
+        "valid": [rev()],
+        "valid-two-keys": [rev("a"), rev("b", category="ops", actor="uk:0123456789ab")],
+        "tombstone": [rev(), rev(hlc=((t * 1000) << 16) + 1, deleted=True)],
+        "twins": [rev(), rev(ct=base64.urlsafe_b64encode(token_bytes(b'"w"', iv, t)).decode())],
+        "int64-max": [rev(hlc=2**63 - 1)],
+        "negative": [rev(hlc=-1)],
+        "garbage-ciphertext": [rev(ct="garbage")],
+        "long-category": [rev(category="c" * 5000)],
+        "tenant": [rev(tenant="acme")],
+    }
+    for name, revisions in batches.items():
+        write(d, name, json.dumps({"origin": "127.0.0.1:2", "revisions": revisions}).encode())
+    write(d, "not-a-batch", b'{"origin": 5, "revisions": {}}')
+
+
 if __name__ == "__main__":
     fernet()
     js()
+    replication()
     print("corpus written:", sum(1 for _ in (HERE / "corpus").rglob("*") if _.is_file()), "files")

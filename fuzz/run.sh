@@ -20,13 +20,13 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 seconds="${1:-60}"
-targets="${FUZZ_TARGETS:-FuzzFernet FuzzJSON}"
+targets="${FUZZ_TARGETS:-FuzzFernet FuzzJSON FuzzReplication}"
 scratch="$here/.build-fuzz"
 rss="${FUZZ_RSS_LIMIT_MB:-2048}"
 timeout_s="${FUZZ_TIMEOUT:-10}"
 max_len="${FUZZ_MAX_LEN:-8192}"
 
-declare -A corpus_of=([FuzzFernet]=fernet [FuzzJSON]=json)
+declare -A corpus_of=([FuzzFernet]=fernet [FuzzJSON]=json [FuzzReplication]=replication)
 
 # Pin the dependency versions to the root package's when it has resolved them.
 if [[ ! -f Package.resolved && -f ../Package.resolved ]]; then
@@ -127,7 +127,7 @@ done
 
 # Known crashes (see known-crashes/README.md): each must still crash with FUZZ_KNOWN_BUGS=1;
 # one that no longer does means the bug is fixed and its guard in the harness can go.
-declare -A target_of=([fernet]=FuzzFernet [json]=FuzzJSON)
+declare -A target_of=([fernet]=FuzzFernet [json]=FuzzJSON [replication]=FuzzReplication)
 for f in "$here"/known-crashes/*; do
     name="$(basename "$f")"
     [[ -f "$f" && "$name" != *.md ]] || continue

@@ -217,10 +217,22 @@ extension ConfigStore {
             var expectedID: Int64 = 1
             var count = 0
             var firstBroken: Int64?
+            // A column rewritten with another type (a BLOB where text belongs) reads back as the
+            // same text but escapes searches: such a record is broken too.
+            let mistyped = Set(try Int64.fetchAll(db, sql: """
+                SELECT id FROM audit_log
+                WHERE typeof(time) != 'integer' OR typeof(node_id) != 'text' OR typeof(actor) != 'text' OR typeof(client) != 'text'
+                   OR typeof(action) != 'text' OR typeof(environment) NOT IN ('text', 'null') OR typeof(key) NOT IN ('text', 'null')
+                   OR typeof(outcome) != 'text' OR typeof(status) != 'integer' OR typeof(request_id) != 'text' OR typeof(hash) != 'text'
+                """))
             let cursor = try AuditRecord.fetchCursor(db, sql: "SELECT \(AuditRecord.columns) FROM audit_log ORDER BY id")
             while let record = try cursor.next() {
                 count += 1
                 if firstBroken != nil { continue }
+                if mistyped.contains(record.id) {
+                    firstBroken = record.id
+                    continue
+                }
                 if record.id != expectedID {
                     firstBroken = expectedID
                     continue

@@ -89,6 +89,23 @@ extension ConfigStore {
         }
     }
 
+    /// The digest recomputed from the stored revisions (checks the incremental one: tests, fuzzing).
+    public func recomputedDigest() async throws -> StoreDigest {
+        try await pool.read { db in
+            var buckets = [[UInt8]](repeating: [UInt8](repeating: 0, count: 32), count: RevisionDigest.bucketCount)
+            var total = 0
+            let rows = try Row.fetchCursor(db, sql: "SELECT \(Self.revisionColumns) FROM revisions")
+            while let row = try rows.next() {
+                let r = Revision(row: row)
+                let h = RevisionDigest.contentHash(r)
+                let b = RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key)
+                for i in 0..<32 { buckets[b][i] ^= h[i] }
+                total += 1
+            }
+            return StoreDigest(digest: RevisionDigest.root(buckets), revisions: total, buckets: buckets.map(RevisionDigest.hex))
+        }
+    }
+
     /// The identities (with content hashes) of every revision in a bucket.
     public func revisionIDs(bucket: Int) async throws -> [RevisionID] {
         try await pool.read { db in

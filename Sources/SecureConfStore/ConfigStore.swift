@@ -33,6 +33,8 @@ public final class ConfigStore: Sendable {
     private let liveEntries: Mutex<Int>
     /// Revisions set aside at start because they were stamped beyond the clock's bound.
     public let setAsideAtStart: Int
+    /// WAL frames an unclean stop left that SQLite did not recover at this start.
+    public let walFramesNotRecovered: Int
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "secureconf.store")) throws {
         var config = GRDB.Configuration()
@@ -42,12 +44,22 @@ public final class ConfigStore: Sendable {
             // FULL: a commit is on disk before the write is acknowledged, even across power loss.
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
+        _ = WALRecovery.installed
+        let walPath = configuration.path + "-wal"
+        let walFrames = WALRecovery.frames(inWALAt: walPath)
         let created = !FileManager.default.fileExists(atPath: configuration.path)
         let oldMask = umask(0o077)
         defer { umask(oldMask) }
         pool = try DatabasePool(path: configuration.path, configuration: config)
         if created { chmod(configuration.path, 0o600) }
         try Schema.migrator.migrate(pool)
+        if walFrames > 0, let recovered = WALRecovery.recoveredFrames(walPath: walPath), recovered < walFrames {
+            walFramesNotRecovered = walFrames - recovered
+            logger.warning("SQLite recovered fewer frames than the write-ahead log held: the rest was not committed, or was damaged; writes acknowledged before the stop may be missing", metadata: [
+                "wal": "\(walPath)", "frames": "\(walFrames)", "recovered": "\(recovered)"])
+        } else {
+            walFramesNotRecovered = 0
+        }
         nodeID = configuration.nodeID
         maxVersions = configuration.maxVersions.map { max(1, $0) }
         let bound = HybridLogicalClock(maxAheadMillis: configuration.maxClockAheadMillis)
@@ -81,6 +93,21 @@ public final class ConfigStore: Sendable {
     public func close() async {
         await writer.drain()
         try? pool.close()
+    }
+
+    /// Why storage refuses writes (disk full, read-only), or nil when it takes them: after a
+    /// failed commit, a small write is tried again to see whether storage has recovered.
+    public func writeRefusal() async -> String? {
+        guard writer.lastFailure.withLock({ $0 }) != nil else { return nil }
+        do {
+            _ = try await commit(audit: nil) { db in
+                try db.execute(sql: "UPDATE counters SET value = value WHERE name = 'live_entries'")
+                return ((), 0)
+            }
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 
     /// Live (not deleted) entries across all environments, kept without scanning.

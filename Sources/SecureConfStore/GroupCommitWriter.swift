@@ -22,6 +22,8 @@ final class GroupCommitWriter: Sendable {
     private let maxBatch: Int
     private let logger: Logger
     private let state = Mutex(State())
+    /// Why the last group commit failed, until one succeeds.
+    let lastFailure = Mutex<String?>(nil)
 
     init(pool: DatabasePool, maxBatch: Int, logger: Logger) {
         self.pool = pool
@@ -111,6 +113,8 @@ final class GroupCommitWriter: Sendable {
                 logger.error("group commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
                 commitError = StoreError.unavailable(Self.describe(error))
             }
+            let failure: String? = commitError.map { "\($0)" }
+            lastFailure.withLock { $0 = failure }
             for job in batch { job.finish(commitError) }
         }
     }

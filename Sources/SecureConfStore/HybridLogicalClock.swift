@@ -24,7 +24,7 @@ public final class HybridLogicalClock: Sendable {
         self.maxAheadMillis = max(0, maxAheadMillis)
         last = Mutex(0)
         // A stored stamp beyond the bound (written before the bound existed) does not drag the clock.
-        last.withLock { $0 = min(max(0, stamp), self.ceiling()) }
+        last.withLock { $0 = min(max(0, stamp), self.ceiling() & ~0xFFFF) }
     }
 
     /// The wall clock now, in milliseconds since 1970, clamped to what a stamp can carry.

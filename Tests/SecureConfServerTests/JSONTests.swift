@@ -25,3 +25,13 @@ import Testing
         #expect(throws: Never.self) { try parse(String(repeating: "[", count: 64) + String(repeating: "]", count: 64)) }
     }
 }
+
+@Suite struct JSONMemberNameTests {
+    @Test func canonicallyEquivalentNamesStayDistinct() throws {
+        // "é" precomposed and "e" + combining acute: equal as Swift Strings, distinct bytes (Python keeps both).
+        let value = try JSONParser.parse(Array("{\"\u{E9}\": 1, \"e\u{301}\": 2}".utf8))
+        guard case .object(let members) = value else { Issue.record("not an object"); return }
+        #expect(members.count == 2)
+        #expect(value["\u{E9}"] == .number("1") && value["e\u{301}"] == .number("2"))
+    }
+}

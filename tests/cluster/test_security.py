@@ -426,3 +426,82 @@ def test_replaying_an_old_revision_cannot_resurrect_a_deleted_secret(cluster, ol
     assert reply.status_code == 422 and "replayed" in reply.text, reply.text
     unchanged(cluster, before)
     assert target.read(old_secret["user_key"], "rotated-secret").status_code == 404
+
+
+# -- finding 8: slow request bodies and connection exhaustion
+
+def slow_body_attack(url_port: int, count: int, source: str = "127.0.0.1") -> list:
+    """`count` connections that send a POST's headers and then one body byte at a time."""
+    import socket
+    socks = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", url_port))
+            s.sendall(b"POST /configs HTTP/1.1\r\nHost: x\r\nX-User-Key: attacker-key-123\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\n\r\n{")
+            s.settimeout(None)  # blocking: still_open's MSG_DONTWAIT reads then answer at once
+        except OSError:
+            pass
+        socks.append(s)
+    return socks
+
+
+def still_open(socks) -> int:
+    """How many attack connections the server has not closed (no EOF after what it sent)."""
+    n = 0
+    for s in socks:
+        try:
+            while True:
+                data = s.recv(65536, 0x40)  # MSG_DONTWAIT
+                if data == b"":
+                    break  # EOF: closed by the server
+        except BlockingIOError:
+            n += 1  # nothing more to read and no EOF: still open
+        except OSError:
+            pass  # reset: closed
+    return n
+
+
+def timed_health(port: int, source: str) -> float:
+    """Seconds for GET /health from `source` on a fresh connection (inf if refused or timed out)."""
+    import socket
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = s.recv(4096)
+            if b" 200 " not in data.split(b"\r\n", 1)[0]:
+                return float("inf")
+    except OSError:
+        return float("inf")
+    return time.monotonic() - started
+
+
+def test_slow_bodies_cannot_hold_the_node(factory, report):
+    wd = factory.workdir("slowloris")
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None, extra={
+        "OSC_CLUSTER_ENABLED": "false", "OSC_MAX_CONNECTIONS_PER_CLIENT": "64", "OSC_REQUEST_TIMEOUT": "3"})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    socks = slow_body_attack(port, 300)
+    try:
+        time.sleep(0.5)
+        held = still_open(socks)
+        assert 0 < held <= 64, f"{held} connections from one address held open (limit 64)"
+        latency = timed_health(port, "127.0.0.2")
+        assert latency < 1.0, f"another client waited {latency:.2f} s"
+        time.sleep(4)
+        after = still_open(socks)
+        assert after == 0, f"{after} slow requests still open after OSC_REQUEST_TIMEOUT"
+        refused = sum(v for _, v in node.metric("osc_http_connections_refused_total"))
+        timeouts = sum(v for _, v in node.metric("osc_http_request_timeouts_total"))
+        assert refused >= 300 - 64 and timeouts >= 1
+        report("slow-body attack, 300 connections from one address",
+               f"{held} held (cap 64), another client answered in {latency * 1000:.0f} ms, {after} left after 4 s")
+    finally:
+        for s in socks:
+            s.close()

@@ -65,6 +65,9 @@ struct SystemController<Context: RequestContext>: Sendable {
 
     @Sendable func ready(_ request: Request, context: Context) async throws -> Response {
         try node.ensureServing()
+        if let refusal = await node.store.writeRefusal() {
+            throw APIError(.serviceUnavailable, "Not ready: \(refusal)", kind: "storage_unavailable", headers: [.retryAfter: "5"])
+        }
         return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
             w.member("entries"); w.integer(node.store.liveEntryCount)

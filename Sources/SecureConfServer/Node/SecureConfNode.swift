@@ -61,6 +61,7 @@ public final class SecureConfNode: Sendable {
             throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
         }
         self.store = store
+        metrics.storeOpened(walFramesNotRecovered: store.walFramesNotRecovered, setAsideAtStart: store.setAsideAtStart)
         let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
         self.salt = salt
         self.saltFingerprint = SaltFile.fingerprint(salt)

@@ -230,3 +230,15 @@ extension ServerMetrics {
             .increment()
     }
 }
+
+extension ServerMetrics {
+    /// What the store found when it opened.
+    func storeOpened(walFramesNotRecovered: Int, setAsideAtStart: Int) {
+        registry.makeGauge(name: "osc_store_wal_frames_not_recovered",
+                           help: "Write-ahead-log frames an unclean stop left that SQLite did not recover at this start")
+            .set(to: Double(walFramesNotRecovered))
+        registry.makeGauge(name: "osc_store_revisions_set_aside_at_start",
+                           help: "Stored revisions stamped beyond the clock bound, set aside at this start")
+            .set(to: Double(setAsideAtStart))
+    }
+}
