@@ -90,6 +90,9 @@ def test_node_with_foreign_salt_refuses_to_serve(replica3, factory):
     _salt_problem(d.request("GET", "/configs", USER_KEY))
     _salt_problem(d.request("GET", "/configs/anything", USER_KEY))
     _salt_problem(d.create(USER_KEY, "foreign-write", "must not be stored"))
+    # Restore and history sit behind the same gate (security review, finding 9).
+    _salt_problem(d.request("POST", "/restore", USER_KEY, params={"at": "2030-01-01T00:00:00Z"}))
+    _salt_problem(d.request("GET", "/configs/anything/versions", USER_KEY))
     status = d.status()
     assert status["salt_consistent"] is False
     assert "salt" in status.get("salt_problem", "").lower()

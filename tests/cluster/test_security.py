@@ -505,3 +505,66 @@ def test_slow_bodies_cannot_hold_the_node(factory, report):
     finally:
         for s in socks:
             s.close()
+
+
+# -- finding 10: the low ones
+
+def test_limits_count_scalars_and_member_names_are_compared_by_bytes(cluster):
+    user_key = token("uk-")
+    huge = "e" + "\u0301" * 600  # one grapheme cluster, 601 Unicode scalars
+    r = cluster[0].request("POST", "/configs", user_key, json={"key": huge, "value": 1})
+    assert r.status_code == 422 and "at most 255" in r.json()["detail"]
+    key = token("names-")
+    body = '{"key": "%s", "value": {"\u00e9": 1, "e\u0301": 2}}' % key
+    r = cluster[0].request("POST", "/configs", user_key, data=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    value = cluster[0].read(user_key, key).json()["value"]
+    assert value == {"\u00e9": 1, "e\u0301": 2}, "canonically equivalent names stay two members, as in Python"
+
+
+def test_bucket_requests_are_bounded_and_labels_name_only_peers(cluster):
+    node = cluster[0]
+    r = node.request("POST", "/cluster/buckets", json={"buckets": list(range(256)) * 40})
+    assert r.status_code == 400
+    one = node.request("POST", "/cluster/buckets", json={"buckets": [7]}).json()["ids"]
+    dup = node.request("POST", "/cluster/buckets", json={"buckets": [7, 7, 7]}).json()["ids"]
+    assert len(dup) == len(one), "duplicated buckets are answered once"
+    forged = "10.66.66.66:1"
+    push(node, forged, [revision(token("k-"), forged)], cluster.api_key)
+    assert forged not in requests.get(node.url + "/metrics", timeout=10).text
+
+
+def test_a_write_that_misses_its_quorum_is_audited_as_the_client_saw_it(factory):
+    c = factory.cluster(2, "replica", extra_env={"OSC_CLUSTER_WRITE_QUORUM": "all", "OSC_CLUSTER_PEER_TIMEOUT": "1"})
+    c.wait_healthy(timeout=20)
+    a, b = c[0], c[1]
+    user_key = token("uk-")
+    a.warm(user_key)
+    b.stop()
+    key = token("quorum-")
+    r = a.create(user_key, key, 1)
+    assert r.status_code == 503, r.text
+    records = a.request("GET", "/audit", params={"key": key}).json()
+    records = records.get("records", records) if isinstance(records, dict) else records
+    creates = [x for x in records if x["action"] == "create"]
+    assert [x["status"] for x in creates] == [503], creates
+    ops = dict(a.metric("osc_config_operations_total"))
+    assert ops.get('{operation="create",status="success"}', 0) == 0, ops
+
+
+def test_audit_verify_catches_a_column_rewritten_as_a_blob(factory):
+    import subprocess
+    wd = factory.workdir("audit-blob")
+    port = harness.free_ports(1)[0]
+    api_key = token("api-")
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], api_key, extra={"OSC_CLUSTER_ENABLED": "false"})
+    node = factory.node(wd, port, env, api_key).start()
+    node.wait_up()
+    user_key = token("uk-")
+    assert node.create(user_key, "k", 1).status_code == 201
+    assert node.request("GET", "/audit/verify").json()["valid"] is True
+    node.stop()
+    subprocess.run(["sqlite3", str(wd / "configurations.db"), "UPDATE audit_log SET action = CAST(action AS BLOB) WHERE id = 1"], check=True)
+    node.start().wait_up()
+    verdict = node.request("GET", "/audit/verify").json()
+    assert verdict["valid"] is False and verdict["first_broken"] == 1, verdict
