@@ -503,7 +503,7 @@ def test_debug_logs_hold_no_secrets(node_factory, tmp_path, log_format):
     assert call("POST", "/configs", data=b'{"key":"bad","value":"' + values[3].encode() + b'"').status_code == 400
     assert call("POST", "/configs", json={"key": "k1", "value": values[3]}).status_code == 400
     assert call("GET", "/configs/missing").status_code == 404
-    assert call("GET", "/cluster/salt").status_code == 200
+    assert call("GET", "/cluster/salt").status_code == 404, "no node-to-node routes without clustering"
     assert call("DELETE", "/configs/k2?environment=prod").status_code == 200
     assert n.stop() == 0
 
@@ -628,8 +628,7 @@ def test_node_keeps_salt_across_restarts(node_factory):
 def test_api_key_mode_403_on_protected_routes(api_node, given):
     assert api_node.create("guarded", {"v": 1}).status_code in (201, 400)
     protected = [("GET", "/configs"), ("POST", "/configs"), ("GET", "/configs/guarded"), ("PUT", "/configs/guarded"),
-                 ("DELETE", "/configs/guarded"), ("GET", "/configs/nonexistent"), ("GET", "/cluster/status"),
-                 ("GET", "/cluster/salt"), ("POST", "/cluster/salt")]
+                 ("DELETE", "/configs/guarded"), ("GET", "/configs/nonexistent"), ("GET", "/cluster/status")]
     for method, path in protected:
         for user_key in (USER_KEY, None):
             r = api_node.request(method, path, api_key=given, user_key=user_key,
@@ -637,11 +636,14 @@ def test_api_key_mode_403_on_protected_routes(api_node, given):
             assert r.status_code == 403, f"{method} {path} with api key {given!r}: {r.status_code}"
             detail = assert_json_error(r.status_code, r.content, context=f"{method} {path}")["detail"]
             assert "api key" in detail.lower()
+    # Without clustering the node-to-node routes do not exist, whatever the key (security review, finding 4).
+    for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest")]:
+        assert api_node.request(method, path, api_key=given).status_code == 404, path
     for path in ("/", "/health", "/ready", "/metrics", "/cluster/health"):
         r = api_node.request("GET", path, api_key=given, user_key=None)
         assert r.status_code == 200, f"{path} should need no API key"
     assert api_node.request("GET", "/configs/guarded").json()["value"] == {"v": 1}
-    assert api_node.request("GET", "/cluster/salt").content == api_node.salt_path.read_bytes()
+    assert api_node.request("GET", "/cluster/salt").status_code == 404, "even with the right key: no salt for clients"
 
 
 def test_api_key_header_name_is_case_insensitive(api_node):
