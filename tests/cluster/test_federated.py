@@ -110,3 +110,19 @@ def test_list_and_read_agree_after_delete(federated3):
     read = c.read(USER_KEY, key).status_code
     listed = [e["value"] for e in c.request("GET", "/configs", USER_KEY).json() if e["key"] == key]
     assert (read == 404) == (listed == []), f"GET through c answers {read}, the list through c shows {listed}"
+
+
+def test_federated_lists_are_paged(federated3):
+    """limit and offset page through the merged list (security review, finding 10: they were ignored)."""
+    category = token("page-", 4)
+    for i, node in enumerate(federated3):
+        for j in range(3):
+            assert node.create(USER_KEY, f"{category}-n{i}-{j}", j, category=category).status_code == 201
+    node = federated3[1]
+    whole = [e["key"] for e in node.request("GET", "/configs", USER_KEY, params={"category": category}).json()]
+    assert len(whole) == 9
+    pages = [node.request("GET", "/configs", USER_KEY, params={"category": category, "limit": 4, "offset": o}).json() for o in (0, 4, 8)]
+    assert [len(p) for p in pages] == [4, 4, 1]
+    assert [e["key"] for p in pages for e in p] == whole, "the pages are the whole list, in order"
+    r = node.request("GET", "/configs", USER_KEY, params={"category": category, "after": 3})
+    assert r.status_code == 422 and "offset" in r.json()["detail"]

@@ -196,8 +196,13 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
                 if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
                 newest[id] = ConfigEntry(remote: revision)
             }
-            entries = newest.values.filter { !$0.deleted }
+            guard after == nil else {
+                throw APIError.unprocessable("after pages by this node's entry ids, which differ between federated nodes; use offset and limit")
+            }
+            let merged = newest.values.filter { !$0.deleted }
                 .sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
+            // Paged like a single node's list: offset, then at most limit entries of the merged order.
+            entries = Array(merged.dropFirst(offset).prefix(limit ?? Int.max))
         } else {
             entries = try await node.store.list(environment: environment, category: category, limit: limit, offset: offset, afterID: after)
         }
@@ -225,7 +230,7 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         node.metrics.recordOperation("list", success: true)
         var headers: HTTPFields = [:]
         if skipped > 0 { headers[HTTPField.Name("X-SecureConf-Skipped")!] = String(skipped) }
-        if let limit, entries.count == limit, let last = entries.last {
+        if let limit, entries.count == limit, let last = entries.last, node.cluster?.settings.mode != .federated {
             headers[HTTPField.Name("X-SecureConf-Next-After")!] = String(last.id)
         }
         return JSONResponse.make(.ok, writer.bytes, headers: headers)
