@@ -101,7 +101,8 @@ public final class ConfigStore: Sendable {
         guard writer.lastFailure.withLock({ $0 }) != nil else { return nil }
         do {
             _ = try await commit(audit: nil) { db in
-                try db.execute(sql: "UPDATE counters SET value = value WHERE name = 'live_entries'")
+                try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('ready_probe', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                               arguments: [String(Self.nowMicros())])
                 return ((), 0)
             }
             return nil

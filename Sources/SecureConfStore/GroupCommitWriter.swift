@@ -96,15 +96,22 @@ final class GroupCommitWriter: Sendable {
                 return
             }
             var commitError: (any Error)?
+            // A job refused by storage itself (disk full, read-only) marks storage as failing
+            // even when the batch's transaction commits (its savepoint was rolled back).
+            let jobStorageFailure = Mutex<String?>(nil)
             do {
                 try await pool.writeWithoutTransaction { db in
                     try db.inTransaction(.immediate) {
                         for job in batch {
                             // The job's own error is recorded by the job; its savepoint is rolled back.
-                            try? db.inSavepoint {
-                                try job.perform(db)
-                                return .commit
-                            }
+                            do {
+                                try db.inSavepoint {
+                                    try job.perform(db)
+                                    return .commit
+                                }
+                            } catch let error as DatabaseError where Self.isStorageFailure(error) {
+                                jobStorageFailure.withLock { $0 = Self.describe(error) }
+                            } catch {}
                         }
                         return .commit
                     }
@@ -113,10 +120,14 @@ final class GroupCommitWriter: Sendable {
                 logger.error("group commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
                 commitError = StoreError.unavailable(Self.describe(error))
             }
-            let failure: String? = commitError.map { "\($0)" }
+            let failure: String? = commitError.map { "\($0)" } ?? jobStorageFailure.withLock { $0 }
             lastFailure.withLock { $0 = failure }
             for job in batch { job.finish(commitError) }
         }
+    }
+
+    static func isStorageFailure(_ error: DatabaseError) -> Bool {
+        [.SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN].contains(error.resultCode.primaryResultCode)
     }
 
     private static func describe(_ error: any Error) -> String {

@@ -259,6 +259,7 @@ def test_database_read_only_at_runtime(nodes, binary):
         refusals = _writes_refused(node, 3, "while-ro")
         puts = [node.put("k1", {"new": 1}).status_code for _ in range(2)]
         reads = [node.get(f"/configs/{k}").status_code for k in values]
+        ready_while = node.get("/ready").status_code
         alive = node.alive()
     finally:
         _chattr("-i", files)
@@ -266,6 +267,8 @@ def test_database_read_only_at_runtime(nodes, binary):
     _check_refusals(refusals, "read-only database")
     assert puts == [503, 503], puts
     assert set(reads) == {200}, reads
+    assert ready_while == 503, f"/ready answered {ready_while} while storage refused writes"
+    assert node.get("/ready").status_code == 200, "ready again once storage takes writes"
     after = [node.post(f"after-{i}", {"i": i}).status_code for i in range(3)]
     assert after == [201] * 3, after
     found = node.list_all()
