@@ -13,6 +13,9 @@ fi
 mkdir -p "$here/data"
 keyfile="$here/data/api-key"
 [ -s "$keyfile" ] || (head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$keyfile" && chmod 600 "$keyfile")
+# The peer credential: only the nodes hold it (clients get the API key).
+secretfile="$here/data/cluster-secret"
+[ -s "$secretfile" ] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secretfile")
 nodes="127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
 for i in 1 2 3; do
   dir="$here/data/node$i"
@@ -25,7 +28,7 @@ for i in 1 2 3; do
     OSC_HOST=127.0.0.1 OSC_HOST_PORT=900$i \
     OSC_CLUSTER_ENABLED=true OSC_CLUSTER_MODE="$mode" OSC_CLUSTER_NODE_ID=127.0.0.1:900$i OSC_CLUSTER_NODES="$nodes" \
     OSC_CLUSTER_SYNC_INTERVAL="${OSC_CLUSTER_SYNC_INTERVAL:-5}" OSC_CLUSTER_HEALTH_INTERVAL="${OSC_CLUSTER_HEALTH_INTERVAL:-2}" \
-    OSC_API_KEY_REQUIRED=true OSC_API_KEY="$(cat "$keyfile")" \
+    OSC_API_KEY_REQUIRED=true OSC_API_KEY="$(cat "$keyfile")" OSC_CLUSTER_SECRET_FILE="$secretfile" \
     OSC_DATABASE_PATH="$dir/configurations.db" OSC_SALT_FILE_PATH="$dir/encryption.salt" \
     OSC_LOG_FILE="$dir/node.log" OSC_LOG_LEVEL="${OSC_LOG_LEVEL:-INFO}" \
     nohup "$bin" serve >"$dir/stderr.log" 2>&1 &

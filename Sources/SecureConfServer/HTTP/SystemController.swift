@@ -111,6 +111,9 @@ struct SystemController<Context: RequestContext>: Sendable {
         default: ("api-key", "peers authenticate with OSC_API_KEY, which every client holds: any client can read the salt and ciphertexts and forge replicated revisions. Set OSC_CLUSTER_SECRET on every node (README: production checklist)")
         }
         let clock: (offsetMillis: Int64?, ahead: Bool) = node.cluster?.clockStatus ?? (nil, false)
+        // The revision-set digest (a hash of ciphertext hashes, nothing secret): what operators
+        // compare across nodes, now that /cluster/digest is for peers only.
+        let digest = node.cluster == nil ? nil : try? await node.store.digest()
         let consistency: (consistent: Bool, reason: String?) = node.cluster?.saltIsConsistent ?? (true, nil)
         return JSONResponse.make { w in
             w.raw("{")
@@ -131,6 +134,10 @@ struct SystemController<Context: RequestContext>: Sendable {
                 w.member("clock_ahead"); w.raw(clock.ahead ? "true" : "false")
                 w.member("max_clock_skew_seconds"); w.write(.number(String(c.clusterMaxClockSkewSeconds)))
                 w.member("set_aside_revisions"); w.integer(setAside)
+                if let digest {
+                    w.member("digest"); w.string(digest.digest)
+                    w.member("revisions"); w.integer(digest.revisions)
+                }
             }
             w.member("nodes"); w.raw("[")
             w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)
