@@ -104,3 +104,30 @@ import Testing
 extension RevisionIdentity {
     var bucket: Int { RevisionDigest.bucket(tenant: tenant, environment: environment, key: key) }
 }
+
+@Suite struct WALRecoveryTests {
+    let directory = temporaryDirectory()
+
+    @Test func fewerRecoveredFramesThanTheLogHeldAreReported() async throws {
+        let path = directory + "/live.db"
+        let store = try ConfigStore(configuration: .init(path: path, nodeID: "a:1"))
+        for i in 0..<20 { _ = try await store.create(environment: "default", key: "k\(i)", category: nil, ciphertext: "v\(i)") }
+        // A copy of the files as an unclean stop leaves them: the WAL not yet checkpointed.
+        let copy = directory + "/crashed.db"
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try FileManager.default.copyItem(atPath: path + "-wal", toPath: copy + "-wal")
+        let frames = WALRecovery.frames(inWALAt: copy + "-wal")
+        #expect(frames > 4)
+        // Damage a frame in the middle: SQLite stops recovering at the first bad checksum.
+        let handle = try #require(FileHandle(forUpdatingAtPath: copy + "-wal"))
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size / 2)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 64))
+        try handle.close()
+        let reopened = try ConfigStore(configuration: .init(path: copy, nodeID: "a:1"))
+        #expect(reopened.walFramesNotRecovered > 0, "the lost frames are reported")
+        let intact = try ConfigStore(configuration: .init(path: directory + "/fresh.db", nodeID: "a:1"))
+        #expect(intact.walFramesNotRecovered == 0)
+        await store.close()
+    }
+}

@@ -568,3 +568,41 @@ def test_audit_verify_catches_a_column_rewritten_as_a_blob(factory):
     node.start().wait_up()
     verdict = node.request("GET", "/audit/verify").json()
     assert verdict["valid"] is False and verdict["first_broken"] == 1, verdict
+
+
+def test_a_running_cluster_moves_to_the_secret_without_downtime(factory):
+    """The README's upgrade: nodes restarted one by one with the secret and
+    OSC_CLUSTER_ACCEPT_API_KEY_PEERS keep replicating with the ones not yet restarted; then
+    restarted without the flag, the API key opens no node-to-node route."""
+    c = factory.cluster(3, "replica")
+    c.wait_healthy(timeout=20)
+    user_key = token("uk-")
+    c.warm(user_key)
+    secret = "upgrade-" + secrets.token_hex(24)
+
+    def write_everywhere_and_see_it_everywhere(label: str) -> None:
+        for i, n in enumerate(c):
+            key = f"{label}-{i}-{token()}"
+            assert n.create(user_key, key, i).status_code == 201, (label, n)
+            for other in c:
+                wait_until(lambda: other.read(user_key, key).status_code == 200, 15, what=f"{key} on {other} ({label})")
+
+    def restart(n, env: dict[str, str], drop: tuple[str, ...] = ()) -> None:
+        n.stop()
+        n.env.update(env)
+        for k in drop:
+            n.env.pop(k, None)
+        n.start().wait_up()
+
+    for n in c:  # step 1, one node at a time, writes checked in between
+        restart(n, {"OSC_CLUSTER_SECRET": secret, "OSC_CLUSTER_ACCEPT_API_KEY_PEERS": "true"})
+        c.wait_healthy(timeout=20)
+        write_everywhere_and_see_it_everywhere(f"step1-{n.port}")
+    assert {n.status()["peer_authentication"] for n in c} == {"secret+api-key"}
+    for n in c:  # step 2
+        restart(n, {}, drop=("OSC_CLUSTER_ACCEPT_API_KEY_PEERS",))
+        c.wait_healthy(timeout=20)
+        write_everywhere_and_see_it_everywhere(f"step2-{n.port}")
+    assert {n.status()["peer_authentication"] for n in c} == {"secret"}
+    assert c[0].request("GET", "/cluster/digest").status_code == 401
+    c.wait_converged(timeout=20)
