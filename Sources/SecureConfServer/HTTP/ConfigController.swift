@@ -39,15 +39,9 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
 
     /// Decrypts a stored value into JSON text; a MAC failure is the caller's wrong key.
     private func decrypt(_ entry: ConfigEntry, with key: CachedKey) throws(APIError) -> [UInt8] {
-        Self.validJSON(try ValueCipher(node: node).decrypt(entry.ciphertext, with: key))
+        ValueCipher.jsonText(try ValueCipher(node: node).decrypt(entry.ciphertext, with: key))
     }
 
-    /// Plaintext that is valid JSON as is; anything else (an OpenSecureConf value holding
-    /// NaN, say) is returned as a JSON string rather than failing the request.
-    static func validJSON(_ plaintext: [UInt8]) -> [UInt8] {
-        if (try? JSONParser.parse(plaintext, maxDepth: 512)) != nil { return plaintext }
-        return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
-    }
 
     /// A write has committed: its audit record went with it, its key is proven right;
     /// replicate it, then count it once, as what the client receives (a missed quorum is a
@@ -210,13 +204,14 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         writer.raw("[")
         var returned = 0
         var skipped = 0
+        let cipher = ValueCipher(node: node)
         for entry in entries {
-            guard let plaintext = try? Fernet.decrypt(entry.ciphertext, key: key.key) else {
+            guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: key, count: false) else {
                 skipped += 1
                 continue
             }
             if returned > 0 { writer.raw(",") }
-            writer.record(entry, valueJSON: Self.validJSON(plaintext))
+            writer.record(entry, valueJSON: ValueCipher.jsonText(plaintext))
             returned += 1
         }
         writer.raw("]")

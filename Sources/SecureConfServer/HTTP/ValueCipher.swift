@@ -31,9 +31,17 @@ struct ValueCipher: Sendable {
     }
 
     /// The plaintext of `token`, or nil if this key does not open it (no cache bookkeeping).
-    func tryDecrypt(_ token: String, with key: CachedKey) -> [UInt8]? {
-        node.metrics.recordEncryption("decrypt")
+    /// `count: false` leaves the metric to the caller (a list counts its decryptions at once).
+    func tryDecrypt(_ token: String, with key: CachedKey, count: Bool = true) -> [UInt8]? {
+        if count { node.metrics.recordEncryption("decrypt") }
         return try? Fernet.decrypt(token, key: key.key)
+    }
+
+    /// Plaintext as JSON text for a response: as is when it is valid JSON; anything else (an
+    /// OpenSecureConf value holding NaN, say) as a JSON string rather than failing the request.
+    static func jsonText(_ plaintext: [UInt8]) -> [UInt8] {
+        if (try? JSONParser.parse(plaintext, maxDepth: 512)) != nil { return plaintext }
+        return JSONWriter.encode(.string(String(decoding: plaintext, as: UTF8.self)))
     }
 
     /// Plaintext as a JSON value; text that is not JSON (an OpenSecureConf value holding NaN,
