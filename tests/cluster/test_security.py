@@ -606,3 +606,35 @@ def test_a_running_cluster_moves_to_the_secret_without_downtime(factory):
     assert {n.status()["peer_authentication"] for n in c} == {"secret"}
     assert c[0].request("GET", "/cluster/digest").status_code == 401
     c.wait_converged(timeout=20)
+
+
+def test_rollback_and_restore_wait_for_the_quorum(factory):
+    """Rollback and restore wake replication and wait for OSC_CLUSTER_WRITE_QUORUM like any
+    write (they used to be acknowledged before any peer held them, and 200 with a peer down)."""
+    c = factory.cluster(3, "replica", extra_env={"OSC_CLUSTER_WRITE_QUORUM": "all", "OSC_CLUSTER_PEER_TIMEOUT": "1"})
+    c.wait_healthy(timeout=20)
+    a = c[0]
+    user_key = token("uk-")
+    c.warm(user_key)
+    key = token("rb-")
+    assert a.create(user_key, key, "v1").status_code == 201
+    assert a.update(user_key, key, "v2").status_code == 200
+    r = a.request("POST", f"/configs/{key}/rollback", user_key, params={"version": 1})
+    assert r.status_code == 200, r.text
+    for n in c[1:]:  # acknowledged at quorum all: every peer holds it already
+        assert n.read(user_key, key).json()["value"] == "v1", n
+    at = iso_now()
+    time.sleep(0.01)
+    assert a.update(user_key, key, "v3").status_code == 200
+    r = a.request("POST", "/restore", user_key, params={"at": at})
+    assert r.status_code == 200 and r.json()["restored"] == [key], r.text
+    for n in c[1:]:
+        assert n.read(user_key, key).json()["value"] == "v1", n
+    c[2].stop()
+    r = a.request("POST", f"/configs/{key}/rollback", user_key, params={"version": 2})
+    assert r.status_code == 503 and "quorum" in r.json()["detail"].lower(), r.text
+    r = a.request("POST", "/restore", user_key, params={"at": iso_now()})
+    assert r.status_code in (200, 503), r.text  # nothing to change is no write
+    assert a.update(user_key, key, "v4").status_code == 503
+    r = a.request("POST", "/restore", user_key, params={"at": at})
+    assert r.status_code == 503 and "quorum" in r.json()["detail"].lower(), r.text
