@@ -21,6 +21,8 @@ public struct PeerStatus: Sendable {
     public var replicationErrorAt: Date?
     /// The peer's clock minus ours, milliseconds, from the last health probe.
     public var clockOffsetMillis: Int64?
+    /// This node's revisions the peer refused for good (not sent to it again).
+    public var refusedByPeer = 0
 }
 
 /// Quorum was not reached in time; the write is committed here and will still replicate.
@@ -181,7 +183,9 @@ public final class ClusterCoordinator: Service, Sendable {
                         let received = Int64(Date().timeIntervalSince1970 * 1000)
                         var probe = HealthProbe(peer: peer, reply: reply, error: nil)
                         // Bounded: a peer's clock value never reaches arithmetic unchecked.
-                        if let t = reply.time_ms, t > 0, t < (Int64(1) << 47), received - sent < 10_000 {
+                        // Only probes whose round trip is short enough to bound the error well
+                        // within the skew allowed (a delayed probe would skew the measure).
+                        if let t = reply.time_ms, t > 0, t < (Int64(1) << 47), received - sent <= min(1000, self.settings.maxClockSkewMillis / 2) {
                             probe.offsetMillis = t - (sent + received) / 2
                         }
                         return probe
@@ -274,25 +278,32 @@ public final class ClusterCoordinator: Service, Sendable {
         var cursor = (try? await store.peerCursor(peer)) ?? 0
         peers.withLock { $0[peer]?.ackedSeq = cursor }
         var failures = 0
+        // This node's revisions the peer refused for good: not sent to it again (they stay in
+        // this node's history; a restart sends them once more and learns the same).
+        var refusedSeqs = Set<Int64>()
         while !stopping {
-            let batch: [(seq: Int64, revision: Revision)]
+            let fetched: [(seq: Int64, revision: Revision)]
             do {
-                batch = try await store.ownRevisions(after: cursor, limit: Self.batchSize, maxBytes: settings.maxBatchBytes)
+                fetched = try await store.ownRevisions(after: cursor, limit: Self.batchSize, maxBytes: settings.maxBatchBytes)
             } catch {
                 if !(await sleep(.seconds(1))) { return }
                 continue
             }
-            if batch.isEmpty || !saltIsConsistent.consistent {
+            if fetched.isEmpty || !saltIsConsistent.consistent {
                 // Sleep until a local write or a periodic re-check (never ship under a foreign salt).
                 await wakeup.wait(timeout: .seconds(1))
                 continue
             }
+            let batch = fetched.filter { !refusedSeqs.contains($0.seq) }
             do {
-                _ = try await transport.json(peer, "POST", "/cluster/replicate",
-                                             body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
-                                             as: ReplicationAck.self)
-                cursor = batch.last?.seq ?? cursor
+                if !batch.isEmpty {
+                    _ = try await transport.json(peer, "POST", "/cluster/replicate",
+                                                 body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
+                                                 as: ReplicationAck.self)
+                }
+                cursor = fetched.last?.seq ?? cursor
                 try await store.setPeerCursor(peer, to: cursor)
+                refusedSeqs = refusedSeqs.filter { $0 > cursor }
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     s[peer]?.healthy = true
@@ -310,18 +321,22 @@ public final class ClusterCoordinator: Service, Sendable {
                     s[peer]?.replicationError = "\(error)"
                     s[peer]?.replicationErrorAt = Date()
                 }
-                if let refusal = Self.refusal(in: error), !refusal.rejected.isEmpty {
-                    // The peer names the revisions it will never take: set them aside so the
-                    // rest of the outbox moves on (a refused revision never blocks it).
-                    let refused = refusal.rejected.compactMap { batch.indices.contains($0.index) ? batch[$0.index].revision : nil }
-                    do {
-                        try await store.setAside(refused.map(\.id.identity), reason: "refused by \(peer): \(refusal.rejected.first?.reason ?? "")")
-                        safety?.revisionsSetAside(count: refused.count)
-                        logger.error("a peer refused revisions of this node; they are set aside", metadata: [
-                            "peer": "\(peer)", "revisions": "\(refused.count)", "reason": "\(refusal.rejected.first?.reason ?? "")"])
+                if let refusal = Self.refusal(in: error) {
+                    // Revisions the peer will never take are skipped for that peer so the rest of
+                    // the outbox moves on. A stamp that is only ahead of the peer's clock is retried
+                    // (honest skew heals as clocks move), unless this node knows its own clock is
+                    // the one ahead, or the stamp is absurdly far ahead.
+                    let ownClockAhead = clockStatus.ahead
+                    let skip = refusal.rejected.filter { r in
+                        batch.indices.contains(r.index) && (!r.ahead || ownClockAhead || (r.aheadSeconds ?? 0) > 3600)
+                    }
+                    if !skip.isEmpty {
+                        for r in skip { refusedSeqs.insert(batch[r.index].seq) }
+                        safety?.revisionsSetAside(count: skip.count)
+                        peers.withLock { $0[peer]?.refusedByPeer += skip.count }
+                        logger.error("a peer refused revisions of this node for good; they are no longer sent to it", metadata: [
+                            "peer": "\(peer)", "revisions": "\(skip.count)", "reason": "\(skip[0].reason)"])
                         continue
-                    } catch {
-                        logger.error("could not set refused revisions aside", metadata: ["error": "\(error)"])
                     }
                 }
                 if failures == 1 || failures % 50 == 0 {
@@ -355,16 +370,16 @@ public final class ClusterCoordinator: Service, Sendable {
         var rejected: [ReplicationRefusal.Rejected] = []
         for (i, r) in batch.revisions.enumerated() {
             guard r.origin == origin else {
-                rejected.append(.init(index: i, reason: "revision origin differs from the sender", ahead: false))
+                rejected.append(.init(index: i, reason: "revision origin differs from the sender", ahead: false, aheadSeconds: nil))
                 continue
             }
             do {
                 try rules.check(r)
             } catch let refusal {
-                if case .ahead = refusal {
-                    rejected.append(.init(index: i, reason: refusal.description, ahead: true))
+                if case .ahead(let seconds) = refusal {
+                    rejected.append(.init(index: i, reason: refusal.description, ahead: true, aheadSeconds: seconds))
                 } else {
-                    rejected.append(.init(index: i, reason: refusal.description, ahead: false))
+                    rejected.append(.init(index: i, reason: refusal.description, ahead: false, aheadSeconds: nil))
                 }
             }
         }

@@ -13,6 +13,9 @@ public struct PeerCredential: Sendable {
     public static let timeHeader = "X-SecureConf-Time"
     public static let nonceHeader = "X-SecureConf-Nonce"
     public static let signatureHeader = "X-SecureConf-Signature"
+    /// The body's SHA-256 (hex), covered by the signature: the receiver checks the signature
+    /// before it reads a byte of the body, then the body against this hash.
+    public static let contentHashHeader = "X-SecureConf-Content-SHA256"
 
     private let signingKey: [UInt8]
     /// Keys actor ids on every node alike (derived from the secret, never exposed).
@@ -75,10 +78,29 @@ public final class PeerRequestVerifier: Sendable {
     public let nodeID: String
     public let peers: Set<String>
     public let windowMillis: Int64
-    private let seen = Mutex<[String: Int64]>([:])
+    /// Nonces seen per sender, expiring in time order (O(1) amortised; one sender's flood
+    /// cannot evict another's).
+    private struct Seen {
+        var nonces = Set<String>()
+        var queue: [(expiry: Int64, nonce: String)] = []
+        var head = 0
+
+        mutating func purge(now: Int64) {
+            while head < queue.count, queue[head].expiry <= now {
+                nonces.remove(queue[head].nonce)
+                head += 1
+            }
+            if head > 1024, head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+        }
+    }
+    private let seen = Mutex<[String: Seen]>([:])
     private let wallClockMillis: @Sendable () -> Int64
-    /// Most nonces kept; a flood beyond this is refused rather than let grow memory.
-    static let maxNonces = 200_000
+    /// Most nonces kept per sender within the window; beyond, messages are refused rather than
+    /// let memory grow (a peer sending more than ~7,000 messages a second).
+    static let maxNonces = 500_000
 
     public init(credential: PeerCredential, nodeID: String, peers: [String], windowMillis: Int64,
                 wallClockMillis: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }) {
@@ -111,12 +133,14 @@ public final class PeerRequestVerifier: Sendable {
         if !allowSkew, overflow || abs(offset) > windowMillis {
             throw .clockSkew(seconds: overflow ? Double(Int64.max) / 1000 : Double(offset) / 1000, window: Double(windowMillis) / 1000)
         }
-        let fresh: Bool = seen.withLock { s in
-            if s.count >= Self.maxNonces / 2 { s = s.filter { $0.value > now } }
-            if s.count >= Self.maxNonces { return false }
-            if s[nonce] != nil { return false }
+        let fresh: Bool = seen.withLock { all in
+            var s = all[sender, default: Seen()]
+            defer { all[sender] = s }
+            s.purge(now: now)
+            if s.nonces.count >= Self.maxNonces || s.nonces.contains(nonce) { return false }
             // Kept until the message could no longer pass the time check (bounded for skewed ones).
-            s[nonce] = min(max(millis, now), now + windowMillis) + windowMillis
+            s.nonces.insert(nonce)
+            s.queue.append((min(max(millis, now), now + windowMillis) + windowMillis, nonce))
             return true
         }
         guard fresh else { throw .replayed }

@@ -66,20 +66,26 @@ public final class PeerTransport: Sendable {
         public let body: Data
         /// The reply's signature header ("" when absent).
         public var signature: String = ""
+        /// Whether the reply is known to come from the peer: signed with the credential, or
+        /// there is no credential to sign with.
+        public var authenticated = true
     }
 
     public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil,
                         contentType: String = "application/json") async throws -> Reply {
         let url = "\(scheme)://\(peer)\(path)"
-        var headerLines = [apiKeyHeaderLine]
+        // With the credential, the API key travels only during an upgrade (peers still on it).
+        var headerLines = credential == nil || !requireSignedReplies ? [apiKeyHeaderLine] : []
         if let fingerprintHeaderLine { headerLines.append(fingerprintHeaderLine) }
         let nonce = PeerCredential.newNonce()
         if let credential {
             let millis = Int64(Date().timeIntervalSince1970 * 1000)
+            let bodyHash = PeerCredential.bodyHash(body ?? Data())
             let signature = credential.requestSignature(method: method, path: path, receiver: peer, sender: nodeID, timeMillis: millis,
-                                                        nonce: nonce, bodyHash: PeerCredential.bodyHash(body ?? Data()))
+                                                        nonce: nonce, bodyHash: bodyHash)
             headerLines += ["\(PeerCredential.senderHeader): \(nodeID)", "\(PeerCredential.timeHeader): \(millis)",
-                            "\(PeerCredential.nonceHeader): \(nonce)", "\(PeerCredential.signatureHeader): \(signature)"]
+                            "\(PeerCredential.nonceHeader): \(nonce)", "\(PeerCredential.signatureHeader): \(signature)",
+                            "\(PeerCredential.contentHashHeader): \(bodyHash)"]
         }
         if body != nil { headerLines.append("Content-Type: \(contentType)") }
         let headers = headerLines
@@ -111,19 +117,21 @@ public final class PeerTransport: Sendable {
             }
             return .success(Reply(status: Int(result.status), body: data, signature: signature))
         }
-        let reply = try outcome.get()
-        if let credential, (200..<300).contains(reply.status) {
-            if reply.signature.isEmpty {
-                if requireSignedReplies {
+        var reply = try outcome.get()
+        if let credential {
+            let signed = !reply.signature.isEmpty && PeerCredential.same(
+                credential.responseSignature(nonce: nonce, status: reply.status, responder: peer, bodyHash: PeerCredential.bodyHash(reply.body)),
+                reply.signature)
+            if (200..<300).contains(reply.status) {
+                if reply.signature.isEmpty && requireSignedReplies {
                     throw PeerError(peer: peer, status: reply.status, reason: "reply is not signed with the peer credential (OSC_CLUSTER_SECRET); refused")
                 }
-            } else {
-                let expected = credential.responseSignature(nonce: nonce, status: reply.status, responder: peer,
-                                                            bodyHash: PeerCredential.bodyHash(reply.body))
-                guard PeerCredential.same(expected, reply.signature) else {
+                if !reply.signature.isEmpty && !signed {
                     throw PeerError(peer: peer, status: reply.status, reason: "reply signature does not verify; refused")
                 }
             }
+            // An error reply's body is acted on (a refusal names revisions) only when signed.
+            reply.authenticated = signed || (!requireSignedReplies && reply.signature.isEmpty)
         }
         return reply
     }
@@ -141,7 +149,7 @@ public final class PeerTransport: Sendable {
         let data = try body.map { try JSONEncoder().encode($0) }
         let reply = try await request(peer, method, path, body: data)
         guard (200..<300).contains(reply.status) else {
-            throw PeerError(peer: peer, status: reply.status, reason: Self.detail(reply.body), body: reply.body)
+            throw PeerError(peer: peer, status: reply.status, reason: Self.detail(reply.body), body: reply.authenticated ? reply.body : nil)
         }
         do {
             return try JSONDecoder().decode(T.self, from: reply.body)

@@ -30,6 +30,9 @@ public enum SaltBootstrap {
                     }
                     return .fetched(salt, from: peer)
                 }
+                if reply.status == 401 {
+                    throw Failed(description: "peer \(peer) refused our peer credential when asked for the salt: OSC_CLUSTER_SECRET must be the same on every node (\(String(decoding: reply.body.prefix(300), as: UTF8.self)))")
+                }
                 if reply.status == 403 {
                     throw Failed(description: "peer \(peer) refused our API key when asked for the salt: OSC_API_KEY must be the same on every node")
                 }

@@ -52,6 +52,13 @@ public struct ReplicationRefusal: Codable, Sendable, Error {
         public var reason: String
         /// True when the revision is well formed but stamped too far ahead of the receiver's clock.
         public var ahead: Bool
+        /// How far ahead, in seconds, when `ahead`.
+        public var aheadSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case index, reason, ahead
+            case aheadSeconds = "ahead_seconds"
+        }
     }
     public var detail: String
     public var rejected: [Rejected]

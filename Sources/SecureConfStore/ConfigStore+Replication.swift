@@ -130,14 +130,6 @@ extension ConfigStore {
         }
     }
 
-    /// Takes this node's own revisions with these identities out of history (a peer refused
-    /// them as stamped too far ahead): they never become current and never travel again.
-    public func setAside(_ ids: [RevisionIdentity], reason: String) async throws {
-        _ = try await commit(audit: nil) { db in
-            ((), try Self.setAside(ids, reason: reason, db: db))
-        }
-    }
-
     /// How many revisions are set aside on this node.
     public func setAsideCount() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM set_aside_revisions") ?? 0 }

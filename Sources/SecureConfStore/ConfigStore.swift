@@ -31,7 +31,10 @@ public final class ConfigStore: Sendable {
     let pool: DatabasePool
     private let writer: GroupCommitWriter
     private let liveEntries: Mutex<Int>
-    /// Revisions set aside at start because they were stamped beyond the clock's bound.
+    /// Stamps further ahead of the wall clock than this are absurd (set aside at start).
+    public static let absurdStampHorizonMillis: Int64 = 86_400_000
+
+    /// Revisions set aside at start because their stamps were absurd.
     public let setAsideAtStart: Int
     /// WAL frames an unclean stop left that SQLite did not recover at this start.
     public let walFramesNotRecovered: Int
@@ -62,14 +65,17 @@ public final class ConfigStore: Sendable {
         }
         nodeID = configuration.nodeID
         maxVersions = configuration.maxVersions.map { max(1, $0) }
-        let bound = HybridLogicalClock(maxAheadMillis: configuration.maxClockAheadMillis)
-        // Every stored stamp is checked: one beyond the bound (written before it existed, by a
-        // hostile peer) would drag the clock and win every conflict; it is set aside instead.
+        // Every stored stamp is checked: an absurd one (≤ 0, or more than a day ahead of the
+        // wall clock: written by a hostile peer before the checks existed) would win every
+        // conflict and could not be superseded; it is set aside. A stamp only somewhat ahead (the
+        // wall clock stepped back, a node started before NTP) is kept: the clock does not jump to
+        // it, local writes still stamp after it, and peers refuse it until real time catches up.
+        let bound = HybridLogicalClock(maxAheadMillis: max(configuration.maxClockAheadMillis, Self.absurdStampHorizonMillis))
         let ceiling = bound.ceiling()
         let setAside = try pool.write { db -> Int in
             let ids = try Row.fetchAll(db, sql: "SELECT environment, key, hlc, origin FROM revisions WHERE hlc > ? OR hlc <= 0", arguments: [ceiling])
                 .map { RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"]) }
-            let delta = try Self.setAside(ids, reason: "stamped beyond the clock bound at start", db: db)
+            let delta = try Self.setAside(ids, reason: "stamped more than a day ahead of the clock, or not positive, at start", db: db)
             if delta != 0 {
                 try db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'", arguments: [delta])
             }
@@ -77,7 +83,7 @@ public final class ConfigStore: Sendable {
         }
         setAsideAtStart = setAside
         if setAside > 0 {
-            logger.critical("revisions stamped beyond the clock bound were set aside", metadata: [
+            logger.critical("revisions with absurd stamps (more than a day ahead, or not positive) were set aside", metadata: [
                 "revisions": "\(setAside)", "max_clock_skew_ms": "\(configuration.maxClockAheadMillis)"])
         }
         let (count, maxHLC) = try pool.read { db in
@@ -206,7 +212,7 @@ public final class ConfigStore: Sendable {
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
                                     hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.createdAt,
-                                    updatedAt: Self.nowMicros(), actor: actor)
+                                    updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
         }
     }
@@ -224,7 +230,7 @@ public final class ConfigStore: Sendable {
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
                                     hlc: clock.stamp(after: current.hlc), origin: origin, deleted: true, createdAt: current.createdAt,
-                                    updatedAt: Self.nowMicros(), actor: actor)
+                                    updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
         }
     }
@@ -285,7 +291,8 @@ public final class ConfigStore: Sendable {
             return wasLive ? -1 : 0
         }
         if let current, current.hlc == newest.hlc, current.origin == newest.origin, current.ciphertext == newest.ciphertext,
-           current.deleted == newest.deleted, current.category == newest.category {
+           current.deleted == newest.deleted, current.category == newest.category, current.createdAt == newest.createdAt,
+           current.updatedAt == newest.updatedAt {
             return 0
         }
         if let current {

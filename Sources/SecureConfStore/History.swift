@@ -167,7 +167,7 @@ extension ConfigStore {
             let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
                                     hlc: clock.stamp(after: current.hlc),
                                     origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
-                                    updatedAt: now, actor: actor)
+                                    updatedAt: max(now, current.updatedAt), actor: actor)
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             let version = try Self.versionCount(db, environment: environment, key: key)
             return ((entry, version), current.deleted ? 1 : 0)
@@ -193,11 +193,11 @@ extension ConfigStore {
                 case let .put(category, ciphertext):
                     revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext,
                                         hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
-                                        updatedAt: now, actor: actor)
+                                        updatedAt: max(now, current.updatedAt), actor: actor)
                     if current.deleted { delta += 1 }
                 case .delete:
                     revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: clock.stamp(after: current.hlc),
-                                        origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: now, actor: actor)
+                                        origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: max(now, current.updatedAt), actor: actor)
                     if !current.deleted { delta -= 1 }
                 }
                 _ = try Self.record(revision, replacing: current, keep: keep, db: db)

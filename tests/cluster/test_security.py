@@ -380,16 +380,34 @@ def test_every_derivation_meets_the_limiter(factory):
         assert node.read(token("uk-"), f"absent-{i}").status_code == 404
     assert derivations() == start, "the audit trail names the actor without deriving a key"
 
+    # The owner's create derived a key that checked against nothing: one failure of the budget of 4.
     guesses = [node.request("GET", "/configs/k/versions/1", token("uk-guess-")).status_code for _ in range(8)]
-    assert guesses == [401] * 4 + [429] * 4, guesses
-    assert derivations() - start == 4, "one derivation per counted guess, none once refused"
+    assert guesses == [401] * 3 + [429] * 5, guesses
+    assert derivations() - start == 3, "one derivation per counted guess, none once refused"
     # The same client budget covers every other path that derives a key.
     for method, path in [("GET", "/configs/k/diff?from=1&to=1"), ("GET", "/configs/k/versions"), ("POST", "/configs/k/rollback?version=1"),
                          ("POST", "/restore?at=2030-01-01T00:00:00Z"), ("GET", "/configs/k"), ("GET", "/configs")]:
         r = node.request(method, path, token("uk-guess-"))
         assert r.status_code == 429, (path, r.status_code, r.text)
-    assert derivations() - start == 4
-    assert node.read(owner, "k").status_code == 200, "a cached, proven key still gets through"
+    assert derivations() - start == 3
+    assert node.read(owner, "k").status_code == 200, "a cached key still gets through"
+
+
+def test_creating_with_a_guess_to_list_with_it_costs_a_failure(factory):
+    """A guess cached by a create (which checks the key against nothing) and then tried by a
+    list is counted: the create is a derivation that proved nothing."""
+    wd = factory.workdir("limiter-create")
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
+                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "3", "OSC_AUTH_FAILURE_WINDOW": "60"})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    statuses = []
+    for i in range(6):
+        guess = token("uk-guess-")
+        statuses.append(node.request("POST", "/configs", guess, json={"key": f"throwaway-{i}", "value": 1, "environment": "mine"}).status_code)
+        node.request("GET", "/configs", guess, params={"environment": "victim"})
+    assert statuses[:3] == [201] * 3 and statuses[3:] == [429] * 3, statuses
 
 
 # -- finding 9: restore behind the gates, never naming what the caller cannot open

@@ -143,7 +143,7 @@ def test_wrong_key_flood_keeps_valid_reads_fast(nodes, binary):
     # C: the per-client limiter with its defaults
     if limiter:
         limit = _variable_default(binary, "OSC_AUTH_FAILURE_LIMIT") or 20
-        node = nodes.new("flood-limited")
+        node = nodes.new("flood-limited", env={"OSC_AUTH_FAILURE_LIMIT": None})  # the node's own default, not the harness's
         node.start()
         res = _flood_phase(node, f"default per-client limiter, {limit} failures per window", budget(5, 4))
         results.append(res)

@@ -52,7 +52,8 @@ class Node:
                    OSC_CLUSTER_NODE_ID=f"127.0.0.1:{port}", OSC_CLUSTER_NODES=nodes, OSC_API_KEY_REQUIRED="true",
                    OSC_API_KEY=API_KEY, OSC_CLUSTER_SYNC_INTERVAL="1", OSC_CLUSTER_HEALTH_INTERVAL="0.5",
                    OSC_CLUSTER_PEER_TIMEOUT="2", OSC_CLUSTER_SALT_WAIT="30", OSC_TLS_CERT_FILE=str(cert),
-                   OSC_TLS_KEY_FILE=str(key), OSC_CLUSTER_TLS_CA_FILE=str(ca), OSC_LOG_LEVEL="WARNING")
+                   OSC_TLS_KEY_FILE=str(key), OSC_CLUSTER_TLS_CA_FILE=str(ca), OSC_LOG_LEVEL="WARNING",
+                   OSC_AUTH_FAILURE_LIMIT="100000")
         self.log = open(directory / "stderr.log", "wb")
         self.proc = subprocess.Popen([BIN, "serve"], cwd=directory, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"https://127.0.0.1:{port}"

@@ -67,6 +67,10 @@ public struct NodeConfiguration: Sendable {
 
     public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
+    /// The largest ciphertext a node writes or accepts from a peer: what the largest body can
+    /// become once escaped and encrypted, within what one cluster message carries (48 MiB).
+    public var maxCiphertextBytes: Int { min(8 * maxBodyBytes + 4096, 48 * 1024 * 1024) }
+
     /// The id this node reports: `OSC_CLUSTER_NODE_ID`, else `host:port`.
     public var nodeID: String { clusterNodeID ?? "\(host):\(port)" }
 
@@ -324,7 +328,7 @@ extension NodeConfiguration {
         settings.credential = clusterSecret.map { PeerCredential(secret: Array($0.utf8)) }
         settings.acceptAPIKeyPeers = clusterAcceptAPIKeyPeers
         settings.maxClockSkew = .milliseconds(Int64(clusterMaxClockSkewSeconds * 1000))
-        settings.maxCiphertextBytes = max(64 * 1024, maxBodyBytes * 2 + 4096)
+        settings.maxCiphertextBytes = maxCiphertextBytes
         return settings
     }
 }

@@ -33,8 +33,8 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
     }
 
     /// Encrypts a value as OpenSecureConf does: Python-style `json.dumps`, then Fernet.
-    private func encrypt(_ value: JSONValue, with key: CachedKey) -> String {
-        ValueCipher(node: node).encrypt(value, with: key)
+    private func encrypt(_ value: JSONValue, with key: CachedKey) throws(APIError) -> String {
+        try ValueCipher(node: node).encrypt(value, with: key)
     }
 
     /// Decrypts a stored value into JSON text; a MAC failure is the caller's wrong key.
@@ -46,9 +46,10 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
     /// A write has committed: its audit record went with it, its key is proven right;
     /// replicate it, then count it once, as what the client receives (a missed quorum is a
     /// failure, counted by `failed`).
-    private func committed(_ operation: String, _ key: CachedKey, _ context: Context) async throws {
+    private func committed(_ operation: String, _ key: CachedKey, _ context: Context, proven: Bool = true) async throws {
         context.audit.written()
-        node.keys.markProven(key.index)
+        // A create checks the key against nothing: it proves nothing (the limiter counts it).
+        if proven { node.keys.markProven(key.index) }
         try await replicated()
         node.metrics.recordOperation(operation, success: true)
     }
@@ -86,11 +87,11 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
         context.audit.target(environment: environment)
         let key = try await derivedKey(userKey, context)
-        let token = encrypt(value, with: key)
+        let token = try encrypt(value, with: key)
         do {
             let entry = try await node.store.create(environment: environment, key: configKey, category: category,
                                                     ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 201))
-            try await committed("create", key, context)
+            try await committed("create", key, context, proven: false)
             return JSONResponse.make(.created) { $0.record(entry, valueJSON: JSONWriter.encode(value)) }
         } catch {
             throw failed("create", key, error)
@@ -128,7 +129,7 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         guard let value = body["value"] else { throw APIError.unprocessable("value is required") }
         let category = try RequestInput.category(body)
         let key = try await derivedKey(userKey, context)
-        let token = encrypt(value, with: key)
+        let token = try encrypt(value, with: key)
         do {
             let entry = try await node.store.update(environment: environment, key: configKey, category: category,
                                                     ciphertext: token, actor: node.actor(for: key), audit: context.audit.recordForWrite(status: 200),

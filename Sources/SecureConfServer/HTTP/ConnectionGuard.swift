@@ -11,15 +11,21 @@ final class ConnectionLimits: Sendable {
     let maxPerClient: Int
     private let state = Mutex<(total: Int, perClient: [String: Int])>((0, [:]))
 
-    init(maxTotal: Int, maxPerClient: Int) {
+    /// Addresses of configured peers: the overall cap does not apply to them, so a flood of
+    /// clients cannot cut the cluster's own traffic (the per-client cap still does).
+    let peerAddresses: Set<String>
+
+    init(maxTotal: Int, maxPerClient: Int, peerAddresses: Set<String> = []) {
         self.maxTotal = max(1, maxTotal)
         self.maxPerClient = max(1, maxPerClient)
+        self.peerAddresses = peerAddresses
     }
 
     /// Takes a place for a connection from `client`, or returns why there is none.
     func admit(_ client: String) -> String? {
-        state.withLock { s in
-            if s.total >= maxTotal { return "total" }
+        let peer = peerAddresses.contains(client)
+        return state.withLock { s in
+            if s.total >= maxTotal && !peer { return "total" }
             if s.perClient[client, default: 0] >= maxPerClient { return "per_client" }
             s.total += 1
             s.perClient[client, default: 0] += 1

@@ -85,8 +85,9 @@ final class DerivationTracker: Sendable {
 }
 
 /// Counts failed user-key attempts per client for `AuthFailureLimiter`, once per request:
-/// a wrong or refused key, or a derivation that nothing proved by the end of a read or of
-/// a request that failed (a guess tested against no value is a guess all the same). Every
+/// a wrong or refused key, or a derivation that decrypting stored data did not prove by the
+/// end of the request (a create or a list with a new key included: a guess tested against
+/// no value is a guess all the same, and it would otherwise be free). Every
 /// data, history and restore route sits behind it, and every derivation goes through the
 /// limiter (`SecureConfNode.derivedKey`).
 struct AuthFailureMiddleware: RouterMiddleware {
@@ -99,7 +100,7 @@ struct AuthFailureMiddleware: RouterMiddleware {
         let tracker = DerivationTracker()
         do {
             let response = try await DerivationTracker.$current.withValue(tracker) { try await next(request, context) }
-            if request.method == .get, unproven(tracker) { node.authFailures.recordFailure(context.clientIP) }
+            if unproven(tracker) { node.authFailures.recordFailure(context.clientIP) }
             return response
         } catch {
             let apiError = APIError.from(error)

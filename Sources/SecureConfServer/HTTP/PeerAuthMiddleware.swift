@@ -43,18 +43,15 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
         let nonce = h[HTTPField.Name(PeerCredential.nonceHeader)!], signature = h[HTTPField.Name(PeerCredential.signatureHeader)!]
         let signed = sender != nil || time != nil || nonce != nil || signature != nil
         if let verifier = node.peerVerifier, signed {
-            var request = request
-            let body: ByteBuffer
-            do {
-                body = try await request.collectBody(upTo: Self.maxBody)
-            } catch {
-                throw APIError(.contentTooLarge, "Cluster message larger than 64 MiB", kind: "body_too_large")
-            }
+            // The signature covers the body's hash, sent in a header: it is checked before a
+            // byte of the body is read, so nobody without the secret can make a node buffer one.
+            let claimedHash = h[HTTPField.Name(PeerCredential.contentHashHeader)!] ?? ""
             let peer: String
             do {
+                guard claimedHash.utf8.count == 64 else { throw PeerAuthRefusal.malformed("X-SecureConf-Content-SHA256 is missing or not 64 hex digits") }
                 peer = try verifier.verify(method: request.method.rawValue, path: request.head.path ?? "", sender: sender, time: time, nonce: nonce,
-                                           signature: signature, bodyHash: PeerCredential.bodyHash(body.readableBytesView), allowSkew: optional)
-            } catch {
+                                           signature: signature, bodyHash: claimedHash, allowSkew: optional)
+            } catch let error as PeerAuthRefusal {
                 let kind: String = switch error {
                 case .clockSkew: "peer_clock_skew"
                 case .replayed: "peer_replayed"
@@ -64,8 +61,27 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
                 node.metrics.peerRequestRefused(reason: kind)
                 throw APIError(.unauthorized, error.description, kind: kind)
             }
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: Self.maxBody)
+            } catch {
+                throw APIError(.contentTooLarge, "Cluster message larger than \(Self.maxBody / (1024 * 1024)) MiB", kind: "body_too_large")
+            }
+            guard PeerCredential.same(PeerCredential.bodyHash(body.readableBytesView), claimedHash) else {
+                node.metrics.peerRequestRefused(reason: "peer_auth_failed")
+                throw APIError(.unauthorized, "the body does not match its signed hash", kind: "peer_auth_failed")
+            }
             context.peer.authenticated(peer)
-            let response = try await next(request, context)
+            let response: Response
+            do {
+                response = try await next(request, context)
+            } catch {
+                // Errors are answered signed too: a peer acts on a refusal only if it is authentic.
+                let apiError = APIError.from(error)
+                if apiError.kind == "internal" { throw error }
+                response = JSONResponse.error(status: apiError.status, detail: apiError.detail, headers: apiError.headers)
+            }
             return try await Self.signed(response, nonce: nonce ?? "", responder: settings.nodeID, credential: verifier.credential)
         }
         if optional { return try await next(request, context) }

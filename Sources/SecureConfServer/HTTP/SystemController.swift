@@ -158,6 +158,7 @@ struct SystemController<Context: RequestContext>: Sendable {
                 w.member("outbox_oldest_age_seconds")
                 if let t = oldest[p.nodeID] { w.write(.number(String(Double(max(0, nowMicros - t) / 1000) / 1000))) } else { w.raw("null") }
                 w.member("clock_offset_ms"); if let o = p.clockOffsetMillis { w.integer(Int(o)) } else { w.raw("null") }
+                w.member("refused_by_peer"); w.integer(p.refusedByPeer)
                 w.raw("}")
             }
             w.raw("]")

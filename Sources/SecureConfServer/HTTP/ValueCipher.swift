@@ -6,9 +6,17 @@ import SecureConfCrypto
 struct ValueCipher: Sendable {
     let node: SecureConfNode
 
-    /// A new token for `value`.
-    func encrypt(_ value: JSONValue, with key: CachedKey) -> String {
-        encrypt(plaintext: JSONWriter.encode(value, style: .python), with: key)
+    /// A new token for `value`; 413 when the token would be larger than a peer accepts
+    /// (Python-style escaping can make the text up to six times the body).
+    func encrypt(_ value: JSONValue, with key: CachedKey) throws(APIError) -> String {
+        let plaintext = JSONWriter.encode(value, style: .python)
+        let tokenBytes = ((1 + 8 + 16 + (plaintext.count / 16 + 1) * 16 + 32) + 2) / 3 * 4
+        let limit = node.configuration.maxCiphertextBytes
+        guard tokenBytes <= limit else {
+            throw APIError(.contentTooLarge, "The value is \(tokenBytes) bytes once encoded and encrypted; the limit is \(limit) (OSC_MAX_BODY_BYTES)",
+                           kind: "body_too_large")
+        }
+        return encrypt(plaintext: plaintext, with: key)
     }
 
     /// A new token (fresh IV) for plaintext that came out of another token.

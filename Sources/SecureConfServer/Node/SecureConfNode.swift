@@ -96,7 +96,9 @@ public final class SecureConfNode: Sendable {
         if let settings = configuration.clusterSettings, !FileManager.default.fileExists(atPath: configuration.saltFilePath) {
             let hasData: Bool
             if FileManager.default.fileExists(atPath: configuration.databasePath) {
-                let store = try ConfigStore(configuration: .init(path: configuration.databasePath, nodeID: configuration.nodeID), logger: logger)
+                var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
+                storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
+                let store = try ConfigStore(configuration: storeConfiguration, logger: logger)
                 hasData = try store.hasData() || (try store.metadata("salt_fingerprint")) != nil
                 await store.close()
             } else {
@@ -294,7 +296,12 @@ struct StoreLifecycleService: Service {
 public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
     let c = node.configuration
     let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
-    let limits = ConnectionLimits(maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(), maxPerClient: c.maxConnectionsPerClient)
+    let peerHosts: Set<String> = Set((c.clusterEnabled ? c.clusterNodes : []).compactMap { node -> String? in
+        guard let colon = node.lastIndex(of: ":") else { return nil }
+        return String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    })
+    let limits = ConnectionLimits(maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(), maxPerClient: c.maxConnectionsPerClient,
+                                  peerAddresses: peerHosts)
     let metrics = node.metrics
     let requestTimeout = TimeAmount.milliseconds(Int64(c.requestTimeoutSeconds * 1000))
     node.logger.info("connection limits", metadata: ["max_connections": "\(limits.maxTotal)", "max_per_client": "\(limits.maxPerClient)",
