@@ -656,3 +656,23 @@ def test_rollback_and_restore_wait_for_the_quorum(factory):
     assert a.update(user_key, key, "v4").status_code == 503
     r = a.request("POST", "/restore", user_key, params={"at": at})
     assert r.status_code == 503 and "quorum" in r.json()["detail"].lower(), r.text
+
+
+def test_concurrent_guesses_cannot_outrun_the_limiter(factory):
+    """Each derivation is counted before it runs, so 30 guesses at once cost at most the limit."""
+    import concurrent.futures
+    wd = factory.workdir("limiter-concurrent")
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
+                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "5", "OSC_AUTH_FAILURE_WINDOW": "60"})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    owner = token("uk-owner-")
+    assert node.create(owner, "k", "v").status_code == 201
+    assert node.read(owner, "k").status_code == 200  # the create's derivation checked nothing: one of the five is spent
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(lambda _: requests.get(node.url + "/configs/k/versions/1", headers={"X-User-Key": token("uk-g-")},
+                                                         timeout=60).status_code, range(30)))
+    assert statuses.count(401) == 4 and statuses.count(429) == 26, sorted(statuses)
+    derivations = sum(v for _, v in node.metric("osc_key_derivations_total"))
+    assert derivations == 5, f"{derivations} derivations (the owner's and 4 guesses) for 30 concurrent guesses with a limit of 5"

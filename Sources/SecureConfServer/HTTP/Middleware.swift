@@ -80,7 +80,7 @@ struct ServingGateMiddleware<Context: RequestContext>: RouterMiddleware {
 final class DerivationTracker: Sendable {
     @TaskLocal static var current: DerivationTracker?
     private let keys = Mutex<[String]>([])
-    func derived(_ userKey: String) { keys.withLock { if $0.count < 4 { $0.append(userKey) } } }
+    func derived(_ userKey: String) { keys.withLock { $0.append(userKey) } }
     var derivedKeys: [String] { keys.withLock { $0 } }
 }
 
@@ -100,18 +100,23 @@ struct AuthFailureMiddleware: RouterMiddleware {
         let tracker = DerivationTracker()
         do {
             let response = try await DerivationTracker.$current.withValue(tracker) { try await next(request, context) }
-            if unproven(tracker) { node.authFailures.recordFailure(context.clientIP) }
+            settle(tracker, context)
             return response
         } catch {
-            let apiError = APIError.from(error)
-            if Self.failureKinds.contains(apiError.kind) || unproven(tracker) {
+            settle(tracker, context)
+            // A wrong or unusable key that cost no derivation (a cached key, a short one) counts here.
+            if tracker.derivedKeys.isEmpty, Self.failureKinds.contains(APIError.from(error).kind) {
                 node.authFailures.recordFailure(context.clientIP)
             }
             throw error
         }
     }
 
-    private func unproven(_ tracker: DerivationTracker) -> Bool {
-        tracker.derivedKeys.contains { !node.keys.isProven($0) }
+    /// Each derivation was counted when it started; one proven by the end of the request is refunded.
+    private func settle(_ tracker: DerivationTracker, _ context: Context) {
+        for key in tracker.derivedKeys where node.keys.isProven(key) {
+            node.authFailures.refund(context.clientIP)
+        }
     }
+
 }

@@ -40,6 +40,40 @@ final class AuthFailureLimiter: Sendable {
         }
     }
 
+    /// Checks `client` (429 when over the limit) and counts one failure in the same step, so
+    /// concurrent derivations cannot all pass a check made before any of them is counted.
+    /// `refund` takes it back once the derived key is proven.
+    func acquire(_ client: String) throws(APIError) {
+        guard limit > 0 else { return }
+        let now = ContinuousClock.now
+        let retryAfter: Int? = state.withLock { s in
+            if s.count > 100_000 { s = s.filter { now - $0.value.started < window } }
+            guard var w = s[client], now - w.started < window else {
+                s[client] = Window(failures: 1, started: now)
+                return nil
+            }
+            guard w.failures < limit else { return max(1, Int((window - (now - w.started)).components.seconds) + 1) }
+            w.failures += 1
+            s[client] = w
+            return nil
+        }
+        if let retryAfter {
+            throw APIError(.tooManyRequests, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
+                           kind: "auth_rate_limited", headers: [.retryAfter: String(retryAfter)])
+        }
+    }
+
+    /// Takes back one failure counted by `acquire` (the key was proven).
+    func refund(_ client: String) {
+        guard limit > 0 else { return }
+        state.withLock { s in
+            if var w = s[client], w.failures > 0 {
+                w.failures -= 1
+                s[client] = w
+            }
+        }
+    }
+
     func recordFailure(_ client: String) {
         guard limit > 0 else { return }
         let now = ContinuousClock.now

@@ -205,10 +205,11 @@ public final class SecureConfNode: Sendable {
     /// limiter counts it as a failure if nothing proves the key by the end of the request.
     func derivedKey(for userKey: String, client: String) async throws -> CachedKey {
         if let cached = keys.cachedKey(for: userKey) { return cached }
-        try authFailures.check(client)
-        let key = try await keys.key(for: userKey)
+        // Counted before the derivation (so concurrent guesses cannot all pass one check) and
+        // refunded by `AuthFailureMiddleware` if the key is proven by the end of the request.
+        try authFailures.acquire(client)
         DerivationTracker.current?.derived(userKey)
-        return key
+        return try await keys.key(for: userKey)
     }
 
     /// 503 with the reason while this node's salt differs from the cluster's.
