@@ -23,6 +23,12 @@ public struct PeerStatus: Sendable {
     public var clockOffsetMillis: Int64?
     /// This node's revisions the peer refused for good (not sent to it again).
     public var refusedByPeer = 0
+    /// Local sequence numbers the peer refused (the most recent ones): below `ackedSeq` but
+    /// not held by the peer, so they never count towards a write quorum.
+    var refusedSeqs = Set<Int64>()
+
+    /// Whether the peer holds this node's revision `seq`.
+    func holds(_ seq: Int64) -> Bool { ackedSeq >= seq && !refusedSeqs.contains(seq) }
 }
 
 /// Quorum was not reached in time; the write is committed here and will still replicate.
@@ -118,7 +124,7 @@ public final class ClusterCoordinator: Service, Sendable {
         guard required > 1 else { return }
         let deadline = ContinuousClock.now + settings.peerTimeout
         while true {
-            let reached = 1 + peers.withLock { $0.values.filter { $0.ackedSeq >= seq }.count }
+            let reached = 1 + peers.withLock { $0.values.filter { $0.holds(seq) }.count }
             if reached >= required { return }
             if ContinuousClock.now >= deadline { throw QuorumNotReached(required: required, reached: reached) }
             try await Task.sleep(for: .milliseconds(2))
@@ -279,7 +285,8 @@ public final class ClusterCoordinator: Service, Sendable {
         peers.withLock { $0[peer]?.ackedSeq = cursor }
         var failures = 0
         // This node's revisions the peer refused for good: not sent to it again (they stay in
-        // this node's history; a restart sends them once more and learns the same).
+        // this node's history; the cursor moves past them, so a restart does not resend them;
+        // anti-entropy offers them again, and the peer refuses them again).
         var refusedSeqs = Set<Int64>()
         while !stopping {
             let fetched: [(seq: Int64, revision: Revision)]
@@ -333,7 +340,15 @@ public final class ClusterCoordinator: Service, Sendable {
                     if !skip.isEmpty {
                         for r in skip { refusedSeqs.insert(batch[r.index].seq) }
                         safety?.revisionsSetAside(count: skip.count)
-                        peers.withLock { $0[peer]?.refusedByPeer += skip.count }
+                        let skipped = skip.map { batch[$0.index].seq }
+                        peers.withLock { s in
+                            s[peer]?.refusedByPeer += skip.count
+                            // Remembered for the quorum (bounded: the most recent ones).
+                            s[peer]?.refusedSeqs.formUnion(skipped)
+                            if let n = s[peer]?.refusedSeqs.count, n > 10_000, let low = s[peer]?.refusedSeqs.min() {
+                                s[peer]?.refusedSeqs.remove(low)
+                            }
+                        }
                         logger.error("a peer refused revisions of this node for good; they are no longer sent to it", metadata: [
                             "peer": "\(peer)", "revisions": "\(skip.count)", "reason": "\(skip[0].reason)"])
                         continue

@@ -21,6 +21,7 @@ public enum SaltBootstrap {
         var attempt = 0
         while true {
             attempt += 1
+            var refusals: [String] = []
             for peer in settings.peers {
                 guard let reply = try? await transport.request(peer, "GET", "/cluster/salt") else { continue }
                 if reply.status == 200 {
@@ -31,11 +32,16 @@ public enum SaltBootstrap {
                     return .fetched(salt, from: peer)
                 }
                 if reply.status == 401 {
-                    throw Failed(description: "peer \(peer) refused our peer credential when asked for the salt: OSC_CLUSTER_SECRET must be the same on every node (\(String(decoding: reply.body.prefix(300), as: UTF8.self)))")
+                    refusals.append("peer \(peer) refused our peer credential when asked for the salt (\(String(decoding: reply.body.prefix(300), as: UTF8.self))): OSC_CLUSTER_SECRET must be the same on every node, and the clocks within the signed messages' window")
+                    continue
                 }
                 if reply.status == 403 {
                     throw Failed(description: "peer \(peer) refused our API key when asked for the salt: OSC_API_KEY must be the same on every node")
                 }
+            }
+            // Never create a salt while a peer that has one refuses us: ours would differ.
+            if !refusals.isEmpty, first || ContinuousClock.now >= deadline {
+                throw Failed(description: refusals.joined(separator: "; "))
             }
             if first { return .generate }
             if ContinuousClock.now >= deadline {

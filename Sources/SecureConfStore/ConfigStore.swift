@@ -192,7 +192,7 @@ public final class ConfigStore: Sendable {
             if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
             let now = Self.nowMicros()
             let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
-                                    hlc: clock.stamp(after: current?.hlc), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
+                                    hlc: try Self.stamp(clock, after: current?.hlc, environment: environment, key: key), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             return (entry, 1)
         }
@@ -211,7 +211,7 @@ public final class ConfigStore: Sendable {
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
-                                    hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.createdAt,
+                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key), origin: origin, deleted: false, createdAt: current.createdAt,
                                     updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
         }
@@ -229,13 +229,24 @@ public final class ConfigStore: Sendable {
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
             let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
-                                    hlc: clock.stamp(after: current.hlc), origin: origin, deleted: true, createdAt: current.createdAt,
+                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key), origin: origin, deleted: true, createdAt: current.createdAt,
                                     updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
             return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
         }
     }
 
     // MARK: Internals
+
+    /// The stamp of a local write superseding `previous`; 503-class `unavailable` when that
+    /// revision is stamped beyond this node's clock bound (a wall clock stepped back).
+    static func stamp(_ clock: HybridLogicalClock, after previous: Int64?, environment: String, key: String) throws -> Int64 {
+        guard let stamp = clock.boundedStamp(after: previous) else {
+            let ahead = Double(HybridLogicalClock.millis(of: previous ?? 0) - clock.wallMillis()) / 1000
+            throw StoreError.unavailable(String(format: "configuration '%@' in environment '%@' was last written with a stamp %.0f s ahead of this node's clock; writes to it wait until the clock catches up (check NTP)",
+                                                String(key.prefix(100)), String(environment.prefix(100)), ahead))
+        }
+        return stamp
+    }
 
     static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 

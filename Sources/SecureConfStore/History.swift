@@ -165,7 +165,7 @@ extension ConfigStore {
             if !current.deleted, !authenticates(current.ciphertext) { throw StoreError.wrongKey }
             let now = Self.nowMicros()
             let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
-                                    hlc: clock.stamp(after: current.hlc),
+                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
                                     origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
                                     updatedAt: max(now, current.updatedAt), actor: actor)
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
@@ -192,11 +192,11 @@ extension ConfigStore {
                 switch change.change {
                 case let .put(category, ciphertext):
                     revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext,
-                                        hlc: clock.stamp(after: current.hlc), origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
+                                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key), origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
                                         updatedAt: max(now, current.updatedAt), actor: actor)
                     if current.deleted { delta += 1 }
                 case .delete:
-                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: clock.stamp(after: current.hlc),
+                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
                                         origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: max(now, current.updatedAt), actor: actor)
                     if !current.deleted { delta -= 1 }
                 }

@@ -39,6 +39,14 @@ public final class HybridLogicalClock: Sendable {
     /// A stamp greater than every stamp this clock has issued or observed.
     public func now() -> Int64 { stamp(after: nil) }
 
+    /// A stamp for a local write superseding `previous`, or nil when `previous` is at or beyond
+    /// the clock's bound (the write would carry a stamp peers refuse, and would drag the clock):
+    /// such a write must wait until the wall clock catches up.
+    public func boundedStamp(after previous: Int64?) -> Int64? {
+        if let previous, previous >= ceiling() { return nil }
+        return stamp(after: previous)
+    }
+
     /// A stamp greater than every stamp this clock issued or observed and than `previous`
     /// (the revision a local write supersedes), saturating at `Int64.max`.
     public func stamp(after previous: Int64?) -> Int64 {

@@ -149,11 +149,15 @@ def test_forged_revisions_are_refused_and_change_nothing(cluster, case):
         r["actor"] = "uk:<script>"
     elif case == "unknown-tenant":
         r["tenant"] = "acme"
+    def refused() -> float:
+        return sum(v for _, v in victim.metric("osc_cluster_revisions_refused_total"))
+    counted = refused()
     reply = push(victim, origin, [r], cluster.api_key)
     assert reply.status_code == 422, (case, reply.status_code, reply.text)
     assert "detail" in reply.json()
     unchanged(cluster, before)
-    assert victim.metric("osc_cluster_revisions_refused_total") or case in ("receivers-own-origin", "foreign-origin", "origin-not-sender")
+    if case not in ("receivers-own-origin", "foreign-origin", "origin-not-sender"):
+        assert refused() == counted + 1, "the refused revision is counted"
 
 
 def test_a_valid_revision_in_a_batch_with_a_forged_one_is_not_applied(cluster):
@@ -296,6 +300,16 @@ def test_forged_stolen_and_replayed_signatures_are_refused(signed):
     redirected = requests.post(other.url + "/cluster/replicate", data=body, headers=headers, timeout=10)
     assert redirected.status_code == 401, "a message signed for one node is refused by another"
 
+    fresh = sign_request(SECRET, "POST", "/cluster/replicate", node.node_id, sender, body)
+    fresh.update(fp, **{"Content-Type": "application/json"})
+    tampered = requests.post(node.url + "/cluster/replicate", data=body.replace(b'"default"', b'"defaulx"'), headers=fresh, timeout=10)
+    assert tampered.status_code == 401 and "signed hash" in tampered.json()["detail"], tampered.text
+    no_hash = sign_request(SECRET, "POST", "/cluster/replicate", node.node_id, sender, body)
+    del no_hash["X-SecureConf-Content-SHA256"]
+    no_hash.update(fp, **{"Content-Type": "application/json"})
+    missing = requests.post(node.url + "/cluster/replicate", data=body, headers=no_hash, timeout=10)
+    assert missing.status_code == 401 and "Content-SHA256" in missing.json()["detail"], missing.text
+
 
 # -- finding 5: a node whose clock runs a day fast
 
@@ -402,12 +416,17 @@ def test_creating_with_a_guess_to_list_with_it_costs_a_failure(factory):
                            extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "3", "OSC_AUTH_FAILURE_WINDOW": "60"})
     node = factory.node(wd, port, env, None).start()
     node.wait_up()
-    statuses = []
+    victim = token("uk-victim-")
+    assert node.request("POST", "/configs", victim, json={"key": "db", "value": "s3cret", "environment": "victim"}).status_code == 201
+    assert node.request("GET", "/configs/db", victim, params={"environment": "victim"}).status_code == 200  # proven: refunded
+    creates, lists = [], []
     for i in range(6):
         guess = token("uk-guess-")
-        statuses.append(node.request("POST", "/configs", guess, json={"key": f"throwaway-{i}", "value": 1, "environment": "mine"}).status_code)
-        node.request("GET", "/configs", guess, params={"environment": "victim"})
-    assert statuses[:3] == [201] * 3 and statuses[3:] == [429] * 3, statuses
+        creates.append(node.request("POST", "/configs", guess, json={"key": f"throwaway-{i}", "value": 1, "environment": "mine"}).status_code)
+        lists.append(node.request("GET", "/configs", guess, params={"environment": "victim"}).status_code)
+    # Each guess costs two: its create (a derivation that proves nothing) and its failed list.
+    assert creates == [201, 201, 429, 429, 429, 429], creates
+    assert lists == [401, 401, 429, 429, 429, 429], f"the cached guesses open nothing of the victim's: {lists}"
 
 
 # -- finding 9: restore behind the gates, never naming what the caller cannot open
@@ -669,10 +688,36 @@ def test_concurrent_guesses_cannot_outrun_the_limiter(factory):
     node.wait_up()
     owner = token("uk-owner-")
     assert node.create(owner, "k", "v").status_code == 201
-    assert node.read(owner, "k").status_code == 200  # the create's derivation checked nothing: one of the five is spent
+    assert node.read(owner, "k").status_code == 200  # proves the owner's key: its create's count is refunded
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(lambda _: requests.get(node.url + "/configs/k/versions/1", headers={"X-User-Key": token("uk-g-")},
                                                          timeout=60).status_code, range(30)))
-    assert statuses.count(401) == 4 and statuses.count(429) == 26, sorted(statuses)
+    assert statuses.count(401) == 5 and statuses.count(429) == 25, sorted(statuses)
     derivations = sum(v for _, v in node.metric("osc_key_derivations_total"))
-    assert derivations == 5, f"{derivations} derivations (the owner's and 4 guesses) for 30 concurrent guesses with a limit of 5"
+    assert derivations == 6, f"{derivations} derivations (the owner's and 5 guesses) for 30 concurrent guesses with a limit of 5"
+
+
+def test_a_refused_write_stays_on_its_node_and_never_counts_for_the_quorum(factory):
+    """A peer that refuses a revision for good (here: its OSC_MAX_BODY_BYTES is smaller, so the
+    ciphertext is over its cap) is skipped for that revision: the write stays on the node that
+    took it, and it is not reported as held by that peer."""
+    c = factory.cluster(2, "replica", extra_env={"OSC_CLUSTER_WRITE_QUORUM": "all", "OSC_CLUSTER_PEER_TIMEOUT": "2"})
+    c.wait_healthy(timeout=20)
+    a, b = c[0], c[1]
+    b.stop()
+    b.env["OSC_MAX_BODY_BYTES"] = "1024"
+    b.start().wait_up()
+    c.wait_healthy(timeout=20)
+    user_key = token("uk-")
+    c.warm(user_key)
+    small = token("small-")
+    assert a.create(user_key, small, 1).status_code == 201, "a revision the peer takes reaches the quorum"
+    big = token("big-")
+    r = a.create(user_key, big, "x" * 20_000)
+    assert r.status_code == 503 and "quorum" in r.json()["detail"].lower(), r.text
+    assert a.read(user_key, big).json()["value"] == "x" * 20_000, "the write is kept on the node that took it"
+    assert b.read(user_key, big).status_code == 404
+    wait_until(lambda: a.status()["nodes"][1]["refused_by_peer"] >= 1, 10, what="the refusal in /cluster/status")
+    after = token("after-")
+    assert a.create(user_key, after, 2).status_code == 201, "the outbox moved on past the refused revision"
+    assert b.read(user_key, after).status_code == 200

@@ -341,10 +341,10 @@ def test_failed_user_key_attempts_rate_limited(nodes, binary):
     limit, window = 5, 3
     node = nodes.new("ratelimit", env={"OSC_AUTH_FAILURE_LIMIT": str(limit), "OSC_AUTH_FAILURE_WINDOW": str(window)})
     node.start()
-    assert node.post("target", {"v": 1}).status_code == 201  # a new key checked against nothing: one failure
-    assert node.get("/configs/target").status_code == 200
-    wrong = [node.get("/configs/target", user_key=f"wrong-key-{i:04d}").status_code for i in range(limit - 1)]
-    assert wrong == [401] * (limit - 1), f"the first {limit - 1} wrong keys (the create spent one): {wrong}"
+    assert node.post("target", {"v": 1}).status_code == 201  # a new key checked against nothing: counted...
+    assert node.get("/configs/target").status_code == 200  # ...and refunded once a read proves it
+    wrong = [node.get("/configs/target", user_key=f"wrong-key-{i:04d}").status_code for i in range(limit)]
+    assert wrong == [401] * limit, f"the first {limit} wrong keys: {wrong}"
     t_limited = time.monotonic()
     r = node.get("/configs/target", user_key="wrong-key-over-the-limit")
     assert r.status_code == 429, f"attempt {limit + 1} within {window} s: {r.status_code} {r.text[:200]}"
@@ -360,5 +360,5 @@ def test_failed_user_key_attempts_rate_limited(nodes, binary):
     assert after == 401, f"a wrong key after the {window} s window: {after} (want 401)"
     assert node.alive()
     log(f"failed user-key attempts (OSC_AUTH_FAILURE_LIMIT={limit}, OSC_AUTH_FAILURE_WINDOW={window}): "
-        f"a create with a new key and {limit - 1} wrong keys -> 401, then 429 with Retry-After {retry_after} (and for 5 more); meanwhile the "
+        f"{limit} wrong keys -> 401, then 429 with Retry-After {retry_after} (and for 5 more); meanwhile the "
         f"cached valid key -> {valid}, an unseen key -> {new_key}; after the window a wrong key -> 401 again")

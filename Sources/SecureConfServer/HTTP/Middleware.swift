@@ -79,9 +79,39 @@ struct ServingGateMiddleware<Context: RequestContext>: RouterMiddleware {
 /// The user keys a request derived (cache misses), for `AuthFailureMiddleware`.
 final class DerivationTracker: Sendable {
     @TaskLocal static var current: DerivationTracker?
-    private let keys = Mutex<[String]>([])
-    func derived(_ userKey: String) { keys.withLock { $0.append(userKey) } }
-    var derivedKeys: [String] { keys.withLock { $0 } }
+    private let keys = Mutex<(derived: [String], used: [String])>(([], []))
+    func derived(_ userKey: String) { keys.withLock { $0.derived.append(userKey) } }
+    /// A cached key the request used (a later proof refunds its derivation's count).
+    func used(_ userKey: String) { keys.withLock { if $0.used.count < 8 { $0.used.append(userKey) } } }
+    var derivedKeys: [String] { keys.withLock { $0.derived } }
+    var usedKeys: [String] { keys.withLock { $0.used } }
+}
+
+/// Derivations counted as failures until their key is proven, by a keyed hash of the user key
+/// (never the key): bounded, oldest dropped.
+final class PendingRefunds: Sendable {
+    private let state = Mutex<(clients: [String: String], order: [String])>(([:], []))
+    private let hashKey = OpenSSL.randomBytes(32)
+    static let capacity = 10_000
+
+    private func id(_ userKey: String) -> String { Hex.encode(OpenSSL.hmacSHA256(key: hashKey, data: Array(userKey.utf8)).prefix(16)) }
+
+    func charge(_ userKey: String, client: String) {
+        let k = id(userKey)
+        state.withLock { s in
+            if s.clients[k] == nil { s.order.append(k) }
+            s.clients[k] = client
+            while s.order.count > Self.capacity {
+                s.clients[s.order.removeFirst()] = nil
+            }
+        }
+    }
+
+    /// The client charged for this key's derivation, once.
+    func settle(_ userKey: String) -> String? {
+        let k = id(userKey)
+        return state.withLock { s in s.clients.removeValue(forKey: k) }
+    }
 }
 
 /// Counts failed user-key attempts per client for `AuthFailureLimiter`, once per request:
@@ -112,10 +142,18 @@ struct AuthFailureMiddleware: RouterMiddleware {
         }
     }
 
-    /// Each derivation was counted when it started; one proven by the end of the request is refunded.
+    /// Each derivation was counted when it started; one proven by the end of the request is
+    /// refunded, and one proven by a later request (a create, then a read) is refunded then.
     private func settle(_ tracker: DerivationTracker, _ context: Context) {
-        for key in tracker.derivedKeys where node.keys.isProven(key) {
-            node.authFailures.refund(context.clientIP)
+        for key in tracker.derivedKeys {
+            if node.keys.isProven(key) {
+                node.authFailures.refund(context.clientIP)
+            } else {
+                node.pendingRefunds.charge(key, client: context.clientIP)
+            }
+        }
+        for key in tracker.usedKeys where node.keys.isProven(key) {
+            if let client = node.pendingRefunds.settle(key) { node.authFailures.refund(client) }
         }
     }
 

@@ -32,6 +32,8 @@ public final class SecureConfNode: Sendable {
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
     let authFailures: AuthFailureLimiter
+    /// Derivations counted as failures that a later proof of their key refunds.
+    let pendingRefunds = PendingRefunds()
     /// Keys actor ids: a secret no client API exposes (from the peer credential in a
     /// cluster, so every node names the same actor; random per store on a single node).
     private let actorKey: [UInt8]
@@ -204,12 +206,22 @@ public final class SecureConfNode: Sendable {
     /// A derivation (cache miss) is noted in the request's `DerivationTracker`, so that the
     /// limiter counts it as a failure if nothing proves the key by the end of the request.
     func derivedKey(for userKey: String, client: String) async throws -> CachedKey {
-        if let cached = keys.cachedKey(for: userKey) { return cached }
+        if let cached = keys.cachedKey(for: userKey) {
+            DerivationTracker.current?.used(userKey)
+            return cached
+        }
         // Counted before the derivation (so concurrent guesses cannot all pass one check) and
         // refunded by `AuthFailureMiddleware` if the key is proven by the end of the request.
         try authFailures.acquire(client)
-        DerivationTracker.current?.derived(userKey)
-        return try await keys.key(for: userKey)
+        do {
+            let key = try await keys.key(for: userKey)
+            DerivationTracker.current?.derived(userKey)
+            return key
+        } catch {
+            // Not run (the derivation queue was full, the request was cancelled): no attempt made.
+            authFailures.refund(client)
+            throw error
+        }
     }
 
     /// 503 with the reason while this node's salt differs from the cluster's.
