@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import GRDB
 import HummingbirdTesting
 import Testing
 @testable import SecureConfServer
@@ -23,6 +24,19 @@ import Testing
         try await second.run { (client: any TestClientProtocol) async throws in
             #expect(try await client.send(.get, "/configs/k").object["value"] as? String == "v")
         }
+    }
+
+    @Test func dataWithoutARecordedFingerprintStillNeedsItsSalt() async throws {
+        let original = try TestNode()
+        try await write(original)
+        let path = original.configuration.saltFilePath
+        // A database that holds data but lost its recorded salt fingerprint (an older version,
+        // a hand edit): the data alone must stop a new salt from being minted.
+        let queue = try DatabaseQueue(path: original.configuration.databasePath)
+        try await queue.write { db in try db.execute(sql: "DELETE FROM meta WHERE name = 'salt_fingerprint'") }
+        try FileManager.default.removeItem(atPath: path)
+        #expect(throws: StartupError.self) { _ = try TestNode(directory: original.directory) }
+        #expect(!FileManager.default.fileExists(atPath: path), "no new salt is minted over existing data")
     }
 
     @Test func missingTruncatedOrForeignSaltRefusesToStart() async throws {
