@@ -55,6 +55,16 @@ def push(node, origin: str, revisions: list[dict], api_key: str | None) -> reque
                          headers=headers, timeout=30)
 
 
+def single_node(factory, label: str, extra: dict[str, str] | None = None):
+    """One running node with clustering off (no API key), with `extra` settings."""
+    wd = factory.workdir(label)
+    port = harness.free_ports(1)[0]
+    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None, extra={"OSC_CLUSTER_ENABLED": "false", **(extra or {})})
+    node = factory.node(wd, port, env, None).start()
+    node.wait_up()
+    return node
+
+
 def iso_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -221,11 +231,7 @@ def test_compatibility_mode_says_plainly_that_peers_use_the_clients_key(cluster)
 
 
 def test_a_single_node_has_no_node_to_node_routes(factory):
-    wd = factory.workdir("single")
-    port = harness.free_ports(1)[0]
-    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None, extra={"OSC_CLUSTER_ENABLED": "false"})
-    node = factory.node(wd, port, env, None).start()
-    node.wait_up()
+    node = single_node(factory, "single")
     for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest"), ("POST", "/cluster/replicate"),
                          ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"), ("GET", "/cluster/revision")]:
         r = requests.request(method, node.url + path, headers={"Origin": "http://evil.example"}, timeout=10, data=b"{}")
@@ -377,12 +383,7 @@ def test_a_backlog_larger_than_a_message_still_replicates(factory):
 # -- finding 7: one limiter for every derivation
 
 def test_every_derivation_meets_the_limiter(factory):
-    wd = factory.workdir("limiter")
-    port = harness.free_ports(1)[0]
-    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
-                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "4", "OSC_AUTH_FAILURE_WINDOW": "60"})
-    node = factory.node(wd, port, env, None).start()
-    node.wait_up()
+    node = single_node(factory, "limiter", {"OSC_AUTH_FAILURE_LIMIT": "4", "OSC_AUTH_FAILURE_WINDOW": "60"})
     owner = token("uk-owner-")
     assert node.create(owner, "k", "v").status_code == 201
 
@@ -410,12 +411,7 @@ def test_every_derivation_meets_the_limiter(factory):
 def test_creating_with_a_guess_to_list_with_it_costs_a_failure(factory):
     """A guess cached by a create (which checks the key against nothing) and then tried by a
     list is counted: the create is a derivation that proved nothing."""
-    wd = factory.workdir("limiter-create")
-    port = harness.free_ports(1)[0]
-    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
-                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "3", "OSC_AUTH_FAILURE_WINDOW": "60"})
-    node = factory.node(wd, port, env, None).start()
-    node.wait_up()
+    node = single_node(factory, "limiter-create", {"OSC_AUTH_FAILURE_LIMIT": "3", "OSC_AUTH_FAILURE_WINDOW": "60"})
     victim = token("uk-victim-")
     assert node.request("POST", "/configs", victim, json={"key": "db", "value": "s3cret", "environment": "victim"}).status_code == 201
     assert node.request("GET", "/configs/db", victim, params={"environment": "victim"}).status_code == 200  # proven: refunded
@@ -518,12 +514,8 @@ def timed_health(port: int, source: str) -> float:
 
 
 def test_slow_bodies_cannot_hold_the_node(factory, report):
-    wd = factory.workdir("slowloris")
-    port = harness.free_ports(1)[0]
-    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None, extra={
-        "OSC_CLUSTER_ENABLED": "false", "OSC_MAX_CONNECTIONS_PER_CLIENT": "64", "OSC_REQUEST_TIMEOUT": "3"})
-    node = factory.node(wd, port, env, None).start()
-    node.wait_up()
+    node = single_node(factory, "slowloris", {"OSC_MAX_CONNECTIONS_PER_CLIENT": "64", "OSC_REQUEST_TIMEOUT": "3"})
+    port = node.port
     socks = slow_body_attack(port, 300)
     try:
         time.sleep(0.5)
@@ -680,12 +672,7 @@ def test_rollback_and_restore_wait_for_the_quorum(factory):
 def test_concurrent_guesses_cannot_outrun_the_limiter(factory):
     """Each derivation is counted before it runs, so 30 guesses at once cost at most the limit."""
     import concurrent.futures
-    wd = factory.workdir("limiter-concurrent")
-    port = harness.free_ports(1)[0]
-    env = factory.node_env(wd, port, [f"127.0.0.1:{port}"], None,
-                           extra={"OSC_CLUSTER_ENABLED": "false", "OSC_AUTH_FAILURE_LIMIT": "5", "OSC_AUTH_FAILURE_WINDOW": "60"})
-    node = factory.node(wd, port, env, None).start()
-    node.wait_up()
+    node = single_node(factory, "limiter-concurrent", {"OSC_AUTH_FAILURE_LIMIT": "5", "OSC_AUTH_FAILURE_WINDOW": "60"})
     owner = token("uk-owner-")
     assert node.create(owner, "k", "v").status_code == 201
     assert node.read(owner, "k").status_code == 200  # proves the owner's key: its create's count is refunded
