@@ -5,8 +5,9 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 packages=(libssl-dev libsqlite3-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
-  # Test-only tools: Prometheus/promtool for the metrics checks, wrk for the benchmark, openssl for TLS fixtures.
-  packages+=(prometheus wrk openssl sqlite3)
+  # Test-only tools: Prometheus/promtool for the metrics checks, wrk for the benchmark, openssl for TLS fixtures,
+  # gcc: the cluster suite compiles tests/cluster/fakeclock.c, its wall-clock shim.
+  packages+=(prometheus wrk openssl sqlite3 gcc)
 fi
 missing=()
 for p in "${packages[@]}"; do

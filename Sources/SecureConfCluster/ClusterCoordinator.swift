@@ -284,10 +284,6 @@ public final class ClusterCoordinator: Service, Sendable {
         var cursor = (try? await store.peerCursor(peer)) ?? 0
         peers.withLock { $0[peer]?.ackedSeq = cursor }
         var failures = 0
-        // This node's revisions the peer refused for good: not sent to it again (they stay in
-        // this node's history; the cursor moves past them, so a restart does not resend them;
-        // anti-entropy offers them again, and the peer refuses them again).
-        var refusedSeqs = Set<Int64>()
         while !stopping {
             let fetched: [(seq: Int64, revision: Revision)]
             do {
@@ -301,7 +297,10 @@ public final class ClusterCoordinator: Service, Sendable {
                 await wakeup.wait(timeout: .seconds(1))
                 continue
             }
-            let batch = fetched.filter { !refusedSeqs.contains($0.seq) }
+            // Revisions the peer refused for good are not sent to it again (they stay in this
+            // node's history; the cursor moves past them, so a restart does not resend them).
+            let refused = peers.withLock { $0[peer]?.refusedSeqs ?? [] }
+            let batch = fetched.filter { !refused.contains($0.seq) }
             do {
                 if !batch.isEmpty {
                     _ = try await transport.json(peer, "POST", "/cluster/replicate",
@@ -310,7 +309,6 @@ public final class ClusterCoordinator: Service, Sendable {
                 }
                 cursor = fetched.last?.seq ?? cursor
                 try await store.setPeerCursor(peer, to: cursor)
-                refusedSeqs = refusedSeqs.filter { $0 > cursor }
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     s[peer]?.healthy = true
@@ -338,7 +336,6 @@ public final class ClusterCoordinator: Service, Sendable {
                         batch.indices.contains(r.index) && (!r.ahead || ownClockAhead || (r.aheadSeconds ?? 0) > 3600)
                     }
                     if !skip.isEmpty {
-                        for r in skip { refusedSeqs.insert(batch[r.index].seq) }
                         safety?.revisionsSetAside(count: skip.count)
                         let skipped = skip.map { batch[$0.index].seq }
                         peers.withLock { s in

@@ -17,19 +17,10 @@ extension ConfigStore {
     public func ownRevisions(after seq: Int64, limit: Int, maxBytes: Int = .max) async throws -> [(seq: Int64, revision: Revision)] {
         let origin = nodeID
         return try await pool.read { db in
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+            let rows = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seq, \(Self.revisionColumns) FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?
-                """), arguments: [origin, seq, limit])
-            var out: [(seq: Int64, revision: Revision)] = []
-            var bytes = 0
-            while let row = try rows.next() {
-                let r = Revision(row: row)
-                let size = r.ciphertext.utf8.count + r.key.utf8.count + r.environment.utf8.count + (r.category?.utf8.count ?? 0) + 256
-                if !out.isEmpty && bytes + size > maxBytes { break }
-                out.append((row["seq"], r))
-                bytes += size
-            }
-            return out
+                """), arguments: [origin, seq, limit]).map { (seq: $0["seq"] as Int64, revision: Revision(row: $0)) }
+            return Revision.prefix(rows, maxBytes: maxBytes) { $0.revision }
         }
     }
 

@@ -72,15 +72,19 @@ public final class ConfigStore: Sendable {
         // it, local writes still stamp after it, and peers refuse it until real time catches up.
         let bound = HybridLogicalClock(maxAheadMillis: max(configuration.maxClockAheadMillis, Self.absurdStampHorizonMillis))
         let ceiling = bound.ceiling()
-        let setAside = try pool.write { db -> Int in
-            let ids = try Row.fetchAll(db, sql: "SELECT environment, key, hlc, origin FROM revisions WHERE hlc > ? OR hlc <= 0", arguments: [ceiling])
+        let absurd = try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT environment, key, hlc, origin FROM revisions WHERE hlc > ? OR hlc <= 0", arguments: [ceiling])
                 .map { RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"]) }
-            let delta = try Self.setAside(ids, reason: "stamped more than a day ahead of the clock, or not positive, at start", db: db)
-            if delta != 0 {
-                try db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'", arguments: [delta])
-            }
-            return ids.count
         }
+        if !absurd.isEmpty {
+            try pool.write { db in
+                let delta = try Self.setAside(absurd, reason: "stamped more than a day ahead of the clock, or not positive, at start", db: db)
+                if delta != 0 {
+                    try db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'live_entries'", arguments: [delta])
+                }
+            }
+        }
+        let setAside = absurd.count
         setAsideAtStart = setAside
         if setAside > 0 {
             logger.critical("revisions with absurd stamps (more than a day ahead, or not positive) were set aside", metadata: [
@@ -306,18 +310,7 @@ public final class ConfigStore: Sendable {
            current.updatedAt == newest.updatedAt {
             return 0
         }
-        if let current {
-            try db.cachedStatement(sql: """
-                UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ? WHERE id = ?
-                """).execute(arguments: [newest.category, newest.ciphertext, newest.hlc, newest.origin, newest.deleted, newest.createdAt,
-                                         newest.updatedAt, current.id])
-        } else {
-            try db.cachedStatement(sql: """
-                INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [environment, key, newest.category, newest.ciphertext, newest.hlc, newest.origin, newest.deleted,
-                                         newest.createdAt, newest.updatedAt])
-        }
+        _ = try writeEntry(newest, replacing: current, db: db)
         return (newest.deleted ? 0 : 1) - (wasLive ? 1 : 0)
     }
 
@@ -352,6 +345,11 @@ public final class ConfigStore: Sendable {
     static func record(_ r: Revision, replacing current: ConfigEntry?, keep: Int?, db: Database) throws -> ConfigEntry {
         try insertRevision(r, db: db)
         try prune(environment: r.environment, key: r.key, keep: keep, db: db)
+        return try writeEntry(r, replacing: current, db: db)
+    }
+
+    /// Makes `r` the current entry of its (environment, key), in place of `current`.
+    static func writeEntry(_ r: Revision, replacing current: ConfigEntry?, db: Database) throws -> ConfigEntry {
         let id: Int64
         if let current {
             id = current.id

@@ -87,6 +87,25 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         actor = try c.decodeIfPresent(String.self, forKey: .actor)
     }
 
+    /// About how many bytes the revision takes in a replication message.
+    public var wireSize: Int {
+        ciphertext.utf8.count + key.utf8.count + environment.utf8.count + (category?.utf8.count ?? 0) + 256
+    }
+
+    /// The longest prefix of `items` whose revisions fit in `maxBytes` (at least one item, so a
+    /// revision larger than the budget travels alone).
+    public static func prefix<S: Sequence>(_ items: S, maxBytes: Int, revision: (S.Element) -> Revision) -> [S.Element] {
+        var out: [S.Element] = []
+        var bytes = 0
+        for item in items {
+            let size = revision(item).wireSize
+            if !out.isEmpty && bytes + size > maxBytes { break }
+            out.append(item)
+            bytes += size
+        }
+        return out
+    }
+
     /// Total order of revisions of a key, the same on every node: (hlc, origin).
     public func supersedes(hlc otherHLC: Int64, origin otherOrigin: String) -> Bool {
         (hlc, origin) > (otherHLC, otherOrigin)

@@ -1,7 +1,7 @@
 /* A test-only LD_PRELOAD shim: shifts the wall clock (CLOCK_REALTIME, gettimeofday, time)
  * by SECURECONF_FAKE_CLOCK_OFFSET seconds and leaves the monotonic clocks alone, so a
- * node's timers and sleeps still fire (Debian's faketime shifts those too). Built by the
- * cluster suite into its temp directory; never part of the product. */
+ * node's timers and sleeps still fire (shifting the monotonic clock too would stop them).
+ * Built with cc by the cluster suite into its temp directory; never part of the product. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>

@@ -87,14 +87,7 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         let asked = try await decode(RevisionIDList.self, request)
         guard asked.ids.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per fetch") }
         // Bounded in bytes too: the asker fetches what is left in another request.
-        var revisions: [Revision] = []
-        var bytes = 0
-        for r in try await node.store.revisions(ids: asked.ids) {
-            let size = r.ciphertext.utf8.count + 512
-            if !revisions.isEmpty && bytes + size > Self.maxReplyBytes { break }
-            revisions.append(r)
-            bytes += size
-        }
+        let revisions = Revision.prefix(try await node.store.revisions(ids: asked.ids), maxBytes: Self.maxReplyBytes) { $0 }
         return try encode(RevisionList(revisions: revisions))
     }
 

@@ -20,26 +20,6 @@ final class AuthFailureLimiter: Sendable {
         self.window = .milliseconds(Int64(windowSeconds * 1000))
     }
 
-    /// Throws 429 with `Retry-After` when `client` is over the limit.
-    func check(_ client: String) throws(APIError) {
-        guard limit > 0 else { return }
-        let now = ContinuousClock.now
-        let retryAfter: Int? = state.withLock { s in
-            guard let w = s[client] else { return nil }
-            let elapsed = now - w.started
-            if elapsed >= window {
-                s[client] = nil
-                return nil
-            }
-            guard w.failures >= limit else { return nil }
-            return max(1, Int((window - elapsed).components.seconds) + 1)
-        }
-        if let retryAfter {
-            throw APIError(.tooManyRequests, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
-                           kind: "auth_rate_limited", headers: [.retryAfter: String(retryAfter)])
-        }
-    }
-
     /// Checks `client` (429 when over the limit) and counts one failure in the same step, so
     /// concurrent derivations cannot all pass a check made before any of them is counted.
     /// `refund` takes it back once the derived key is proven.
