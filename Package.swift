@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
         .library(name: "SecureConfJSON", targets: ["SecureConfJSON"]),
         .library(name: "SecureConfCluster", targets: ["SecureConfCluster"]),
+        .library(name: "SecureConfCore", targets: ["SecureConfCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -74,8 +75,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SecureConfCore",
+            dependencies: [
+                "SecureConfCrypto",
+                "SecureConfStore",
+                "SecureConfCluster",
+                "SecureConfJSON",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SecureConfServer",
             dependencies: [
+                "SecureConfCore",
                 "SecureConfCrypto",
                 "SecureConfStore",
                 "SecureConfCluster",
@@ -120,9 +133,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SecureConfCoreTests",
+            dependencies: ["SecureConfCore", "SecureConfStore", "SecureConfCrypto", "SecureConfJSON"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SecureConfServerTests",
             dependencies: [
                 "SecureConfServer",
+                "SecureConfCore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,3 +1,4 @@
+import SecureConfCore
 import SecureConfJSON
 import Foundation
 import HTTPTypes
@@ -12,20 +13,14 @@ struct AuditController<Context: RequestContext>: Sendable {
 
     static var pageSize: Int { 1000 }
 
-    func addRoutes(to group: RouterGroup<Context>) {
-        group.get(use: search)
-        group.get("export", use: export)
-        group.get("verify", use: verify)
-    }
-
     /// The filter named by the query (`key`, `environment`, `action`, `actor`, `outcome`,
     /// `since`, `until`; times in RFC 3339).
-    static func filter(_ query: [String: String]) throws(APIError) -> AuditFilter {
+    static func filter(_ query: [String: String]) throws(ServiceError) -> AuditFilter {
         func text(_ name: String) -> String? { query[name].flatMap { $0.isEmpty ? nil : $0 } }
-        func time(_ name: String) throws(APIError) -> Int64? {
+        func time(_ name: String) throws(ServiceError) -> Int64? {
             guard let raw = text(name) else { return nil }
             guard let micros = RFC3339.parseMicros(raw) else {
-                throw APIError.unprocessable("\(name) must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
+                throw ServiceError.unprocessable("\(name) must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
             }
             return micros
         }
@@ -40,12 +35,12 @@ struct AuditController<Context: RequestContext>: Sendable {
         let filter = try Self.filter(query)
         var limit = 100
         if let raw = query["limit"], !raw.isEmpty {
-            guard let n = Int(raw), (1...Self.pageSize).contains(n) else { throw APIError.unprocessable("limit must be a whole number in 1...\(Self.pageSize)") }
+            guard let n = Int(raw), (1...Self.pageSize).contains(n) else { throw ServiceError.unprocessable("limit must be a whole number in 1...\(Self.pageSize)") }
             limit = n
         }
         var cursor: Int64?
         if let raw = query["cursor"], !raw.isEmpty {
-            guard let n = Int64(raw), n >= 0 else { throw APIError.unprocessable("cursor must be a next_cursor value returned by /audit") }
+            guard let n = Int64(raw), n >= 0 else { throw ServiceError.unprocessable("cursor must be a next_cursor value returned by /audit") }
             cursor = n
         }
         let records = try await node.store.auditRecords(filter, afterID: cursor, limit: limit)
@@ -70,7 +65,7 @@ struct AuditController<Context: RequestContext>: Sendable {
         let query = try RequestInput.query(request)
         let filter = try Self.filter(query)
         let format = query["format"].flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? "jsonl"
-        guard format == "jsonl" || format == "csv" else { throw APIError.unprocessable("format must be jsonl or csv") }
+        guard format == "jsonl" || format == "csv" else { throw ServiceError.unprocessable("format must be jsonl or csv") }
         let last = try await node.store.auditRecordCount()
         let store = node.store
         let csv = format == "csv"

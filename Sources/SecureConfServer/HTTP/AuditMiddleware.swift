@@ -1,3 +1,4 @@
+import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -15,6 +16,8 @@ import SecureConfStore
 /// or API keys: the actor is a keyed hash of the credential.
 struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     let node: SecureConfNode
+    /// Each audited route's action, from the route table (`RouteTable.actions`).
+    let actions: [String: String]
 
     /// Writes wait for a quorum after they commit: their record then waits for the outcome.
     private var waitsForQuorum: Bool {
@@ -31,7 +34,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 } ?? (addressesKey ? RequestInput.defaultEnvironment : nil)
         context.audit.open(AuditRecordDraft(
             time: 0, nodeID: node.configuration.nodeID, actor: "", client: Self.client(context.remoteAddress),
-            action: AuditActions.name(method: request.method, endpoint: endpoint), environment: environment.map { String($0.prefix(AuditLimits.environment)) },
+            action: actions[RouteTable.key(request.method, endpoint)] ?? "\(request.method.rawValue.lowercased()) \(endpoint)", environment: environment.map { String($0.prefix(AuditLimits.environment)) },
             key: pathKey.map { String($0.prefix(AuditLimits.key)) }, outcome: "", status: 0, requestID: requestID),
             deferred: waitsForQuorum)
 
@@ -42,7 +45,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         } catch {
             failure = error
         }
-        let apiError = failure.map(APIError.from)
+        let apiError = failure.map(ServiceError.from)
         let status = response?.status.code ?? apiError?.status.code ?? 500
         let note = context.audit.snapshot
         if note.writtenWithData {
@@ -57,24 +60,23 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
                 node.metrics.auditRecords.increment()
             } catch {
                 node.logger.error("audit record not written; refusing the response", metadata: [
-                    "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(APIError.from(error).detail)",
+                    "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(ServiceError.from(error).detail)",
                 ])
                 // Fail closed, as Vault does when its audit device fails: no unaudited access.
                 var why = "storage failure"
                 if case StoreError.unavailable(let reason) = error { why = reason }
-                throw APIError(.serviceUnavailable,
-                               "Audit trail unavailable (\(why)); the request was refused because it could not be recorded, retry later",
-                               kind: "audit_unavailable", headers: [.retryAfter: "5"])
+                throw ServiceError(.auditUnavailable,
+                                   "Audit trail unavailable (\(why)); the request was refused because it could not be recorded, retry later",
+                                   retryAfter: 5)
             }
         }
-        if let failure, let apiError {
+        if let failure, var apiError {
             // Unexpected errors keep their type for the outer middleware's log line.
-            if apiError.kind == "internal" { throw failure }
-            var headers = apiError.headers
-            if let name = AuditActions.requestIDHeader { headers[name] = requestID }
-            throw APIError(apiError.status, apiError.detail, kind: apiError.kind, headers: headers)
+            if apiError.kind.isInternal { throw failure }
+            apiError.requestID = requestID
+            throw apiError
         }
-        guard var response else { throw APIError(.internalServerError, "Internal server error", kind: "internal") }
+        guard var response else { throw ServiceError.internalError }
         if let name = AuditActions.requestIDHeader { response.headers[name] = requestID }
         return response
     }
@@ -125,35 +127,6 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
 enum AuditActions {
     /// Sent back on every audited response; taken from the request when it is a sane token.
     static let requestIDHeader = HTTPField.Name("X-Request-ID")
-
-    /// Errors raised before any credential was accepted: their user key is not derived.
-    /// Refusals that happen before any key work: naming the actor must not cost a derivation
-    /// (a rate-limited or overloaded request would otherwise buy the PBKDF2 it was refused).
-    static let doorKinds: Set<String> = ["missing_api_key", "wrong_api_key", "audit_requires_api_key", "auth_rate_limited",
-                                         "kdf_overloaded", "salt_mismatch", "missing_user_key", "short_user_key",
-                                         "undecodable_user_key"]
-
-    static func name(method: HTTPRequest.Method, endpoint: String) -> String {
-        switch (method, endpoint) {
-        case (.post, "/configs"): "create"
-        case (.get, "/configs"): "list"
-        case (.get, "/configs/{key}"): "read"
-        case (.put, "/configs/{key}"): "update"
-        case (.delete, "/configs/{key}"): "delete"
-        case (.get, "/configs/{key}/versions"): "versions"
-        case (.get, "/configs/{key}/versions/{version}"): "read_version"
-        case (.post, "/configs/{key}/rollback"): "rollback"
-        case (.get, "/configs/{key}/diff"): "diff"
-        case (.post, "/restore"): "restore"
-        case (.get, "/audit"): "audit_search"
-        case (.get, "/audit/export"): "audit_export"
-        case (.get, "/audit/verify"): "audit_verify"
-        case (.get, "/cluster/status"): "cluster_status"
-        case (.get, "/cluster/salt"): "cluster_salt_read"
-        case (.post, "/cluster/salt"): "cluster_salt_write"
-        default: "\(method.rawValue.lowercased()) \(endpoint)"
-        }
-    }
 }
 
 /// Guards the audit endpoints with the admin credential, the API key: `X-API-Key` must equal
@@ -168,10 +141,10 @@ struct AuditAdminMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let apiKey else {
-            throw APIError(.forbidden, "audit requires OSC_API_KEY: set it on the node and send it as X-API-Key", kind: "audit_requires_api_key")
+            throw ServiceError(.auditRequiresAPIKey, "audit requires OSC_API_KEY: set it on the node and send it as X-API-Key")
         }
-        guard let given = request.headers[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
-        guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(apiKey)) else { throw APIError.wrongAPIKey }
+        guard let given = request.headers[RequestInput.apiKeyHeader] else { throw ServiceError.missingAPIKey }
+        guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(apiKey)) else { throw ServiceError.wrongAPIKey }
         return try await next(request, context)
     }
 }

@@ -1,3 +1,4 @@
+import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -12,17 +13,8 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     /// About the most revision bytes one fetch answers.
     static var maxReplyBytes: Int { 32 * 1024 * 1024 }
 
-    func addRoutes(to group: RouterGroup<Context>) {
-        group.post("/cluster/replicate", use: replicate)
-        group.get("/cluster/digest", use: digest)
-        group.post("/cluster/buckets", use: buckets)
-        group.post("/cluster/fetch", use: fetch)
-        group.get("/cluster/revision", use: revision)
-        group.get("/cluster/entries", use: entries)
-    }
-
     private func requireCluster() throws -> ClusterCoordinator {
-        guard let cluster = node.cluster else { throw APIError(.notFound, "Clustering is not enabled on this node", kind: "cluster_disabled") }
+        guard let cluster = node.cluster else { throw ServiceError(.clusterDisabled, "Clustering is not enabled on this node") }
         return cluster
     }
 
@@ -31,12 +23,12 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         do {
             buffer = try await request.body.collect(upTo: 64 * 1024 * 1024)
         } catch {
-            throw APIError(.contentTooLarge, "Cluster message larger than 64 MiB", kind: "body_too_large")
+            throw ServiceError(.bodyTooLarge, "Cluster message larger than 64 MiB")
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
         } catch {
-            throw APIError.badRequest("Malformed cluster message")
+            throw ServiceError.badRequest("Malformed cluster message")
         }
     }
 
@@ -49,11 +41,10 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         try node.ensureServing()
         let sender = request.headers[HTTPField.Name(PeerTransport.saltFingerprintHeader)!]
         guard sender == node.saltFingerprint else {
-            throw APIError(.conflict, "Sender's salt fingerprint \(sender ?? "(none)") is not this cluster's \(node.saltFingerprint); revisions refused",
-                           kind: "salt_mismatch")
+            throw ServiceError(.saltConflict, "Sender's salt fingerprint \(sender ?? "(none)") is not this cluster's \(node.saltFingerprint); revisions refused")
         }
         let batch = try await decode(ReplicationBatch.self, request)
-        guard batch.revisions.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per batch") }
+        guard batch.revisions.count <= 10_000 else { throw ServiceError.badRequest("At most 10000 revisions per batch") }
         do {
             return try encode(try await cluster.receive(batch, sender: context.peer.id))
         } catch let refusal as ReplicationRefusal {
@@ -73,7 +64,7 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         let asked = try await decode(BucketsRequest.self, request)
         let wanted = Set(asked.buckets)
         guard asked.buckets.count <= RevisionDigest.bucketCount, wanted.allSatisfy({ (0..<RevisionDigest.bucketCount).contains($0) }) else {
-            throw APIError.badRequest("buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
+            throw ServiceError.badRequest("buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
         }
         var ids: [RevisionID] = []
         for b in wanted.sorted() {
@@ -85,7 +76,7 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     @Sendable func fetch(_ request: Request, context: Context) async throws -> Response {
         _ = try requireCluster()
         let asked = try await decode(RevisionIDList.self, request)
-        guard asked.ids.count <= 10_000 else { throw APIError.badRequest("At most 10000 revisions per fetch") }
+        guard asked.ids.count <= 10_000 else { throw ServiceError.badRequest("At most 10000 revisions per fetch") }
         // Bounded in bytes too: the asker fetches what is left in another request.
         let revisions = Revision.prefix(try await node.store.revisions(ids: asked.ids), maxBytes: Self.maxReplyBytes) { $0 }
         return try encode(RevisionList(revisions: revisions))
@@ -95,7 +86,7 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         _ = try requireCluster()
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
-        guard let key = query["key"] else { throw APIError.badRequest("key is required") }
+        guard let key = query["key"] else { throw ServiceError.badRequest("key is required") }
         guard let revision = try await node.store.newestRevision(environment: environment, key: try RequestInput.validateKey(key)) else {
             throw StoreError.notFound(environment: environment, key: key)
         }

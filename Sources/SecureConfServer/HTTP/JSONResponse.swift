@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import SecureConfCore
 import SecureConfStore
 
 /// Builds JSON responses from bytes written by `JSONWriter` (no Codable round-trips on the hot path).
@@ -51,6 +52,11 @@ enum Timestamp {
 }
 
 extension JSONWriter {
+    /// A record as the service returns it, with its `version` when it has one.
+    mutating func record(_ r: ConfigRecord) {
+        record(r.entry, valueJSON: r.valueJSON, version: r.version)
+    }
+
     /// `{"id","key","category","environment","value","created_at","updated_at"}` with
     /// `valueJSON` already-validated JSON text.
     mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8], version: Int? = nil) {

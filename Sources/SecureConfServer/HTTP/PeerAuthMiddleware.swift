@@ -1,3 +1,4 @@
+import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -36,7 +37,7 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let settings = node.configuration.clusterSettings else {
             if optional { return try await next(request, context) }
-            throw APIError(.notFound, "Not Found", kind: "route_not_found")
+            throw ServiceError(.routeNotFound, "Not Found")
         }
         let h = request.headers
         let sender = h[HTTPField.Name(PeerCredential.senderHeader)!], time = h[HTTPField.Name(PeerCredential.timeHeader)!]
@@ -52,25 +53,25 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
                 peer = try verifier.verify(method: request.method.rawValue, path: request.head.path ?? "", sender: sender, time: time, nonce: nonce,
                                            signature: signature, bodyHash: claimedHash, allowSkew: optional)
             } catch let error as PeerAuthRefusal {
-                let kind: String = switch error {
-                case .clockSkew: "peer_clock_skew"
-                case .replayed: "peer_replayed"
-                case .unknownSender: "peer_unknown"
-                default: "peer_auth_failed"
+                let kind: ErrorKind = switch error {
+                case .clockSkew: .peerClockSkew
+                case .replayed: .peerReplayed
+                case .unknownSender: .peerUnknown
+                default: .peerAuthFailed
                 }
-                node.metrics.peerRequestRefused(reason: kind)
-                throw APIError(.unauthorized, error.description, kind: kind)
+                node.metrics.peerRequestRefused(reason: kind.label)
+                throw ServiceError(kind, error.description)
             }
             var request = request
             let body: ByteBuffer
             do {
                 body = try await request.collectBody(upTo: Self.maxBody)
             } catch {
-                throw APIError(.contentTooLarge, "Cluster message larger than \(Self.maxBody / (1024 * 1024)) MiB", kind: "body_too_large")
+                throw ServiceError(.bodyTooLarge, "Cluster message larger than \(Self.maxBody / (1024 * 1024)) MiB")
             }
             guard PeerCredential.same(PeerCredential.bodyHash(body.readableBytesView), claimedHash) else {
                 node.metrics.peerRequestRefused(reason: "peer_auth_failed")
-                throw APIError(.unauthorized, "the body does not match its signed hash", kind: "peer_auth_failed")
+                throw ServiceError(.peerAuthFailed, "the body does not match its signed hash")
             }
             context.peer.authenticated(peer)
             let response: Response
@@ -78,8 +79,8 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
                 response = try await next(request, context)
             } catch {
                 // Errors are answered signed too: a peer acts on a refusal only if it is authentic.
-                let apiError = APIError.from(error)
-                if apiError.kind == "internal" { throw error }
+                let apiError = ServiceError.from(error)
+                if apiError.kind.isInternal { throw error }
                 response = JSONResponse.error(status: apiError.status, detail: apiError.detail, headers: apiError.headers)
             }
             return try await Self.signed(response, nonce: nonce ?? "", responder: settings.nodeID, credential: verifier.credential)
@@ -87,13 +88,13 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
         if optional { return try await next(request, context) }
         if node.peerVerifier != nil, !settings.acceptAPIKeyPeers {
             node.metrics.peerRequestRefused(reason: "peer_auth_missing")
-            throw APIError(.unauthorized, PeerAuthRefusal.missing.description, kind: "peer_auth_missing")
+            throw ServiceError(.peerAuthMissing, PeerAuthRefusal.missing.description)
         }
         // API-key peers: OpenSecureConf's model, or the upgrade window.
         if node.configuration.apiKeyRequired || node.peerVerifier != nil {
-            guard let given = h[RequestInput.apiKeyHeader] else { throw APIError.missingAPIKey }
+            guard let given = h[RequestInput.apiKeyHeader] else { throw ServiceError.missingAPIKey }
             guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array((node.configuration.apiKey ?? "").utf8))),
-                  node.configuration.apiKey != nil else { throw APIError.wrongAPIKey }
+                  node.configuration.apiKey != nil else { throw ServiceError.wrongAPIKey }
         }
         return try await next(request, context)
     }

@@ -2,6 +2,8 @@ import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
+import SecureConfCore
+import SecureConfCrypto
 import SecureConfStore
 
 /// Reading and validating what a client sent: query strings, path keys, credentials, bodies.
@@ -37,14 +39,14 @@ enum RequestInput {
     }
 
     /// The query's parameters; a repeated name keeps its last value.
-    static func query(_ request: Request) throws(APIError) -> [String: String] {
+    static func query(_ request: Request) throws(ServiceError) -> [String: String] {
         guard let raw = request.uri.query, !raw.isEmpty else { return [:] }
         var out: [String: String] = [:]
         for pair in raw.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = percentDecode(parts[0], plusIsSpace: true),
                   let value = percentDecode(parts.count > 1 ? parts[1] : "", plusIsSpace: true) else {
-                throw APIError.badRequest("Malformed query string: invalid percent-encoding or UTF-8")
+                throw ServiceError.badRequest("Malformed query string: invalid percent-encoding or UTF-8")
             }
             out[name] = value
         }
@@ -52,42 +54,73 @@ enum RequestInput {
     }
 
     /// A configuration key: 1–255 characters (Unicode scalars), no control characters, no `/`.
-    static func validateKey(_ key: String) throws(APIError) -> String {
-        if let problem = EntryNames.keyProblem(key) { throw APIError.unprocessable(problem) }
+    static func validateKey(_ key: String) throws(ServiceError) -> String {
+        if let problem = EntryNames.keyProblem(key) { throw ServiceError.unprocessable(problem) }
         return key
     }
 
     /// The `{key}` path parameter, percent-decoded and validated.
-    static func pathKey(_ context: some RequestContext) throws(APIError) -> String {
-        guard let raw = context.parameters.get("key") else { throw APIError.badRequest("Missing key in path") }
+    static func pathKey(_ context: some RequestContext) throws(ServiceError) -> String {
+        guard let raw = context.parameters.get("key") else { throw ServiceError.badRequest("Missing key in path") }
         guard let key = percentDecode(raw, plusIsSpace: false) else {
-            throw APIError.badRequest("Key in path has invalid percent-encoding or UTF-8")
+            throw ServiceError.badRequest("Key in path has invalid percent-encoding or UTF-8")
         }
         return try validateKey(key)
     }
 
     /// What a `/configs/{key}…` request addresses: the key from the path, the query, and the
     /// environment (`default` when not given).
-    static func addressedKey(_ request: Request, _ context: some RequestContext) throws(APIError) -> (key: String, query: [String: String], environment: String) {
+    static func addressedKey(_ request: Request, _ context: some RequestContext) throws(ServiceError) -> (key: String, query: [String: String], environment: String) {
         let key = try pathKey(context)
         let query = try query(request)
         return (key, query, try environment(query["environment"]))
     }
 
+    /// What a `/configs/{key}…` request addresses, and its query.
+    static func addressedEntry(_ request: Request, _ context: some RequestContext) throws(ServiceError) -> (EntryAddress, query: [String: String]) {
+        let (key, query, environment) = try addressedKey(request, context)
+        return (EntryAddress(environment: environment, key: key), query)
+    }
+
+    enum UserKeyNeed { case required, optional }
+
+    /// Who calls: the user key (checked for presence, encoding and length; absent is allowed
+    /// with `.optional`), the client's address, the request's audit note, and, for a
+    /// caller without a user key, whether it holds the API key.
+    static func caller(_ request: Request, _ context: some AuditedRequestContext, _ node: SecureConfNode,
+                       userKey need: UserKeyNeed = .required) throws(ServiceError) -> Caller {
+        let minimum = node.configuration.minUserKeyLength
+        let userKey: String? = need == .optional && request.headers[userKeyHeader] == nil ? nil : try userKey(request, minimumLength: minimum)
+        var holdsAPIKey = false
+        if need == .optional, let expected = node.configuration.apiKey, let given = request.headers[apiKeyHeader] {
+            holdsAPIKey = OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array(expected.utf8)))
+        }
+        return Caller(userKey: userKey, client: context.clientIP, audit: context.audit, holdsAPIKey: holdsAPIKey)
+    }
+
+    /// An RFC 3339 time as microseconds since the epoch (422 when missing or malformed).
+    static func time(_ raw: String?, _ name: String) throws(ServiceError) -> Int64 {
+        guard let raw, !raw.isEmpty else { throw ServiceError.unprocessable("\(name) is required (an RFC 3339 time such as 2025-01-31T12:00:00Z)") }
+        guard let micros = RFC3339.parseMicros(raw) else {
+            throw ServiceError.unprocessable("\(name) must be an RFC 3339 time such as 2025-01-31T12:00:00Z or 2025-01-31T13:00:00.5%2B01:00")
+        }
+        return micros
+    }
+
     /// A body's optional `category`: validated, and an empty one is no category.
-    static func category(_ body: JSONValue) throws(APIError) -> String? {
+    static func category(_ body: JSONValue) throws(ServiceError) -> String? {
         guard let name = try optionalString(body, "category"), !name.isEmpty else { return nil }
         return try validateName(name, field: "category")
     }
 
     /// Environment and category names: at most 100 characters (Unicode scalars), no control characters.
-    static func validateName(_ value: String, field: String) throws(APIError) -> String {
-        if let problem = EntryNames.nameProblem(value, field: field) { throw APIError.unprocessable(problem) }
+    static func validateName(_ value: String, field: String) throws(ServiceError) -> String {
+        if let problem = EntryNames.nameProblem(value, field: field) { throw ServiceError.unprocessable(problem) }
         return value
     }
 
     /// The environment a request addresses: the parameter if given and non-empty, else `default`.
-    static func environment(_ value: String?) throws(APIError) -> String {
+    static func environment(_ value: String?) throws(ServiceError) -> String {
         guard let value, !value.isEmpty else { return defaultEnvironment }
         return try validateName(value, field: "environment")
     }
@@ -113,47 +146,47 @@ enum RequestInput {
     }
 
     /// The caller's user key, present and long enough, else 401.
-    static func userKey(_ request: Request, minimumLength: Int) throws(APIError) -> String {
+    static func userKey(_ request: Request, minimumLength: Int) throws(ServiceError) -> String {
         let key: String
         switch latin1Header(request, userKeyHeader) {
-        case .absent: throw APIError.missingUserKey
+        case .absent: throw ServiceError.missingUserKey
         case .undecodable:
-            throw APIError(.unauthorized, "X-User-Key holds bytes that are not UTF-8; use an ASCII or UTF-8 key", kind: "undecodable_user_key")
+            throw ServiceError(.undecodableUserKey, "X-User-Key holds bytes that are not UTF-8; use an ASCII or UTF-8 key")
         case .value(let v): key = v
         }
-        guard key.unicodeScalars.count >= minimumLength else { throw APIError.shortUserKey(minimumLength) }
+        guard key.unicodeScalars.count >= minimumLength else { throw ServiceError.shortUserKey(minimumLength) }
         return key
     }
 
     /// The body as a JSON object, within the size limit and nesting depth.
     static func jsonObject(_ request: Request, maxBytes: Int) async throws -> JSONValue {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes {
-            throw APIError(.contentTooLarge, "Request body too large (limit \(maxBytes) bytes)", kind: "body_too_large")
+            throw ServiceError(.bodyTooLarge, "Request body too large (limit \(maxBytes) bytes)")
         }
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: maxBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw APIError(.contentTooLarge, "Request body too large (limit \(maxBytes) bytes)", kind: "body_too_large")
+            throw ServiceError(.bodyTooLarge, "Request body too large (limit \(maxBytes) bytes)")
         } catch {
-            throw APIError.badRequest("Request body could not be read")
+            throw ServiceError.badRequest("Request body could not be read")
         }
-        guard buffer.readableBytes > 0 else { throw APIError.badRequest("Request body is empty; expected a JSON object") }
+        guard buffer.readableBytes > 0 else { throw ServiceError.badRequest("Request body is empty; expected a JSON object") }
         let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
         let value: JSONValue
         do {
             value = try JSONParser.parse(bytes)
         } catch {
-            throw APIError.badRequest(error.description)
+            throw ServiceError.badRequest(error.description)
         }
-        guard case .object = value else { throw APIError.unprocessable("Request body must be a JSON object, not \(value.typeName)") }
+        guard case .object = value else { throw ServiceError.unprocessable("Request body must be a JSON object, not \(value.typeName)") }
         return value
     }
 
     /// An optional string member (null or absent gives nil).
-    static func optionalString(_ body: JSONValue, _ name: String) throws(APIError) -> String? {
+    static func optionalString(_ body: JSONValue, _ name: String) throws(ServiceError) -> String? {
         guard let v = body[name], !v.isNull else { return nil }
-        guard let s = v.stringValue else { throw APIError.unprocessable("\(name) must be a string or null, not \(v.typeName)") }
+        guard let s = v.stringValue else { throw ServiceError.unprocessable("\(name) must be a string or null, not \(v.typeName)") }
         return s
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import SecureConfCore
 import SecureConfStore
 import Synchronization
 
@@ -28,91 +29,4 @@ public struct SecureConfRequestContext: AuditedRequestContext, PeerAuthenticated
 extension RemoteAddressRequestContext {
     /// The client's IP address ("unknown" when the transport has none).
     public var clientIP: String { remoteAddress?.ipAddress ?? "unknown" }
-}
-
-/// What a request tells the audit trail about itself. `AuditMiddleware` opens it with what
-/// it knows from the route (action, key, environment, client, request id); handlers add what
-/// only they know (the key named in a body, the actor behind a derived key) and, for writes,
-/// take a finished record to commit in the same transaction as the data.
-public final class AuditNote: Sendable {
-    struct State {
-        var template: AuditRecordDraft?
-        var actor: String?
-        var writtenWithData = false
-        /// The record is written once the response's status is known (writes that wait for a
-        /// quorum: the trail must say what the client received, 503 included).
-        var deferred = false
-        var handedOut = false
-    }
-
-    private let state = Mutex(State())
-
-    public init() {}
-
-    /// Called by `AuditMiddleware`; until then (audit disabled) the note records nothing.
-    func open(_ template: AuditRecordDraft, deferred: Bool = false) {
-        state.withLock {
-            $0.template = template
-            $0.deferred = deferred
-        }
-    }
-
-    /// The configuration key and environment the request addresses (nil leaves a field as is).
-    func target(environment: String? = nil, key: String? = nil) {
-        state.withLock { s in
-            if let environment { s.template?.environment = String(environment.prefix(AuditLimits.environment)) }
-            if let key { s.template?.key = String(key.prefix(AuditLimits.key)) }
-        }
-    }
-
-    /// The action, when the handler knows better than the route (a read with `at`).
-    func action(_ name: String) {
-        state.withLock { $0.template?.action = name }
-    }
-
-    /// The credential behind the request, as a stable non-reversible id.
-    func actor(_ id: String) {
-        state.withLock { $0.actor = id }
-    }
-
-    /// A finished success record for a write to commit with its data; nil when audit is off.
-    /// Call `written()` once that write has committed.
-    func recordForWrite(status: Int) -> AuditRecordDraft? {
-        state.withLock { s in
-            guard !s.deferred, var draft = s.template else { return nil }
-            s.handedOut = true
-            draft.actor = s.actor ?? "anonymous"
-            draft.status = status
-            draft.outcome = AuditOutcome.of(status: status)
-            draft.time = AuditClock.nowMicros()
-            return draft
-        }
-    }
-
-    func written() {
-        state.withLock { $0.writtenWithData = $0.handedOut }
-    }
-
-    var snapshot: State { state.withLock { $0 } }
-}
-
-/// Longest key and environment kept in a record (longer, invalid input is cut).
-enum AuditLimits {
-    static let key = 255
-    static let environment = 100
-}
-
-/// `success` below 400, `denied` for 401 and 403, else `failure`.
-enum AuditOutcome {
-    static func of(status: Int) -> String {
-        switch status {
-        case ..<400: "success"
-        case 401, 403: "denied"
-        default: "failure"
-        }
-    }
-}
-
-enum AuditClock {
-    static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 }

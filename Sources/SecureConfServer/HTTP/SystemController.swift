@@ -1,3 +1,4 @@
+import SecureConfCore
 import SecureConfJSON
 import Foundation
 import HTTPTypes
@@ -10,26 +11,8 @@ import SecureConfCrypto
 struct SystemController<Context: RequestContext>: Sendable {
     let node: SecureConfNode
 
-    func addPublicRoutes(to router: Router<Context>) {
-        router.get("/", use: info)
-        router.get("/health") { _, _ in JSONResponse.make { $0.raw(#"{"status":"healthy"}"#) } }
-        router.get("/ready", use: ready)
-        router.get("/metrics", use: metrics)
-    }
-
-    /// `/cluster/health`: public (load balancers, OpenSecureConf clients); a peer's signed probe is answered signed.
-    func addHealthRoute(to group: RouterGroup<Context>) {
-        group.get("/cluster/health", use: clusterHealth)
-    }
-
-    func addProtectedRoutes(to group: RouterGroup<Context>) {
-        group.get("/cluster/status", use: clusterStatus)
-    }
-
-    /// The salt: node-to-node only (the peer credential, else the API key).
-    func addPeerRoutes(to group: RouterGroup<Context>) {
-        group.get("/cluster/salt", use: salt)
-        group.post("/cluster/salt", use: receiveSalt)
+    @Sendable func health(_ request: Request, context: Context) async throws -> Response {
+        JSONResponse.make { $0.raw(#"{"status":"healthy"}"#) }
     }
 
     @Sendable func info(_ request: Request, context: Context) async throws -> Response {
@@ -51,14 +34,7 @@ struct SystemController<Context: RequestContext>: Sendable {
             w.member("cluster")
             w.raw("{"); w.member("enabled", first: true); w.raw(c.clusterEnabled ? "true" : "false"); w.raw("}")
             w.member("endpoints")
-            w.write(.object([
-                ("create", "POST /configs"), ("read", "GET /configs/{key}"), ("update", "PUT /configs/{key}"),
-                ("delete", "DELETE /configs/{key}"), ("list", "GET /configs"), ("cluster_status", "GET /cluster/status"),
-                ("cluster_health", "GET /cluster/health"), ("health", "GET /health"), ("ready", "GET /ready"), ("metrics", "GET /metrics"),
-                ("versions", "GET /configs/{key}/versions"), ("version", "GET /configs/{key}/versions/{version}"),
-                ("rollback", "POST /configs/{key}/rollback"), ("diff", "GET /configs/{key}/diff"), ("restore", "POST /restore"),
-                ("audit", "GET /audit"), ("audit_export", "GET /audit/export"), ("audit_verify", "GET /audit/verify"),
-            ].map { ($0.0, JSONValue.string($0.1)) }))
+            w.write(.object(RouteTable.listing(RouteTable.routes(node: node)).map { ($0.0, JSONValue.string($0.1)) }))
             w.raw("}")
         }
     }
@@ -66,7 +42,7 @@ struct SystemController<Context: RequestContext>: Sendable {
     @Sendable func ready(_ request: Request, context: Context) async throws -> Response {
         try node.ensureServing()
         if let refusal = await node.store.writeRefusal() {
-            throw APIError(.serviceUnavailable, "Not ready: \(refusal)", kind: "storage_unavailable", headers: [.retryAfter: "5"])
+            throw ServiceError(.storageUnavailable, "Not ready: \(refusal)", retryAfter: 5)
         }
         return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
@@ -179,14 +155,14 @@ struct SystemController<Context: RequestContext>: Sendable {
         do {
             buffer = try await request.body.collect(upTo: 4096)
         } catch {
-            throw APIError(.contentTooLarge, "A salt is \(SaltFile.length) bytes; the body is larger than 4096", kind: "body_too_large")
+            throw ServiceError(.bodyTooLarge, "A salt is \(SaltFile.length) bytes; the body is larger than 4096")
         }
         let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
         guard bytes.count == SaltFile.length else {
-            throw APIError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")
+            throw ServiceError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")
         }
         guard OpenSSL.constantTimeEquals(bytes, node.salt) else {
-            throw APIError(.conflict, "Salt file already exists and differs from received salt; a salt is never replaced", kind: "salt_conflict")
+            throw ServiceError(.saltConflict, "Salt file already exists and differs from received salt; a salt is never replaced")
         }
         return JSONResponse.make { w in
             w.raw(#"{"message":"Salt already present and matches","status":"ok"}"#)

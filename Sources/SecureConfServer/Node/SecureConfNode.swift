@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SecureConfCluster
+import SecureConfCore
 import SecureConfCrypto
 import SecureConfStore
 import ServiceLifecycle
@@ -24,19 +25,17 @@ public struct StartupError: Error, CustomStringConvertible {
 public final class SecureConfNode: Sendable {
     public let configuration: NodeConfiguration
     public let store: ConfigStore
-    public let keys: DerivedKeyCache
+    /// User key to derived key through the failed-attempt limiter; actor names.
+    public let credentials: CredentialGate
+    /// Every configuration operation (create … restore): the one path from controllers to storage.
+    public let service: ConfigService
+    public var keys: DerivedKeyCache { credentials.keys }
     public let metrics: ServerMetrics
     public let logger: Logger
     public let salt: [UInt8]
     public let saltFingerprint: String
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
-    let authFailures: AuthFailureLimiter
-    /// Derivations counted as failures that a later proof of their key refunds.
-    let pendingRefunds = PendingRefunds()
-    /// Keys actor ids: a secret no client API exposes (from the peer credential in a
-    /// cluster, so every node names the same actor; random per store on a single node).
-    private let actorKey: [UInt8]
     /// Checks signed node-to-node requests; nil without a peer credential.
     let peerVerifier: PeerRequestVerifier?
 
@@ -67,11 +66,14 @@ public final class SecureConfNode: Sendable {
         let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
         self.salt = salt
         self.saltFingerprint = SaltFile.fingerprint(salt)
-        actorKey = try Self.actorKey(configuration: configuration, salt: salt, store: store)
-        keys = DerivedKeyCache(salt: salt, configuration: .init(
+        let keys = DerivedKeyCache(salt: salt, configuration: .init(
             capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
             maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
-        authFailures = AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds)
+        // Actor ids are keyed by a secret no client API exposes (from the peer credential in a
+        // cluster, so every node names the same actor; random per store on a single node).
+        credentials = CredentialGate(keys: keys,
+                                     limiter: AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds),
+                                     actorKey: try Self.actorKey(configuration: configuration, salt: salt, store: store))
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(settings: settings, store: store,
                                          transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: SaltFile.fingerprint(salt)),
@@ -90,6 +92,8 @@ public final class SecureConfNode: Sendable {
             cluster = nil
             peerVerifier = nil
         }
+        service = ConfigService(storage: store, credentials: credentials, cluster: cluster, observer: metrics,
+                                maxTokenBytes: configuration.maxCiphertextBytes, logger: logger)
     }
 
     /// Starts a node; in a cluster, a node without a salt and without data first gets the
@@ -187,47 +191,13 @@ public final class SecureConfNode: Sendable {
         return salt
     }
 
-    /// A stable, non-reversible identifier of the user key behind a request, for history and
-    /// audit: derived from the PBKDF2 key, so it is the same after a restart and on every
-    /// node of the cluster, and guessing a user key from it costs a full key derivation.
-    func actor(for key: CachedKey) -> String {
-        "uk:" + String(Hex.encode(OpenSSL.hmacSHA256(key: actorKey, data: key.key.identifier(label: Self.actorLabel))).prefix(12))
-    }
-
-    private static let actorLabel = Array("secureconf actor v1".utf8)
-
-    /// A stable, non-reversible identifier of an API key, keyed like user-key actors.
-    func actor(apiKey: String) -> String {
-        "ak:" + String(Hex.encode(OpenSSL.hmacSHA256(key: actorKey, data: Array("api-key|\(apiKey)".utf8))).prefix(12))
-    }
-
-    /// The caller's derived key: from the cache, else one shared derivation, unless the
-    /// client has failed too often recently (429).
-    /// A derivation (cache miss) is noted in the request's `DerivationTracker`, so that the
-    /// limiter counts it as a failure if nothing proves the key by the end of the request.
-    func derivedKey(for userKey: String, client: String) async throws -> CachedKey {
-        if let cached = keys.cachedKey(for: userKey) {
-            DerivationTracker.current?.used(userKey)
-            return cached
-        }
-        // Counted before the derivation (so concurrent guesses cannot all pass one check) and
-        // refunded by `AuthFailureMiddleware` if the key is proven by the end of the request.
-        try authFailures.acquire(client)
-        do {
-            let key = try await keys.key(for: userKey)
-            DerivationTracker.current?.derived(userKey)
-            return key
-        } catch {
-            // Not run (the derivation queue was full, the request was cancelled): no attempt made.
-            authFailures.refund(client)
-            throw error
-        }
-    }
+    func actor(for key: CachedKey) -> String { credentials.actor(for: key) }
+    func actor(apiKey: String) -> String { credentials.actor(apiKey: apiKey) }
 
     /// 503 with the reason while this node's salt differs from the cluster's.
     func ensureServing() throws {
         if let cluster, case let (false, reason) = cluster.saltIsConsistent {
-            throw APIError(.serviceUnavailable, reason ?? "salt differs from the cluster", kind: "salt_mismatch")
+            throw ServiceError(.saltMismatch, reason ?? "salt differs from the cluster")
         }
     }
 
@@ -237,21 +207,7 @@ public final class SecureConfNode: Sendable {
         do {
             try cluster?.ensureClockAllowsWrites()
         } catch let e as ClockAhead {
-            throw APIError(.serviceUnavailable, e.description, kind: "clock_ahead", headers: [.retryAfter: "5"])
-        }
-    }
-
-    /// After any local write (create, update, delete, rollback, restore): wake replication
-    /// and, with a write quorum, wait for it (503 when it is not reached in time).
-    func replicateLocalWrite() async throws {
-        guard let cluster, cluster.settings.mode == .replica else { return }
-        cluster.localWriteCommitted()
-        guard cluster.settings.writeQuorum != .one else { return }
-        do {
-            try await cluster.awaitQuorum(seq: try await store.lastOwnSeq())
-        } catch let error as QuorumNotReached {
-            throw APIError(.serviceUnavailable, "Write quorum not reached: \(error.description)", kind: "quorum_not_reached",
-                           headers: [.retryAfter: "1"])
+            throw ServiceError(.clockAhead, e.description, retryAfter: 5)
         }
     }
 
@@ -260,38 +216,6 @@ public final class SecureConfNode: Sendable {
         await store.close()
         await keys.shutdown()
     }
-}
-
-/// The router with every route and middleware: what tests drive in-process.
-///
-/// Everything that touches configuration, history, cluster state or the audit trail sits
-/// behind `AuditMiddleware` (when `OSC_AUDIT_ENABLED`), outside the credential checks so that
-/// refused requests are recorded too. Data and cluster routes then check `X-API-Key` when
-/// `OSC_API_KEY_REQUIRED`; audit routes always require the API key.
-public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext> {
-    typealias Context = SecureConfRequestContext
-    let router = Router(context: Context.self)
-    router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
-    let system = SystemController<Context>(node: node)
-    system.addPublicRoutes(to: router)
-    let audited = router.group()
-    if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node)) }
-    let protected = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
-    system.addProtectedRoutes(to: protected)
-    // Node-to-node routes: the peer credential (or, without one, the API key); 404 on a single node.
-    let peers = audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node))
-    system.addPeerRoutes(to: peers)
-    ClusterController<Context>(node: node).addRoutes(to: peers)
-    system.addHealthRoute(to: router.group().add(middleware: PeerAuthMiddleware<Context>(node: node, optional: true)))
-    // Everything that reads or writes data: the serving gate (salt, clock) and the failed-key limiter.
-    let data = protected.group()
-        .add(middleware: ServingGateMiddleware(node: node))
-        .add(middleware: AuthFailureMiddleware(node: node))
-    let configs = data.group("configs")
-    ConfigController<Context>(node: node).addRoutes(to: configs)
-    HistoryController<Context>(node: node).addRoutes(configs: configs, root: data)
-    AuditController<Context>(node: node).addRoutes(to: audited.group("audit").add(middleware: AuditAdminMiddleware(configuration: node.configuration)))
-    return router
 }
 
 /// Closes the store after the HTTP server has drained (services stop in reverse order).

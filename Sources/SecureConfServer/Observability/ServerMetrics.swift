@@ -1,3 +1,4 @@
+import SecureConfCore
 import Prometheus
 import SecureConfCluster
 import SecureConfCrypto
@@ -5,7 +6,7 @@ import Synchronization
 
 /// The node's Prometheus metrics, with OpenSecureConf's names. Labels carry route
 /// templates, methods, status codes and operation names only: never keys or values.
-public final class ServerMetrics: Sendable, DerivedKeyCacheObserver {
+public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationObserver {
     public let registry = PrometheusCollectorRegistry()
 
     private struct RequestKey: Hashable { let method: String, endpoint: String, status: Int }

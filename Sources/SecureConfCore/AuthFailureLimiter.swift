@@ -5,7 +5,7 @@ import Synchronization
 /// limit gets 429 for requests that would need a new key derivation; requests whose key is
 /// already cached (proven right) still pass, so a client behind the same address that
 /// knows its key is not locked out.
-final class AuthFailureLimiter: Sendable {
+public final class AuthFailureLimiter: Sendable {
     private struct Window {
         var failures: Int
         var started: ContinuousClock.Instant
@@ -15,7 +15,7 @@ final class AuthFailureLimiter: Sendable {
     let window: Duration
     private let state = Mutex<[String: Window]>([:])
 
-    init(limit: Int, windowSeconds: Double) {
+    public init(limit: Int, windowSeconds: Double) {
         self.limit = limit
         self.window = .milliseconds(Int64(windowSeconds * 1000))
     }
@@ -23,7 +23,7 @@ final class AuthFailureLimiter: Sendable {
     /// Checks `client` (429 when over the limit) and counts one failure in the same step, so
     /// concurrent derivations cannot all pass a check made before any of them is counted.
     /// `refund` takes it back once the derived key is proven.
-    func acquire(_ client: String) throws(APIError) {
+    public func acquire(_ client: String) throws(ServiceError) {
         guard limit > 0 else { return }
         let now = ContinuousClock.now
         let retryAfter: Int? = state.withLock { s in
@@ -38,13 +38,13 @@ final class AuthFailureLimiter: Sendable {
             return nil
         }
         if let retryAfter {
-            throw APIError(.tooManyRequests, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
-                           kind: "auth_rate_limited", headers: [.retryAfter: String(retryAfter)])
+            throw ServiceError(.authRateLimited, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
+                               retryAfter: retryAfter)
         }
     }
 
     /// Takes back one failure counted by `acquire` (the key was proven).
-    func refund(_ client: String) {
+    public func refund(_ client: String) {
         guard limit > 0 else { return }
         state.withLock { s in
             if var w = s[client], w.failures > 0 {
@@ -54,7 +54,7 @@ final class AuthFailureLimiter: Sendable {
         }
     }
 
-    func recordFailure(_ client: String) {
+    public func recordFailure(_ client: String) {
         guard limit > 0 else { return }
         let now = ContinuousClock.now
         state.withLock { s in

@@ -8,13 +8,13 @@ import SecureConfJSON
 /// ascending order, surplus elements of `from` are removed from the end. Anything else that
 /// differs (scalars, or two values of different types) is a `replace`, at path "" for the
 /// whole value. Applying the operations in order to `from` gives `to`.
-enum JSONPatch {
-    enum Operation: Equatable {
+public enum JSONPatch {
+    public enum Operation: Equatable, Sendable {
         case add(path: String, value: JSONValue)
         case remove(path: String)
         case replace(path: String, value: JSONValue)
 
-        var json: JSONValue {
+        public var json: JSONValue {
             switch self {
             case let .add(path, value): .object([("op", .string("add")), ("path", .string(path)), ("value", value)])
             case let .remove(path): .object([("op", .string("remove")), ("path", .string(path))])
@@ -23,7 +23,7 @@ enum JSONPatch {
         }
     }
 
-    static func diff(from: JSONValue, to: JSONValue) -> [Operation] {
+    public static func diff(from: JSONValue, to: JSONValue) -> [Operation] {
         var operations: [Operation] = []
         diff(from, to, path: "", into: &operations)
         return operations

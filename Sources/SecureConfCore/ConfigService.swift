@@ -1,0 +1,421 @@
+import Logging
+import SecureConfCluster
+import SecureConfCrypto
+import SecureConfJSON
+import SecureConfStore
+
+/// The one path of every configuration operation, between the HTTP controllers and storage.
+///
+/// Each operation runs inside `perform`, which does, in this order and for all of them:
+/// the authorization step; the operation's own reads; the caller's derived key when the
+/// operation needs it (always through the failed-attempt limiter, noted as the actor);
+/// decryption and encryption through the one `ValueCipher`; the storage commit carrying
+/// its audit record; then, for a committed write, the key-cache proof, the change
+/// notification, replication's wake-up and the write quorum; and last the operation count,
+/// once, as what the client receives. Controllers parse, call one method, and render.
+public final class ConfigService: Sendable {
+    public let storage: any ConfigStorage
+    public let credentials: CredentialGate
+    public let cipher: ValueCipher
+    let observer: any OperationObserver
+    let authorizer: any Authorizer
+    let changes: (any ChangeObserver)?
+    let cluster: ClusterCoordinator?
+    let logger: Logger
+
+    public init(storage: any ConfigStorage, credentials: CredentialGate, cluster: ClusterCoordinator?, observer: any OperationObserver,
+                maxTokenBytes: Int, logger: Logger, authorizer: any Authorizer = AllowEverything(), changes: (any ChangeObserver)? = nil) {
+        self.storage = storage
+        self.credentials = credentials
+        self.cipher = ValueCipher(observer: observer, maxTokenBytes: maxTokenBytes)
+        self.observer = observer
+        self.authorizer = authorizer
+        self.changes = changes
+        self.cluster = cluster
+        self.logger = logger
+    }
+
+    var federated: Bool { cluster?.settings.mode == .federated }
+
+    // MARK: - The path every operation takes
+
+    /// One operation's state: the caller's key once derived, and what it committed.
+    final class Scope {
+        let service: ConfigService
+        let caller: Caller
+        private(set) var key: CachedKey?
+        /// Keys written by the committed write; nil until a write commits.
+        var committedKeys: [String]?
+        /// Whether the committed write proved the caller's key (a create checks it against nothing).
+        var provesKey = true
+
+        init(service: ConfigService, caller: Caller) {
+            self.service = service
+            self.caller = caller
+        }
+
+        /// The caller's derived key (cache or one shared PBKDF2 run, through the limiter), noted as the actor.
+        func callerKey() async throws -> CachedKey {
+            if let key { return key }
+            guard let userKey = caller.userKey else { throw ServiceError.missingUserKey }
+            let derived = try await service.credentials.derivedKey(for: userKey, client: caller.client)
+            caller.audit.actor(service.credentials.actor(for: derived))
+            key = derived
+            return derived
+        }
+
+        var actor: String? { key.map(service.credentials.actor(for:)) }
+
+        /// The audit record to commit with a write answered with `status`.
+        func auditRecord(status: Int) -> AuditRecordDraft? { caller.audit.recordForWrite(status: status) }
+
+        /// A write committed these keys.
+        func committed(_ keys: [String], provesKey: Bool = true) {
+            committedKeys = keys
+            self.provesKey = provesKey
+        }
+    }
+
+    func perform<T>(_ operation: ConfigOperation, _ caller: Caller, tenant: String = EntryAddress.defaultTenant,
+                    environment: String?, key: String?, _ body: (Scope) async throws -> T) async throws -> T {
+        let scope = Scope(service: self, caller: caller)
+        do {
+            try authorizer.authorize(caller, operation, tenant: tenant, environment: environment, key: key)
+            let result = try await body(scope)
+            if let keys = scope.committedKeys {
+                caller.audit.written()
+                if scope.provesKey, let derived = scope.key { credentials.keys.markProven(derived.index) }
+                changes?.changed(ConfigChange(operation: operation, tenant: tenant, environment: environment ?? "", keys: keys, actor: scope.actor))
+                try await replicateLocalWrite()
+            }
+            observer.recordOperation(operation.rawValue, success: true)
+            return result
+        } catch {
+            // A key that opened nothing it was tried on is dropped from the cache unless proven.
+            if let derived = scope.key, ServiceError.domain(error)?.kind == .wrongUserKey {
+                credentials.keys.reportFailure(derived.index)
+            }
+            observer.recordOperation(operation.rawValue, success: false)
+            throw error
+        }
+    }
+
+    /// After a local write: wake replication and, with a write quorum, wait for it (503 when
+    /// it is not reached in time).
+    func replicateLocalWrite() async throws {
+        guard let cluster, cluster.settings.mode == .replica else { return }
+        cluster.localWriteCommitted()
+        guard cluster.settings.writeQuorum != .one else { return }
+        do {
+            try await cluster.awaitQuorum(seq: try await storage.lastOwnSeq())
+        } catch let error as QuorumNotReached {
+            throw ServiceError(.quorumNotReached, "Write quorum not reached: \(error.description)", retryAfter: 1)
+        }
+    }
+
+    /// Decrypts a stored value with the caller's key; a key that opens it is proven (its
+    /// derivation is refunded to the limiter and it stays cached).
+    private func open(_ token: String, _ scope: Scope) async throws -> [UInt8] {
+        let key = try await scope.callerKey()
+        let plaintext = try cipher.decrypt(token, with: key)
+        credentials.keys.markProven(key.index)
+        return plaintext
+    }
+
+    // MARK: - Create, read, update, delete, list
+
+    public func create(_ caller: Caller, _ address: EntryAddress, category: String?, value: JSONValue) async throws -> ConfigRecord {
+        try await perform(.create, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let key = try await scope.callerKey()
+            let token = try cipher.encrypt(value, with: key)
+            let entry = try await storage.create(environment: address.environment, key: address.key, category: category, ciphertext: token,
+                                                 actor: scope.actor, audit: scope.auditRecord(status: 201))
+            // A create checks the key against nothing: it proves nothing (the limiter counts it).
+            scope.committed([address.key], provesKey: false)
+            return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
+        }
+    }
+
+    public func read(_ caller: Caller, _ address: EntryAddress) async throws -> ConfigRecord {
+        try await perform(.read, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            var found = try await storage.entry(environment: address.environment, key: address.key)
+            if found == nil { found = await federatedEntry(address) }
+            guard let entry = found else { throw StoreError.notFound(environment: address.environment, key: address.key) }
+            return ConfigRecord(entry: entry, valueJSON: ValueCipher.jsonText(try await open(entry.ciphertext, scope)))
+        }
+    }
+
+    public func update(_ caller: Caller, _ address: EntryAddress, category: String?, value: JSONValue) async throws -> ConfigRecord {
+        try await perform(.update, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let key = try await scope.callerKey()
+            let token = try cipher.encrypt(value, with: key)
+            let entry = try await storage.update(environment: address.environment, key: address.key, category: category, ciphertext: token,
+                                                 actor: scope.actor, audit: scope.auditRecord(status: 200),
+                                                 authenticates: ValueCipher.authenticator(key))
+            scope.committed([address.key])
+            return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
+        }
+    }
+
+    public func delete(_ caller: Caller, _ address: EntryAddress) async throws {
+        try await perform(.delete, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let key = try await scope.callerKey()
+            try await storage.delete(environment: address.environment, key: address.key, actor: scope.actor,
+                                     audit: scope.auditRecord(status: 200), authenticates: ValueCipher.authenticator(key))
+            scope.committed([address.key])
+        }
+    }
+
+    /// The entries the caller's key opens, in creation order; entries written under other
+    /// user keys are left out and counted. If there are entries and none opens, the key is
+    /// wrong (401). In federated mode every healthy peer's entries are merged: the newest
+    /// revision of each (environment, key) wins, tombstones included, so the list agrees
+    /// with what a read of each key answers.
+    public func list(_ caller: Caller, _ query: ListQuery) async throws -> ListPage {
+        try await perform(.list, caller, environment: query.environment, key: nil) { scope in
+            let key = try await scope.callerKey()
+            let entries: [ConfigEntry]
+            if federated {
+                guard query.after == nil else {
+                    throw ServiceError.unprocessable("after pages by this node's entry ids, which differ between federated nodes; use offset and limit")
+                }
+                entries = try await federatedList(query)
+            } else {
+                entries = try await storage.list(environment: query.environment, category: query.category, limit: query.limit,
+                                                 offset: query.offset, afterID: query.after, includeDeleted: false)
+            }
+            var records: [ConfigRecord] = []
+            records.reserveCapacity(entries.count)
+            for entry in entries {
+                guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: key, count: false) else { continue }
+                records.append(ConfigRecord(entry: entry, valueJSON: ValueCipher.jsonText(plaintext)))
+            }
+            observer.recordEncryption("decrypt", count: entries.count)
+            if !entries.isEmpty && records.isEmpty { throw ServiceError.wrongUserKey }
+            if !records.isEmpty { credentials.keys.markProven(key.index) }
+            var nextAfter: Int64?
+            if let limit = query.limit, entries.count == limit, let last = entries.last, !federated { nextAfter = last.id }
+            return ListPage(records: records, skipped: entries.count - records.count, nextAfter: nextAfter)
+        }
+    }
+
+    /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
+    private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
+        guard let cluster, federated,
+              let revision = await cluster.federatedLookup(environment: address.environment, key: address.key), !revision.deleted else { return nil }
+        return ConfigEntry(remote: revision)
+    }
+
+    private func federatedList(_ query: ListQuery) async throws -> [ConfigEntry] {
+        var newest: [String: ConfigEntry] = [:]
+        for entry in try await storage.list(environment: query.environment, category: query.category, limit: nil, offset: 0, afterID: nil,
+                                            includeDeleted: true) {
+            newest[entry.environment + "\u{0}" + entry.key] = entry
+        }
+        for revision in await cluster?.federatedEntries(environment: query.environment, category: query.category) ?? [] {
+            let id = revision.environment + "\u{0}" + revision.key
+            if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
+            newest[id] = ConfigEntry(remote: revision)
+        }
+        let merged = newest.values.filter { !$0.deleted }
+            .sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
+        // Paged like a single node's list: offset, then at most limit entries of the merged order.
+        return Array(merged.dropFirst(query.offset).prefix(query.limit ?? Int.max))
+    }
+
+    // MARK: - History
+
+    /// The key's versions, without values. Actors are shown to API-key holders and to
+    /// callers whose key opens the newest value.
+    public func versions(_ caller: Caller, _ address: EntryAddress) async throws -> VersionListing {
+        try await perform(.versions, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            guard let history = try await storage.history(environment: address.environment, key: address.key) else {
+                throw StoreError.notFound(environment: address.environment, key: address.key)
+            }
+            var showsActors = caller.holdsAPIKey
+            if !showsActors, caller.userKey != nil, let newest = history.versions.last(where: { !$0.revision.deleted }) {
+                _ = try await open(newest.revision.ciphertext, scope)
+                showsActors = true
+            }
+            return VersionListing(address: address, history: history, showsActors: showsActors)
+        }
+    }
+
+    /// Version n's value, with `version`; 401 if the caller's key does not open it, 404 if
+    /// there is no such version or it is a delete.
+    public func readVersion(_ caller: Caller, _ address: EntryAddress, version n: Int) async throws -> ConfigRecord {
+        try await perform(.readVersion, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let (numbered, entryID) = try await storage.version(n, environment: address.environment, key: address.key)
+            let plaintext = try await value(of: numbered, address, scope)
+            return ConfigRecord(entry: ConfigEntry(numbered.revision, id: entryID), valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)),
+                                version: numbered.version)
+        }
+    }
+
+    /// The value as of `at` (microseconds), from the newest revision whose hybrid-logical-clock
+    /// time is at or before it; 404 if the key did not exist or was deleted then.
+    public func readAt(_ caller: Caller, _ address: EntryAddress, at: Int64, describingTime when: String) async throws -> ConfigRecord {
+        try await perform(.readAt, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let (past, entryID) = try await storage.pastState(environment: address.environment, key: address.key, atOrBeforeMicros: at)
+            switch past {
+            case .absent, .deleted:
+                throw ServiceError(.notFound, "Configuration with key '\(address.key)' did not exist in environment '\(address.environment)' at \(when)")
+            case .pruned:
+                throw ServiceError(.versionPruned,
+                                   "The value of configuration '\(address.key)' in environment '\(address.environment)' at \(when) was pruned (OSC_MAX_VERSIONS)")
+            case .live(let revision):
+                let plaintext = try await open(revision.ciphertext, scope)
+                var entry = ConfigEntry(revision, id: entryID ?? 0)
+                entry.deleted = false
+                return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)))
+            }
+        }
+    }
+
+    /// Writes a new revision holding version n's value (re-encrypted under the caller's key,
+    /// which must open version n and, if the key is live, its current value) and returns the
+    /// new current entry with its `version`. A deleted key comes back.
+    public func rollback(_ caller: Caller, _ address: EntryAddress, to n: Int) async throws -> ConfigRecord {
+        try await perform(.rollback, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let (numbered, _) = try await storage.version(n, environment: address.environment, key: address.key)
+            let plaintext = try await value(of: numbered, address, scope)
+            let key = try await scope.callerKey()
+            let (entry, version) = try await storage.rollback(
+                environment: address.environment, key: address.key, category: numbered.revision.category,
+                ciphertext: cipher.encrypt(plaintext: plaintext, with: key), actor: scope.actor, audit: scope.auditRecord(status: 200),
+                authenticates: ValueCipher.authenticator(key))
+            scope.committed([address.key])
+            return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)), version: version)
+        }
+    }
+
+    /// RFC 6902 operations turning version `from`'s value into version `to`'s; the caller's key must open both.
+    public func diff(_ caller: Caller, _ address: EntryAddress, from: Int, to: Int) async throws -> [JSONPatch.Operation] {
+        try await perform(.diff, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
+            let (first, _) = try await storage.version(from, environment: address.environment, key: address.key)
+            let (second, _) = try await storage.version(to, environment: address.environment, key: address.key)
+            let before = try await value(of: first, address, scope)
+            let after = try await value(of: second, address, scope)
+            return JSONPatch.diff(from: ValueCipher.jsonValue(before), to: ValueCipher.jsonValue(after))
+        }
+    }
+
+    /// A version's value: decrypted, or 404 for a delete.
+    private func value(of numbered: NumberedRevision, _ address: EntryAddress, _ scope: Scope) async throws -> [UInt8] {
+        guard !numbered.revision.deleted else {
+            throw StoreError.versionIsDelete(environment: address.environment, key: address.key, version: numbered.version)
+        }
+        return try await open(numbered.revision.ciphertext, scope)
+    }
+
+    /// Restores one environment to how it was at `at` by writing new revisions, atomically:
+    /// changed keys get their old value back, keys deleted since return, keys created since
+    /// are deleted. Keys the caller's key cannot open (then or now) are left alone and
+    /// counted (never named); keys whose old value was pruned are listed. A key that opens
+    /// nothing where something could be opened is refused (401).
+    public func restore(_ caller: Caller, tenant: String = EntryAddress.defaultTenant, environment: String, at: Int64) async throws -> RestoreReport {
+        try await perform(.restore, caller, tenant: tenant, environment: environment, key: nil) { scope in
+            let key = try await scope.callerKey()
+            var attempt = 0
+            while true {
+                attempt += 1
+                let plan = try await plan(environment: environment, atOrBeforeMicros: at, key: key)
+                do {
+                    if !plan.changes.isEmpty {
+                        try await storage.restore(environment: environment, changes: plan.changes, actor: scope.actor,
+                                                  audit: scope.auditRecord(status: 200))
+                        scope.committed(plan.changes.map(\.key))
+                    }
+                    if plan.opened { credentials.keys.markProven(key.index) }
+                    // Nothing opened with this key where something could have: a wrong key, refused.
+                    if !plan.opened && plan.sawLive { throw ServiceError.wrongUserKey }
+                    return plan.report
+                } catch StoreError.conflict where attempt < 3 {
+                    logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)"])
+                    continue
+                }
+            }
+        }
+    }
+
+    struct RestorePlan {
+        var report: RestoreReport
+        var changes: [PlannedRestore] = []
+        /// Whether the caller's key opened at least one value.
+        var opened = false
+        /// Whether the environment holds a value the key could have opened.
+        var sawLive = false
+    }
+
+    private func plan(environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
+        var plan = RestorePlan(report: RestoreReport(environment: environment, at: at))
+        for (current, past) in try await storage.pastStates(environment: environment, atOrBeforeMicros: at) {
+            let expected = (hlc: current.hlc, origin: current.origin)
+            if !current.deleted { plan.sawLive = true }
+            func open(_ token: String) -> [UInt8]? {
+                let plaintext = cipher.tryDecrypt(token, with: key)
+                if plaintext != nil { plan.opened = true }
+                return plaintext
+            }
+            func put(_ category: String?, _ plaintext: [UInt8]) {
+                plan.changes.append(PlannedRestore(key: current.key, expectedHLC: expected.hlc, expectedOrigin: expected.origin,
+                                                   change: .put(category: category, ciphertext: cipher.encrypt(plaintext: plaintext, with: key))))
+            }
+            switch past {
+            case .pruned:
+                plan.report.pruned.append(current.key)
+            case .absent, .deleted:
+                if current.deleted {
+                    plan.report.unchanged += 1
+                } else if open(current.ciphertext) == nil {
+                    plan.report.undecryptable += 1
+                } else {
+                    plan.changes.append(PlannedRestore(key: current.key, expectedHLC: expected.hlc, expectedOrigin: expected.origin, change: .delete))
+                    plan.report.deleted.append(current.key)
+                }
+            case .live(let then):
+                if !current.deleted, then.hlc == current.hlc, then.origin == current.origin {
+                    plan.report.unchanged += 1
+                    // Until the key has opened something, check it here too: a restore with a
+                    // key that opens nothing is a wrong key (401), not a no-op.
+                    plan.sawLive = true
+                    if !plan.opened { _ = open(current.ciphertext) }
+                    continue
+                }
+                guard let old = open(then.ciphertext) else {
+                    plan.report.undecryptable += 1
+                    continue
+                }
+                if current.deleted {
+                    put(then.category, old)
+                    plan.report.recreated.append(current.key)
+                    continue
+                }
+                guard let now = open(current.ciphertext) else {
+                    plan.report.undecryptable += 1
+                    continue
+                }
+                if now == old && current.category == then.category {
+                    plan.report.unchanged += 1
+                    continue
+                }
+                put(then.category, old)
+                plan.report.restored.append(current.key)
+            }
+        }
+        return plan
+    }
+}
+
+extension ConfigEntry {
+    /// An entry held by a peer (federated mode); it has no local id.
+    public init(remote r: Revision) {
+        self.init(r, id: 0)
+    }
+
+    /// The entry a revision describes, under the local entry id.
+    public init(_ r: Revision, id: Int64) {
+        self.init(id: id, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext, hlc: r.hlc,
+                  origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
+    }
+}

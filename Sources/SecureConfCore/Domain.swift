@@ -1,0 +1,138 @@
+import SecureConfJSON
+import SecureConfStore
+
+/// Who is calling: the credential they present and where they call from, and the note the
+/// audit trail takes of the request.
+public struct Caller: Sendable {
+    /// The `X-User-Key` value, already checked for presence, encoding and length by the
+    /// HTTP layer; nil when the request carries none (a versions listing may omit it).
+    public var userKey: String?
+    /// The client's address, for the failed-attempt limiter.
+    public var client: String
+    public var audit: AuditNote
+    /// Whether the caller holds the API key (shown actors in history without a user key).
+    public var holdsAPIKey: Bool
+
+    public init(userKey: String?, client: String, audit: AuditNote, holdsAPIKey: Bool = false) {
+        self.userKey = userKey
+        self.client = client
+        self.audit = audit
+        self.holdsAPIKey = holdsAPIKey
+    }
+}
+
+/// One configuration entry: its tenant (always `default` until access control names
+/// others), environment and key.
+public struct EntryAddress: Sendable, Hashable {
+    public static let defaultTenant = "default"
+    public var tenant: String
+    public var environment: String
+    public var key: String
+
+    public init(tenant: String = EntryAddress.defaultTenant, environment: String, key: String) {
+        self.tenant = tenant
+        self.environment = environment
+        self.key = key
+    }
+}
+
+/// Every operation of the service: the name is the `operation` label of
+/// `osc_config_operations_total`.
+public enum ConfigOperation: String, Sendable, CaseIterable {
+    case create, read, update, delete, list, versions
+    case readVersion = "read_version", readAt = "read_at", rollback, diff, restore
+
+    public var writes: Bool {
+        switch self {
+        case .create, .update, .delete, .rollback, .restore: true
+        default: false
+        }
+    }
+}
+
+/// An entry with its value as JSON text, in the record shape clients receive.
+public struct ConfigRecord: Sendable {
+    public var entry: ConfigEntry
+    public var valueJSON: [UInt8]
+    /// The version number, for history reads and rollbacks.
+    public var version: Int?
+}
+
+/// What a listing asks for.
+public struct ListQuery: Sendable {
+    public var environment: String?
+    public var category: String?
+    /// 1–10000; nil for everything.
+    public var limit: Int?
+    public var offset: Int
+    /// The last entry id seen (single node and replica; not across federated nodes).
+    public var after: Int64?
+
+    public init(environment: String? = nil, category: String? = nil, limit: Int? = nil, offset: Int = 0, after: Int64? = nil) {
+        self.environment = environment
+        self.category = category
+        self.limit = limit
+        self.offset = offset
+        self.after = after
+    }
+}
+
+/// A page of entries the caller's key opens, in creation order.
+public struct ListPage: Sendable {
+    public var records: [ConfigRecord]
+    /// Entries on the page written under other user keys (left out).
+    public var skipped: Int
+    /// The `after` of the next page, when the page is full.
+    public var nextAfter: Int64?
+}
+
+/// A key's versions, oldest first, and whether their actors may be shown to the caller.
+public struct VersionListing: Sendable {
+    public var address: EntryAddress
+    public var history: KeyHistory
+    public var showsActors: Bool
+}
+
+/// What a restore did: keys by outcome. Keys the caller's key cannot open are only counted.
+public struct RestoreReport: Sendable {
+    public var environment: String
+    public var at: Int64
+    public var restored: [String] = []
+    public var recreated: [String] = []
+    public var deleted: [String] = []
+    public var unchanged = 0
+    public var undecryptable = 0
+    public var pruned: [String] = []
+}
+
+/// A committed change, for subscribers (the events issue): names and actor, never values.
+public struct ConfigChange: Sendable {
+    public var operation: ConfigOperation
+    public var tenant: String
+    public var environment: String
+    public var keys: [String]
+    public var actor: String?
+}
+
+/// Receives the service's counts (`ServerMetrics` in the server).
+public protocol OperationObserver: Sendable {
+    func recordOperation(_ operation: String, success: Bool)
+    func recordEncryption(_ operation: String, count: Int)
+}
+
+/// Decides whether a caller may perform an operation on what it addresses. Runs before any
+/// key work; throws `ServiceError(.forbidden, …)` to refuse.
+public protocol Authorizer: Sendable {
+    func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError)
+}
+
+/// Today's policy: whoever passed the API-key check may do everything.
+public struct AllowEverything: Authorizer {
+    public init() {}
+    public func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError) {}
+}
+
+/// Told of every committed change, after its commit and before the replication wait.
+public protocol ChangeObserver: Sendable {
+    func changed(_ change: ConfigChange)
+}

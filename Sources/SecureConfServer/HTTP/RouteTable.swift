@@ -1,0 +1,127 @@
+import HTTPTypes
+import Hummingbird
+import SecureConfCore
+
+/// Who may call a route, and so which gates it passes (outermost first).
+enum RouteAccess: CaseIterable {
+    /// Anyone; not audited: `/`, `/health`, `/ready`, `/metrics`.
+    case open
+    /// Anyone, and a peer's signed probe is answered signed; not audited: `/cluster/health`.
+    case probe
+    /// Audited; `X-API-Key` when `OSC_API_KEY_REQUIRED`.
+    case client
+    /// Audited; `X-API-Key` when required; the serving gate (salt, clock) and the
+    /// failed-user-key limiter: every route that reads or writes data.
+    case data
+    /// Audited; the peer credential (or, without one, the API key); 404 on a single node.
+    case peer
+    /// Audited; the API key, always (the audit trail's readers).
+    case auditReader
+}
+
+/// One route: where it is declared, with its audit action, its access, and the name under
+/// which `GET /` lists it. The table below is the one source of truth for all three.
+struct Route<Context: RequestContext>: Sendable {
+    let method: HTTPRequest.Method
+    let path: String
+    let access: RouteAccess
+    /// The action its audit records carry (audited routes).
+    let action: String?
+    /// Its name in the service information's `endpoints` (nil: not listed).
+    let listedAs: String?
+    let handler: @Sendable (Request, Context) async throws -> Response
+
+    init(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, action: String? = nil, listedAs: String? = nil,
+         _ handler: @escaping @Sendable (Request, Context) async throws -> Response) {
+        self.method = method
+        self.path = path
+        self.access = access
+        self.action = action
+        self.listedAs = listedAs
+        self.handler = handler
+    }
+}
+
+enum RouteTable {
+    /// Every route the node serves.
+    static func routes(node: SecureConfNode) -> [Route<SecureConfRequestContext>] {
+        typealias Context = SecureConfRequestContext
+        let system = SystemController<Context>(node: node)
+        let configs = ConfigController<Context>(node: node)
+        let history = HistoryController<Context>(node: node)
+        let audit = AuditController<Context>(node: node)
+        let cluster = ClusterController<Context>(node: node)
+        return [
+            Route(.get, "/", .open, system.info),
+            Route(.get, "/health", .open, listedAs: "health", system.health),
+            Route(.get, "/ready", .open, listedAs: "ready", system.ready),
+            Route(.get, "/metrics", .open, listedAs: "metrics", system.metrics),
+            Route(.get, "/cluster/health", .probe, listedAs: "cluster_health", system.clusterHealth),
+
+            Route(.post, "/configs", .data, action: "create", listedAs: "create", configs.create),
+            Route(.get, "/configs", .data, action: "list", listedAs: "list", configs.list),
+            Route(.get, "/configs/{key}", .data, action: "read", listedAs: "read", configs.read),
+            Route(.put, "/configs/{key}", .data, action: "update", listedAs: "update", configs.update),
+            Route(.delete, "/configs/{key}", .data, action: "delete", listedAs: "delete", configs.delete),
+            Route(.get, "/configs/{key}/versions", .data, action: "versions", listedAs: "versions", history.versions),
+            Route(.get, "/configs/{key}/versions/{version}", .data, action: "read_version", listedAs: "version", history.readVersion),
+            Route(.post, "/configs/{key}/rollback", .data, action: "rollback", listedAs: "rollback", history.rollback),
+            Route(.get, "/configs/{key}/diff", .data, action: "diff", listedAs: "diff", history.diff),
+            Route(.post, "/restore", .data, action: "restore", listedAs: "restore", history.restore),
+
+            Route(.get, "/audit", .auditReader, action: "audit_search", listedAs: "audit", audit.search),
+            Route(.get, "/audit/export", .auditReader, action: "audit_export", listedAs: "audit_export", audit.export),
+            Route(.get, "/audit/verify", .auditReader, action: "audit_verify", listedAs: "audit_verify", audit.verify),
+
+            Route(.get, "/cluster/status", .client, action: "cluster_status", listedAs: "cluster_status", system.clusterStatus),
+            Route(.get, "/cluster/salt", .peer, action: "cluster_salt_read", system.salt),
+            Route(.post, "/cluster/salt", .peer, action: "cluster_salt_write", system.receiveSalt),
+            Route(.post, "/cluster/replicate", .peer, action: "cluster_replicate", cluster.replicate),
+            Route(.get, "/cluster/digest", .peer, action: "cluster_digest", cluster.digest),
+            Route(.post, "/cluster/buckets", .peer, action: "cluster_buckets", cluster.buckets),
+            Route(.post, "/cluster/fetch", .peer, action: "cluster_fetch", cluster.fetch),
+            Route(.get, "/cluster/revision", .peer, action: "cluster_revision", cluster.revision),
+            Route(.get, "/cluster/entries", .peer, action: "cluster_entries", cluster.entries),
+        ]
+    }
+
+    /// The audit action of each audited route, by method and path.
+    static func actions<Context>(_ routes: [Route<Context>]) -> [String: String] {
+        var actions: [String: String] = [:]
+        for route in routes { if let action = route.action { actions[key(route.method, route.path)] = action } }
+        return actions
+    }
+
+    static func key(_ method: HTTPRequest.Method, _ path: String) -> String { method.rawValue + " " + path }
+
+    /// `GET /`'s `endpoints`: name to "METHOD path", in table order.
+    static func listing<Context>(_ routes: [Route<Context>]) -> [(String, String)] {
+        routes.compactMap { route in route.listedAs.map { ($0, "\(route.method.rawValue) \(route.path)") } }
+    }
+}
+
+/// The router with every route of the table behind its gates: what tests drive in-process.
+///
+/// Audited routes sit behind `AuditMiddleware` (when `OSC_AUDIT_ENABLED`), outside the
+/// credential checks so that refused requests are recorded too.
+public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext> {
+    typealias Context = SecureConfRequestContext
+    let routes = RouteTable.routes(node: node)
+    let router = Router(context: Context.self)
+    router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
+    let audited = router.group()
+    if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node, actions: RouteTable.actions(routes))) }
+    let client = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
+    let groups: [RouteAccess: RouterGroup<Context>] = [
+        .open: router.group(),
+        .probe: router.group().add(middleware: PeerAuthMiddleware<Context>(node: node, optional: true)),
+        .client: client,
+        .data: client.group().add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node)),
+        .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
+        .auditReader: audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+    ]
+    for route in routes {
+        groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)
+    }
+    return router
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import SecureConfCrypto
+import SecureConfJSON
+import SecureConfStore
+import Synchronization
+import Testing
+@testable import SecureConfCore
+
+/// Counts and changes as the service reports them.
+final class Recorder: OperationObserver, ChangeObserver, Sendable {
+    let state = Mutex<(operations: [String], changes: [ConfigChange])>(([], []))
+    func recordOperation(_ operation: String, success: Bool) { state.withLock { $0.operations.append("\(operation):\(success ? "ok" : "error")") } }
+    func recordEncryption(_ operation: String, count: Int) {}
+    func changed(_ change: ConfigChange) { state.withLock { $0.changes.append(change) } }
+    var operations: [String] { state.withLock { $0.operations } }
+    var changes: [ConfigChange] { state.withLock { $0.changes } }
+}
+
+/// Refuses one operation, allows the rest.
+struct Refusing: Authorizer {
+    let refused: ConfigOperation
+    func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError) {
+        if operation == refused { throw ServiceError(.forbidden, "not allowed to \(operation.rawValue)") }
+    }
+}
+
+/// A service over a real SQLite store in a temporary directory; 1,000 PBKDF2 iterations.
+struct Fixture {
+    let directory: String
+    let store: ConfigStore
+    let gate: CredentialGate
+    let recorder = Recorder()
+    let service: ConfigService
+
+    init(limit: Int = 0, refused: ConfigOperation? = nil) throws {
+        directory = NSTemporaryDirectory() + "service-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        store = try ConfigStore(configuration: .init(path: directory + "/data.db", nodeID: "n:1"))
+        let keys = DerivedKeyCache(salt: OpenSSL.randomBytes(32), configuration: .init(iterations: 1_000))
+        gate = CredentialGate(keys: keys, limiter: AuthFailureLimiter(limit: limit, windowSeconds: 60), actorKey: OpenSSL.randomBytes(32))
+        service = ConfigService(storage: store, credentials: gate, cluster: nil, observer: recorder, maxTokenBytes: 1 << 20,
+                                logger: Logger(label: "test"), authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
+                                changes: recorder)
+    }
+
+    func caller(_ userKey: String?) -> Caller { Caller(userKey: userKey, client: "10.0.0.1", audit: AuditNote()) }
+
+    /// One request's work, settled by the limiter as the HTTP middleware settles it.
+    func request<T>(_ body: () async throws -> T) async throws -> T { try await gate.settling(client: "10.0.0.1", body) }
+
+    func close() async {
+        await store.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind }
+
+@Suite struct ConfigServiceTests {
+    let right = "the-right-user-key"
+    let wrong = "a-wrong-user-key-0"
+    let db = EntryAddress(environment: "prod", key: "db")
+
+    @Test func everyWriteIsCountedOnceAndAnnouncedWithoutItsValue() async throws {
+        let f = try Fixture()
+        defer { Task { await f.close() } }
+        let created = try await f.service.create(f.caller(right), db, category: nil, value: .string("s3cr3t-v1"))
+        #expect(String(decoding: created.valueJSON, as: UTF8.self) == "\"s3cr3t-v1\"")
+        _ = try await f.service.update(f.caller(right), db, category: "x", value: .string("s3cr3t-v2"))
+        _ = try await f.service.rollback(f.caller(right), db, to: 1)
+        let read = try await f.service.read(f.caller(right), db)
+        #expect(String(decoding: read.valueJSON, as: UTF8.self) == "\"s3cr3t-v1\"")
+        let past = try await f.service.versions(f.caller(right), db)
+        #expect(past.history.versions.count == 3 && past.showsActors)
+        let report = try await f.service.restore(f.caller(right), environment: "prod", at: 1)
+        #expect(report.deleted == ["db"], "before anything was written, the key did not exist")
+        try await #require(throws: (any Error).self) { try await f.service.read(f.caller(right), db) }
+        #expect(f.recorder.operations == ["create:ok", "update:ok", "rollback:ok", "read:ok", "versions:ok", "restore:ok", "read:error"])
+        #expect(f.recorder.changes.map(\.operation) == [.create, .update, .rollback, .restore])
+        #expect(f.recorder.changes.allSatisfy { $0.keys == ["db"] && $0.environment == "prod" && $0.tenant == "default" })
+        let actors = Set(f.recorder.changes.compactMap(\.actor))
+        #expect(actors.count == 1 && actors.first?.hasPrefix("uk:") == true, "the actor is named, never the key")
+        #expect(!"\(f.recorder.changes)".contains("s3cr3t") && !"\(f.recorder.changes)".contains(right))
+    }
+
+    @Test func aWrongKeyChangesNothingAndIsCountedOnceAsAFailure() async throws {
+        let f = try Fixture()
+        defer { Task { await f.close() } }
+        _ = try await f.service.create(f.caller(right), db, category: nil, value: .number("1"))
+        for attempt in [
+            { _ = try await f.service.update(f.caller(wrong), db, category: nil, value: .number("2")) },
+            { try await f.service.delete(f.caller(wrong), db) },
+            { _ = try await f.service.rollback(f.caller(wrong), db, to: 1) },
+            { _ = try await f.service.readVersion(f.caller(wrong), db, version: 1) },
+            { _ = try await f.service.diff(f.caller(wrong), db, from: 1, to: 1) },
+            { _ = try await f.service.restore(f.caller(wrong), environment: "prod", at: Int64.max / 2) },
+        ] as [() async throws -> Void] {
+            await #expect { try await attempt() } throws: { kind(of: $0) == .wrongUserKey }
+        }
+        #expect(f.recorder.operations == ["create:ok", "update:error", "delete:error", "rollback:error", "read_version:error", "diff:error", "restore:error"])
+        #expect(f.recorder.changes.count == 1, "only the create was announced")
+        #expect(try await f.store.history(environment: "prod", key: "db")?.versions.count == 1)
+        #expect(!f.gate.keys.contains(wrong), "a key that opened nothing is not kept")
+    }
+
+    @Test func theLimiterGuardsEveryOperationThatDerivesAKey() async throws {
+        let f = try Fixture(limit: 3)
+        defer { Task { await f.close() } }
+        _ = try await f.request { try await f.service.create(f.caller(right), db, category: nil, value: .number("1")) }
+        _ = try await f.request { try await f.service.read(f.caller(right), db) }  // proves the key: its create is refunded
+        var refusedWith: [ErrorKind?] = []
+        for i in 0..<5 {
+            do {
+                _ = try await f.request { try await f.service.readVersion(f.caller("guess-number-\(i)"), db, version: 1) }
+            } catch {
+                refusedWith.append(kind(of: error))
+            }
+        }
+        #expect(refusedWith == [.wrongUserKey, .wrongUserKey, .wrongUserKey, .authRateLimited, .authRateLimited])
+        // A proven, cached key still works from the same address.
+        #expect(String(decoding: try await f.request { try await f.service.read(f.caller(right), db) }.valueJSON, as: UTF8.self) == "1")
+    }
+
+    @Test func anAuthorizerRefusalComesBeforeAnyKeyWorkAndWritesNothing() async throws {
+        let f = try Fixture(limit: 1, refused: .update)
+        defer { Task { await f.close() } }
+        _ = try await f.request { try await f.service.create(f.caller(right), db, category: nil, value: .number("1")) }
+        for i in 0..<3 {
+            await #expect { _ = try await f.request { try await f.service.update(f.caller("other-key-\(i)-xx"), db, category: nil, value: .number("2")) } }
+                throws: { kind(of: $0) == .forbidden }
+        }
+        #expect(!f.gate.keys.contains("other-key-0-xx"), "no derivation ran")
+        #expect(try await f.store.entry(environment: "prod", key: "db")?.hlc == f.store.entry(environment: "prod", key: "db")?.hlc)
+        #expect(try await f.store.history(environment: "prod", key: "db")?.versions.count == 1)
+        #expect(f.recorder.operations == ["create:ok", "update:error", "update:error", "update:error"])
+    }
+
+    @Test func aListLeavesOutWhatTheKeyDoesNotOpenAndRefusesAKeyThatOpensNothing() async throws {
+        let f = try Fixture()
+        defer { Task { await f.close() } }
+        _ = try await f.service.create(f.caller(right), db, category: nil, value: .number("1"))
+        _ = try await f.service.create(f.caller(wrong), EntryAddress(environment: "prod", key: "other"), category: nil, value: .number("2"))
+        let page = try await f.service.list(f.caller(right), ListQuery(environment: "prod", limit: 2))
+        #expect(page.records.map(\.entry.key) == ["db"] && page.skipped == 1 && page.nextAfter != nil)
+        await #expect { _ = try await f.service.list(f.caller("opens-nothing-here"), ListQuery()) } throws: { kind(of: $0) == .wrongUserKey }
+    }
+}

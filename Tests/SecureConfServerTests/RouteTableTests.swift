@@ -1,0 +1,46 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+@testable import SecureConfServer
+
+@Suite struct RouteTableTests {
+    /// A request for a listed endpoint, its placeholders filled in.
+    static func uri(_ path: String) -> String {
+        path.replacingOccurrences(of: "{key}", with: "k").replacingOccurrences(of: "{version}", with: "1")
+            + (path == "/restore" ? "?at=2020-01-01T00:00:00Z" : path.hasSuffix("/diff") ? "?from=1&to=1" : path.hasSuffix("/rollback") ? "?version=1" : "")
+    }
+
+    @Test func everyEndpointListedByTheServiceInformationIsServedBehindItsGates() async throws {
+        try await TestNode({ $0.apiKey = "the-api-key-0123456789"; $0.apiKeyRequired = true; $0.authFailureLimit = 2 }).run { client in
+            let info = try await client.send(.get, "/")
+            let endpoints = try #require(info.object["endpoints"] as? [String: String])
+            let routes = RouteTable.routes(node: try TestNode().node)
+            #expect(endpoints.count == RouteTable.listing(routes).count && endpoints["restore"] == "POST /restore")
+            for (name, endpoint) in endpoints {
+                let parts = endpoint.split(separator: " ", maxSplits: 1).map(String.init)
+                let method = HTTPRequest.Method(parts[0])!
+                let reply = try await client.send(method, Self.uri(parts[1]), apiKey: "the-api-key-0123456789", body: method == .get ? nil : "{}")
+                #expect(reply.detail != "Not Found" && reply.status != .methodNotAllowed, "\(name): \(endpoint) is routed, got \(reply.status) \(reply.body)")
+                let route = try #require(routes.first { $0.listedAs == name })
+                if route.access == .data || route.access == .client || route.access == .auditReader {
+                    let refused = try await client.send(method, Self.uri(parts[1]), apiKey: nil, body: method == .get ? nil : "{}")
+                    #expect(refused.status == .forbidden, "\(endpoint) without the API key: \(refused.status)")
+                }
+            }
+            // Every data route meets the failed-user-key limiter: once this client has spent its
+            // attempts, a new key is refused with 429 on each of them.
+            #expect(try await client.send(.post, "/configs", apiKey: "the-api-key-0123456789", body: #"{"key":"k","value":1}"#).status == .created)
+            for i in 0..<3 {
+                _ = try await client.send(.get, "/configs/k", userKey: "wrong-user-key-\(i)", apiKey: "the-api-key-0123456789")
+            }
+            // (The versions listing asks an API-key holder for no user key: it derives nothing.)
+            for route in routes where route.access == .data && route.path != "/configs/{key}/versions" {
+                let r = try await client.send(route.method, Self.uri(route.path), userKey: "yet-another-wrong-key", apiKey: "the-api-key-0123456789",
+                                              body: route.method == .get ? nil : #"{"key":"k2","value":1}"#)
+                #expect(r.status == .tooManyRequests, "\(route.method) \(route.path): \(r.status) \(r.body)")
+            }
+        }
+    }
+}
