@@ -129,7 +129,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SecureConfClusterTests",
-            dependencies: ["SecureConfCluster"],
+            dependencies: ["SecureConfCluster", "SecureConfStore", "SecureConfCrypto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -46,7 +46,7 @@ public struct QuorumNotReached: Error, CustomStringConvertible {
 public final class ClusterCoordinator: Service, Sendable {
     public let settings: ClusterSettings
     public let store: ConfigStore
-    public let transport: PeerTransport
+    public let transport: any PeerTransporting
     public let saltFingerprint: String
     private let logger: Logger
     private let observer: (any ClusterObserver)?
@@ -65,7 +65,7 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Most revision ids answered or asked for in one anti-entropy exchange.
     public static let maxIDsPerExchange = 100_000
 
-    public init(settings: ClusterSettings, store: ConfigStore, transport: PeerTransport, saltFingerprint: String, logger: Logger,
+    public init(settings: ClusterSettings, store: ConfigStore, transport: any PeerTransporting, saltFingerprint: String, logger: Logger,
                 observer: (any ClusterObserver)?) {
         self.settings = settings
         self.store = store

@@ -22,11 +22,65 @@ public struct PeerError: Error, CustomStringConvertible {
     public var description: String { "peer \(peer): \(status.map { "HTTP \($0): " } ?? "")\(reason)" }
 }
 
+/// A reply from a peer.
+public struct PeerReply: Sendable {
+    public let status: Int
+    public let body: Data
+    /// The reply's signature header ("" when absent).
+    public var signature: String = ""
+    /// Whether the reply is known to come from the peer: signed with the credential, or
+    /// there is no credential to sign with.
+    public var authenticated = true
+
+    public init(status: Int, body: Data, signature: String = "", authenticated: Bool = true) {
+        self.status = status
+        self.body = body
+        self.signature = signature
+        self.authenticated = authenticated
+    }
+}
+
+/// How a node talks to its peers: one request, one reply. `PeerTransport` (libcurl, signed)
+/// is the real one; tests put the coordinator on an in-process transport.
+public protocol PeerTransporting: Sendable {
+    func request(_ peer: String, _ method: String, _ path: String, body: Data?, contentType: String) async throws -> PeerReply
+}
+
+extension PeerTransporting {
+    public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil) async throws -> PeerReply {
+        try await request(peer, method, path, body: body, contentType: "application/json")
+    }
+
+    /// A JSON request whose reply must be 2xx and decode as `T`.
+    public func json<T: Decodable>(_ peer: String, _ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none,
+                                   as type: T.Type) async throws -> T {
+        let data = try body.map { try JSONEncoder().encode($0) }
+        let reply = try await request(peer, method, path, body: data)
+        guard (200..<300).contains(reply.status) else {
+            throw PeerError(peer: peer, status: reply.status, reason: PeerError.detail(reply.body), body: reply.authenticated ? reply.body : nil)
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: reply.body)
+        } catch {
+            throw PeerError(peer: peer, status: reply.status, reason: "unexpected reply: \(error)")
+        }
+    }
+}
+
+extension PeerError {
+    /// The `detail` of an error reply, bounded and printable.
+    static func detail(_ body: Data) -> String {
+        let detail = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["detail"] as? String ?? ""
+        let printable = String(detail.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.prefix(300).map(Character.init))
+        return printable.isEmpty ? "request failed" : printable
+    }
+}
+
 /// Node-to-node HTTP over libcurl (a C target over libcurl4-openssl-dev). Requests run
 /// on a small dedicated thread pool, each thread reusing its own curl handle and so its
 /// connections; the pool size bounds concurrency. Every request carries the cluster API
 /// key and has a timeout; https peers are verified against `caFile` (or the system store).
-public final class PeerTransport: Sendable {
+public final class PeerTransport: PeerTransporting {
     public static let apiKeyHeader = "X-API-Key"
     /// Every inter-node request names the sender's salt fingerprint; receivers refuse
     /// revisions from a node whose salt is not theirs.
@@ -61,18 +115,9 @@ public final class PeerTransport: Sendable {
 
     deinit { pool.shutdownGracefully { _ in } }
 
-    public struct Reply: Sendable {
-        public let status: Int
-        public let body: Data
-        /// The reply's signature header ("" when absent).
-        public var signature: String = ""
-        /// Whether the reply is known to come from the peer: signed with the credential, or
-        /// there is no credential to sign with.
-        public var authenticated = true
-    }
+    public typealias Reply = PeerReply
 
-    public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil,
-                        contentType: String = "application/json") async throws -> Reply {
+    public func request(_ peer: String, _ method: String, _ path: String, body: Data?, contentType: String) async throws -> Reply {
         let url = "\(scheme)://\(peer)\(path)"
         // With the credential, the API key travels only during an upgrade (peers still on it).
         var headerLines = credential == nil || !requireSignedReplies ? [apiKeyHeaderLine] : []
@@ -134,27 +179,5 @@ public final class PeerTransport: Sendable {
             reply.authenticated = signed || (!requireSignedReplies && reply.signature.isEmpty)
         }
         return reply
-    }
-
-    /// The `detail` of an error reply, bounded and printable.
-    static func detail(_ body: Data) -> String {
-        let detail = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["detail"] as? String ?? ""
-        let printable = String(detail.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.prefix(300).map(Character.init))
-        return printable.isEmpty ? "request failed" : printable
-    }
-
-    /// A JSON request whose reply must be 2xx and decode as `T`.
-    public func json<T: Decodable>(_ peer: String, _ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none,
-                                   as type: T.Type) async throws -> T {
-        let data = try body.map { try JSONEncoder().encode($0) }
-        let reply = try await request(peer, method, path, body: data)
-        guard (200..<300).contains(reply.status) else {
-            throw PeerError(peer: peer, status: reply.status, reason: Self.detail(reply.body), body: reply.authenticated ? reply.body : nil)
-        }
-        do {
-            return try JSONDecoder().decode(T.self, from: reply.body)
-        } catch {
-            throw PeerError(peer: peer, status: reply.status, reason: "unexpected reply: \(error)")
-        }
     }
 }

@@ -15,7 +15,7 @@ public enum SaltBootstrap {
         case generate
     }
 
-    public static func obtain(settings: ClusterSettings, transport: PeerTransport, saltLength: Int, logger: Logger) async throws -> Outcome {
+    public static func obtain(settings: ClusterSettings, transport: any PeerTransporting, saltLength: Int, logger: Logger) async throws -> Outcome {
         let deadline = ContinuousClock.now + settings.saltWait
         let first = settings.allNodes.first == settings.nodeID
         var attempt = 0

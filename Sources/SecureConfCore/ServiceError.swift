@@ -1,3 +1,4 @@
+import SecureConfCluster
 import SecureConfCrypto
 import SecureConfStore
 
@@ -123,6 +124,11 @@ public struct ServiceError: Error, Sendable, CustomStringConvertible {
             }
         case let e as KeyDerivationOverloaded:
             return ServiceError(.kdfOverloaded, "Server busy deriving keys; retry shortly", retryAfter: e.retryAfterSeconds)
+        case let e as PeerInputError:
+            switch e.kind {
+            case .malformed: return ServiceError(.badRequest, e.description)
+            case .foreignSalt: return ServiceError(.saltConflict, e.description)
+            }
         case is CancellationError:
             return ServiceError(.cancelled, "Request cancelled")
         default:

@@ -7,11 +7,10 @@ import SecureConfCluster
 import SecureConfStore
 
 /// The node-to-node endpoints (behind `PeerAuthMiddleware`): replication, digests,
-/// anti-entropy fetches and federated lookups. Bodies carry encrypted revisions only.
+/// anti-entropy fetches and federated lookups, over `PeerEndpoints` (SecureConfCluster).
+/// Bodies carry encrypted revisions only.
 struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     let node: SecureConfNode
-    /// About the most revision bytes one fetch answers.
-    static var maxReplyBytes: Int { 32 * 1024 * 1024 }
 
     private func requireCluster() throws -> ClusterCoordinator {
         guard let cluster = node.cluster else { throw ServiceError(.clusterDisabled, "Clustering is not enabled on this node") }
@@ -36,17 +35,15 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         JSONResponse.make(.ok, Array(try JSONEncoder().encode(value)))
     }
 
+    private func endpoints() throws -> PeerEndpoints { PeerEndpoints(coordinator: try requireCluster()) }
+
     @Sendable func replicate(_ request: Request, context: Context) async throws -> Response {
-        let cluster = try requireCluster()
+        let endpoints = try endpoints()
         try node.ensureServing()
         let sender = request.headers[HTTPField.Name(PeerTransport.saltFingerprintHeader)!]
-        guard sender == node.saltFingerprint else {
-            throw ServiceError(.saltConflict, "Sender's salt fingerprint \(sender ?? "(none)") is not this cluster's \(node.saltFingerprint); revisions refused")
-        }
         let batch = try await decode(ReplicationBatch.self, request)
-        guard batch.revisions.count <= 10_000 else { throw ServiceError.badRequest("At most 10000 revisions per batch") }
         do {
-            return try encode(try await cluster.receive(batch, sender: context.peer.id))
+            return try encode(try await endpoints.replicate(batch, sender: context.peer.id, senderSaltFingerprint: sender))
         } catch let refusal as ReplicationRefusal {
             // Nothing was applied; the body names each refused revision so the sender can set it aside.
             let status: HTTPResponse.Status = refusal.onlyAhead ? .serviceUnavailable : .unprocessableContent
@@ -55,59 +52,31 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     }
 
     @Sendable func digest(_ request: Request, context: Context) async throws -> Response {
-        _ = try requireCluster()
-        return try encode(try await node.store.digest())
+        try encode(try await endpoints().digest())
     }
 
     @Sendable func buckets(_ request: Request, context: Context) async throws -> Response {
-        _ = try requireCluster()
-        let asked = try await decode(BucketsRequest.self, request)
-        let wanted = Set(asked.buckets)
-        guard asked.buckets.count <= RevisionDigest.bucketCount, wanted.allSatisfy({ (0..<RevisionDigest.bucketCount).contains($0) }) else {
-            throw ServiceError.badRequest("buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
-        }
-        var ids: [RevisionID] = []
-        for b in wanted.sorted() {
-            ids += try await node.store.revisionIDs(bucket: b)
-        }
-        return try encode(RevisionIDList(ids: ids))
+        let endpoints = try endpoints()
+        return try encode(try await endpoints.buckets(try await decode(BucketsRequest.self, request)))
     }
 
     @Sendable func fetch(_ request: Request, context: Context) async throws -> Response {
-        _ = try requireCluster()
-        let asked = try await decode(RevisionIDList.self, request)
-        guard asked.ids.count <= 10_000 else { throw ServiceError.badRequest("At most 10000 revisions per fetch") }
-        // Bounded in bytes too: the asker fetches what is left in another request.
-        let revisions = Revision.prefix(try await node.store.revisions(ids: asked.ids), maxBytes: Self.maxReplyBytes) { $0 }
-        return try encode(RevisionList(revisions: revisions))
+        let endpoints = try endpoints()
+        return try encode(try await endpoints.fetch(try await decode(RevisionIDList.self, request)))
     }
 
     @Sendable func revision(_ request: Request, context: Context) async throws -> Response {
-        _ = try requireCluster()
+        let endpoints = try endpoints()
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
         guard let key = query["key"] else { throw ServiceError.badRequest("key is required") }
-        guard let revision = try await node.store.newestRevision(environment: environment, key: try RequestInput.validateKey(key)) else {
-            throw StoreError.notFound(environment: environment, key: key)
-        }
-        return try encode(revision)
+        return try encode(try await endpoints.revision(environment: environment, key: try RequestInput.validateKey(key)))
     }
 
     @Sendable func entries(_ request: Request, context: Context) async throws -> Response {
-        _ = try requireCluster()
+        let endpoints = try endpoints()
         let query = try RequestInput.query(request)
-        let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 }
-        let category = query["category"].flatMap { $0.isEmpty ? nil : $0 }
-        // Tombstones included: a newer delete here must hide an older copy on another node.
-        let entries = try await node.store.list(environment: environment, category: category, includeDeleted: true)
-        return try encode(RevisionList(revisions: entries.map(\.revision)))
-    }
-}
-
-extension ConfigEntry {
-    /// The current revision this entry holds.
-    var revision: Revision {
-        Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: hlc, origin: origin,
-                 deleted: deleted, createdAt: createdAt, updatedAt: updatedAt)
+        return try encode(try await endpoints.entries(environment: query["environment"].flatMap { $0.isEmpty ? nil : $0 },
+                                                      category: query["category"].flatMap { $0.isEmpty ? nil : $0 }))
     }
 }

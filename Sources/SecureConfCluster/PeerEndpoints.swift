@@ -1,0 +1,91 @@
+import Foundation
+import SecureConfStore
+
+/// A peer's request refused before anything was applied; the server maps it to 400 or 409.
+public struct PeerInputError: Error, CustomStringConvertible {
+    public enum Kind: Sendable { case malformed, foreignSalt }
+    public let kind: Kind
+    public let description: String
+}
+
+/// The server side of the cluster protocol: what a node answers its peers, from wire types
+/// to wire types. The HTTP layer authenticates the peer, decodes the body and encodes the
+/// result; the in-process transport of the coordinator's tests calls these directly.
+public struct PeerEndpoints: Sendable {
+    public let coordinator: ClusterCoordinator
+    /// About the most revision bytes one fetch answers.
+    public static let maxReplyBytes = 32 * 1024 * 1024
+    public static let maxBatchRevisions = 10_000
+
+    public init(coordinator: ClusterCoordinator) {
+        self.coordinator = coordinator
+    }
+
+    var store: ConfigStore { coordinator.store }
+
+    /// `GET /cluster/health`.
+    public func health(nodeID: String, nowMillis: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> PeerHealthReply {
+        PeerHealthReply(status: "healthy", node_id: nodeID, salt_fingerprint: coordinator.saltFingerprint, time_ms: nowMillis)
+    }
+
+    /// `POST /cluster/replicate`: applies a batch from `sender`, whose salt fingerprint must
+    /// be this node's. A batch with revisions that cannot be applied is refused whole
+    /// (`ReplicationRefusal`, naming each), and nothing is applied.
+    public func replicate(_ batch: ReplicationBatch, sender: String?, senderSaltFingerprint: String?) async throws -> ReplicationAck {
+        guard senderSaltFingerprint == coordinator.saltFingerprint else {
+            throw PeerInputError(kind: .foreignSalt,
+                                 description: "Sender's salt fingerprint \(senderSaltFingerprint ?? "(none)") is not this cluster's \(coordinator.saltFingerprint); revisions refused")
+        }
+        guard batch.revisions.count <= Self.maxBatchRevisions else {
+            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per batch")
+        }
+        return try await coordinator.receive(batch, sender: sender)
+    }
+
+    /// `GET /cluster/digest`.
+    public func digest() async throws -> StoreDigest { try await store.digest() }
+
+    /// `POST /cluster/buckets`: the revision ids in the buckets asked for.
+    public func buckets(_ asked: BucketsRequest) async throws -> RevisionIDList {
+        let wanted = Set(asked.buckets)
+        guard asked.buckets.count <= RevisionDigest.bucketCount, wanted.allSatisfy({ (0..<RevisionDigest.bucketCount).contains($0) }) else {
+            throw PeerInputError(kind: .malformed,
+                                 description: "buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
+        }
+        var ids: [RevisionID] = []
+        for b in wanted.sorted() { ids += try await store.revisionIDs(bucket: b) }
+        return RevisionIDList(ids: ids)
+    }
+
+    /// `POST /cluster/fetch`: the revisions asked for, bounded in bytes (the asker fetches
+    /// what is left in another request).
+    public func fetch(_ asked: RevisionIDList) async throws -> RevisionList {
+        guard asked.ids.count <= Self.maxBatchRevisions else {
+            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per fetch")
+        }
+        return RevisionList(revisions: Revision.prefix(try await store.revisions(ids: asked.ids), maxBytes: Self.maxReplyBytes) { $0 })
+    }
+
+    /// `GET /cluster/revision`: the newest revision of one key (federated lookups).
+    public func revision(environment: String, key: String) async throws -> Revision {
+        guard let revision = try await store.newestRevision(environment: environment, key: key) else {
+            throw StoreError.notFound(environment: environment, key: key)
+        }
+        return revision
+    }
+
+    /// `GET /cluster/entries`: current entries, tombstones included (a newer delete here must
+    /// hide an older copy on another node).
+    public func entries(environment: String?, category: String?) async throws -> RevisionList {
+        let entries = try await store.list(environment: environment, category: category, includeDeleted: true)
+        return RevisionList(revisions: entries.map(\.revision))
+    }
+}
+
+extension ConfigEntry {
+    /// The current revision this entry holds.
+    public var revision: Revision {
+        Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: hlc, origin: origin,
+                 deleted: deleted, createdAt: createdAt, updatedAt: updatedAt)
+    }
+}
