@@ -21,10 +21,9 @@ public final class ConfigService: Sendable {
     let authorizer: any Authorizer
     let changes: (any ChangeObserver)?
     let cluster: ClusterCoordinator?
-    let logger: Logger
 
     public init(storage: any ConfigStorage, credentials: CredentialGate, cluster: ClusterCoordinator?, observer: any OperationObserver,
-                maxTokenBytes: Int, logger: Logger, authorizer: any Authorizer = AllowEverything(), changes: (any ChangeObserver)? = nil) {
+                maxTokenBytes: Int, authorizer: any Authorizer = AllowEverything(), changes: (any ChangeObserver)? = nil) {
         self.storage = storage
         self.credentials = credentials
         self.cipher = ValueCipher(observer: observer, maxTokenBytes: maxTokenBytes)
@@ -32,7 +31,6 @@ public final class ConfigService: Sendable {
         self.authorizer = authorizer
         self.changes = changes
         self.cluster = cluster
-        self.logger = logger
     }
 
     var federated: Bool { cluster?.settings.mode == .federated }
@@ -331,7 +329,7 @@ public final class ConfigService: Sendable {
                     if !plan.opened && plan.sawLive { throw ServiceError.wrongUserKey }
                     return plan.report
                 } catch StoreError.conflict where attempt < 3 {
-                    logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)"])
+                    caller.logger.debug("restore raced a write; planning again", metadata: ["attempt": "\(attempt)"])
                     continue
                 }
             }

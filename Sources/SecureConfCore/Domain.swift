@@ -1,3 +1,4 @@
+import Logging
 import SecureConfJSON
 import SecureConfStore
 
@@ -12,12 +13,15 @@ public struct Caller: Sendable {
     public var audit: AuditNote
     /// Whether the caller holds the API key (shown actors in history without a user key).
     public var holdsAPIKey: Bool
+    /// The request's logger (its lines carry the request id).
+    public var logger: Logger
 
-    public init(userKey: String?, client: String, audit: AuditNote, holdsAPIKey: Bool = false) {
+    public init(userKey: String?, client: String, audit: AuditNote, holdsAPIKey: Bool = false, logger: Logger) {
         self.userKey = userKey
         self.client = client
         self.audit = audit
         self.holdsAPIKey = holdsAPIKey
+        self.logger = logger
     }
 }
 

@@ -40,11 +40,11 @@ struct Fixture {
         let keys = DerivedKeyCache(salt: OpenSSL.randomBytes(32), configuration: .init(iterations: 1_000))
         gate = CredentialGate(keys: keys, limiter: AuthFailureLimiter(limit: limit, windowSeconds: 60), actorKey: OpenSSL.randomBytes(32))
         service = ConfigService(storage: store, credentials: gate, cluster: nil, observer: recorder, maxTokenBytes: 1 << 20,
-                                logger: Logger(label: "test"), authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
+                                authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
                                 changes: recorder)
     }
 
-    func caller(_ userKey: String?) -> Caller { Caller(userKey: userKey, client: "10.0.0.1", audit: AuditNote()) }
+    func caller(_ userKey: String?) -> Caller { Caller(userKey: userKey, client: "10.0.0.1", audit: AuditNote(), logger: Logger(label: "test")) }
 
     /// One request's work, settled by the limiter as the HTTP middleware settles it.
     func request<T>(_ body: () async throws -> T) async throws -> T { try await gate.settling(client: "10.0.0.1", body) }

@@ -105,7 +105,7 @@ struct AuditController<Context: RequestContext>: Sendable {
         let result = try await node.store.verifyAudit()
         if !result.valid {
             node.metrics.auditVerificationFailures.increment()
-            node.logger.warning("audit chain verification failed", metadata: [
+            context.logger.warning("audit chain verification failed", metadata: [
                 "records": "\(result.records)", "first_broken": "\(result.firstBroken.map(String.init) ?? "-")",
             ])
         }

@@ -28,7 +28,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let endpoint = context.endpointPath ?? "unmatched"
         let query = (try? RequestInput.query(request)) ?? [:]
-        let requestID = Self.requestID(request, context: context)
+        let requestID = RequestID.current(request, context: context)
         let pathKey = context.parameters.get("key").flatMap { RequestInput.percentDecode($0, plusIsSpace: false) }
         let addressesKey = endpoint.hasPrefix("/configs/{key}") || endpoint == "/restore"
         let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 } ?? (addressesKey ? RequestInput.defaultEnvironment : nil)
@@ -59,7 +59,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
                 try await node.store.appendAudit(draft)
                 node.metrics.auditRecords.increment()
             } catch {
-                node.logger.error("audit record not written; refusing the response", metadata: [
+                context.logger.error("audit record not written; refusing the response", metadata: [
                     "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(ServiceError.from(error).detail)",
                 ])
                 // Fail closed, as Vault does when its audit device fails: no unaudited access.
@@ -97,19 +97,6 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
             return node.actor(apiKey: apiKey)
         }
         return "anonymous"
-    }
-
-    /// The client's `X-Request-ID` if it is a sane token, else Hummingbird's request id.
-    static func requestID(_ request: Request, context: Context) -> String {
-        if let name = AuditActions.requestIDHeader, let given = request.headers[name], (1...128).contains(given.utf8.count),
-           given.utf8.allSatisfy({ b in
-               (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-                   || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
-           }) {
-            return given
-        }
-        if let id = context.logger[metadataKey: "hb.request.id"]?.description { return id }
-        return Hex.encode(OpenSSL.randomBytes(8))
     }
 
     /// `ip:port` (`[ip]:port` for IPv6) of the connection's peer, else "unknown".

@@ -11,10 +11,12 @@ import Synchronization
 /// status, and records request metrics and a debug access line, once for all routes.
 struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ServerMetrics
-    let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
+        // Every line the request causes names it, with the id its audit record and response carry.
+        var context = context
+        context.logger[metadataKey: RequestID.metadataKey] = .string(RequestID.of(request, context: context))
         var response: Response
         do {
             response = try await next(request, context)
@@ -23,15 +25,15 @@ struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
             let endpoint = context.endpointPath ?? "unmatched"
             metrics.recordAPIError(endpoint: endpoint, errorType: apiError.kind.label)
             if apiError.kind.isInternal {
-                logger.error("request failed", metadata: ["endpoint": "\(endpoint)", "method": "\(request.method)", "error_type": "\(type(of: error))"])
+                context.logger.error("request failed", metadata: ["endpoint": "\(endpoint)", "method": "\(request.method)", "error_type": "\(type(of: error))"])
             }
             response = JSONResponse.error(status: apiError.status, detail: apiError.detail, headers: apiError.headers)
         }
         let endpoint = context.endpointPath ?? "unmatched"
         let elapsed = ContinuousClock.now - started
         metrics.recordRequest(method: request.method.rawValue, endpoint: endpoint, status: response.status.code, duration: elapsed)
-        if logger.logLevel <= .debug {
-            logger.debug("request", metadata: [
+        if context.logger.logLevel <= .debug {
+            context.logger.debug("request", metadata: [
                 "method": "\(request.method)", "endpoint": "\(endpoint)", "status": "\(response.status.code)",
                 "duration_ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)",
             ])

@@ -95,7 +95,7 @@ enum RequestInput {
         if need == .optional, let expected = node.configuration.apiKey, let given = request.headers[apiKeyHeader] {
             holdsAPIKey = OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array(expected.utf8)))
         }
-        return Caller(userKey: userKey, client: context.clientIP, audit: context.audit, holdsAPIKey: holdsAPIKey)
+        return Caller(userKey: userKey, client: context.clientIP, audit: context.audit, holdsAPIKey: holdsAPIKey, logger: context.logger)
     }
 
     /// An RFC 3339 time as microseconds since the epoch (422 when missing or malformed).
@@ -189,4 +189,30 @@ enum RequestInput {
         guard let s = v.stringValue else { throw ServiceError.unprocessable("\(name) must be a string or null, not \(v.typeName)") }
         return s
     }
+}
+
+/// The request's id: the client's `X-Request-ID` when it is a sane token, else Hummingbird's.
+/// `ObservabilityMiddleware` puts it on the request's logger; the audit record and the
+/// response's `X-Request-ID` carry the same.
+enum RequestID {
+    static let metadataKey = "request_id"
+
+    /// The id already on the request's logger, else computed.
+    static func current(_ request: Request, context: some RequestContext) -> String {
+        if case .string(let id)? = context.logger[metadataKey: metadataKey] { return id }
+        return of(request, context: context)
+    }
+
+    static func of(_ request: Request, context: some RequestContext) -> String {
+        if let name = AuditActions.requestIDHeader, let given = request.headers[name], (1...128).contains(given.utf8.count),
+           given.utf8.allSatisfy({ b in
+               (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                   || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
+           }) {
+            return given
+        }
+        if let id = context.logger[metadataKey: "hb.request.id"]?.description { return id }
+        return Hex.encode(OpenSSL.randomBytes(8))
+    }
+
 }

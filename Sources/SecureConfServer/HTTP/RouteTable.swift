@@ -108,7 +108,7 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     typealias Context = SecureConfRequestContext
     let routes = RouteTable.routes(node: node)
     let router = Router(context: Context.self)
-    router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics, logger: node.logger))
+    router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics))
     let audited = router.group()
     if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node, actions: RouteTable.actions(routes))) }
     let client = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))

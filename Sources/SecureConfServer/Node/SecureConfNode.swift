@@ -93,7 +93,7 @@ public final class SecureConfNode: Sendable {
             peerVerifier = nil
         }
         service = ConfigService(storage: store, credentials: credentials, cluster: cluster, observer: metrics,
-                                maxTokenBytes: configuration.maxCiphertextBytes, logger: logger)
+                                maxTokenBytes: configuration.maxCiphertextBytes)
     }
 
     /// Starts a node; in a cluster, a node without a salt and without data first gets the

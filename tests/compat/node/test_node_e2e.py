@@ -531,6 +531,24 @@ def test_debug_logs_hold_no_secrets(node_factory, tmp_path, log_format):
     assert stderr_lines and all(json.loads(line)["event"] for line in stderr_lines)
 
 
+def test_every_log_line_of_a_request_names_its_request_id(node_factory, tmp_path):
+    """The request id the response and audit record carry is on every line the request logs."""
+    log_file = tmp_path / "logs" / "secureconf.log"
+    n = node_factory.start(env={"OSC_LOG_LEVEL": "DEBUG", "OSC_LOG_FILE": str(log_file), "OSC_LOG_FORMAT": "json"})
+    ours = "trace-" + random_token()
+    r = n.request("GET", "/configs/absent", headers={"X-Request-ID": ours})
+    assert r.status_code == 404 and r.headers.get("X-Request-ID") == ours
+    r = n.request("GET", "/configs/absent")
+    theirs = r.headers.get("X-Request-ID")
+    assert theirs and theirs != ours, "without one, the node names the request itself"
+    assert n.stop() == 0
+    records = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    request_lines = [rec for rec in records if rec.get("event") == "request"]
+    assert {rec.get("request_id") for rec in request_lines} >= {ours, theirs}, request_lines
+    for rec in request_lines:
+        assert rec.get("request_id"), f"a request's line without its id: {rec}"
+
+
 # =========================================================================================
 # (e) salt safety and (f) file modes
 # =========================================================================================
