@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "SecureConfJSON", targets: ["SecureConfJSON"]),
         .library(name: "SecureConfCluster", targets: ["SecureConfCluster"]),
         .library(name: "SecureConfCore", targets: ["SecureConfCore"]),
+        .library(name: "SecureConfClient", targets: ["SecureConfClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -108,10 +109,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SecureConfClient",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "secureconf",
             dependencies: [
                 "SecureConfServer",
+                "SecureConfClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -142,6 +148,7 @@ let package = Package(
             dependencies: [
                 "SecureConfServer",
                 "SecureConfCore",
+                "SecureConfClient",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,83 +1,35 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import SecureConfClient
 
-/// Where a client command sends its request and with which credentials. Keys come from the
-/// flags or from `OSC_API_KEY` / `SECURECONF_USER_KEY`, and are never printed.
+/// Where a client command sends its request. Credentials come from `OSC_API_KEY` and
+/// `SECURECONF_USER_KEY`, or from a file only the user can read (`--credentials-file`,
+/// `SECURECONF_CREDENTIALS_FILE`), never from flags: argv shows in process lists.
 struct ClientOptions: ParsableArguments {
     @Option(help: "The node's base URL.") var url: String = "http://127.0.0.1:9000"
     @Option(help: "The environment (the node's default is 'default').") var environment: String?
-    @Option(help: "X-API-Key (default: $OSC_API_KEY).") var apiKey: String?
-    @Option(help: "X-User-Key (default: $SECURECONF_USER_KEY; prefer the variable: flags show in process lists).") var userKey: String?
+    @Option(help: "A file of OSC_API_KEY=… and SECURECONF_USER_KEY=… lines, mode 0600 (default: $SECURECONF_CREDENTIALS_FILE).")
+    var credentialsFile: String?
 
-    var resolvedAPIKey: String? { apiKey ?? ProcessInfo.processInfo.environment["OSC_API_KEY"].flatMap { $0.isEmpty ? nil : $0 } }
-    var resolvedUserKey: String? { userKey ?? ProcessInfo.processInfo.environment["SECURECONF_USER_KEY"].flatMap { $0.isEmpty ? nil : $0 } }
-}
-
-/// A failed client request: the one line printed before exiting non-zero.
-struct ClientFailure: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Sends one request to a node and returns the body of a 2xx answer; anything else
-/// becomes a `ClientFailure` carrying the node's `detail`.
-struct NodeClient {
-    let options: ClientOptions
-
-    /// `segments` are path segments (percent-encoded here); nil query values are left out.
-    func send(_ method: String, _ segments: [String], query: [(String, String?)] = [], needsUserKey: Bool = false) async throws -> Data {
-        guard var components = URLComponents(string: options.url) else { throw ClientFailure(description: "--url \(options.url) is not a URL") }
-        var pathAllowed = CharacterSet.urlPathAllowed
-        pathAllowed.remove(charactersIn: "/;?#%")
-        let base = components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
-        components.percentEncodedPath = base + segments.map { "/" + ($0.addingPercentEncoding(withAllowedCharacters: pathAllowed) ?? $0) }.joined()
-        var queryAllowed = CharacterSet.urlQueryAllowed
-        queryAllowed.remove(charactersIn: "&=+#%")
-        let items = query.compactMap { name, value in
-            value.map { name + "=" + ($0.addingPercentEncoding(withAllowedCharacters: queryAllowed) ?? $0) }
-        }
-        components.percentEncodedQuery = items.isEmpty ? nil : items.joined(separator: "&")
-        guard let url = components.url else { throw ClientFailure(description: "cannot build a URL from --url \(options.url)") }
-
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.timeoutInterval = 120
-        if let apiKey = options.resolvedAPIKey { request.setValue(apiKey, forHTTPHeaderField: "X-API-Key") }
-        if let userKey = options.resolvedUserKey {
-            request.setValue(userKey, forHTTPHeaderField: "X-User-Key")
-        } else if needsUserKey {
-            throw ClientFailure(description: "a user key is needed: set SECURECONF_USER_KEY or pass --user-key")
-        }
-        let data: Data
-        let response: URLResponse
-        do {
-            (data, response) = try await URLSession.shared.data(for: request)
-        } catch {
-            throw ClientFailure(description: "cannot reach \(options.url): \(error.localizedDescription)")
-        }
-        guard let http = response as? HTTPURLResponse else { throw ClientFailure(description: "no HTTP response from \(options.url)") }
-        guard (200..<300).contains(http.statusCode) else {
-            let detail = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["detail"] as? String
-            throw ClientFailure(description: "\(http.statusCode): \(detail ?? String(decoding: data.prefix(500), as: UTF8.self))")
-        }
-        return data
+    func client() throws(ClientError) -> SecureConfClient {
+        SecureConfClient(baseURL: url, credentials: try Credentials.resolve(file: credentialsFile), environment: environment)
     }
 
-    /// Writes `data` to standard output, ending with a newline.
-    static func print(_ data: Data) {
-        FileHandle.standardOutput.write(data)
-        if data.last != UInt8(ascii: "\n") { FileHandle.standardOutput.write(Data("\n".utf8)) }
-    }
+    /// Sends one request and returns the body of its 2xx answer.
+    func send(_ request: ClientRequest) async throws(ClientError) -> Data { try await client().send(request) }
 }
 
-/// Runs a client command's body, turning a failure into the node's detail on standard
-/// error and exit status 1.
+/// Writes `data` to standard output, ending with a newline.
+func printReply(_ data: Data) {
+    FileHandle.standardOutput.write(data)
+    if data.last != UInt8(ascii: "\n") { FileHandle.standardOutput.write(Data("\n".utf8)) }
+}
+
+/// Runs a client command's body, turning a failure into one line on standard error and exit status 1.
 func runClient(_ body: () async throws -> Void) async throws {
     do {
         try await body()
-    } catch let failure as ClientFailure {
+    } catch let failure as ClientError {
         FileHandle.standardError.write(Data("secureconf: \(failure.description)\n".utf8))
         throw ExitCode(1)
     }
@@ -90,7 +42,7 @@ struct Versions: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            NodeClient.print(try await NodeClient(options: options).send("GET", ["configs", key, "versions"], query: [("environment", options.environment)]))
+            printReply(try await options.send(.versions(key: key)))
         }
     }
 }
@@ -104,9 +56,7 @@ struct Diff: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            NodeClient.print(try await NodeClient(options: options).send(
-                "GET", ["configs", key, "diff"], query: [("environment", options.environment), ("from", String(from)), ("to", String(to))],
-                needsUserKey: true))
+            printReply(try await options.send(.diff(key: key, from: from, to: to)))
         }
     }
 }
@@ -119,8 +69,7 @@ struct Rollback: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            NodeClient.print(try await NodeClient(options: options).send(
-                "POST", ["configs", key, "rollback"], query: [("environment", options.environment), ("version", String(version))], needsUserKey: true))
+            printReply(try await options.send(.rollback(key: key, version: version)))
         }
     }
 }
@@ -132,8 +81,7 @@ struct Restore: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            NodeClient.print(try await NodeClient(options: options).send(
-                "POST", ["restore"], query: [("environment", options.environment), ("at", at)], needsUserKey: true))
+            printReply(try await options.send(.restore(at: at)))
         }
     }
 }
@@ -158,10 +106,8 @@ struct Audit: AsyncParsableCommand {
 
         func run() async throws {
             try await runClient {
-                NodeClient.print(try await NodeClient(options: options).send("GET", ["audit"], query: [
-                    ("key", key), ("environment", options.environment), ("action", action), ("actor", actor), ("outcome", outcome),
-                    ("since", since), ("until", until), ("limit", limit.map(String.init)), ("cursor", cursor),
-                ]))
+                printReply(try await options.send(.auditSearch(.init(key: key, action: action, actor: actor, outcome: outcome, since: since,
+                                                                     until: until, limit: limit, cursor: cursor))))
             }
         }
     }
@@ -175,10 +121,7 @@ struct Audit: AsyncParsableCommand {
 
         func run() async throws {
             try await runClient {
-                let data = try await NodeClient(options: options).send("GET", ["audit", "export"], query: [
-                    ("format", format), ("since", since), ("until", until), ("environment", options.environment),
-                ])
-                FileHandle.standardOutput.write(data)
+                FileHandle.standardOutput.write(try await options.send(.auditExport(format: format, since: since, until: until)))
             }
         }
     }
@@ -189,11 +132,14 @@ struct Audit: AsyncParsableCommand {
 
         func run() async throws {
             try await runClient {
-                let data = try await NodeClient(options: options).send("GET", ["audit", "verify"])
-                NodeClient.print(data)
-                let result = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-                if result?["valid"] as? Bool != true {
-                    throw ClientFailure(description: "the audit chain is broken at record \(result?["first_broken"].map { "\($0)" } ?? "?")")
+                let client = try options.client()
+                let data = try await client.send(.auditVerify)
+                printReply(data)
+                guard let result = try? JSONDecoder().decode(AuditVerification.self, from: data) else {
+                    throw ClientError(.unreachable, "unexpected reply to /audit/verify")
+                }
+                if !result.valid {
+                    throw ClientError(.refused(status: 200), "the audit chain is broken at record \(result.first_broken.map(String.init) ?? "?")")
                 }
             }
         }

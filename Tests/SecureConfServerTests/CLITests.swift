@@ -101,11 +101,23 @@ func liveRequest(_ method: String, _ url: String, body: String) async throws -> 
         #expect(csv.status == 0 && csv.stdout.hasPrefix("id,time,node_id,actor"), "\(csv.stderr)")
         let verify = try runCLI(["audit", "verify", url], environment: env)
         #expect(verify.status == 0 && verify.stdout.contains(#""valid":true"#), "\(verify.stderr)")
-        let refused = try runCLI(["audit", "verify", url, "--api-key", "not-the-admin-key"], environment: ["SECURECONF_USER_KEY": "correct-user-key"])
+        // Credentials from a file only the user can read; its values win over the environment's.
+        let file = temporaryDirectory() + "/credentials"
+        try "# SecureConf client\nOSC_API_KEY=not-the-admin-key\nSECURECONF_USER_KEY=correct-user-key\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+        let refused = try runCLI(["audit", "verify", url, "--credentials-file", file], environment: env)
         #expect(refused.status == 1 && refused.stderr.contains("403"), "\(refused.stderr)")
+        let fromFile = try runCLI(["diff", "db", "--from", "1", "--to", "2", "--environment", "prod", url], environment: ["SECURECONF_CREDENTIALS_FILE": file])
+        #expect(fromFile.status == 0 && fromFile.stdout.contains(#""op":"replace""#), "\(fromFile.stderr)")
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        let readable = try runCLI(["versions", "db", url, "--credentials-file", file], environment: [:])
+        #expect(readable.status == 1 && readable.stderr.contains("chmod 600"), "a file others can read is refused: \(readable.stderr)")
+        // Keys are never taken from argv (process lists show it).
+        let onArgv = try runCLI(["versions", "db", url, "--user-key", "correct-user-key"], environment: [:])
+        #expect(onArgv.status != 0 && onArgv.stderr.contains("--user-key"), "\(onArgv.stderr)")
         let noKey = try runCLI(["diff", "db", "--from", "1", "--to", "2", url], environment: [:])
         #expect(noKey.status != 0 && noKey.stderr.contains("SECURECONF_USER_KEY"), "\(noKey.stderr)")
-        for result in [versions, diff, rollback, missing, restore, search, csv, verify, refused, noKey] {
+        for result in [versions, diff, rollback, missing, restore, search, csv, verify, refused, fromFile, readable, noKey] {
             for secret in ["correct-user-key", adminKey, "not-the-admin-key", "cli-plaintext-1"] where !(secret == "cli-plaintext-1" && result.stdout.contains("\"value\"")) {
                 #expect(!result.stdout.contains(secret) && !result.stderr.contains(secret), "the CLI never echoes a key")
             }

@@ -1,0 +1,221 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The credentials a client sends: from the environment or from a file only the user can
+/// read, never from the command line (argv shows in process lists). Never printed.
+public struct Credentials: Sendable, CustomStringConvertible {
+    public var apiKey: String?
+    public var userKey: String?
+
+    public init(apiKey: String? = nil, userKey: String? = nil) {
+        self.apiKey = apiKey
+        self.userKey = userKey
+    }
+
+    public static let apiKeyVariable = "OSC_API_KEY"
+    public static let userKeyVariable = "SECURECONF_USER_KEY"
+    public static let fileVariable = "SECURECONF_CREDENTIALS_FILE"
+
+    /// `OSC_API_KEY` and `SECURECONF_USER_KEY`; with `SECURECONF_CREDENTIALS_FILE` (or `file`),
+    /// that file's values first, the environment's filling what it leaves out.
+    public static func resolve(file: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ClientError) -> Credentials {
+        func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        var credentials = Credentials(apiKey: value(apiKeyVariable), userKey: value(userKeyVariable))
+        if let path = file ?? value(fileVariable) {
+            let stored = try fromFile(path)
+            credentials.apiKey = stored.apiKey ?? credentials.apiKey
+            credentials.userKey = stored.userKey ?? credentials.userKey
+        }
+        return credentials
+    }
+
+    /// `NAME=value` lines (`OSC_API_KEY`, `SECURECONF_USER_KEY`; `#` comments). The file must
+    /// be a regular file that only its owner can read or write (mode 0600 or 0400).
+    public static func fromFile(_ path: String) throws(ClientError) -> Credentials {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              attributes[.type] as? FileAttributeType == .typeRegular,
+              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue else {
+            throw ClientError(.credentials, "cannot read the credentials file \(path)")
+        }
+        guard mode & 0o077 == 0 else {
+            throw ClientError(.credentials, "the credentials file \(path) is readable by others (mode \(String(mode, radix: 8))); chmod 600 it")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ClientError(.credentials, "cannot read the credentials file \(path)")
+        }
+        var credentials = Credentials()
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw ClientError(.credentials, "\(path) line \(number + 1): expected NAME=value")
+            }
+            let name = line[..<equals].trimmingCharacters(in: .whitespaces)
+            let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            switch name {
+            case apiKeyVariable: credentials.apiKey = value.isEmpty ? nil : value
+            case userKeyVariable: credentials.userKey = value.isEmpty ? nil : value
+            default: throw ClientError(.credentials, "\(path) line \(number + 1): unknown name \(name)")
+            }
+        }
+        return credentials
+    }
+
+    public var description: String {
+        "Credentials(api key: \(apiKey == nil ? "none" : "set"), user key: \(userKey == nil ? "none" : "set"))"
+    }
+}
+
+/// Why a request failed, as a type; `description` is one line fit for a terminal (never a key).
+public struct ClientError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The credentials are missing, unreadable or too widely readable.
+        case credentials
+        /// The URL cannot be built.
+        case badURL
+        /// The node did not answer.
+        case unreachable
+        /// The node answered with this status; `detail` is its `{"detail": ...}`.
+        case refused(status: Int)
+    }
+
+    public let kind: Kind
+    public let detail: String
+
+    public init(_ kind: Kind, _ detail: String) {
+        self.kind = kind
+        self.detail = detail
+    }
+
+    public var description: String {
+        if case .refused(let status) = kind { return "\(status): \(detail)" }
+        return detail
+    }
+}
+
+/// One request of the SecureConf API, typed.
+public enum ClientRequest: Sendable {
+    case read(key: String, at: String? = nil)
+    case versions(key: String)
+    case diff(key: String, from: Int, to: Int)
+    case rollback(key: String, version: Int)
+    case restore(at: String)
+    case auditSearch(AuditQuery)
+    case auditExport(format: String, since: String?, until: String?)
+    case auditVerify
+
+    public struct AuditQuery: Sendable {
+        public var key, action, actor, outcome, since, until, cursor: String?
+        public var limit: Int?
+        public init(key: String? = nil, action: String? = nil, actor: String? = nil, outcome: String? = nil, since: String? = nil,
+                    until: String? = nil, limit: Int? = nil, cursor: String? = nil) {
+            (self.key, self.action, self.actor, self.outcome, self.since, self.until, self.limit, self.cursor) =
+                (key, action, actor, outcome, since, until, limit, cursor)
+        }
+    }
+
+    var method: String {
+        switch self {
+        case .rollback, .restore: "POST"
+        default: "GET"
+        }
+    }
+
+    /// Whether the node needs the user key for it (the client refuses before sending without one).
+    var needsUserKey: Bool {
+        switch self {
+        case .read, .diff, .rollback, .restore: true
+        default: false
+        }
+    }
+
+    /// Path segments (percent-encoded when sent) and query items (nil values left out).
+    func target(environment: String?) -> (segments: [String], query: [(String, String?)]) {
+        let env = ("environment", environment)
+        switch self {
+        case let .read(key, at): return (["configs", key], [env, ("at", at)])
+        case let .versions(key): return (["configs", key, "versions"], [env])
+        case let .diff(key, from, to): return (["configs", key, "diff"], [env, ("from", String(from)), ("to", String(to))])
+        case let .rollback(key, version): return (["configs", key, "rollback"], [env, ("version", String(version))])
+        case let .restore(at): return (["restore"], [env, ("at", at)])
+        case let .auditSearch(q):
+            return (["audit"], [("key", q.key), env, ("action", q.action), ("actor", q.actor), ("outcome", q.outcome), ("since", q.since),
+                                ("until", q.until), ("limit", q.limit.map(String.init)), ("cursor", q.cursor)])
+        case let .auditExport(format, since, until): return (["audit", "export"], [("format", format), ("since", since), ("until", until), env])
+        case .auditVerify: return (["audit", "verify"], [])
+        }
+    }
+}
+
+/// The result of `GET /audit/verify`.
+public struct AuditVerification: Decodable, Sendable {
+    public var valid: Bool
+    public var first_broken: Int64?
+}
+
+/// A client of one SecureConf (or OpenSecureConf) node.
+public struct SecureConfClient: Sendable {
+    public let baseURL: String
+    public let credentials: Credentials
+    /// The environment requests address (nil: the node's default).
+    public let environment: String?
+    public var timeout: TimeInterval = 120
+
+    public init(baseURL: String, credentials: Credentials, environment: String? = nil) {
+        self.baseURL = baseURL
+        self.credentials = credentials
+        self.environment = environment
+    }
+
+    /// Sends `request` and returns the body of a 2xx answer.
+    public func send(_ request: ClientRequest) async throws(ClientError) -> Data {
+        let (segments, query) = request.target(environment: environment)
+        guard var components = URLComponents(string: baseURL), components.scheme != nil else {
+            throw ClientError(.badURL, "\(baseURL) is not a URL")
+        }
+        var pathAllowed = CharacterSet.urlPathAllowed
+        pathAllowed.remove(charactersIn: "/;?#%")
+        let base = components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
+        components.percentEncodedPath = base + segments.map { "/" + ($0.addingPercentEncoding(withAllowedCharacters: pathAllowed) ?? $0) }.joined()
+        var queryAllowed = CharacterSet.urlQueryAllowed
+        queryAllowed.remove(charactersIn: "&=+#%")
+        let items = query.compactMap { name, value in value.map { name + "=" + ($0.addingPercentEncoding(withAllowedCharacters: queryAllowed) ?? $0) } }
+        components.percentEncodedQuery = items.isEmpty ? nil : items.joined(separator: "&")
+        guard let url = components.url else { throw ClientError(.badURL, "cannot build a URL from \(baseURL)") }
+
+        var http = URLRequest(url: url)
+        http.httpMethod = request.method
+        http.timeoutInterval = timeout
+        if let apiKey = credentials.apiKey { http.setValue(apiKey, forHTTPHeaderField: "X-API-Key") }
+        if let userKey = credentials.userKey {
+            http.setValue(userKey, forHTTPHeaderField: "X-User-Key")
+        } else if request.needsUserKey {
+            throw ClientError(.credentials, "a user key is needed: set \(Credentials.userKeyVariable), or put it in \(Credentials.fileVariable) (a 0600 file)")
+        }
+        let data: Data
+        let response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: http)
+        } catch {
+            throw ClientError(.unreachable, "cannot reach \(baseURL): \(error.localizedDescription)")
+        }
+        guard let reply = response as? HTTPURLResponse else { throw ClientError(.unreachable, "no HTTP response from \(baseURL)") }
+        guard (200..<300).contains(reply.statusCode) else {
+            let detail = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["detail"] as? String
+            throw ClientError(.refused(status: reply.statusCode), detail ?? String(decoding: data.prefix(500), as: UTF8.self))
+        }
+        return data
+    }
+
+    /// `GET /audit/verify`, decoded.
+    public func verifyAudit() async throws(ClientError) -> AuditVerification {
+        let data = try await send(.auditVerify)
+        do {
+            return try JSONDecoder().decode(AuditVerification.self, from: data)
+        } catch {
+            throw ClientError(.unreachable, "unexpected reply to /audit/verify")
+        }
+    }
+}
