@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -20,7 +21,10 @@ public struct Credentials: Sendable, CustomStringConvertible {
 
     /// `OSC_API_KEY` and `SECURECONF_USER_KEY`; with `SECURECONF_CREDENTIALS_FILE` (or `file`),
     /// that file's values first, the environment's filling what it leaves out.
-    public static func resolve(file: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ClientError) -> Credentials {
+    public static func resolve(
+        file: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ClientError) -> Credentials {
         func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
         var credentials = Credentials(apiKey: value(apiKeyVariable), userKey: value(userKeyVariable))
         if let path = file ?? value(fileVariable) {
@@ -35,8 +39,9 @@ public struct Credentials: Sendable, CustomStringConvertible {
     /// be a regular file that only its owner can read or write (mode 0600 or 0400).
     public static func fromFile(_ path: String) throws(ClientError) -> Credentials {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              attributes[.type] as? FileAttributeType == .typeRegular,
-              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue else {
+            attributes[.type] as? FileAttributeType == .typeRegular,
+            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
+        else {
             throw ClientError(.credentials, "cannot read the credentials file \(path)")
         }
         guard mode & 0o077 == 0 else {
@@ -109,8 +114,16 @@ public enum ClientRequest: Sendable {
     public struct AuditQuery: Sendable {
         public var key, action, actor, outcome, since, until, cursor: String?
         public var limit: Int?
-        public init(key: String? = nil, action: String? = nil, actor: String? = nil, outcome: String? = nil, since: String? = nil,
-                    until: String? = nil, limit: Int? = nil, cursor: String? = nil) {
+        public init(
+            key: String? = nil,
+            action: String? = nil,
+            actor: String? = nil,
+            outcome: String? = nil,
+            since: String? = nil,
+            until: String? = nil,
+            limit: Int? = nil,
+            cursor: String? = nil
+        ) {
             (self.key, self.action, self.actor, self.outcome, self.since, self.until, self.limit, self.cursor) =
                 (key, action, actor, outcome, since, until, limit, cursor)
         }
@@ -141,8 +154,13 @@ public enum ClientRequest: Sendable {
         case let .rollback(key, version): return (["configs", key, "rollback"], [env, ("version", String(version))])
         case let .restore(at): return (["restore"], [env, ("at", at)])
         case let .auditSearch(q):
-            return (["audit"], [("key", q.key), env, ("action", q.action), ("actor", q.actor), ("outcome", q.outcome), ("since", q.since),
-                                ("until", q.until), ("limit", q.limit.map(String.init)), ("cursor", q.cursor)])
+            return (
+                ["audit"],
+                [
+                    ("key", q.key), env, ("action", q.action), ("actor", q.actor), ("outcome", q.outcome), ("since", q.since),
+                    ("until", q.until), ("limit", q.limit.map(String.init)), ("cursor", q.cursor),
+                ]
+            )
         case let .auditExport(format, since, until): return (["audit", "export"], [("format", format), ("since", since), ("until", until), env])
         case .auditVerify: return (["audit", "verify"], [])
         }
@@ -181,7 +199,8 @@ public struct SecureConfClient: Sendable {
         components.percentEncodedPath = base + segments.map { "/" + ($0.addingPercentEncoding(withAllowedCharacters: pathAllowed) ?? $0) }.joined()
         var queryAllowed = CharacterSet.urlQueryAllowed
         queryAllowed.remove(charactersIn: "&=+#%")
-        let items = query.compactMap { name, value in value.map { name + "=" + ($0.addingPercentEncoding(withAllowedCharacters: queryAllowed) ?? $0) } }
+        let items = query.compactMap { name, value in value.map { name + "=" + ($0.addingPercentEncoding(withAllowedCharacters: queryAllowed) ?? $0) }
+        }
         components.percentEncodedQuery = items.isEmpty ? nil : items.joined(separator: "&")
         guard let url = components.url else { throw ClientError(.badURL, "cannot build a URL from \(baseURL)") }
 
@@ -192,7 +211,10 @@ public struct SecureConfClient: Sendable {
         if let userKey = credentials.userKey {
             http.setValue(userKey, forHTTPHeaderField: "X-User-Key")
         } else if request.needsUserKey {
-            throw ClientError(.credentials, "a user key is needed: set \(Credentials.userKeyVariable), or put it in \(Credentials.fileVariable) (a 0600 file)")
+            throw ClientError(
+                .credentials,
+                "a user key is needed: set \(Credentials.userKeyVariable), or put it in \(Credentials.fileVariable) (a 0600 file)"
+            )
         }
         let data: Data
         let response: URLResponse

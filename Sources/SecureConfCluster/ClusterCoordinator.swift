@@ -53,7 +53,8 @@ public final class ClusterCoordinator: Service, Sendable {
     private let peers: Mutex<[String: PeerStatus]>
     /// Until the first health round has compared salts with the peers, the node does not serve data.
     private let saltConsistency = Mutex<(consistent: Bool, reason: String?)>(
-        (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment"))
+        (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment")
+    )
     private let wakeups: [String: WakeSignal]
     private let lastSyncTime = Mutex<Date?>(nil)
     /// This node's clock against the median of its healthy peers: (offset ms, positive when
@@ -65,8 +66,14 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Most revision ids answered or asked for in one anti-entropy exchange.
     public static let maxIDsPerExchange = 100_000
 
-    public init(settings: ClusterSettings, store: ConfigStore, transport: any PeerTransporting, saltFingerprint: String, logger: Logger,
-                observer: (any ClusterObserver)?) {
+    public init(
+        settings: ClusterSettings,
+        store: ConfigStore,
+        transport: any PeerTransporting,
+        saltFingerprint: String,
+        logger: Logger,
+        observer: (any ClusterObserver)?
+    ) {
         self.settings = settings
         self.store = store
         self.transport = transport
@@ -246,8 +253,12 @@ public final class ClusterCoordinator: Service, Sendable {
         safety?.clockOffset(seconds: Double(ours) / 1000, ahead: ahead)
         if ahead != was {
             if ahead {
-                logger.critical("this node's clock runs ahead of its peers; refusing client writes", metadata: [
-                    "ahead_ms": "\(ours)", "max_clock_skew_ms": "\(settings.maxClockSkewMillis)"])
+                logger.critical(
+                    "this node's clock runs ahead of its peers; refusing client writes",
+                    metadata: [
+                        "ahead_ms": "\(ours)", "max_clock_skew_ms": "\(settings.maxClockSkewMillis)",
+                    ]
+                )
             } else {
                 logger.notice("this node's clock agrees with its peers again; accepting writes")
             }
@@ -261,19 +272,26 @@ public final class ClusterCoordinator: Service, Sendable {
         for status in peerStatuses where status.healthy {
             if let fp = status.saltFingerprint { holders[fp, default: []].append(status.nodeID) }
         }
-        let winner = holders.max { a, b in
-            a.value.count != b.value.count ? a.value.count < b.value.count : (a.value.min() ?? "") > (b.value.min() ?? "")
-        }?.key ?? saltFingerprint
+        let winner =
+            holders.max { a, b in
+                a.value.count != b.value.count ? a.value.count < b.value.count : (a.value.min() ?? "") > (b.value.min() ?? "")
+            }?.key ?? saltFingerprint
         let consistent = winner == saltFingerprint
-        let reason = consistent ? nil :
-            "this node's salt (fingerprint \(saltFingerprint)) differs from the cluster's (\(winner), held by \(holders[winner]?.joined(separator: ", ") ?? "")); it refuses to serve data. Replace this node's salt file with the cluster's and restart it"
+        let reason =
+            consistent
+            ? nil
+            : "this node's salt (fingerprint \(saltFingerprint)) differs from the cluster's (\(winner), held by \(holders[winner]?.joined(separator: ", ") ?? "")); it refuses to serve data. Replace this node's salt file with the cluster's and restart it"
         let changed = saltConsistency.withLock { state -> Bool in
             let changed = state.consistent != consistent
             state = (consistent, reason)
             return changed
         }
         if changed {
-            if consistent { logger.notice("salt agrees with the cluster again") } else { logger.critical("salt differs from the cluster", metadata: ["reason": "\(reason ?? "")"]) }
+            if consistent {
+                logger.notice("salt agrees with the cluster again")
+            } else {
+                logger.critical("salt differs from the cluster", metadata: ["reason": "\(reason ?? "")"])
+            }
         }
     }
 
@@ -303,9 +321,13 @@ public final class ClusterCoordinator: Service, Sendable {
             let batch = fetched.filter { !refused.contains($0.seq) }
             do {
                 if !batch.isEmpty {
-                    _ = try await transport.json(peer, "POST", "/cluster/replicate",
-                                                 body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
-                                                 as: ReplicationAck.self)
+                    _ = try await transport.json(
+                        peer,
+                        "POST",
+                        "/cluster/replicate",
+                        body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
+                        as: ReplicationAck.self
+                    )
                 }
                 cursor = fetched.last?.seq ?? cursor
                 try await store.setPeerCursor(peer, to: cursor)
@@ -346,13 +368,20 @@ public final class ClusterCoordinator: Service, Sendable {
                                 s[peer]?.refusedSeqs.remove(low)
                             }
                         }
-                        logger.error("a peer refused revisions of this node for good; they are no longer sent to it", metadata: [
-                            "peer": "\(peer)", "revisions": "\(skip.count)", "reason": "\(skip[0].reason)"])
+                        logger.error(
+                            "a peer refused revisions of this node for good; they are no longer sent to it",
+                            metadata: [
+                                "peer": "\(peer)", "revisions": "\(skip.count)", "reason": "\(skip[0].reason)",
+                            ]
+                        )
                         continue
                     }
                 }
                 if failures == 1 || failures % 50 == 0 {
-                    logger.warning("replication to peer failed; will retry", metadata: ["peer": "\(peer)", "error": "\(error)", "pending_from_seq": "\(cursor)"])
+                    logger.warning(
+                        "replication to peer failed; will retry",
+                        metadata: ["peer": "\(peer)", "error": "\(error)", "pending_from_seq": "\(cursor)"]
+                    )
                 }
                 let backoff = Duration.milliseconds(min(2000, 50 << min(failures, 6)))
                 if !(await sleep(backoff)) { return }
@@ -396,10 +425,15 @@ public final class ClusterCoordinator: Service, Sendable {
             }
         }
         if !rejected.isEmpty {
-            let refusal = ReplicationRefusal(detail: "\(rejected.count) of \(batch.revisions.count) revisions refused (first: \(rejected[0].reason)); nothing was applied",
-                                             rejected: Array(rejected.prefix(1000)))
+            let refusal = ReplicationRefusal(
+                detail: "\(rejected.count) of \(batch.revisions.count) revisions refused (first: \(rejected[0].reason)); nothing was applied",
+                rejected: Array(rejected.prefix(1000))
+            )
             safety?.revisionsRefused(peer: origin, reason: refusal.onlyAhead ? "ahead" : "invalid", count: rejected.count)
-            logger.warning("refused replicated revisions", metadata: ["peer": "\(origin)", "refused": "\(rejected.count)", "first": "\(rejected[0].reason)"])
+            logger.warning(
+                "refused replicated revisions",
+                metadata: ["peer": "\(origin)", "refused": "\(rejected.count)", "first": "\(rejected[0].reason)"]
+            )
             throw refusal
         }
         let outcome = try await store.apply(batch: batch.revisions)
@@ -411,8 +445,10 @@ public final class ClusterCoordinator: Service, Sendable {
 
     private func reportIdentityConflicts(_ count: Int, peer: String) {
         safety?.identityConflicts(count)
-        logger.error("revisions with a known identity but other content were received; the lower content hash is kept on every node",
-                     metadata: ["peer": "\(peer)", "revisions": "\(count)"])
+        logger.error(
+            "revisions with a known identity but other content were received; the lower content hash is kept on every node",
+            metadata: ["peer": "\(peer)", "revisions": "\(count)"]
+        )
     }
 
     // MARK: Anti-entropy (replica mode)
@@ -453,7 +489,8 @@ public final class ClusterCoordinator: Service, Sendable {
         let differing = (0..<local.buckets.count).filter { remote.buckets[$0] != local.buckets[$0] }
         var repaired = 0
         for chunk in stride(from: 0, to: differing.count, by: 32).map({ Array(differing[$0..<min($0 + 32, differing.count)]) }) {
-            let remoteIDs = try await transport.json(peer, "POST", "/cluster/buckets", body: BucketsRequest(buckets: chunk), as: RevisionIDList.self).ids
+            let remoteIDs = try await transport.json(peer, "POST", "/cluster/buckets", body: BucketsRequest(buckets: chunk), as: RevisionIDList.self)
+                .ids
             guard remoteIDs.count <= Self.maxIDsPerExchange else {
                 throw PeerError(peer: peer, status: nil, reason: "peer answered \(remoteIDs.count) revision ids for \(chunk.count) buckets; refused")
             }
@@ -465,7 +502,8 @@ public final class ClusterCoordinator: Service, Sendable {
                 var pending = Array(missing[start..<min(start + Self.batchSize, missing.count)])
                 while !pending.isEmpty {
                     let ids = pending
-                    let fetched = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self).revisions
+                    let fetched = try await transport.json(peer, "POST", "/cluster/fetch", body: RevisionIDList(ids: ids), as: RevisionList.self)
+                        .revisions
                     // A peer answers a prefix when the rest would be too large: ask again for the rest.
                     let answered = Set(fetched.map(\.id.identity))
                     pending = ids.filter { !answered.contains($0.identity) }
@@ -509,7 +547,8 @@ public final class ClusterCoordinator: Service, Sendable {
             for peer in healthyPeers {
                 group.addTask {
                     guard let r = try? await self.transport.json(peer, "GET", "/cluster/revision?\(query)", as: Revision.self),
-                          r.environment == environment, r.key == key, (try? self.rules.check(r)) != nil else { return nil }
+                        r.environment == environment, r.key == key, (try? self.rules.check(r)) != nil
+                    else { return nil }
                     return r
                 }
             }

@@ -52,9 +52,19 @@ public struct ClusterSettings: Sendable {
 
     public var maxClockSkewMillis: Int64 { Int64(maxClockSkew.seconds * 1000) }
 
-    public init(nodeID: String, peers: [String], mode: Mode, apiKey: String, syncInterval: Duration = .seconds(30),
-                healthInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(5), writeQuorum: WriteQuorum = .one,
-                saltWait: Duration = .seconds(120), scheme: String = "http", caFile: String? = nil) {
+    public init(
+        nodeID: String,
+        peers: [String],
+        mode: Mode,
+        apiKey: String,
+        syncInterval: Duration = .seconds(30),
+        healthInterval: Duration = .seconds(5),
+        peerTimeout: Duration = .seconds(5),
+        writeQuorum: WriteQuorum = .one,
+        saltWait: Duration = .seconds(120),
+        scheme: String = "http",
+        caFile: String? = nil
+    ) {
         self.nodeID = nodeID
         self.peers = peers.filter { $0 != nodeID }
         self.mode = mode

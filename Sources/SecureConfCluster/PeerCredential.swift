@@ -28,8 +28,15 @@ public struct PeerCredential: Sendable {
 
     public static func bodyHash(_ body: some ContiguousBytes) -> String { Hex.encode(OpenSSL.sha256(body)) }
 
-    public func requestSignature(method: String, path: String, receiver: String, sender: String, timeMillis: Int64, nonce: String,
-                                 bodyHash: String) -> String {
+    public func requestSignature(
+        method: String,
+        path: String,
+        receiver: String,
+        sender: String,
+        timeMillis: Int64,
+        nonce: String,
+        bodyHash: String
+    ) -> String {
         let message = ["secureconf-request-v1", method, path, receiver, sender, String(timeMillis), nonce, bodyHash].joined(separator: "\n")
         return "v1=" + Hex.encode(OpenSSL.hmacSHA256(key: signingKey, data: Array(message.utf8)))
     }
@@ -64,8 +71,13 @@ public enum PeerAuthRefusal: Error, Equatable, Sendable, CustomStringConvertible
         case let .unknownSender(s): "sender '\(s.prefix(80))' is not a configured peer of this node"
         case .badSignature: "peer signature does not verify: OSC_CLUSTER_SECRET must be the same on every node"
         case let .clockSkew(seconds, window):
-            String(format: "clock skew: the sender's clock is %.1f s %@ this node's, outside the ±%.0f s window of signed messages; synchronise the clocks (NTP)",
-                   abs(seconds), seconds > 0 ? "ahead of" : "behind", window)
+            String(
+                format:
+                    "clock skew: the sender's clock is %.1f s %@ this node's, outside the ±%.0f s window of signed messages; synchronise the clocks (NTP)",
+                abs(seconds),
+                seconds > 0 ? "ahead of" : "behind",
+                window
+            )
         case .replayed: "this signed message was already received (replay refused)"
         }
     }
@@ -102,8 +114,13 @@ public final class PeerRequestVerifier: Sendable {
     /// let memory grow (a peer sending more than ~7,000 messages a second).
     static let maxNonces = 500_000
 
-    public init(credential: PeerCredential, nodeID: String, peers: [String], windowMillis: Int64,
-                wallClockMillis: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }) {
+    public init(
+        credential: PeerCredential,
+        nodeID: String,
+        peers: [String],
+        windowMillis: Int64,
+        wallClockMillis: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
         self.credential = credential
         self.nodeID = nodeID
         self.peers = Set(peers.filter { $0 != nodeID })
@@ -114,8 +131,16 @@ public final class PeerRequestVerifier: Sendable {
     /// The authenticated sender of a request with these headers and body hash.
     /// `allowSkew` accepts a message outside the time window (the health probe, which is how
     /// nodes measure each other's clocks; it changes nothing and its nonce is still checked).
-    public func verify(method: String, path: String, sender: String?, time: String?, nonce: String?, signature: String?,
-                       bodyHash: String, allowSkew: Bool = false) throws(PeerAuthRefusal) -> String {
+    public func verify(
+        method: String,
+        path: String,
+        sender: String?,
+        time: String?,
+        nonce: String?,
+        signature: String?,
+        bodyHash: String,
+        allowSkew: Bool = false
+    ) throws(PeerAuthRefusal) -> String {
         guard let sender, let time, let nonce, let signature else {
             if sender == nil && time == nil && nonce == nil && signature == nil { throw .missing }
             throw .malformed("X-SecureConf-Peer, -Time, -Nonce and -Signature go together")
@@ -125,8 +150,15 @@ public final class PeerRequestVerifier: Sendable {
             throw .malformed("nonce is not 32 hex digits")
         }
         guard sender != nodeID, peers.contains(sender) else { throw .unknownSender(sender) }
-        let expected = credential.requestSignature(method: method, path: path, receiver: nodeID, sender: sender, timeMillis: millis,
-                                                   nonce: nonce, bodyHash: bodyHash)
+        let expected = credential.requestSignature(
+            method: method,
+            path: path,
+            receiver: nodeID,
+            sender: sender,
+            timeMillis: millis,
+            nonce: nonce,
+            bodyHash: bodyHash
+        )
         guard PeerCredential.same(expected, signature) else { throw .badSignature }
         let now = wallClockMillis()
         let (offset, overflow) = millis.subtractingReportingOverflow(now)

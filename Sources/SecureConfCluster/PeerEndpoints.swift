@@ -33,8 +33,11 @@ public struct PeerEndpoints: Sendable {
     /// (`ReplicationRefusal`, naming each), and nothing is applied.
     public func replicate(_ batch: ReplicationBatch, sender: String?, senderSaltFingerprint: String?) async throws -> ReplicationAck {
         guard senderSaltFingerprint == coordinator.saltFingerprint else {
-            throw PeerInputError(kind: .foreignSalt,
-                                 description: "Sender's salt fingerprint \(senderSaltFingerprint ?? "(none)") is not this cluster's \(coordinator.saltFingerprint); revisions refused")
+            throw PeerInputError(
+                kind: .foreignSalt,
+                description:
+                    "Sender's salt fingerprint \(senderSaltFingerprint ?? "(none)") is not this cluster's \(coordinator.saltFingerprint); revisions refused"
+            )
         }
         guard batch.revisions.count <= Self.maxBatchRevisions else {
             throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per batch")
@@ -49,8 +52,10 @@ public struct PeerEndpoints: Sendable {
     public func buckets(_ asked: BucketsRequest) async throws -> RevisionIDList {
         let wanted = Set(asked.buckets)
         guard asked.buckets.count <= RevisionDigest.bucketCount, wanted.allSatisfy({ (0..<RevisionDigest.bucketCount).contains($0) }) else {
-            throw PeerInputError(kind: .malformed,
-                                 description: "buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)")
+            throw PeerInputError(
+                kind: .malformed,
+                description: "buckets: at most \(RevisionDigest.bucketCount) numbers from 0 to \(RevisionDigest.bucketCount - 1)"
+            )
         }
         var ids: [RevisionID] = []
         for b in wanted.sorted() { ids += try await store.revisionIDs(bucket: b) }
@@ -85,7 +90,16 @@ public struct PeerEndpoints: Sendable {
 extension ConfigEntry {
     /// The current revision this entry holds.
     public var revision: Revision {
-        Revision(environment: environment, key: key, category: category, ciphertext: ciphertext, hlc: hlc, origin: origin,
-                 deleted: deleted, createdAt: createdAt, updatedAt: updatedAt)
+        Revision(
+            environment: environment,
+            key: key,
+            category: category,
+            ciphertext: ciphertext,
+            hlc: hlc,
+            origin: origin,
+            deleted: deleted,
+            createdAt: createdAt,
+            updatedAt: updatedAt
+        )
     }
 }

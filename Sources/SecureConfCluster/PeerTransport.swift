@@ -52,8 +52,13 @@ extension PeerTransporting {
     }
 
     /// A JSON request whose reply must be 2xx and decode as `T`.
-    public func json<T: Decodable>(_ peer: String, _ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none,
-                                   as type: T.Type) async throws -> T {
+    public func json<T: Decodable>(
+        _ peer: String,
+        _ method: String,
+        _ path: String,
+        body: (some Encodable)? = Optional<Int>.none,
+        as type: T.Type
+    ) async throws -> T {
         let data = try body.map { try JSONEncoder().encode($0) }
         let reply = try await request(peer, method, path, body: data)
         guard (200..<300).contains(reply.status) else {
@@ -98,8 +103,17 @@ public final class PeerTransport: PeerTransporting {
     /// `credential` signs every request and checks the signature of every 2xx reply (an
     /// unsigned one is refused unless `requireSignedReplies` is false: the upgrade window,
     /// when some peers do not sign yet). The API key travels too, for peers still on it.
-    public init(apiKey: String, timeout: Duration, threads: Int = 8, scheme: String = "http", caFile: String? = nil,
-                saltFingerprint: String? = nil, nodeID: String = "", credential: PeerCredential? = nil, requireSignedReplies: Bool = true) {
+    public init(
+        apiKey: String,
+        timeout: Duration,
+        threads: Int = 8,
+        scheme: String = "http",
+        caFile: String? = nil,
+        saltFingerprint: String? = nil,
+        nodeID: String = "",
+        credential: PeerCredential? = nil,
+        requireSignedReplies: Bool = true
+    ) {
         self.nodeID = nodeID
         self.credential = credential
         self.requireSignedReplies = requireSignedReplies
@@ -126,11 +140,20 @@ public final class PeerTransport: PeerTransporting {
         if let credential {
             let millis = Int64(Date().timeIntervalSince1970 * 1000)
             let bodyHash = PeerCredential.bodyHash(body ?? Data())
-            let signature = credential.requestSignature(method: method, path: path, receiver: peer, sender: nodeID, timeMillis: millis,
-                                                        nonce: nonce, bodyHash: bodyHash)
-            headerLines += ["\(PeerCredential.senderHeader): \(nodeID)", "\(PeerCredential.timeHeader): \(millis)",
-                            "\(PeerCredential.nonceHeader): \(nonce)", "\(PeerCredential.signatureHeader): \(signature)",
-                            "\(PeerCredential.contentHashHeader): \(bodyHash)"]
+            let signature = credential.requestSignature(
+                method: method,
+                path: path,
+                receiver: peer,
+                sender: nodeID,
+                timeMillis: millis,
+                nonce: nonce,
+                bodyHash: bodyHash
+            )
+            headerLines += [
+                "\(PeerCredential.senderHeader): \(nodeID)", "\(PeerCredential.timeHeader): \(millis)",
+                "\(PeerCredential.nonceHeader): \(nonce)", "\(PeerCredential.signatureHeader): \(signature)",
+                "\(PeerCredential.contentHashHeader): \(bodyHash)",
+            ]
         }
         if body != nil { headerLines.append("Content-Type: \(contentType)") }
         let headers = headerLines
@@ -142,8 +165,17 @@ public final class PeerTransport: PeerTransporting {
                 headerPointers.withUnsafeBufferPointer { hp in
                     if let body {
                         return body.withUnsafeBytes { bp in
-                            sc_http_request(method, url, hp.baseAddress, hp.count, bp.bindMemory(to: UInt8.self).baseAddress, bp.count,
-                                            timeout, caFile, &result)
+                            sc_http_request(
+                                method,
+                                url,
+                                hp.baseAddress,
+                                hp.count,
+                                bp.bindMemory(to: UInt8.self).baseAddress,
+                                bp.count,
+                                timeout,
+                                caFile,
+                                &result
+                            )
                         }
                     }
                     return sc_http_request(method, url, hp.baseAddress, hp.count, nil, 0, timeout, caFile, &result)
@@ -164,12 +196,19 @@ public final class PeerTransport: PeerTransporting {
         }
         var reply = try outcome.get()
         if let credential {
-            let signed = !reply.signature.isEmpty && PeerCredential.same(
-                credential.responseSignature(nonce: nonce, status: reply.status, responder: peer, bodyHash: PeerCredential.bodyHash(reply.body)),
-                reply.signature)
+            let signed =
+                !reply.signature.isEmpty
+                && PeerCredential.same(
+                    credential.responseSignature(nonce: nonce, status: reply.status, responder: peer, bodyHash: PeerCredential.bodyHash(reply.body)),
+                    reply.signature
+                )
             if (200..<300).contains(reply.status) {
                 if reply.signature.isEmpty && requireSignedReplies {
-                    throw PeerError(peer: peer, status: reply.status, reason: "reply is not signed with the peer credential (OSC_CLUSTER_SECRET); refused")
+                    throw PeerError(
+                        peer: peer,
+                        status: reply.status,
+                        reason: "reply is not signed with the peer credential (OSC_CLUSTER_SECRET); refused"
+                    )
                 }
                 if !reply.signature.isEmpty && !signed {
                     throw PeerError(peer: peer, status: reply.status, reason: "reply signature does not verify; refused")

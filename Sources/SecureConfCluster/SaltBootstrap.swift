@@ -32,7 +32,9 @@ public enum SaltBootstrap {
                     return .fetched(salt, from: peer)
                 }
                 if reply.status == 401 {
-                    refusals.append("peer \(peer) refused our peer credential when asked for the salt (\(String(decoding: reply.body.prefix(300), as: UTF8.self))): OSC_CLUSTER_SECRET must be the same on every node, and the clocks within the signed messages' window")
+                    refusals.append(
+                        "peer \(peer) refused our peer credential when asked for the salt (\(String(decoding: reply.body.prefix(300), as: UTF8.self))): OSC_CLUSTER_SECRET must be the same on every node, and the clocks within the signed messages' window"
+                    )
                     continue
                 }
                 if reply.status == 403 {
@@ -45,7 +47,10 @@ public enum SaltBootstrap {
             }
             if first { return .generate }
             if ContinuousClock.now >= deadline {
-                throw Failed(description: "no peer could give a salt within \(Int(settings.saltWait.seconds)) s; start \(settings.allNodes.first ?? "the first node") (it creates the salt) or copy the salt file from a node")
+                throw Failed(
+                    description:
+                        "no peer could give a salt within \(Int(settings.saltWait.seconds)) s; start \(settings.allNodes.first ?? "the first node") (it creates the salt) or copy the salt file from a node"
+                )
             }
             if attempt == 1 || attempt % 20 == 0 {
                 logger.notice("waiting for the cluster's salt", metadata: ["creator": "\(settings.allNodes.first ?? "")"])

@@ -78,7 +78,11 @@ public struct ClockAhead: Error, CustomStringConvertible {
     public let seconds: Double
     public let maxSkewSeconds: Double
     public var description: String {
-        String(format: "this node's clock is %.1f s ahead of its peers' median (OSC_CLUSTER_MAX_CLOCK_SKEW is %.0f s); it refuses writes until its clock is corrected (NTP)",
-               seconds, maxSkewSeconds)
+        String(
+            format:
+                "this node's clock is %.1f s ahead of its peers' median (OSC_CLUSTER_MAX_CLOCK_SKEW is %.0f s); it refuses writes until its clock is corrected (NTP)",
+            seconds,
+            maxSkewSeconds
+        )
     }
 }

@@ -38,8 +38,11 @@ public final class AuthFailureLimiter: Sendable {
             return nil
         }
         if let retryAfter {
-            throw ServiceError(.authRateLimited, "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
-                               retryAfter: retryAfter)
+            throw ServiceError(
+                .authRateLimited,
+                "Too many failed user-key attempts from this client; retry in \(retryAfter) s",
+                retryAfter: retryAfter
+            )
         }
     }
 

@@ -22,8 +22,15 @@ public final class ConfigService: Sendable {
     let changes: (any ChangeObserver)?
     let cluster: ClusterCoordinator?
 
-    public init(storage: any ConfigStorage, credentials: CredentialGate, cluster: ClusterCoordinator?, observer: any OperationObserver,
-                maxTokenBytes: Int, authorizer: any Authorizer = AllowEverything(), changes: (any ChangeObserver)? = nil) {
+    public init(
+        storage: any ConfigStorage,
+        credentials: CredentialGate,
+        cluster: ClusterCoordinator?,
+        observer: any OperationObserver,
+        maxTokenBytes: Int,
+        authorizer: any Authorizer = AllowEverything(),
+        changes: (any ChangeObserver)? = nil
+    ) {
         self.storage = storage
         self.credentials = credentials
         self.cipher = ValueCipher(observer: observer, maxTokenBytes: maxTokenBytes)
@@ -74,8 +81,14 @@ public final class ConfigService: Sendable {
         }
     }
 
-    func perform<T>(_ operation: ConfigOperation, _ caller: Caller, tenant: String = EntryAddress.defaultTenant,
-                    environment: String?, key: String?, _ body: (Scope) async throws -> T) async throws -> T {
+    func perform<T>(
+        _ operation: ConfigOperation,
+        _ caller: Caller,
+        tenant: String = EntryAddress.defaultTenant,
+        environment: String?,
+        key: String?,
+        _ body: (Scope) async throws -> T
+    ) async throws -> T {
         let scope = Scope(service: self, caller: caller)
         do {
             try authorizer.authorize(caller, operation, tenant: tenant, environment: environment, key: key)
@@ -126,8 +139,14 @@ public final class ConfigService: Sendable {
         try await perform(.create, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             let key = try await scope.callerKey()
             let token = try cipher.encrypt(value, with: key)
-            let entry = try await storage.create(environment: address.environment, key: address.key, category: category, ciphertext: token,
-                                                 actor: scope.actor, audit: scope.auditRecord(status: 201))
+            let entry = try await storage.create(
+                environment: address.environment,
+                key: address.key,
+                category: category,
+                ciphertext: token,
+                actor: scope.actor,
+                audit: scope.auditRecord(status: 201)
+            )
             // A create checks the key against nothing: it proves nothing (the limiter counts it).
             scope.committed([address.key], provesKey: false)
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
@@ -147,9 +166,15 @@ public final class ConfigService: Sendable {
         try await perform(.update, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             let key = try await scope.callerKey()
             let token = try cipher.encrypt(value, with: key)
-            let entry = try await storage.update(environment: address.environment, key: address.key, category: category, ciphertext: token,
-                                                 actor: scope.actor, audit: scope.auditRecord(status: 200),
-                                                 authenticates: ValueCipher.authenticator(key))
+            let entry = try await storage.update(
+                environment: address.environment,
+                key: address.key,
+                category: category,
+                ciphertext: token,
+                actor: scope.actor,
+                audit: scope.auditRecord(status: 200),
+                authenticates: ValueCipher.authenticator(key)
+            )
             scope.committed([address.key])
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
         }
@@ -158,8 +183,13 @@ public final class ConfigService: Sendable {
     public func delete(_ caller: Caller, _ address: EntryAddress) async throws {
         try await perform(.delete, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             let key = try await scope.callerKey()
-            try await storage.delete(environment: address.environment, key: address.key, actor: scope.actor,
-                                     audit: scope.auditRecord(status: 200), authenticates: ValueCipher.authenticator(key))
+            try await storage.delete(
+                environment: address.environment,
+                key: address.key,
+                actor: scope.actor,
+                audit: scope.auditRecord(status: 200),
+                authenticates: ValueCipher.authenticator(key)
+            )
             scope.committed([address.key])
         }
     }
@@ -175,12 +205,20 @@ public final class ConfigService: Sendable {
             let entries: [ConfigEntry]
             if federated {
                 guard query.after == nil else {
-                    throw ServiceError.unprocessable("after pages by this node's entry ids, which differ between federated nodes; use offset and limit")
+                    throw ServiceError.unprocessable(
+                        "after pages by this node's entry ids, which differ between federated nodes; use offset and limit"
+                    )
                 }
                 entries = try await federatedList(query)
             } else {
-                entries = try await storage.list(environment: query.environment, category: query.category, limit: query.limit,
-                                                 offset: query.offset, afterID: query.after, includeDeleted: false)
+                entries = try await storage.list(
+                    environment: query.environment,
+                    category: query.category,
+                    limit: query.limit,
+                    offset: query.offset,
+                    afterID: query.after,
+                    includeDeleted: false
+                )
             }
             var records: [ConfigRecord] = []
             records.reserveCapacity(entries.count)
@@ -200,14 +238,21 @@ public final class ConfigService: Sendable {
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
         guard let cluster, federated,
-              let revision = await cluster.federatedLookup(environment: address.environment, key: address.key), !revision.deleted else { return nil }
+            let revision = await cluster.federatedLookup(environment: address.environment, key: address.key), !revision.deleted
+        else { return nil }
         return ConfigEntry(remote: revision)
     }
 
     private func federatedList(_ query: ListQuery) async throws -> [ConfigEntry] {
         var newest: [String: ConfigEntry] = [:]
-        for entry in try await storage.list(environment: query.environment, category: query.category, limit: nil, offset: 0, afterID: nil,
-                                            includeDeleted: true) {
+        for entry in try await storage.list(
+            environment: query.environment,
+            category: query.category,
+            limit: nil,
+            offset: 0,
+            afterID: nil,
+            includeDeleted: true
+        ) {
             newest[entry.environment + "\u{0}" + entry.key] = entry
         }
         for revision in await cluster?.federatedEntries(environment: query.environment, category: query.category) ?? [] {
@@ -245,8 +290,11 @@ public final class ConfigService: Sendable {
         try await perform(.readVersion, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             let (numbered, entryID) = try await storage.version(n, environment: address.environment, key: address.key)
             let plaintext = try await value(of: numbered, address, scope)
-            return ConfigRecord(entry: ConfigEntry(numbered.revision, id: entryID), valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)),
-                                version: numbered.version)
+            return ConfigRecord(
+                entry: ConfigEntry(numbered.revision, id: entryID),
+                valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)),
+                version: numbered.version
+            )
         }
     }
 
@@ -257,10 +305,15 @@ public final class ConfigService: Sendable {
             let (past, entryID) = try await storage.pastState(environment: address.environment, key: address.key, atOrBeforeMicros: at)
             switch past {
             case .absent, .deleted:
-                throw ServiceError(.notFound, "Configuration with key '\(address.key)' did not exist in environment '\(address.environment)' at \(when)")
+                throw ServiceError(
+                    .notFound,
+                    "Configuration with key '\(address.key)' did not exist in environment '\(address.environment)' at \(when)"
+                )
             case .pruned:
-                throw ServiceError(.versionPruned,
-                                   "The value of configuration '\(address.key)' in environment '\(address.environment)' at \(when) was pruned (OSC_MAX_VERSIONS)")
+                throw ServiceError(
+                    .versionPruned,
+                    "The value of configuration '\(address.key)' in environment '\(address.environment)' at \(when) was pruned (OSC_MAX_VERSIONS)"
+                )
             case .live(let revision):
                 let plaintext = try await open(revision.ciphertext, scope)
                 var entry = ConfigEntry(revision, id: entryID ?? 0)
@@ -279,9 +332,14 @@ public final class ConfigService: Sendable {
             let plaintext = try await value(of: numbered, address, scope)
             let key = try await scope.callerKey()
             let (entry, version) = try await storage.rollback(
-                environment: address.environment, key: address.key, category: numbered.revision.category,
-                ciphertext: cipher.encrypt(plaintext: plaintext, with: key), actor: scope.actor, audit: scope.auditRecord(status: 200),
-                authenticates: ValueCipher.authenticator(key))
+                environment: address.environment,
+                key: address.key,
+                category: numbered.revision.category,
+                ciphertext: cipher.encrypt(plaintext: plaintext, with: key),
+                actor: scope.actor,
+                audit: scope.auditRecord(status: 200),
+                authenticates: ValueCipher.authenticator(key)
+            )
             scope.committed([address.key])
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)), version: version)
         }
@@ -320,8 +378,12 @@ public final class ConfigService: Sendable {
                 let plan = try await plan(environment: environment, atOrBeforeMicros: at, key: key)
                 do {
                     if !plan.changes.isEmpty {
-                        try await storage.restore(environment: environment, changes: plan.changes, actor: scope.actor,
-                                                  audit: scope.auditRecord(status: 200))
+                        try await storage.restore(
+                            environment: environment,
+                            changes: plan.changes,
+                            actor: scope.actor,
+                            audit: scope.auditRecord(status: 200)
+                        )
                         scope.committed(plan.changes.map(\.key))
                     }
                     if plan.opened { credentials.keys.markProven(key.index) }
@@ -356,8 +418,14 @@ public final class ConfigService: Sendable {
                 return plaintext
             }
             func put(_ category: String?, _ plaintext: [UInt8]) {
-                plan.changes.append(PlannedRestore(key: current.key, expectedHLC: expected.hlc, expectedOrigin: expected.origin,
-                                                   change: .put(category: category, ciphertext: cipher.encrypt(plaintext: plaintext, with: key))))
+                plan.changes.append(
+                    PlannedRestore(
+                        key: current.key,
+                        expectedHLC: expected.hlc,
+                        expectedOrigin: expected.origin,
+                        change: .put(category: category, ciphertext: cipher.encrypt(plaintext: plaintext, with: key))
+                    )
+                )
             }
             switch past {
             case .pruned:
@@ -413,7 +481,17 @@ extension ConfigEntry {
 
     /// The entry a revision describes, under the local entry id.
     public init(_ r: Revision, id: Int64) {
-        self.init(id: id, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext, hlc: r.hlc,
-                  origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
+        self.init(
+            id: id,
+            environment: r.environment,
+            key: r.key,
+            category: r.category,
+            ciphertext: r.ciphertext,
+            hlc: r.hlc,
+            origin: r.origin,
+            deleted: r.deleted,
+            createdAt: r.createdAt,
+            updatedAt: r.updatedAt
+        )
     }
 }

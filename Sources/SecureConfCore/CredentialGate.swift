@@ -126,4 +126,3 @@ final class PendingRefunds: Sendable {
         return state.withLock { s in s.clients.removeValue(forKey: k) }
     }
 }
-

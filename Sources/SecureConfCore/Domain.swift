@@ -44,7 +44,9 @@ public struct EntryAddress: Sendable, Hashable {
 /// `osc_config_operations_total`.
 public enum ConfigOperation: String, Sendable, CaseIterable {
     case create, read, update, delete, list, versions
-    case readVersion = "read_version", readAt = "read_at", rollback, diff, restore
+    case readVersion = "read_version"
+    case readAt = "read_at"
+    case rollback, diff, restore
 
     public var writes: Bool {
         switch self {

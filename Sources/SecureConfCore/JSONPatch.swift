@@ -92,7 +92,9 @@ public enum JSONPatch {
         var exponent = 0
         var seenPoint = false
         while let c = chars.first, c.isASCII, c.isNumber || c == "." {
-            if c == "." { seenPoint = true } else {
+            if c == "." {
+                seenPoint = true
+            } else {
                 digits.append(c)
                 if seenPoint { exponent -= 1 }
             }

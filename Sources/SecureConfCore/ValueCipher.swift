@@ -19,7 +19,10 @@ public struct ValueCipher: Sendable {
         let plaintext = JSONWriter.encode(value, style: .python)
         let tokenBytes = ((1 + 8 + 16 + (plaintext.count / 16 + 1) * 16 + 32) + 2) / 3 * 4
         guard tokenBytes <= maxTokenBytes else {
-            throw ServiceError(.bodyTooLarge, "The value is \(tokenBytes) bytes once encoded and encrypted; the limit is \(maxTokenBytes) (OSC_MAX_BODY_BYTES)")
+            throw ServiceError(
+                .bodyTooLarge,
+                "The value is \(tokenBytes) bytes once encoded and encrypted; the limit is \(maxTokenBytes) (OSC_MAX_BODY_BYTES)"
+            )
         }
         return encrypt(plaintext: plaintext, with: key)
     }

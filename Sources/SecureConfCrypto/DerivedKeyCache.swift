@@ -1,5 +1,5 @@
-import Foundation
 import CSecureConfKDF
+import Foundation
 import Synchronization
 
 /// The derivation pool and queue are full: the caller should answer 503 with `Retry-After`.
@@ -49,9 +49,13 @@ public final class DerivedKeyCache: Sendable {
         public var maxQueuedDerivations: Int
         public var iterations: UInt32
 
-        public init(capacity: Int = 1024, ttlSeconds: Double = 300,
-                    maxConcurrentDerivations: Int = max(1, ProcessInfo.processInfo.activeProcessorCount),
-                    maxQueuedDerivations: Int = 64, iterations: UInt32 = PBKDF2.defaultIterations) {
+        public init(
+            capacity: Int = 1024,
+            ttlSeconds: Double = 300,
+            maxConcurrentDerivations: Int = max(1, ProcessInfo.processInfo.activeProcessorCount),
+            maxQueuedDerivations: Int = 64,
+            iterations: UInt32 = PBKDF2.defaultIterations
+        ) {
             self.capacity = capacity
             self.ttlSeconds = ttlSeconds
             self.maxConcurrentDerivations = maxConcurrentDerivations
@@ -122,7 +126,11 @@ public final class DerivedKeyCache: Sendable {
     /// The derived key for `userKey`, from the cache or from one shared derivation.
     public func key(for userKey: String) async throws -> CachedKey {
         let index = index(for: userKey)
-        enum Step { case hit(DerivedKey), join(Task<DerivedKey, any Error>), refused }
+        enum Step {
+            case hit(DerivedKey)
+            case join(Task<DerivedKey, any Error>)
+            case refused
+        }
         let now = ContinuousClock.now
         let limit = configuration.maxConcurrentDerivations + configuration.maxQueuedDerivations
         let step: Step = state.withLock { s in

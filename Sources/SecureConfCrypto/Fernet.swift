@@ -58,7 +58,8 @@ public enum Fernet {
     /// whole AES blocks plus the fixed parts), without verifying its MAC; nil otherwise.
     public static func wellFormedTimestamp(of token: String) -> UInt64? {
         guard let bytes = Base64URL.decode(token), bytes.count >= minimumTokenLength, bytes[0] == version,
-              (bytes.count - (1 + 8 + 16 + 32)) % 16 == 0 else { return nil }
+            (bytes.count - (1 + 8 + 16 + 32)) % 16 == 0
+        else { return nil }
         return bytes[1...8].reduce(0) { ($0 << 8) | UInt64($1) }
     }
 
@@ -67,7 +68,8 @@ public enum Fernet {
     public static func decrypt(_ token: String, key: DerivedKey, ttl: Int64? = nil, now: Date = Date()) throws(FernetError) -> [UInt8] {
         guard let bytes = Base64URL.decode(token) else { throw .malformed }
         guard bytes.count >= minimumTokenLength, bytes[0] == version,
-              (bytes.count - (1 + 8 + 16 + 32)) % 16 == 0 else { throw .malformed }
+            (bytes.count - (1 + 8 + 16 + 32)) % 16 == 0
+        else { throw .malformed }
         let macStart = bytes.count - 32
         let expected = key.withSigningKey { sk in
             bytes.withUnsafeBytes { OpenSSL.hmacSHA256(key: sk, data: UnsafeRawBufferPointer(rebasing: $0[0..<macStart])) }

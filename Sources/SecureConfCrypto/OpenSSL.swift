@@ -19,9 +19,15 @@ public enum OpenSSL {
         key.withUnsafeBytes { k in
             data.withUnsafeBytes { d in
                 out.withUnsafeMutableBufferPointer { o in
-                    _ = HMAC(EVP_sha256(), k.baseAddress, Int32(k.count),
-                             d.baseAddress?.assumingMemoryBound(to: UInt8.self), d.count,
-                             o.baseAddress, &outLength)
+                    _ = HMAC(
+                        EVP_sha256(),
+                        k.baseAddress,
+                        Int32(k.count),
+                        d.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                        d.count,
+                        o.baseAddress,
+                        &outLength
+                    )
                 }
             }
         }
@@ -65,8 +71,14 @@ public enum OpenSSL {
         defer { EVP_CIPHER_CTX_free(ctx) }
         let enc: Int32 = direction == .encrypt ? 1 : 0
         let initOK = iv.withUnsafeBufferPointer { ivp in
-            EVP_CipherInit_ex(ctx, EVP_aes_128_cbc(), nil,
-                              key.baseAddress?.assumingMemoryBound(to: UInt8.self), ivp.baseAddress, enc)
+            EVP_CipherInit_ex(
+                ctx,
+                EVP_aes_128_cbc(),
+                nil,
+                key.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                ivp.baseAddress,
+                enc
+            )
         }
         guard initOK == 1 else { return nil }
         var out = [UInt8](repeating: 0, count: input.count + 16)
@@ -74,8 +86,15 @@ public enum OpenSSL {
         let ok: Bool = out.withUnsafeMutableBufferPointer { o in
             var len: Int32 = 0
             if input.count > 0 {
-                guard EVP_CipherUpdate(ctx, o.baseAddress, &len,
-                                       input.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(input.count)) == 1 else { return false }
+                guard
+                    EVP_CipherUpdate(
+                        ctx,
+                        o.baseAddress,
+                        &len,
+                        input.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                        Int32(input.count)
+                    ) == 1
+                else { return false }
             }
             total = len
             guard EVP_CipherFinal_ex(ctx, o.baseAddress.map { $0 + Int(total) }, &len) == 1 else { return false }

@@ -29,8 +29,16 @@ public enum PBKDF2 {
             salt.withUnsafeBufferPointer { s in
                 out.withUnsafeMutableBufferPointer { o in
                     p.withMemoryRebound(to: CChar.self) { pc in
-                        PKCS5_PBKDF2_HMAC(pc.baseAddress, Int32(pc.count), s.baseAddress, Int32(s.count),
-                                          Int32(iterations), EVP_sha256(), Int32(o.count), o.baseAddress)
+                        PKCS5_PBKDF2_HMAC(
+                            pc.baseAddress,
+                            Int32(pc.count),
+                            s.baseAddress,
+                            Int32(s.count),
+                            Int32(iterations),
+                            EVP_sha256(),
+                            Int32(o.count),
+                            o.baseAddress
+                        )
                     }
                 }
             }

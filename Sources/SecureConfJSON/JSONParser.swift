@@ -167,7 +167,7 @@ public struct JSONParser {
     }
 
     private mutating func parseString() throws(JSONParseError) -> String {
-        index += 1 // opening quote
+        index += 1  // opening quote
         var out = [UInt8]()
         while true {
             guard index < bytes.count else { throw error("unterminated string") }

@@ -17,8 +17,18 @@ public struct AuditRecordDraft: Sendable, Equatable {
     public var status: Int
     public var requestID: String
 
-    public init(time: Int64, nodeID: String, actor: String, client: String, action: String, environment: String?, key: String?,
-                outcome: String, status: Int, requestID: String) {
+    public init(
+        time: Int64,
+        nodeID: String,
+        actor: String,
+        client: String,
+        action: String,
+        environment: String?,
+        key: String?,
+        outcome: String,
+        status: Int,
+        requestID: String
+    ) {
         self.time = time
         self.nodeID = nodeID
         self.actor = actor
@@ -48,8 +58,18 @@ public struct AuditRecord: Sendable, Equatable, FetchableRecord {
     /// Columns in `AuditRecord.columns` order.
     public init(row: Row) {
         id = row[0]
-        draft = AuditRecordDraft(time: row[1], nodeID: row[2], actor: row[3], client: row[4], action: row[5], environment: row[6],
-                                 key: row[7], outcome: row[8], status: row[9], requestID: row[10])
+        draft = AuditRecordDraft(
+            time: row[1],
+            nodeID: row[2],
+            actor: row[3],
+            client: row[4],
+            action: row[5],
+            environment: row[6],
+            key: row[7],
+            outcome: row[8],
+            status: row[9],
+            requestID: row[10]
+        )
         hash = row[11]
     }
 
@@ -67,8 +87,15 @@ public struct AuditFilter: Sendable, Equatable {
     public var since: Int64?
     public var until: Int64?
 
-    public init(key: String? = nil, environment: String? = nil, action: String? = nil, actor: String? = nil, outcome: String? = nil,
-                since: Int64? = nil, until: Int64? = nil) {
+    public init(
+        key: String? = nil,
+        environment: String? = nil,
+        action: String? = nil,
+        actor: String? = nil,
+        outcome: String? = nil,
+        since: Int64? = nil,
+        until: Int64? = nil
+    ) {
         self.key = key
         self.environment = environment
         self.action = action
@@ -175,11 +202,15 @@ extension ConfigStore {
         let previous: String = head[1]
         let id = lastID + 1
         let hash = AuditChain.hash(previousHex: previous, id: id, draft)
-        try db.cachedStatement(sql: """
-            INSERT INTO audit_log(id, time, node_id, actor, client, action, environment, key, outcome, status, request_id, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [id, draft.time, draft.nodeID, draft.actor, draft.client, draft.action, draft.environment, draft.key,
-                                     draft.outcome, draft.status, draft.requestID, hash])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO audit_log(id, time, node_id, actor, client, action, environment, key, outcome, status, request_id, hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            id, draft.time, draft.nodeID, draft.actor, draft.client, draft.action, draft.environment, draft.key,
+            draft.outcome, draft.status, draft.requestID, hash,
+        ])
         try db.cachedStatement(sql: "UPDATE audit_head SET last_id = ?, hash = ? WHERE singleton = 1").execute(arguments: [id, hash])
         return AuditRecord(id: id, draft: draft, hash: hash)
     }
@@ -219,12 +250,17 @@ extension ConfigStore {
             var firstBroken: Int64?
             // A column rewritten with another type (a BLOB where text belongs) reads back as the
             // same text but escapes searches: such a record is broken too.
-            let mistyped = Set(try Int64.fetchAll(db, sql: """
-                SELECT id FROM audit_log
-                WHERE typeof(time) != 'integer' OR typeof(node_id) != 'text' OR typeof(actor) != 'text' OR typeof(client) != 'text'
-                   OR typeof(action) != 'text' OR typeof(environment) NOT IN ('text', 'null') OR typeof(key) NOT IN ('text', 'null')
-                   OR typeof(outcome) != 'text' OR typeof(status) != 'integer' OR typeof(request_id) != 'text' OR typeof(hash) != 'text'
-                """))
+            let mistyped = Set(
+                try Int64.fetchAll(
+                    db,
+                    sql: """
+                        SELECT id FROM audit_log
+                        WHERE typeof(time) != 'integer' OR typeof(node_id) != 'text' OR typeof(actor) != 'text' OR typeof(client) != 'text'
+                           OR typeof(action) != 'text' OR typeof(environment) NOT IN ('text', 'null') OR typeof(key) NOT IN ('text', 'null')
+                           OR typeof(outcome) != 'text' OR typeof(status) != 'integer' OR typeof(request_id) != 'text' OR typeof(hash) != 'text'
+                        """
+                )
+            )
             let cursor = try AuditRecord.fetchCursor(db, sql: "SELECT \(AuditRecord.columns) FROM audit_log ORDER BY id")
             while let record = try cursor.next() {
                 count += 1
@@ -248,11 +284,11 @@ extension ConfigStore {
             let lastIntact = expectedID - 1
             if firstBroken == nil {
                 if lastIntact < headID {
-                    firstBroken = lastIntact + 1 // records at the end are gone
+                    firstBroken = lastIntact + 1  // records at the end are gone
                 } else if lastIntact > headID {
-                    firstBroken = headID + 1 // records were added outside the store
+                    firstBroken = headID + 1  // records were added outside the store
                 } else if previous != headHash {
-                    firstBroken = max(headID, 1) // the head itself was altered
+                    firstBroken = max(headID, 1)  // the head itself was altered
                 }
             }
             return AuditVerification(valid: firstBroken == nil, records: count, firstBroken: firstBroken, headHash: headHash)

@@ -9,19 +9,44 @@
 public protocol ConfigStorage: Sendable {
     func entry(environment: String, key: String) async throws -> ConfigEntry?
     func list(environment: String?, category: String?, limit: Int?, offset: Int, afterID: Int64?, includeDeleted: Bool) async throws -> [ConfigEntry]
-    func create(environment: String, key: String, category: String?, ciphertext: String, actor: String?,
-                audit: AuditRecordDraft?) async throws -> ConfigEntry
-    func update(environment: String, key: String, category: String?, ciphertext: String, actor: String?,
-                audit: AuditRecordDraft?, authenticates: @escaping @Sendable (String) -> Bool) async throws -> ConfigEntry
-    func delete(environment: String, key: String, actor: String?, audit: AuditRecordDraft?,
-                authenticates: @escaping @Sendable (String) -> Bool) async throws
+    func create(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?
+    ) async throws -> ConfigEntry
+    func update(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> ConfigEntry
+    func delete(
+        environment: String,
+        key: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws
 
     func history(environment: String, key: String) async throws -> KeyHistory?
     func version(_ version: Int, environment: String, key: String) async throws -> (NumberedRevision, entryID: Int64)
     func pastState(environment: String, key: String, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?)
     func pastStates(environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)]
-    func rollback(environment: String, key: String, category: String?, ciphertext: String, actor: String?,
-                  audit: AuditRecordDraft?, authenticates: @escaping @Sendable (String) -> Bool) async throws -> (ConfigEntry, version: Int)
+    func rollback(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> (ConfigEntry, version: Int)
     func restore(environment: String, changes: [PlannedRestore], actor: String?, audit: AuditRecordDraft?) async throws
 
     func appendAudit(_ draft: AuditRecordDraft) async throws -> AuditRecord

@@ -17,9 +17,14 @@ extension ConfigStore {
     public func ownRevisions(after seq: Int64, limit: Int, maxBytes: Int = .max) async throws -> [(seq: Int64, revision: Revision)] {
         let origin = nodeID
         return try await pool.read { db in
-            let rows = try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT seq, \(Self.revisionColumns) FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?
-                """), arguments: [origin, seq, limit]).map { (seq: $0["seq"] as Int64, revision: Revision(row: $0)) }
+            let rows = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT seq, \(Self.revisionColumns) FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?
+                        """
+                ),
+                arguments: [origin, seq, limit]
+            ).map { (seq: $0["seq"] as Int64, revision: Revision(row: $0)) }
             return Revision.prefix(rows, maxBytes: maxBytes) { $0.revision }
         }
     }
@@ -28,8 +33,10 @@ extension ConfigStore {
     public func oldestOwnRevisionTime(after seq: Int64) async throws -> Int64? {
         let origin = nodeID
         return try await pool.read { db in
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT updated_at FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT 1"),
-                               arguments: [origin, seq])
+            try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT updated_at FROM revisions WHERE origin = ? AND seq > ? ORDER BY seq LIMIT 1"),
+                arguments: [origin, seq]
+            )
         }
     }
 
@@ -58,10 +65,13 @@ extension ConfigStore {
     /// Records that `peer` holds this node's revisions up to `seq` (durably).
     public func setPeerCursor(_ peer: String, to seq: Int64) async throws {
         _ = try await commit(audit: nil) { db in
-            try db.execute(sql: """
-                INSERT INTO peer_cursors(peer, acked_seq) VALUES (?, ?)
-                ON CONFLICT(peer) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)
-                """, arguments: [peer, seq])
+            try db.execute(
+                sql: """
+                    INSERT INTO peer_cursors(peer, acked_seq) VALUES (?, ?)
+                    ON CONFLICT(peer) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)
+                    """,
+                arguments: [peer, seq]
+            )
             return ((), 0)
         }
     }
@@ -100,10 +110,17 @@ extension ConfigStore {
     /// The identities (with content hashes) of every revision in a bucket.
     public func revisionIDs(bucket: Int) async throws -> [RevisionID] {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT environment, key, hlc, origin, content_hash FROM revisions WHERE bucket = ?"),
-                             arguments: [bucket]).map {
-                RevisionID(environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"],
-                           hash: RevisionDigest.hex([UInt8](($0["content_hash"] as Data?) ?? Data())))
+            try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT environment, key, hlc, origin, content_hash FROM revisions WHERE bucket = ?"),
+                arguments: [bucket]
+            ).map {
+                RevisionID(
+                    environment: $0["environment"],
+                    key: $0["key"],
+                    hlc: $0["hlc"],
+                    origin: $0["origin"],
+                    hash: RevisionDigest.hex([UInt8](($0["content_hash"] as Data?) ?? Data()))
+                )
             }
         }
     }
@@ -111,9 +128,11 @@ extension ConfigStore {
     /// The revisions with these identities (those this node has; the content hash is not compared).
     public func revisions(ids: [RevisionID]) async throws -> [Revision] {
         try await pool.read { db in
-            let statement = try db.cachedStatement(sql: """
-                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
-                """)
+            let statement = try db.cachedStatement(
+                sql: """
+                    SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
+                    """
+            )
             return try ids.compactMap { id in
                 guard id.tenant == Revision.defaultTenant else { return nil }
                 return try Row.fetchOne(statement, arguments: [id.environment, id.key, id.hlc, id.origin]).map(Revision.init(row:))
@@ -129,10 +148,15 @@ extension ConfigStore {
     /// The newest revision of (environment, key), tombstone included (federated reads).
     public func newestRevision(environment: String, key: String) async throws -> Revision? {
         try await pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: """
-                SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
-                FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
-                """), arguments: [environment, key]).map(Revision.init(row:))
+            try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
+                        FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
+                        """
+                ),
+                arguments: [environment, key]
+            ).map(Revision.init(row:))
         }
     }
 
@@ -162,13 +186,17 @@ extension ConfigStore {
             var outcome = ApplyOutcome()
             var delta = 0
             // A revision pruned or refused here is known too: it is not added back.
-            let known = try db.cachedStatement(sql: """
-                SELECT EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
-                    OR EXISTS(SELECT 1 FROM refused_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
-                """)
-            let stored = try db.cachedStatement(sql: """
-                SELECT seq, content_hash, \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
-                """)
+            let known = try db.cachedStatement(
+                sql: """
+                    SELECT EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                        OR EXISTS(SELECT 1 FROM refused_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                    """
+            )
+            let stored = try db.cachedStatement(
+                sql: """
+                    SELECT seq, content_hash, \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
+                    """
+            )
             for r in revisions {
                 let identity: StatementArguments = [r.environment, r.key, r.hlc, r.origin]
                 if try Bool.fetchOne(known, arguments: identity + identity) ?? false { continue }
@@ -204,8 +232,17 @@ extension ConfigStore {
 extension Revision {
     /// From a row with the revision columns by name.
     public init(row: Row) {
-        self.init(environment: row["environment"], key: row["key"], category: row["category"], ciphertext: row["ciphertext"],
-                  hlc: row["hlc"], origin: row["origin"], deleted: row["deleted"], createdAt: row["created_at"],
-                  updatedAt: row["updated_at"], actor: row["actor"])
+        self.init(
+            environment: row["environment"],
+            key: row["key"],
+            category: row["category"],
+            ciphertext: row["ciphertext"],
+            hlc: row["hlc"],
+            origin: row["origin"],
+            deleted: row["deleted"],
+            createdAt: row["created_at"],
+            updatedAt: row["updated_at"],
+            actor: row["actor"]
+        )
     }
 }

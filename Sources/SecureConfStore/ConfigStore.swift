@@ -58,8 +58,12 @@ public final class ConfigStore: Sendable {
         try Schema.migrator.migrate(pool)
         if walFrames > 0, let recovered = WALRecovery.recoveredFrames(walPath: walPath), recovered < walFrames {
             walFramesNotRecovered = walFrames - recovered
-            logger.warning("SQLite recovered fewer frames than the write-ahead log held: the rest was not committed, or was damaged; writes acknowledged before the stop may be missing", metadata: [
-                "wal": "\(walPath)", "frames": "\(walFrames)", "recovered": "\(recovered)"])
+            logger.warning(
+                "SQLite recovered fewer frames than the write-ahead log held: the rest was not committed, or was damaged; writes acknowledged before the stop may be missing",
+                metadata: [
+                    "wal": "\(walPath)", "frames": "\(walFrames)", "recovered": "\(recovered)",
+                ]
+            )
         } else {
             walFramesNotRecovered = 0
         }
@@ -74,7 +78,15 @@ public final class ConfigStore: Sendable {
         let ceiling = bound.ceiling()
         let absurd = try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT environment, key, hlc, origin FROM revisions WHERE hlc > ? OR hlc <= 0", arguments: [ceiling])
-                .map { RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"]) }
+                .map {
+                    RevisionIdentity(
+                        tenant: Revision.defaultTenant,
+                        environment: $0["environment"],
+                        key: $0["key"],
+                        hlc: $0["hlc"],
+                        origin: $0["origin"]
+                    )
+                }
         }
         if !absurd.isEmpty {
             try pool.write { db in
@@ -87,12 +99,18 @@ public final class ConfigStore: Sendable {
         let setAside = absurd.count
         setAsideAtStart = setAside
         if setAside > 0 {
-            logger.critical("revisions with absurd stamps (more than a day ahead, or not positive) were set aside", metadata: [
-                "revisions": "\(setAside)", "max_clock_skew_ms": "\(configuration.maxClockAheadMillis)"])
+            logger.critical(
+                "revisions with absurd stamps (more than a day ahead, or not positive) were set aside",
+                metadata: [
+                    "revisions": "\(setAside)", "max_clock_skew_ms": "\(configuration.maxClockAheadMillis)",
+                ]
+            )
         }
         let (count, maxHLC) = try pool.read { db in
-            (try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0,
-             try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM revisions") ?? 0)
+            (
+                try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0,
+                try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM revisions") ?? 0
+            )
         }
         liveEntries = Mutex(count)
         clock = HybridLogicalClock(startingAfter: maxHLC, maxAheadMillis: configuration.maxClockAheadMillis)
@@ -111,8 +129,10 @@ public final class ConfigStore: Sendable {
         guard writer.lastFailure.withLock({ $0 }) != nil else { return nil }
         do {
             _ = try await commit(audit: nil) { db in
-                try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('ready_probe', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                               arguments: [String(Self.nowMicros())])
+                try db.execute(
+                    sql: "INSERT INTO meta(name, value) VALUES ('ready_probe', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    arguments: [String(Self.nowMicros())]
+                )
                 return ((), 0)
             }
             return nil
@@ -132,8 +152,10 @@ public final class ConfigStore: Sendable {
 
     public func setMetadata(_ name: String, _ value: String) throws {
         try pool.write { db in
-            try db.execute(sql: "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                           arguments: [name, value])
+            try db.execute(
+                sql: "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                arguments: [name, value]
+            )
         }
     }
 
@@ -147,15 +169,23 @@ public final class ConfigStore: Sendable {
     /// The live entry for (environment, key), or nil when absent or deleted.
     public func entry(environment: String, key: String) async throws -> ConfigEntry? {
         try await pool.read { db in
-            let statement = try db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ? AND deleted = 0")
+            let statement = try db.cachedStatement(
+                sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ? AND deleted = 0"
+            )
             return try ConfigEntry.fetchOne(statement, arguments: [environment, key])
         }
     }
 
     /// Live entries in creation order, optionally filtered, paginated by `afterID` (cursor) or `offset`.
     /// `includeDeleted` adds tombstoned entries (federated merges need them).
-    public func list(environment: String?, category: String?, limit: Int? = nil, offset: Int = 0, afterID: Int64? = nil,
-                     includeDeleted: Bool = false) async throws -> [ConfigEntry] {
+    public func list(
+        environment: String?,
+        category: String?,
+        limit: Int? = nil,
+        offset: Int = 0,
+        afterID: Int64? = nil,
+        includeDeleted: Bool = false
+    ) async throws -> [ConfigEntry] {
         try await pool.read { db in
             var sql = "SELECT \(ConfigEntry.columns) FROM entries WHERE \(includeDeleted ? "1" : "deleted = 0")"
             var arguments: StatementArguments = []
@@ -171,10 +201,14 @@ public final class ConfigStore: Sendable {
     /// Every revision of (environment, key), oldest first in (hlc, origin) order.
     public func revisions(environment: String, key: String) async throws -> [Revision] {
         try await pool.read { db in
-            try Revision.fetchAll(db, sql: """
-                SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
-                FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
-                """, arguments: [environment, key])
+            try Revision.fetchAll(
+                db,
+                sql: """
+                    SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
+                    FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
+                    """,
+                arguments: [environment, key]
+            )
         }
     }
 
@@ -186,8 +220,14 @@ public final class ConfigStore: Sendable {
     // MARK: Writes
 
     /// Creates (environment, key); a tombstoned key may be created again.
-    public func create(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
-                       audit: AuditRecordDraft? = nil) async throws -> ConfigEntry {
+    public func create(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String? = nil,
+        audit: AuditRecordDraft? = nil
+    ) async throws -> ConfigEntry {
         let origin = nodeID
         let clock = self.clock
         let keep = maxVersions
@@ -195,8 +235,18 @@ public final class ConfigStore: Sendable {
             let current = try Self.currentRow(db, environment: environment, key: key)
             if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
             let now = Self.nowMicros()
-            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
-                                    hlc: try Self.stamp(clock, after: current?.hlc, environment: environment, key: key), origin: origin, deleted: false, createdAt: now, updatedAt: now, actor: actor)
+            let revision = Revision(
+                environment: environment,
+                key: key,
+                category: category,
+                ciphertext: ciphertext,
+                hlc: try Self.stamp(clock, after: current?.hlc, environment: environment, key: key),
+                origin: origin,
+                deleted: false,
+                createdAt: now,
+                updatedAt: now,
+                actor: actor
+            )
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             return (entry, 1)
         }
@@ -204,8 +254,15 @@ public final class ConfigStore: Sendable {
 
     /// Replaces the value of a live entry whose current ciphertext `authenticates` accepts.
     /// A nil category keeps the current one.
-    public func update(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
-                       audit: AuditRecordDraft? = nil, authenticates: @escaping @Sendable (String) -> Bool) async throws -> ConfigEntry {
+    public func update(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String? = nil,
+        audit: AuditRecordDraft? = nil,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> ConfigEntry {
         let origin = nodeID
         let clock = self.clock
         let keep = maxVersions
@@ -214,16 +271,30 @@ public final class ConfigStore: Sendable {
                 throw StoreError.notFound(environment: environment, key: key)
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
-            let revision = Revision(environment: environment, key: key, category: category ?? current.category, ciphertext: ciphertext,
-                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key), origin: origin, deleted: false, createdAt: current.createdAt,
-                                    updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
+            let revision = Revision(
+                environment: environment,
+                key: key,
+                category: category ?? current.category,
+                ciphertext: ciphertext,
+                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
+                origin: origin,
+                deleted: false,
+                createdAt: current.createdAt,
+                updatedAt: max(Self.nowMicros(), current.updatedAt),
+                actor: actor
+            )
             return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
         }
     }
 
     /// Deletes a live entry (writes a tombstone revision) whose ciphertext `authenticates` accepts.
-    public func delete(environment: String, key: String, actor: String? = nil, audit: AuditRecordDraft? = nil,
-                       authenticates: @escaping @Sendable (String) -> Bool) async throws {
+    public func delete(
+        environment: String,
+        key: String,
+        actor: String? = nil,
+        audit: AuditRecordDraft? = nil,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws {
         let origin = nodeID
         let clock = self.clock
         let keep = maxVersions
@@ -232,9 +303,18 @@ public final class ConfigStore: Sendable {
                 throw StoreError.notFound(environment: environment, key: key)
             }
             guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
-            let revision = Revision(environment: environment, key: key, category: current.category, ciphertext: "",
-                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key), origin: origin, deleted: true, createdAt: current.createdAt,
-                                    updatedAt: max(Self.nowMicros(), current.updatedAt), actor: actor)
+            let revision = Revision(
+                environment: environment,
+                key: key,
+                category: current.category,
+                ciphertext: "",
+                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
+                origin: origin,
+                deleted: true,
+                createdAt: current.createdAt,
+                updatedAt: max(Self.nowMicros(), current.updatedAt),
+                actor: actor
+            )
             return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
         }
     }
@@ -246,8 +326,15 @@ public final class ConfigStore: Sendable {
     static func stamp(_ clock: HybridLogicalClock, after previous: Int64?, environment: String, key: String) throws -> Int64 {
         guard let stamp = clock.boundedStamp(after: previous) else {
             let ahead = Double(HybridLogicalClock.millis(of: previous ?? 0) - clock.wallMillis()) / 1000
-            throw StoreError.unavailable(String(format: "configuration '%@' in environment '%@' was last written with a stamp %.0f s ahead of this node's clock; writes to it wait until the clock catches up (check NTP)",
-                                                String(key.prefix(100)), String(environment.prefix(100)), ahead))
+            throw StoreError.unavailable(
+                String(
+                    format:
+                        "configuration '%@' in environment '%@' was last written with a stamp %.0f s ahead of this node's clock; writes to it wait until the clock catches up (check NTP)",
+                    String(key.prefix(100)),
+                    String(environment.prefix(100)),
+                    ahead
+                )
+            )
         }
         return stamp
     }
@@ -255,25 +342,35 @@ public final class ConfigStore: Sendable {
     static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 
     static func currentRow(_ db: Database, environment: String, key: String) throws -> ConfigEntry? {
-        try ConfigEntry.fetchOne(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ?"),
-                                 arguments: [environment, key])
+        try ConfigEntry.fetchOne(
+            db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ?"),
+            arguments: [environment, key]
+        )
     }
 
     static func insertRevision(_ r: Revision, db: Database) throws {
         let bucket = RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key)
         let hash = RevisionDigest.contentHash(r)
-        try db.cachedStatement(sql: """
-            INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket, content_hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor,
-                                     bucket, Data(hash)])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket, content_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor,
+            bucket, Data(hash),
+        ])
         try RevisionDigest.add(hash: hash, bucket: bucket, db: db)
     }
 
     /// Removes one stored revision (by its row) from history and from the digest.
     static func removeRevision(seq: Int64, _ r: Revision, db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM revisions WHERE seq = ?").execute(arguments: [seq])
-        try RevisionDigest.remove(hash: RevisionDigest.contentHash(r), bucket: RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key), db: db)
+        try RevisionDigest.remove(
+            hash: RevisionDigest.contentHash(r),
+            bucket: RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key),
+            db: db
+        )
     }
 
     /// Drops the oldest revisions of (environment, key) beyond the newest `keep`, remembering
@@ -281,10 +378,15 @@ public final class ConfigStore: Sendable {
     /// it is never dropped.
     static func prune(environment: String, key: String, keep: Int?, db: Database) throws {
         guard let keep else { return }
-        let surplus = try Row.fetchAll(db.cachedStatement(sql: """
-            SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
-            ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
-            """), arguments: [environment, key, max(1, keep)])
+        let surplus = try Row.fetchAll(
+            db.cachedStatement(
+                sql: """
+                    SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
+                    ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
+                    """
+            ),
+            arguments: [environment, key, max(1, keep)]
+        )
         for row in surplus {
             let pruned = Revision(row: row)
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
@@ -299,15 +401,23 @@ public final class ConfigStore: Sendable {
     static func refreshEntry(environment: String, key: String, db: Database) throws -> Int {
         let current = try currentRow(db, environment: environment, key: key)
         let wasLive = current.map { !$0.deleted } ?? false
-        guard let newest = try Revision.fetchOne(db.cachedStatement(sql: """
-            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
-            """), arguments: [environment, key]) else {
+        guard
+            let newest = try Revision.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
+                        """
+                ),
+                arguments: [environment, key]
+            )
+        else {
             if let current { try db.cachedStatement(sql: "DELETE FROM entries WHERE id = ?").execute(arguments: [current.id]) }
             return wasLive ? -1 : 0
         }
         if let current, current.hlc == newest.hlc, current.origin == newest.origin, current.ciphertext == newest.ciphertext,
-           current.deleted == newest.deleted, current.category == newest.category, current.createdAt == newest.createdAt,
-           current.updatedAt == newest.updatedAt {
+            current.deleted == newest.deleted, current.category == newest.category, current.createdAt == newest.createdAt,
+            current.updatedAt == newest.updatedAt
+        {
             return 0
         }
         _ = try writeEntry(newest, replacing: current, db: db)
@@ -319,20 +429,26 @@ public final class ConfigStore: Sendable {
     /// then refreshes the affected entries; returns the change to the live-entry count.
     static func setAside(_ ids: [RevisionIdentity], reason: String, db: Database) throws -> Int {
         var touched = Set<[String]>()
-        let find = try db.cachedStatement(sql: """
-            SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
-            """)
+        let find = try db.cachedStatement(
+            sql: """
+                SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
+                """
+        )
         for id in ids {
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO refused_revisions(environment, key, hlc, origin) VALUES (?, ?, ?, ?)")
                 .execute(arguments: [id.environment, id.key, id.hlc, id.origin])
             guard let row = try Row.fetchOne(find, arguments: [id.environment, id.key, id.hlc, id.origin]) else { continue }
             let r = Revision(row: row)
-            try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO set_aside_revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at,
-                                                          actor, reason, set_aside_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt,
-                                         r.actor, reason, nowMicros()])
+            try db.cachedStatement(
+                sql: """
+                    INSERT OR IGNORE INTO set_aside_revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at,
+                                                              actor, reason, set_aside_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [
+                r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt,
+                r.actor, reason, nowMicros(),
+            ])
             try removeRevision(seq: row["seq"], r, db: db)
             touched.insert([r.environment, r.key])
         }
@@ -353,19 +469,33 @@ public final class ConfigStore: Sendable {
         let id: Int64
         if let current {
             id = current.id
-            try db.cachedStatement(sql: """
-                UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ?
-                WHERE id = ?
-                """).execute(arguments: [r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, id])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ?
+                    WHERE id = ?
+                    """
+            ).execute(arguments: [r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, id])
         } else {
-            try db.cachedStatement(sql: """
-                INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt])
             id = db.lastInsertedRowID
         }
-        return ConfigEntry(id: id, environment: r.environment, key: r.key, category: r.category, ciphertext: r.ciphertext,
-                           hlc: r.hlc, origin: r.origin, deleted: r.deleted, createdAt: r.createdAt, updatedAt: r.updatedAt)
+        return ConfigEntry(
+            id: id,
+            environment: r.environment,
+            key: r.key,
+            category: r.category,
+            ciphertext: r.ciphertext,
+            hlc: r.hlc,
+            origin: r.origin,
+            deleted: r.deleted,
+            createdAt: r.createdAt,
+            updatedAt: r.updatedAt
+        )
     }
 
     /// Runs `body` in the next group commit; `body` returns its result and its change
@@ -387,8 +517,18 @@ public final class ConfigStore: Sendable {
 }
 
 extension ConfigEntry {
-    public init(id: Int64, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64, origin: String,
-         deleted: Bool, createdAt: Int64, updatedAt: Int64) {
+    public init(
+        id: Int64,
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        hlc: Int64,
+        origin: String,
+        deleted: Bool,
+        createdAt: Int64,
+        updatedAt: Int64
+    ) {
         self.id = id
         self.environment = environment
         self.key = key

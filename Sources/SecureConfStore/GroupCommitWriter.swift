@@ -52,7 +52,8 @@ final class GroupCommitWriter: Sendable {
                     case (nil, .success(let value)?): continuation.resume(returning: value)
                     case (nil, nil): continuation.resume(throwing: StoreError.unavailable("write was not executed"))
                     }
-                })
+                }
+            )
             let startWriter = state.withLock { s -> Bool in
                 s.pending.append(job)
                 if s.running { return false }

@@ -72,9 +72,14 @@ extension ConfigStore {
         try await pool.read { db in
             guard let entry = try Self.currentRow(db, environment: environment, key: key) else { return nil }
             let pruned = try Self.prunedCount(db, environment: environment, key: key)
-            let revisions = try Revision.fetchAll(db.cachedStatement(sql: """
-                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
-                """), arguments: [environment, key])
+            let revisions = try Revision.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
+                        """
+                ),
+                arguments: [environment, key]
+            )
             let numbered = revisions.enumerated().map { NumberedRevision(version: pruned + $0.offset + 1, revision: $0.element) }
             return KeyHistory(prunedCount: pruned, versions: numbered, entryID: entry.id)
         }
@@ -90,9 +95,16 @@ extension ConfigStore {
             let pruned = try Self.prunedCount(db, environment: environment, key: key)
             guard version >= 1 else { throw StoreError.versionNotFound(environment: environment, key: key, version: version) }
             if version <= pruned { throw StoreError.versionPruned(environment: environment, key: key, version: version) }
-            guard let revision = try Revision.fetchOne(db.cachedStatement(sql: """
-                SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin LIMIT 1 OFFSET ?
-                """), arguments: [environment, key, version - pruned - 1]) else {
+            guard
+                let revision = try Revision.fetchOne(
+                    db.cachedStatement(
+                        sql: """
+                            SELECT \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin LIMIT 1 OFFSET ?
+                            """
+                    ),
+                    arguments: [environment, key, version - pruned - 1]
+                )
+            else {
                 throw StoreError.versionNotFound(environment: environment, key: key, version: version)
             }
             return (NumberedRevision(version: version, revision: revision), entry.id)
@@ -114,36 +126,53 @@ extension ConfigStore {
     /// state at `hlcLimit`, read in one snapshot.
     public func pastStates(environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)] {
         try await pool.read { db in
-            let entries = try ConfigEntry.fetchAll(db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? ORDER BY key"),
-                                                   arguments: [environment])
+            let entries = try ConfigEntry.fetchAll(
+                db.cachedStatement(sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? ORDER BY key"),
+                arguments: [environment]
+            )
             return try entries.map { ($0, try Self.pastState(db, environment: environment, key: $0.key, atOrBeforeMicros: micros)) }
         }
     }
 
     static func prunedCount(_ db: Database, environment: String, key: String) throws -> Int {
-        try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM pruned_revisions WHERE environment = ? AND key = ?"),
-                         arguments: [environment, key]) ?? 0
+        try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT COUNT(*) FROM pruned_revisions WHERE environment = ? AND key = ?"),
+            arguments: [environment, key]
+        ) ?? 0
     }
 
     static func pastState(_ db: Database, environment: String, key: String, atOrBeforeMicros micros: Int64) throws -> PastState {
-        if let revision = try Revision.fetchOne(db.cachedStatement(sql: """
-            SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND updated_at <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
-            """), arguments: [environment, key, micros]) {
+        if let revision = try Revision.fetchOne(
+            db.cachedStatement(
+                sql: """
+                    SELECT \(revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND updated_at <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
+                    """
+            ),
+            arguments: [environment, key, micros]
+        ) {
             return revision.deleted ? .deleted(revision) : .live(revision)
         }
         // Pruned revisions are all older than retained ones: if any existed at `at`, its value is gone.
         let hlcLimit = HybridLogicalClock.latestStamp(atOrBeforeMicros: micros)
-        if let prunedDeleted = try Bool.fetchOne(db.cachedStatement(sql: """
-            SELECT deleted FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
-            """), arguments: [environment, key, hlcLimit]) {
+        if let prunedDeleted = try Bool.fetchOne(
+            db.cachedStatement(
+                sql: """
+                    SELECT deleted FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc <= ? ORDER BY hlc DESC, origin DESC LIMIT 1
+                    """
+            ),
+            arguments: [environment, key, hlcLimit]
+        ) {
             return prunedDeleted ? .deleted(nil) : .pruned
         }
         return .absent
     }
 
     static func versionCount(_ db: Database, environment: String, key: String) throws -> Int {
-        let retained = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM revisions WHERE environment = ? AND key = ?"),
-                                        arguments: [environment, key]) ?? 0
+        let retained =
+            try Int.fetchOne(
+                db.cachedStatement(sql: "SELECT COUNT(*) FROM revisions WHERE environment = ? AND key = ?"),
+                arguments: [environment, key]
+            ) ?? 0
         return retained + (try prunedCount(db, environment: environment, key: key))
     }
 
@@ -152,9 +181,15 @@ extension ConfigStore {
     /// Writes a new revision of (environment, key) holding `ciphertext` (an old version's
     /// value, re-encrypted): history only grows. A deleted key comes back; a live one must
     /// be one `authenticates` accepts. Returns the new entry and its version number.
-    public func rollback(environment: String, key: String, category: String?, ciphertext: String, actor: String? = nil,
-                         audit: AuditRecordDraft? = nil,
-                         authenticates: @escaping @Sendable (String) -> Bool) async throws -> (ConfigEntry, version: Int) {
+    public func rollback(
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        actor: String? = nil,
+        audit: AuditRecordDraft? = nil,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> (ConfigEntry, version: Int) {
         let origin = nodeID
         let clock = self.clock
         let keep = maxVersions
@@ -164,10 +199,18 @@ extension ConfigStore {
             }
             if !current.deleted, !authenticates(current.ciphertext) { throw StoreError.wrongKey }
             let now = Self.nowMicros()
-            let revision = Revision(environment: environment, key: key, category: category, ciphertext: ciphertext,
-                                    hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
-                                    origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
-                                    updatedAt: max(now, current.updatedAt), actor: actor)
+            let revision = Revision(
+                environment: environment,
+                key: key,
+                category: category,
+                ciphertext: ciphertext,
+                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
+                origin: origin,
+                deleted: false,
+                createdAt: current.deleted ? now : current.createdAt,
+                updatedAt: max(now, current.updatedAt),
+                actor: actor
+            )
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             let version = try Self.versionCount(db, environment: environment, key: key)
             return ((entry, version), current.deleted ? 1 : 0)
@@ -184,20 +227,42 @@ extension ConfigStore {
             var delta = 0
             for change in changes {
                 guard let current = try Self.currentRow(db, environment: environment, key: change.key),
-                      current.hlc == change.expectedHLC, current.origin == change.expectedOrigin else {
-                    throw StoreError.conflict("Configuration '\(change.key)' in environment '\(environment)' changed during the restore; nothing was restored, retry")
+                    current.hlc == change.expectedHLC, current.origin == change.expectedOrigin
+                else {
+                    throw StoreError.conflict(
+                        "Configuration '\(change.key)' in environment '\(environment)' changed during the restore; nothing was restored, retry"
+                    )
                 }
                 let now = Self.nowMicros()
                 let revision: Revision
                 switch change.change {
                 case let .put(category, ciphertext):
-                    revision = Revision(environment: environment, key: change.key, category: category, ciphertext: ciphertext,
-                                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key), origin: origin, deleted: false, createdAt: current.deleted ? now : current.createdAt,
-                                        updatedAt: max(now, current.updatedAt), actor: actor)
+                    revision = Revision(
+                        environment: environment,
+                        key: change.key,
+                        category: category,
+                        ciphertext: ciphertext,
+                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
+                        origin: origin,
+                        deleted: false,
+                        createdAt: current.deleted ? now : current.createdAt,
+                        updatedAt: max(now, current.updatedAt),
+                        actor: actor
+                    )
                     if current.deleted { delta += 1 }
                 case .delete:
-                    revision = Revision(environment: environment, key: change.key, category: current.category, ciphertext: "", hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
-                                        origin: origin, deleted: true, createdAt: current.createdAt, updatedAt: max(now, current.updatedAt), actor: actor)
+                    revision = Revision(
+                        environment: environment,
+                        key: change.key,
+                        category: current.category,
+                        ciphertext: "",
+                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
+                        origin: origin,
+                        deleted: true,
+                        createdAt: current.createdAt,
+                        updatedAt: max(now, current.updatedAt),
+                        actor: actor
+                    )
                     if !current.deleted { delta -= 1 }
                 }
                 _ = try Self.record(revision, replacing: current, keep: keep, db: db)

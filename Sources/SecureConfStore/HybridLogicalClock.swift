@@ -18,8 +18,11 @@ public final class HybridLogicalClock: Sendable {
     /// The largest wall-clock part a stamp can carry (48 bits of milliseconds).
     public static let maxMillis: Int64 = (Int64(1) << 47) - 1
 
-    public init(startingAfter stamp: Int64 = 0, maxAheadMillis: Int64 = 5000,
-                wallClockMillis: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }) {
+    public init(
+        startingAfter stamp: Int64 = 0,
+        maxAheadMillis: Int64 = 5000,
+        wallClockMillis: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
         wallClock = wallClockMillis
         self.maxAheadMillis = max(0, maxAheadMillis)
         last = Mutex(0)

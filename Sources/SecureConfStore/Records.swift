@@ -54,11 +54,23 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
 
     enum CodingKeys: String, CodingKey {
         case tenant, environment, key, category, ciphertext, hlc, origin, deleted, actor
-        case createdAt = "created_at", updatedAt = "updated_at"
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
     }
 
-    public init(tenant: String = Revision.defaultTenant, environment: String, key: String, category: String?, ciphertext: String, hlc: Int64,
-                origin: String, deleted: Bool, createdAt: Int64, updatedAt: Int64, actor: String? = nil) {
+    public init(
+        tenant: String = Revision.defaultTenant,
+        environment: String,
+        key: String,
+        category: String?,
+        ciphertext: String,
+        hlc: Int64,
+        origin: String,
+        deleted: Bool,
+        createdAt: Int64,
+        updatedAt: Int64,
+        actor: String? = nil
+    ) {
         self.tenant = tenant
         self.environment = environment
         self.key = key
@@ -132,7 +144,8 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(env)'"
         case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(env)' was pruned (OSC_MAX_VERSIONS)"
-        case let .versionIsDelete(env, key, n): "version \(n) is a delete: configuration '\(key)' in environment '\(env)' has no value at that version"
+        case let .versionIsDelete(env, key, n):
+            "version \(n) is a delete: configuration '\(key)' in environment '\(env)' has no value at that version"
         case let .conflict(why): why
         case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(env)'"
         case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"

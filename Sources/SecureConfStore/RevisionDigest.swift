@@ -38,7 +38,14 @@ public struct RevisionIdentity: Hashable, Sendable {
 
 extension Revision {
     public var id: RevisionID {
-        RevisionID(tenant: tenant, environment: environment, key: key, hlc: hlc, origin: origin, hash: RevisionDigest.hex(RevisionDigest.contentHash(self)))
+        RevisionID(
+            tenant: tenant,
+            environment: environment,
+            key: key,
+            hlc: hlc,
+            origin: origin,
+            hash: RevisionDigest.hex(RevisionDigest.contentHash(self))
+        )
     }
 }
 
@@ -57,8 +64,10 @@ public enum RevisionDigest {
     /// every node, and different whenever any field differs.
     public static func contentHash(_ r: Revision) -> [UInt8] {
         var bytes = [UInt8]()
-        bytes.reserveCapacity(r.tenant.utf8.count + r.environment.utf8.count + r.key.utf8.count + r.origin.utf8.count
-            + r.ciphertext.utf8.count + (r.category?.utf8.count ?? 0) + (r.actor?.utf8.count ?? 0) + 96)
+        bytes.reserveCapacity(
+            r.tenant.utf8.count + r.environment.utf8.count + r.key.utf8.count + r.origin.utf8.count
+                + r.ciphertext.utf8.count + (r.category?.utf8.count ?? 0) + (r.actor?.utf8.count ?? 0) + 96
+        )
         func field(_ s: String?) {
             guard let s else { bytes.append(0); return }
             bytes.append(1)
@@ -92,10 +101,12 @@ public enum RevisionDigest {
         var combined = current.map { [UInt8]($0) } ?? [UInt8](repeating: 0, count: 32)
         if combined.count != 32 { combined = [UInt8](repeating: 0, count: 32) }
         for i in 0..<32 { combined[i] ^= h[i] }
-        try db.cachedStatement(sql: """
-            INSERT INTO digest_buckets(bucket, hash, count) VALUES (?, ?, ?)
-            ON CONFLICT(bucket) DO UPDATE SET hash = excluded.hash, count = count + excluded.count
-            """).execute(arguments: [bucket, Data(combined), countDelta])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO digest_buckets(bucket, hash, count) VALUES (?, ?, ?)
+                ON CONFLICT(bucket) DO UPDATE SET hash = excluded.hash, count = count + excluded.count
+                """
+        ).execute(arguments: [bucket, Data(combined), countDelta])
     }
 
     /// Recomputes every bucket from the revisions table (migrations).
@@ -106,8 +117,10 @@ public enum RevisionDigest {
             let r = Revision(row: row)
             let hash = contentHash(r)
             let bucket = bucket(tenant: r.tenant, environment: r.environment, key: r.key)
-            try db.execute(sql: "UPDATE revisions SET bucket = ?, content_hash = ? WHERE seq = ?",
-                           arguments: [bucket, Data(hash), row["seq"] as Int64])
+            try db.execute(
+                sql: "UPDATE revisions SET bucket = ?, content_hash = ? WHERE seq = ?",
+                arguments: [bucket, Data(hash), row["seq"] as Int64]
+            )
             try add(hash: hash, bucket: bucket, db: db)
         }
     }

@@ -65,7 +65,8 @@ public struct RevisionRules: Sendable {
 
     public static func isNodeID(_ s: String) -> Bool {
         guard (3...255).contains(s.utf8.count), let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]),
-              (1...65535).contains(port), colon != s.startIndex else { return false }
+            (1...65535).contains(port), colon != s.startIndex
+        else { return false }
         return s[..<colon].unicodeScalars.allSatisfy { c in
             (c.value < 0x80 && (CharacterSet.alphanumerics.contains(c) || ".-_[]:".unicodeScalars.contains(c)))
         }
@@ -74,7 +75,8 @@ public struct RevisionRules: Sendable {
     static func isActor(_ s: String) -> Bool {
         let parts = s.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, (2...3).contains(parts[0].utf8.count), parts[0].utf8.allSatisfy({ (0x61...0x7A).contains($0) }),
-              (8...64).contains(parts[1].utf8.count) else { return s == "anonymous" }
+            (8...64).contains(parts[1].utf8.count)
+        else { return s == "anonymous" }
         return parts[1].utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
@@ -105,7 +107,9 @@ public struct RevisionRules: Sendable {
             guard r.ciphertext.utf8.count <= maxCiphertextBytes else { throw .invalid("ciphertext larger than \(maxCiphertextBytes) bytes") }
             guard let issued = Fernet.wellFormedTimestamp(of: r.ciphertext) else { throw .invalid("ciphertext is not a Fernet token") }
             let stampSeconds = stampMillis / 1000
-            guard issued <= UInt64(max(0, stampSeconds + maxAheadMillis / 1000 + 1)) else { throw .invalid("ciphertext was issued after its revision's stamp") }
+            guard issued <= UInt64(max(0, stampSeconds + maxAheadMillis / 1000 + 1)) else {
+                throw .invalid("ciphertext was issued after its revision's stamp")
+            }
             guard Int64(clamping: issued) >= stampSeconds - maxTokenLagSeconds - maxAheadMillis / 1000 else {
                 throw .invalid("ciphertext was issued long before its revision's stamp (a replayed value)")
             }

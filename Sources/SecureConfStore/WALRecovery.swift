@@ -24,7 +24,8 @@ enum WALRecovery {
         guard let handle = FileHandle(forReadingAtPath: walPath) else { return 0 }
         defer { try? handle.close() }
         guard let header = try? handle.read(upToCount: 32), header.count == 32,
-              let size = (try? FileManager.default.attributesOfItem(atPath: walPath)[.size]) as? Int else { return 0 }
+            let size = (try? FileManager.default.attributesOfItem(atPath: walPath)[.size]) as? Int
+        else { return 0 }
         let pageSize = header[8..<12].reduce(0) { ($0 << 8) | Int($1) }
         guard pageSize >= 512 else { return 0 }
         return max(0, (size - 32) / (24 + pageSize))

@@ -62,7 +62,9 @@ struct Diff: AsyncParsableCommand {
 }
 
 struct Rollback: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write a new version of a key holding an old version's value (undeletes a deleted key).")
+    static let configuration = CommandConfiguration(
+        abstract: "Write a new version of a key holding an old version's value (undeletes a deleted key)."
+    )
     @OptionGroup var options: ClientOptions
     @Argument(help: "The configuration key.") var key: String
     @Option(name: .customLong("version"), help: "The version whose value to bring back.") var version: Int
@@ -106,8 +108,22 @@ struct Audit: AsyncParsableCommand {
 
         func run() async throws {
             try await runClient {
-                printReply(try await options.send(.auditSearch(.init(key: key, action: action, actor: actor, outcome: outcome, since: since,
-                                                                     until: until, limit: limit, cursor: cursor))))
+                printReply(
+                    try await options.send(
+                        .auditSearch(
+                            .init(
+                                key: key,
+                                action: action,
+                                actor: actor,
+                                outcome: outcome,
+                                since: since,
+                                until: until,
+                                limit: limit,
+                                cursor: cursor
+                            )
+                        )
+                    )
+                )
             }
         }
     }

@@ -9,7 +9,9 @@ struct SecureConfCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "secureconf",
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
-        subcommands: [Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self],
+        subcommands: [
+            Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self,
+        ],
         defaultSubcommand: Serve.self
     )
 }
@@ -59,8 +61,12 @@ struct Serve: AsyncParsableCommand {
         }
 
         let metrics = ServerMetrics()
-        let sink = LogSink(filePath: configuration.logFile, maxBytes: configuration.logMaxBytes, backups: configuration.logBackupCount,
-                           onDrop: { metrics.logLinesDropped.increment() })
+        let sink = LogSink(
+            filePath: configuration.logFile,
+            maxBytes: configuration.logMaxBytes,
+            backups: configuration.logBackupCount,
+            onDrop: { metrics.logLinesDropped.increment() }
+        )
         let level = Logger.Level(rawValue: LogLevelNames.swiftLogName(configuration.logLevel)) ?? .info
         LoggingSystem.bootstrap { label in
             SecureConfLogHandler(label: label, nodeID: configuration.nodeID, level: level, format: configuration.logFormat, sink: sink)
@@ -76,11 +82,14 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("secureconf: refusing to start: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        logger.info("starting node", metadata: [
-            "listen": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
-            "salt_fingerprint": "\(node.saltFingerprint)", "entries": "\(node.store.liveEntryCount)",
-            "api_key_required": "\(configuration.apiKeyRequired)",
-        ])
+        logger.info(
+            "starting node",
+            metadata: [
+                "listen": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
+                "salt_fingerprint": "\(node.saltFingerprint)", "entries": "\(node.store.liveEntryCount)",
+                "api_key_required": "\(configuration.apiKeyRequired)",
+            ]
+        )
         let built = Result {
             try buildApplication(node: node) { port in
                 logger.info("listening", metadata: ["port": "\(port)", "tls": "\(configuration.tlsEnabled)"])

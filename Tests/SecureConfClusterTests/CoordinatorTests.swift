@@ -4,6 +4,7 @@ import SecureConfCrypto
 import SecureConfStore
 import Synchronization
 import Testing
+
 @testable import SecureConfCluster
 
 /// Nodes in one process: each node's transport calls the other nodes' `PeerEndpoints`
@@ -32,17 +33,23 @@ final class InProcessNetwork: Sendable {
             guard !down, let node = network.endpoints.withLock({ $0[peer] }) else {
                 throw PeerError(peer: peer, status: nil, reason: "Couldn't connect to server")
             }
-            func reply(_ value: some Encodable, status: Int = 200) throws -> PeerReply { PeerReply(status: status, body: try JSONEncoder().encode(value)) }
+            func reply(_ value: some Encodable, status: Int = 200) throws -> PeerReply {
+                PeerReply(status: status, body: try JSONEncoder().encode(value))
+            }
             func decoded<T: Decodable>(_ type: T.Type) throws -> T { try JSONDecoder().decode(T.self, from: body ?? Data()) }
             do {
                 switch (method, path.split(separator: "?").first.map(String.init) ?? path) {
                 case ("GET", "/cluster/health"):
                     return try reply(node.health(nodeID: peer))
                 case ("POST", "/cluster/replicate"):
-                    let calls = network.replicateCalls.withLock { $0[peer, default: 0] += 1; return $0[peer]! }
+                    let calls = network.replicateCalls.withLock {
+                        $0[peer, default: 0] += 1; return $0[peer]!
+                    }
                     if let budget, calls > budget { return try reply(["detail": "storage failure"], status: 503) }
                     do {
-                        return try reply(try await node.replicate(try decoded(ReplicationBatch.self), sender: sender, senderSaltFingerprint: saltFingerprint))
+                        return try reply(
+                            try await node.replicate(try decoded(ReplicationBatch.self), sender: sender, senderSaltFingerprint: saltFingerprint)
+                        )
                     } catch let refusal as ReplicationRefusal {
                         return try reply(refusal, status: refusal.onlyAhead ? 503 : 422)
                     }
@@ -65,20 +72,40 @@ final class TestCluster {
     var coordinators: [String: ClusterCoordinator] = [:]
     var stores: [String: ConfigStore] = [:]
     var tasks: [Task<Void, any Error>] = []
-    static let key: DerivedKey = { var bytes = OpenSSL.randomBytes(32); return DerivedKey(consuming: &bytes) }()
+    static let key: DerivedKey = {
+        var bytes = OpenSSL.randomBytes(32); return DerivedKey(consuming: &bytes)
+    }()
 
-    init(_ ids: [String] = ["a:1", "b:1", "c:1"], quorum: ClusterSettings.WriteQuorum = .one, salts: [String: String] = [:],
-         running: Bool = true) throws {
+    init(
+        _ ids: [String] = ["a:1", "b:1", "c:1"],
+        quorum: ClusterSettings.WriteQuorum = .one,
+        salts: [String: String] = [:],
+        running: Bool = true
+    ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         for id in ids {
             let store = try ConfigStore(configuration: .init(path: "\(directory)/\(id).db", nodeID: id))
-            let settings = ClusterSettings(nodeID: id, peers: ids, mode: .replica, apiKey: "unused", syncInterval: .seconds(3600),
-                                           healthInterval: .milliseconds(100), peerTimeout: .milliseconds(800), writeQuorum: quorum)
+            let settings = ClusterSettings(
+                nodeID: id,
+                peers: ids,
+                mode: .replica,
+                apiKey: "unused",
+                syncInterval: .seconds(3600),
+                healthInterval: .milliseconds(100),
+                peerTimeout: .milliseconds(800),
+                writeQuorum: quorum
+            )
             let salt = salts[id] ?? "cluster-salt"
-            let coordinator = ClusterCoordinator(settings: settings, store: store, transport: network.link(from: id, saltFingerprint: salt),
-                                                 saltFingerprint: salt, logger: logger, observer: nil)
+            let coordinator = ClusterCoordinator(
+                settings: settings,
+                store: store,
+                transport: network.link(from: id, saltFingerprint: salt),
+                saltFingerprint: salt,
+                logger: logger,
+                observer: nil
+            )
             stores[id] = store
             coordinators[id] = coordinator
             network.endpoints.withLock { $0[id] = PeerEndpoints(coordinator: coordinator) }
@@ -177,15 +204,21 @@ final class TestCluster {
         cluster.network.faults.withLock { $0.replicatesBeforeFailing["b:1"] = taken }
         for i in 0..<20 { try await cluster.write("a:1", "during-\(i)") }
         #expect(await cluster.eventually { await cluster.holds("c:1", "during-19") }, "a healthy peer is not held back")
-        #expect(await cluster.eventually {
-            cluster.coordinators["a:1"]!.peerStatuses.first { $0.nodeID == "b:1" }?.replicationError != nil
-        }, "the failing peer's error is reported")
+        #expect(
+            await cluster.eventually {
+                cluster.coordinators["a:1"]!.peerStatuses.first { $0.nodeID == "b:1" }?.replicationError != nil
+            },
+            "the failing peer's error is reported"
+        )
         #expect(await !cluster.holds("b:1", "during-0"))
         cluster.network.faults.withLock { $0.replicatesBeforeFailing["b:1"] = nil }
-        #expect(await cluster.eventually(.seconds(15)) {
-            for i in 0..<20 where !(await cluster.holds("b:1", "during-\(i)")) { return false }
-            return true
-        }, "every write reaches b once it takes requests again")
+        #expect(
+            await cluster.eventually(.seconds(15)) {
+                for i in 0..<20 where !(await cluster.holds("b:1", "during-\(i)")) { return false }
+                return true
+            },
+            "every write reaches b once it takes requests again"
+        )
         await cluster.stop()
     }
 
@@ -197,9 +230,18 @@ final class TestCluster {
         try await Task.sleep(for: .milliseconds(500))
         #expect(await cluster.holdsNone(["a:1", "b:1"], "foreign"))
         // Even a batch c sends anyway is refused by the receiver.
-        let batch = ReplicationBatch(origin: "c:1", revisions: try await cluster.stores["c:1"]!.ownRevisions(after: 0, limit: 10, maxBytes: 1 << 20).map(\.revision))
+        let batch = ReplicationBatch(
+            origin: "c:1",
+            revisions: try await cluster.stores["c:1"]!.ownRevisions(after: 0, limit: 10, maxBytes: 1 << 20).map(\.revision)
+        )
         await #expect(throws: PeerError.self) {
-            _ = try await cluster.network.link(from: "c:1", saltFingerprint: "another-salt").json("a:1", "POST", "/cluster/replicate", body: batch, as: ReplicationAck.self)
+            _ = try await cluster.network.link(from: "c:1", saltFingerprint: "another-salt").json(
+                "a:1",
+                "POST",
+                "/cluster/replicate",
+                body: batch,
+                as: ReplicationAck.self
+            )
         }
         #expect(await !cluster.holds("a:1", "foreign"))
         // a and b keep replicating between themselves.

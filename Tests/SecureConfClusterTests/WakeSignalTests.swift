@@ -1,4 +1,5 @@
 import Testing
+
 @testable import SecureConfCluster
 
 @Suite struct WakeSignalTests {

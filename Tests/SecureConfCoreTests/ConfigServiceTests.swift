@@ -5,6 +5,7 @@ import SecureConfJSON
 import SecureConfStore
 import Synchronization
 import Testing
+
 @testable import SecureConfCore
 
 /// Counts and changes as the service reports them.
@@ -39,9 +40,15 @@ struct Fixture {
         store = try ConfigStore(configuration: .init(path: directory + "/data.db", nodeID: "n:1"))
         let keys = DerivedKeyCache(salt: OpenSSL.randomBytes(32), configuration: .init(iterations: 1_000))
         gate = CredentialGate(keys: keys, limiter: AuthFailureLimiter(limit: limit, windowSeconds: 60), actorKey: OpenSSL.randomBytes(32))
-        service = ConfigService(storage: store, credentials: gate, cluster: nil, observer: recorder, maxTokenBytes: 1 << 20,
-                                authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
-                                changes: recorder)
+        service = ConfigService(
+            storage: store,
+            credentials: gate,
+            cluster: nil,
+            observer: recorder,
+            maxTokenBytes: 1 << 20,
+            authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
+            changes: recorder
+        )
     }
 
     func caller(_ userKey: String?) -> Caller { Caller(userKey: userKey, client: "10.0.0.1", audit: AuditNote(), logger: Logger(label: "test")) }
@@ -98,7 +105,11 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
         ] as [() async throws -> Void] {
             await #expect { try await attempt() } throws: { kind(of: $0) == .wrongUserKey }
         }
-        #expect(f.recorder.operations == ["create:ok", "update:error", "delete:error", "rollback:error", "read_version:error", "diff:error", "restore:error"])
+        #expect(
+            f.recorder.operations == [
+                "create:ok", "update:error", "delete:error", "rollback:error", "read_version:error", "diff:error", "restore:error",
+            ]
+        )
         #expect(f.recorder.changes.count == 1, "only the create was announced")
         #expect(try await f.store.history(environment: "prod", key: "db")?.versions.count == 1)
         #expect(!f.gate.keys.contains(wrong), "a key that opened nothing is not kept")
@@ -127,8 +138,9 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
         defer { Task { await f.close() } }
         _ = try await f.request { try await f.service.create(f.caller(right), db, category: nil, value: .number("1")) }
         for i in 0..<3 {
-            await #expect { _ = try await f.request { try await f.service.update(f.caller("other-key-\(i)-xx"), db, category: nil, value: .number("2")) } }
-                throws: { kind(of: $0) == .forbidden }
+            await #expect {
+                _ = try await f.request { try await f.service.update(f.caller("other-key-\(i)-xx"), db, category: nil, value: .number("2")) }
+            } throws: { kind(of: $0) == .forbidden }
         }
         #expect(!f.gate.keys.contains("other-key-0-xx"), "no derivation ran")
         #expect(try await f.store.entry(environment: "prod", key: "db")?.hlc == f.store.entry(environment: "prod", key: "db")?.hlc)

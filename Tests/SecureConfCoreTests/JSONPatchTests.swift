@@ -1,5 +1,6 @@
 import SecureConfJSON
 import Testing
+
 @testable import SecureConfCore
 
 @Suite struct JSONPatchTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+
 @testable import SecureConfCrypto
 
 final class CountingObserver: DerivedKeyCacheObserver {
@@ -14,10 +15,25 @@ final class CountingObserver: DerivedKeyCacheObserver {
 @Suite struct DerivedKeyCacheTests {
     let salt = OpenSSL.randomBytes(64)
 
-    func cache(capacity: Int = 16, ttl: Double = 300, concurrent: Int = 2, queued: Int = 64, iterations: UInt32 = 20_000,
-               observer: CountingObserver) -> DerivedKeyCache {
-        DerivedKeyCache(salt: salt, configuration: .init(capacity: capacity, ttlSeconds: ttl, maxConcurrentDerivations: concurrent,
-                                                         maxQueuedDerivations: queued, iterations: iterations), observer: observer)
+    func cache(
+        capacity: Int = 16,
+        ttl: Double = 300,
+        concurrent: Int = 2,
+        queued: Int = 64,
+        iterations: UInt32 = 20_000,
+        observer: CountingObserver
+    ) -> DerivedKeyCache {
+        DerivedKeyCache(
+            salt: salt,
+            configuration: .init(
+                capacity: capacity,
+                ttlSeconds: ttl,
+                maxConcurrentDerivations: concurrent,
+                maxQueuedDerivations: queued,
+                iterations: iterations
+            ),
+            observer: observer
+        )
     }
 
     @Test func concurrentRequestsShareOneDerivation() async throws {
@@ -74,7 +90,9 @@ final class CountingObserver: DerivedKeyCacheObserver {
         let outcomes = await withTaskGroup(of: Bool.self) { group in
             for i in 0..<6 {
                 group.addTask {
-                    do { _ = try await keys.key(for: "flood-\(i)"); return true } catch is KeyDerivationOverloaded { return false } catch { return true }
+                    do { _ = try await keys.key(for: "flood-\(i)"); return true } catch is KeyDerivationOverloaded { return false } catch {
+                        return true
+                    }
                 }
             }
             return await group.reduce(into: [Bool]()) { $0.append($1) }
@@ -85,7 +103,8 @@ final class CountingObserver: DerivedKeyCacheObserver {
 
     @Test func indexIsNotTheUserKey() {
         let keys = cache(observer: CountingObserver())
-        let a = keys.index(for: "user-key-one"), b = keys.index(for: "user-key-one")
+        let a = keys.index(for: "user-key-one")
+        let b = keys.index(for: "user-key-one")
         #expect(a == b)
         #expect(!a.hashValueHex.contains("user"))
         let other = DerivedKeyCache(salt: salt, observer: nil)

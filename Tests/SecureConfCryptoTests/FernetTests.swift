@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import SecureConfCrypto
 
 /// The Fernet spec's vectors (generate.json, verify.json, invalid.json), as shipped in
@@ -58,8 +59,10 @@ func parseDate(_ text: String) throws -> Date {
     }
 
     @Test func roundTripAndWrongKey() throws {
-        var a = OpenSSL.randomBytes(32), b = OpenSSL.randomBytes(32)
-        let keyA = DerivedKey(consuming: &a), keyB = DerivedKey(consuming: &b)
+        var a = OpenSSL.randomBytes(32)
+        var b = OpenSSL.randomBytes(32)
+        let keyA = DerivedKey(consuming: &a)
+        let keyB = DerivedKey(consuming: &b)
         #expect(a.allSatisfy { $0 == 0 }, "the caller's copy of the key is wiped")
         for length in [0, 1, 15, 16, 17, 1000] {
             let message = OpenSSL.randomBytes(length)
@@ -91,7 +94,8 @@ func parseDate(_ text: String) throws -> Date {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script] + arguments
-        let out = Pipe(), err = Pipe()
+        let out = Pipe()
+        let err = Pipe()
         process.standardOutput = out
         process.standardError = err
         try process.run()

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
 @testable import SecureConfServer
 
 let adminKey = "audit-admin-key-123"
@@ -45,8 +46,10 @@ extension TestClientProtocol {
 }
 
 @Suite struct AuditAPITests {
-    static let recordFields: Set<String> = ["id", "time", "node_id", "actor", "client", "action", "environment", "key", "outcome", "status",
-                                            "request_id", "hash"]
+    static let recordFields: Set<String> = [
+        "id", "time", "node_id", "actor", "client", "action", "environment", "key", "outcome", "status",
+        "request_id", "hash",
+    ]
 
     @Test func searchByKeyShowsEveryStepIncludingFailures() async throws {
         try await TestNode({ $0.apiKey = adminKey }).run { (client: any TestClientProtocol) async throws in
@@ -71,8 +74,10 @@ extension TestClientProtocol {
             let owner = try #require(records[0]["actor"] as? String)
             #expect(owner.hasPrefix("uk:") && owner.count == 15)
             #expect(records.filter { $0["actor"] as? String == owner }.count == 4)
-            #expect(records[2]["actor"] as? String != owner && (records[2]["actor"] as? String)?.hasPrefix("uk:") == true,
-                    "the wrong key is its own actor")
+            #expect(
+                records[2]["actor"] as? String != owner && (records[2]["actor"] as? String)?.hasPrefix("uk:") == true,
+                "the wrong key is its own actor"
+            )
 
             let missing = try await client.audit("key=missing")
             #expect(missing.map { $0["status"] as? Int } == [404] && missing.first?["outcome"] as? String == "failure")
@@ -112,7 +117,9 @@ extension TestClientProtocol {
             #expect(wrong.hasPrefix("ak:") && admin.hasPrefix("ak:") && wrong != admin)
             #expect(!refused.description.contains("not-the-admin-key"))
         }
-        try await TestNode({ $0.apiKey = adminKey; $0.apiKeyRequired = true }).run { (client: any TestClientProtocol) async throws in
+        try await TestNode({
+            $0.apiKey = adminKey; $0.apiKeyRequired = true
+        }).run { (client: any TestClientProtocol) async throws in
             #expect(try await client.send(.get, "/configs").status == .forbidden)
             #expect(try await client.send(.get, "/cluster/status", userKey: nil, apiKey: "wrong").status == .forbidden)
             let refused = try await client.audit("outcome=denied")
@@ -143,7 +150,9 @@ extension TestClientProtocol {
             let csv = try await client.send(.get, "/audit/export?format=csv", userKey: nil, apiKey: adminKey)
             #expect(csv.status == .ok && csv.headers[.contentType]?.hasPrefix("text/csv") == true)
             let rows = parseCSV(csv.body)
-            #expect(rows.first == ["id", "time", "node_id", "actor", "client", "action", "environment", "key", "outcome", "status", "request_id", "hash"])
+            #expect(
+                rows.first == ["id", "time", "node_id", "actor", "client", "action", "environment", "key", "outcome", "status", "request_id", "hash"]
+            )
             #expect(rows.count == 1 + 8, "the JSONL export's own record is in the CSV export")
             #expect(rows.dropFirst().allSatisfy { $0.count == 12 })
             #expect(rows[2][7] == #"we,ird"key"#, "quoted cells round-trip")
@@ -159,8 +168,10 @@ extension TestClientProtocol {
             #expect(try await client.send(.get, "/audit/export?format=xml", userKey: nil, apiKey: adminKey).status == .unprocessableContent)
 
             let metrics = try await client.send(.get, "/metrics", userKey: nil)
-            #expect(metrics.body.contains("osc_audit_records_total 11") && metrics.body.contains("osc_audit_verification_failures_total 0"),
-                    "\(metrics.body.split(separator: "\n").filter { $0.contains("audit_") && !$0.contains("#") })")
+            #expect(
+                metrics.body.contains("osc_audit_records_total 11") && metrics.body.contains("osc_audit_verification_failures_total 0"),
+                "\(metrics.body.split(separator: "\n").filter { $0.contains("audit_") && !$0.contains("#") })"
+            )
             for secret in secrets { #expect(!metrics.body.contains(secret)) }
         }
     }
@@ -193,7 +204,9 @@ extension TestClientProtocol {
     }
 
     @Test func auditCanBeTurnedOff() async throws {
-        try await TestNode({ $0.apiKey = adminKey; $0.auditEnabled = false }).run { (client: any TestClientProtocol) async throws in
+        try await TestNode({
+            $0.apiKey = adminKey; $0.auditEnabled = false
+        }).run { (client: any TestClientProtocol) async throws in
             _ = try await client.send(.post, "/configs", body: #"{"key":"k","value":1}"#)
             _ = try await client.send(.get, "/configs/k")
             #expect(try await client.audit("").isEmpty)
@@ -220,6 +233,9 @@ extension TestClientProtocol {
         #expect(try NodeConfiguration.parse(["OSC_MAX_VERSIONS": "0"]).maxVersions == nil)
         #expect(throws: ConfigurationError.self) { try NodeConfiguration.parse(["OSC_MAX_VERSIONS": "-1"]) }
         #expect(throws: ConfigurationError.self) { try NodeConfiguration.parse(["OSC_AUDIT_ENABLED": "sometimes"]) }
-        #expect(NodeConfiguration.variables.contains { $0.name == "OSC_MAX_VERSIONS" } && NodeConfiguration.variables.contains { $0.name == "OSC_AUDIT_ENABLED" })
+        #expect(
+            NodeConfiguration.variables.contains { $0.name == "OSC_MAX_VERSIONS" }
+                && NodeConfiguration.variables.contains { $0.name == "OSC_AUDIT_ENABLED" }
+        )
     }
 }

@@ -1,13 +1,15 @@
 import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import ServiceLifecycle
+import Testing
+
+@testable import SecureConfServer
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import Logging
-import ServiceLifecycle
-import Hummingbird
-import HummingbirdTesting
-import Testing
-@testable import SecureConfServer
 
 /// The `secureconf` executable next to the test bundle (`swift build` puts both in one directory).
 let secureconfExecutable: String? = {
@@ -31,15 +33,19 @@ func runCLI(_ arguments: [String], environment: [String: String]) throws -> CLIR
     process.executableURL = URL(fileURLWithPath: secureconfExecutable ?? "/nonexistent")
     process.arguments = arguments
     process.environment = environment
-    let out = Pipe(), err = Pipe()
+    let out = Pipe()
+    let err = Pipe()
     process.standardOutput = out
     process.standardError = err
     try process.run()
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     let stderr = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                     stderr: String(decoding: stderr, as: UTF8.self))
+    return CLIResult(
+        status: process.terminationStatus,
+        stdout: String(decoding: stdout, as: UTF8.self),
+        stderr: String(decoding: stderr, as: UTF8.self)
+    )
 }
 
 /// Sends one request to a live node (setup for the CLI test).
@@ -76,10 +82,20 @@ func liveRequest(_ method: String, _ url: String, body: String) async throws -> 
     }
 
     func exerciseTheCLI() async throws {
-        #expect(try await liveRequest("POST", "http://127.0.0.1:19320/configs",
-                                      body: #"{"key":"db","value":{"host":"a","password":"cli-plaintext-1"},"environment":"prod"}"#) == 201)
-        #expect(try await liveRequest("PUT", "http://127.0.0.1:19320/configs/db?environment=prod",
-                                      body: #"{"value":{"host":"b","password":"cli-plaintext-1"}}"#) == 200)
+        #expect(
+            try await liveRequest(
+                "POST",
+                "http://127.0.0.1:19320/configs",
+                body: #"{"key":"db","value":{"host":"a","password":"cli-plaintext-1"},"environment":"prod"}"#
+            ) == 201
+        )
+        #expect(
+            try await liveRequest(
+                "PUT",
+                "http://127.0.0.1:19320/configs/db?environment=prod",
+                body: #"{"value":{"host":"b","password":"cli-plaintext-1"}}"#
+            ) == 200
+        )
         let url = "--url=http://127.0.0.1:19320"
         let env = ["SECURECONF_USER_KEY": "correct-user-key", "OSC_API_KEY": adminKey]
 
@@ -103,11 +119,18 @@ func liveRequest(_ method: String, _ url: String, body: String) async throws -> 
         #expect(verify.status == 0 && verify.stdout.contains(#""valid":true"#), "\(verify.stderr)")
         // Credentials from a file only the user can read; its values win over the environment's.
         let file = temporaryDirectory() + "/credentials"
-        try "# SecureConf client\nOSC_API_KEY=not-the-admin-key\nSECURECONF_USER_KEY=correct-user-key\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try "# SecureConf client\nOSC_API_KEY=not-the-admin-key\nSECURECONF_USER_KEY=correct-user-key\n".write(
+            toFile: file,
+            atomically: true,
+            encoding: .utf8
+        )
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
         let refused = try runCLI(["audit", "verify", url, "--credentials-file", file], environment: env)
         #expect(refused.status == 1 && refused.stderr.contains("403"), "\(refused.stderr)")
-        let fromFile = try runCLI(["diff", "db", "--from", "1", "--to", "2", "--environment", "prod", url], environment: ["SECURECONF_CREDENTIALS_FILE": file])
+        let fromFile = try runCLI(
+            ["diff", "db", "--from", "1", "--to", "2", "--environment", "prod", url],
+            environment: ["SECURECONF_CREDENTIALS_FILE": file]
+        )
         #expect(fromFile.status == 0 && fromFile.stdout.contains(#""op":"replace""#), "\(fromFile.stderr)")
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
         let readable = try runCLI(["versions", "db", url, "--credentials-file", file], environment: [:])
@@ -118,7 +141,8 @@ func liveRequest(_ method: String, _ url: String, body: String) async throws -> 
         let noKey = try runCLI(["diff", "db", "--from", "1", "--to", "2", url], environment: [:])
         #expect(noKey.status != 0 && noKey.stderr.contains("SECURECONF_USER_KEY"), "\(noKey.stderr)")
         for result in [versions, diff, rollback, missing, restore, search, csv, verify, refused, fromFile, readable, noKey] {
-            for secret in ["correct-user-key", adminKey, "not-the-admin-key", "cli-plaintext-1"] where !(secret == "cli-plaintext-1" && result.stdout.contains("\"value\"")) {
+            for secret in ["correct-user-key", adminKey, "not-the-admin-key", "cli-plaintext-1"]
+            where !(secret == "cli-plaintext-1" && result.stdout.contains("\"value\"")) {
                 #expect(!result.stdout.contains(secret) && !result.stderr.contains(secret), "the CLI never echoes a key")
             }
         }

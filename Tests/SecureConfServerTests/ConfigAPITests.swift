@@ -3,13 +3,16 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
 @testable import SecureConfServer
 
 @Suite struct ConfigAPITests {
     @Test func crudRoundTripWithEveryJSONType() async throws {
         try await TestNode().run { (client: any TestClientProtocol) async throws in
-            let values = [#"{"host":"db","port":5432,"nested":{"a":[1,2,{"b":null}]}}"#, #"[1,"two",3.5,true]"#, #""plain""#, "42",
-                          "-1.5e300", "true", "false", "null", "12345678901234567890123", #""ünïcødé ✓ \u0000""#]
+            let values = [
+                #"{"host":"db","port":5432,"nested":{"a":[1,2,{"b":null}]}}"#, #"[1,"two",3.5,true]"#, #""plain""#, "42",
+                "-1.5e300", "true", "false", "null", "12345678901234567890123", #""ünïcødé ✓ \u0000""#,
+            ]
             for (i, value) in values.enumerated() {
                 let created = try await client.send(.post, "/configs", body: #"{"key":"k\#(i)","value":\#(value),"category":"cat"}"#)
                 #expect(created.status == .created, "\(value): \(created.body)")
@@ -17,7 +20,10 @@ import Testing
                 let read = try await client.send(.get, "/configs/k\(i)")
                 #expect(read.status == .ok)
                 let sent = try JSONSerialization.jsonObject(with: Data(value.utf8), options: [.fragmentsAllowed]) as? NSObject
-                #expect((read.object["value"] as? NSObject) == sent || (value == "null" && read.object["value"] is NSNull), "\(value) round-trips, got \(read.body)")
+                #expect(
+                    (read.object["value"] as? NSObject) == sent || (value == "null" && read.object["value"] is NSNull),
+                    "\(value) round-trips, got \(read.body)"
+                )
             }
             let list = try await client.send(.get, "/configs?category=cat")
             #expect(list.array.count == values.count)
@@ -100,8 +106,14 @@ import Testing
                 ("key not a string", .post, "/configs", Array(#"{"key":5,"value":1}"#.utf8), .unprocessableContent),
                 ("key with slash", .post, "/configs", Array(#"{"key":"a/b","value":1}"#.utf8), .unprocessableContent),
                 ("key control char", .post, "/configs", Array(#"{"key":"a\u0001","value":1}"#.utf8), .unprocessableContent),
-                ("key too long", .post, "/configs", Array(#"{"key":"\#(String(repeating: "k", count: 256))","value":1}"#.utf8), .unprocessableContent),
-                ("category too long", .post, "/configs", Array(#"{"key":"c","value":1,"category":"\#(String(repeating: "c", count: 101))"}"#.utf8), .unprocessableContent),
+                (
+                    "key too long", .post, "/configs", Array(#"{"key":"\#(String(repeating: "k", count: 256))","value":1}"#.utf8),
+                    .unprocessableContent
+                ),
+                (
+                    "category too long", .post, "/configs", Array(#"{"key":"c","value":1,"category":"\#(String(repeating: "c", count: 101))"}"#.utf8),
+                    .unprocessableContent
+                ),
                 ("environment wrong type", .post, "/configs", Array(#"{"key":"c","value":1,"environment":[]}"#.utf8), .unprocessableContent),
                 ("empty body", .post, "/configs", [], .badRequest),
                 ("NUL in JSON", .post, "/configs", Array("{\"key\":\"a\u{0}\",\"value\":1}".utf8), .badRequest),
@@ -149,9 +161,11 @@ import Testing
             _ = try await client.send(.get, "/configs/missing-key-name")
             let metrics = try await client.send(.get, "/metrics", userKey: nil)
             #expect(metrics.status == .ok)
-            for name in ["osc_http_requests_total", "osc_http_request_duration_seconds", "osc_config_operations_total", "osc_config_entries_total",
-                         "osc_cluster_nodes_total", "osc_cluster_nodes_healthy", "osc_encryption_operations_total", "osc_api_errors_total",
-                         "osc_key_derivations_total", "osc_key_cache_hits_total", "osc_key_cache_misses_total", "osc_key_derivation_duration_seconds"] {
+            for name in [
+                "osc_http_requests_total", "osc_http_request_duration_seconds", "osc_config_operations_total", "osc_config_entries_total",
+                "osc_cluster_nodes_total", "osc_cluster_nodes_healthy", "osc_encryption_operations_total", "osc_api_errors_total",
+                "osc_key_derivations_total", "osc_key_cache_hits_total", "osc_key_cache_misses_total", "osc_key_derivation_duration_seconds",
+            ] {
                 #expect(metrics.body.contains(name), "\(name) is exported")
             }
             #expect(metrics.body.contains(#"endpoint="/configs/{key}""#))

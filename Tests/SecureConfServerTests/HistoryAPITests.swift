@@ -1,9 +1,10 @@
-import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import SecureConfJSON
 import Testing
+
 @testable import SecureConfServer
 
 /// The current time as RFC 3339 with microseconds, after a pause so that writes before and
@@ -32,7 +33,10 @@ func parseJSON(_ text: String) -> Any? {
 @Suite struct HistoryAPITests {
     @Test func versionsListHistoryWithoutValuesAndVersionReadsReturnThem() async throws {
         try await TestNode().run { (client: any TestClientProtocol) async throws in
-            #expect(try await client.send(.post, "/configs", body: #"{"key":"db","value":{"host":"h1-secret"},"category":"c","environment":"prod"}"#).status == .created)
+            #expect(
+                try await client.send(.post, "/configs", body: #"{"key":"db","value":{"host":"h1-secret"},"category":"c","environment":"prod"}"#)
+                    .status == .created
+            )
             #expect(try await client.send(.put, "/configs/db?environment=prod", body: #"{"value":{"host":"h2-secret"}}"#).status == .ok)
             #expect(try await client.send(.put, "/configs/db?environment=prod", body: #"{"value":[1,2]}"#).status == .ok)
 
@@ -80,14 +84,14 @@ func parseJSON(_ text: String) -> Any? {
             #expect(diff.status == .ok, "\(diff.body)")
             #expect(diff.object["from"] as? Int == 1 && diff.object["to"] as? Int == 2)
             let expected = #"""
-            [{"op":"replace","path":"/host","value":"b"},
-             {"op":"replace","path":"/nested/list/1","value":{"z":5}},
-             {"op":"remove","path":"/nested/list/2"},
-             {"op":"add","path":"/nested/new","value":null},
-             {"op":"replace","path":"/a~1b","value":2},
-             {"op":"remove","path":"/m~0n"},
-             {"op":"add","path":"/extra","value":[1]}]
-            """#
+                [{"op":"replace","path":"/host","value":"b"},
+                 {"op":"replace","path":"/nested/list/1","value":{"z":5}},
+                 {"op":"remove","path":"/nested/list/2"},
+                 {"op":"add","path":"/nested/new","value":null},
+                 {"op":"replace","path":"/a~1b","value":2},
+                 {"op":"remove","path":"/m~0n"},
+                 {"op":"add","path":"/extra","value":[1]}]
+                """#
             #expect(jsonEqual(diff.object["operations"], parseJSON(expected)), "\(diff.body)")
 
             let reverse = try await client.send(.get, "/configs/cfg/diff?from=2&to=1")
@@ -168,7 +172,10 @@ func parseJSON(_ text: String) -> Any? {
             let micros = try #require(RFC3339.parseMicros(afterCreate))
             let shifted = Timestamp.iso8601(micros: micros + 2 * 3_600_000_000).replacingOccurrences(of: "Z", with: "+02:00")
             #expect(try await at(shifted).object["value"] as? String == "v1")
-            #expect(try await client.send(.get, "/configs/t?at=\(shifted)").object["value"] as? String == "v1", "an unescaped + (a space) is accepted")
+            #expect(
+                try await client.send(.get, "/configs/t?at=\(shifted)").object["value"] as? String == "v1",
+                "an unescaped + (a space) is accepted"
+            )
             #expect(try await client.send(.get, "/configs/t?at=yesterday").status == .unprocessableContent)
             #expect(try await client.send(.get, "/configs/t?at=\(afterUpdate)", userKey: "a-wrong-user-key").status == .unauthorized)
         }
@@ -205,7 +212,10 @@ func parseJSON(_ text: String) -> Any? {
             #expect(try await value("d", "prod").status == .notFound)
             #expect(try await value("theirs", "prod", userKey: "someone-elses-key").object["value"] as? String == "t2", "not changed")
             #expect(try await value("x", "dev").object["value"] as? Int == 2, "another environment is left alone")
-            #expect((try await client.send(.get, "/configs/a/versions?environment=prod").object["versions"] as? [Any])?.count == 3, "restore adds revisions")
+            #expect(
+                (try await client.send(.get, "/configs/a/versions?environment=prod").object["versions"] as? [Any])?.count == 3,
+                "restore adds revisions"
+            )
 
             let again = try await client.send(.post, "/restore?environment=prod&at=\(moment)").object
             #expect(again["restored"] as? [String] == [] && again["unchanged"] as? Int == 4, "restoring twice changes nothing more")
@@ -249,8 +259,10 @@ func parseJSON(_ text: String) -> Any? {
         #expect(RFC3339.parseMicros("1970-01-01t00:00:00.123456789z") == 123_456)
         #expect(RFC3339.parseMicros("2000-02-29T12:00:00-00:30") == 951_827_400_000_000, "12:00 at -00:30 is 12:30 UTC")
         #expect(RFC3339.parseMicros("2024-05-01T12:00:00 02:00") == RFC3339.parseMicros("2024-05-01T10:00:00Z"))
-        for bad in ["", "2024-05-01", "2024-05-01T12:00:00", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-05-01T24:00:00Z",
-                    "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00Zjunk", "yesterday"] {
+        for bad in [
+            "", "2024-05-01", "2024-05-01T12:00:00", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-05-01T24:00:00Z",
+            "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00Zjunk", "yesterday",
+        ] {
             #expect(RFC3339.parseMicros(bad) == nil, "\(bad)")
         }
         #expect(Timestamp.iso8601(micros: RFC3339.parseMicros("2025-01-31T12:34:56.789Z") ?? 0) == "2025-01-31T12:34:56.789000Z")

@@ -1,5 +1,6 @@
 import SecureConfJSON
 import Testing
+
 @testable import SecureConfServer
 
 @Suite struct JSONTests {
@@ -7,16 +8,20 @@ import Testing
 
     @Test func parsesAndWritesPythonStyle() throws {
         let value = try parse(#"{"b": [1, 2.50, -0, 1e10, true, false, null], "a": "é\n\"\u0001", "a": "dup"}"#)
-        #expect(String(decoding: JSONWriter.encode(value, style: .python), as: UTF8.self)
-                == #"{"b": [1, 2.50, -0, 1e10, true, false, null], "a": "dup"}"#)
+        #expect(
+            String(decoding: JSONWriter.encode(value, style: .python), as: UTF8.self)
+                == #"{"b": [1, 2.50, -0, 1e10, true, false, null], "a": "dup"}"#
+        )
         let s = try parse(#""é\n\"\u0001😀\u007f""#)
         #expect(String(decoding: JSONWriter.encode(s, style: .python), as: UTF8.self) == #""\u00e9\n\"\u0001\ud83d\ude00\u007f""#)
         #expect(String(decoding: JSONWriter.encode(s), as: UTF8.self) == "\"é\\n\\\"\\u0001😀\\u007f\"")
     }
 
     @Test func rejectsInvalidInput() {
-        let bad = ["", "{", "[1,]", "{\"a\" 1}", "01", "1.", "-", "tru", "\"\\x\"", "\"\\ud800\"", "\"a\u{1}\"", "[1] x",
-                   String(repeating: "[", count: 65) + String(repeating: "]", count: 65), "{\"a\":NaN}", "\"\\u12\""]
+        let bad = [
+            "", "{", "[1,]", "{\"a\" 1}", "01", "1.", "-", "tru", "\"\\x\"", "\"\\ud800\"", "\"a\u{1}\"", "[1] x",
+            String(repeating: "[", count: 65) + String(repeating: "]", count: 65), "{\"a\":NaN}", "\"\\u12\"",
+        ]
         for s in bad {
             #expect(throws: JSONParseError.self, "\(s.prefix(20))") { try parse(s) }
         }

@@ -1,8 +1,9 @@
 import Foundation
-import Logging
 import GRDB
 import HummingbirdTesting
+import Logging
 import Testing
+
 @testable import SecureConfServer
 
 @Suite struct NodeStartupTests {

@@ -3,17 +3,21 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
 @testable import SecureConfServer
 
 @Suite struct RouteTableTests {
     /// A request for a listed endpoint, its placeholders filled in.
     static func uri(_ path: String) -> String {
         path.replacingOccurrences(of: "{key}", with: "k").replacingOccurrences(of: "{version}", with: "1")
-            + (path == "/restore" ? "?at=2020-01-01T00:00:00Z" : path.hasSuffix("/diff") ? "?from=1&to=1" : path.hasSuffix("/rollback") ? "?version=1" : "")
+            + (path == "/restore"
+                ? "?at=2020-01-01T00:00:00Z" : path.hasSuffix("/diff") ? "?from=1&to=1" : path.hasSuffix("/rollback") ? "?version=1" : "")
     }
 
     @Test func everyEndpointListedByTheServiceInformationIsServedBehindItsGates() async throws {
-        try await TestNode({ $0.apiKey = "the-api-key-0123456789"; $0.apiKeyRequired = true; $0.authFailureLimit = 2 }).run { client in
+        try await TestNode({
+            $0.apiKey = "the-api-key-0123456789"; $0.apiKeyRequired = true; $0.authFailureLimit = 2
+        }).run { client in
             let info = try await client.send(.get, "/")
             let endpoints = try #require(info.object["endpoints"] as? [String: String])
             let routes = RouteTable.routes(node: try TestNode().node)
@@ -22,7 +26,10 @@ import Testing
                 let parts = endpoint.split(separator: " ", maxSplits: 1).map(String.init)
                 let method = HTTPRequest.Method(parts[0])!
                 let reply = try await client.send(method, Self.uri(parts[1]), apiKey: "the-api-key-0123456789", body: method == .get ? nil : "{}")
-                #expect(reply.detail != "Not Found" && reply.status != .methodNotAllowed, "\(name): \(endpoint) is routed, got \(reply.status) \(reply.body)")
+                #expect(
+                    reply.detail != "Not Found" && reply.status != .methodNotAllowed,
+                    "\(name): \(endpoint) is routed, got \(reply.status) \(reply.body)"
+                )
                 let route = try #require(routes.first { $0.listedAs == name })
                 if route.access == .data || route.access == .client || route.access == .auditReader {
                     let refused = try await client.send(method, Self.uri(parts[1]), apiKey: nil, body: method == .get ? nil : "{}")
@@ -37,8 +44,13 @@ import Testing
             }
             // (The versions listing asks an API-key holder for no user key: it derives nothing.)
             for route in routes where route.access == .data && route.path != "/configs/{key}/versions" {
-                let r = try await client.send(route.method, Self.uri(route.path), userKey: "yet-another-wrong-key", apiKey: "the-api-key-0123456789",
-                                              body: route.method == .get ? nil : #"{"key":"k2","value":1}"#)
+                let r = try await client.send(
+                    route.method,
+                    Self.uri(route.path),
+                    userKey: "yet-another-wrong-key",
+                    apiKey: "the-api-key-0123456789",
+                    body: route.method == .get ? nil : #"{"key":"k2","value":1}"#
+                )
                 #expect(r.status == .tooManyRequests, "\(route.method) \(route.path): \(r.status) \(r.body)")
             }
         }

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+
 @testable import SecureConfServer
 
 func temporaryDirectory() -> String {
@@ -49,8 +50,15 @@ struct Reply {
 }
 
 extension TestClientProtocol {
-    func send(_ method: HTTPRequest.Method, _ uri: String, userKey: String? = "correct-user-key", apiKey: String? = nil,
-              headers extra: HTTPFields = [:], body: String? = nil, rawBody: [UInt8]? = nil) async throws -> Reply {
+    func send(
+        _ method: HTTPRequest.Method,
+        _ uri: String,
+        userKey: String? = "correct-user-key",
+        apiKey: String? = nil,
+        headers extra: HTTPFields = [:],
+        body: String? = nil,
+        rawBody: [UInt8]? = nil
+    ) async throws -> Reply {
         var headers = extra
         if let userKey { headers[HTTPField.Name("X-User-Key")!] = userKey }
         if let apiKey { headers[HTTPField.Name("X-API-Key")!] = apiKey }

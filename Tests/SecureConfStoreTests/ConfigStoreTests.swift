@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Testing
+
 @testable import SecureConfStore
 
 func temporaryDirectory() -> String {
@@ -25,7 +26,11 @@ func temporaryDirectory() -> String {
         let tables = try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") }
         #expect(tables.contains("revisions") && tables.contains("entries") && tables.contains("meta") && tables.contains("counters"))
         let migrations = try queue.read { try String.fetchAll($0, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(migrations == ["v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit"])
+        #expect(
+            migrations == [
+                "v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit",
+            ]
+        )
         let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")
     }
@@ -64,7 +69,12 @@ func temporaryDirectory() -> String {
     @Test func listFiltersAndPages() async throws {
         let store = try open()
         for i in 0..<25 {
-            _ = try await store.create(environment: i % 2 == 0 ? "even" : "odd", key: "k\(i)", category: i % 5 == 0 ? "five" : nil, ciphertext: "v\(i)")
+            _ = try await store.create(
+                environment: i % 2 == 0 ? "even" : "odd",
+                key: "k\(i)",
+                category: i % 5 == 0 ? "five" : nil,
+                ciphertext: "v\(i)"
+            )
         }
         #expect(try await store.list(environment: nil, category: nil).count == 25)
         #expect(try await store.list(environment: "even", category: nil).count == 13)
@@ -101,10 +111,50 @@ func temporaryDirectory() -> String {
         let a = try ConfigStore(configuration: .init(path: directory + "/a.db", nodeID: "node-a:1"))
         let b = try ConfigStore(configuration: .init(path: directory + "/b.db", nodeID: "node-b:1"))
         let revisions = [
-            Revision(environment: "default", key: "k", category: nil, ciphertext: "x", hlc: 100 << 16, origin: "node-a:1", deleted: false, createdAt: 1, updatedAt: 1),
-            Revision(environment: "default", key: "k", category: nil, ciphertext: "y", hlc: 100 << 16, origin: "node-b:1", deleted: false, createdAt: 1, updatedAt: 2),
-            Revision(environment: "default", key: "k", category: nil, ciphertext: "", hlc: (101 << 16) | 1, origin: "node-a:1", deleted: true, createdAt: 1, updatedAt: 3),
-            Revision(environment: "default", key: "j", category: "c", ciphertext: "z", hlc: 99 << 16, origin: "node-b:1", deleted: false, createdAt: 1, updatedAt: 1),
+            Revision(
+                environment: "default",
+                key: "k",
+                category: nil,
+                ciphertext: "x",
+                hlc: 100 << 16,
+                origin: "node-a:1",
+                deleted: false,
+                createdAt: 1,
+                updatedAt: 1
+            ),
+            Revision(
+                environment: "default",
+                key: "k",
+                category: nil,
+                ciphertext: "y",
+                hlc: 100 << 16,
+                origin: "node-b:1",
+                deleted: false,
+                createdAt: 1,
+                updatedAt: 2
+            ),
+            Revision(
+                environment: "default",
+                key: "k",
+                category: nil,
+                ciphertext: "",
+                hlc: (101 << 16) | 1,
+                origin: "node-a:1",
+                deleted: true,
+                createdAt: 1,
+                updatedAt: 3
+            ),
+            Revision(
+                environment: "default",
+                key: "j",
+                category: "c",
+                ciphertext: "z",
+                hlc: 99 << 16,
+                origin: "node-b:1",
+                deleted: false,
+                createdAt: 1,
+                updatedAt: 1
+            ),
         ]
         for r in revisions { _ = try await a.apply(batch: [r]) }
         #expect(try await b.apply(batch: revisions.reversed()).applied == 4)
@@ -127,7 +177,8 @@ func temporaryDirectory() -> String {
         let own = try await a.ownRevisions(after: 0, limit: 1000)
         #expect(own.count == 50)
         _ = try await b.apply(batch: own.dropLast().map(\.revision))
-        let da = try await a.digest(), db = try await b.digest()
+        let da = try await a.digest()
+        let db = try await b.digest()
         let differing = (0..<da.buckets.count).filter { da.buckets[$0] != db.buckets[$0] }
         #expect(differing.count == 1, "one missing revision changes one bucket")
         let missing = Set(try await a.revisionIDs(bucket: differing[0])).subtracting(try await b.revisionIDs(bucket: differing[0]))
@@ -141,7 +192,8 @@ func temporaryDirectory() -> String {
 
     @Test func hybridLogicalClockIsMonotonic() {
         let clock = HybridLogicalClock(wallClockMillis: { 1000 })
-        let first = clock.now(), second = clock.now()
+        let first = clock.now()
+        let second = clock.now()
         #expect(second == first + 1)
         clock.observe(5000 << 16)
         #expect(clock.now() > 5000 << 16)

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Testing
+
 @testable import SecureConfStore
 
 @Suite struct HistoryStoreTests {
@@ -14,8 +15,18 @@ import Testing
     }
 
     func draft(_ action: String, key: String? = "k", status: Int = 200) -> AuditRecordDraft {
-        AuditRecordDraft(time: 1_700_000_000_000_000, nodeID: "n:1", actor: "uk:abc", client: "127.0.0.1:5000", action: action,
-                         environment: "default", key: key, outcome: status < 400 ? "success" : "failure", status: status, requestID: "r")
+        AuditRecordDraft(
+            time: 1_700_000_000_000_000,
+            nodeID: "n:1",
+            actor: "uk:abc",
+            client: "127.0.0.1:5000",
+            action: action,
+            environment: "default",
+            key: key,
+            outcome: status < 400 ? "success" : "failure",
+            status: status,
+            requestID: "r"
+        )
     }
 
     @Test func versionsAreNumberedOldestFirstAndSurviveReopening() async throws {
@@ -60,8 +71,17 @@ import Testing
             try Row.fetchOne(db, sql: "SELECT hlc, origin FROM pruned_revisions WHERE key = 'k' ORDER BY hlc LIMIT 1")
         }
         let row = try #require(pruned)
-        let copy = Revision(environment: "e", key: "k", category: nil, ciphertext: "t1", hlc: row[0], origin: row[1], deleted: false,
-                            createdAt: 1, updatedAt: 1)
+        let copy = Revision(
+            environment: "e",
+            key: "k",
+            category: nil,
+            ciphertext: "t1",
+            hlc: row[0],
+            origin: row[1],
+            deleted: false,
+            createdAt: 1,
+            updatedAt: 1
+        )
         #expect(try await store.apply(batch: [copy]).applied == 0)
         #expect(try await store.history(environment: "e", key: "k")?.versions.map(\.version) == [4, 5])
     }
@@ -100,10 +120,14 @@ import Testing
         #expect(try await store.entry(environment: "e", key: "a")?.ciphertext == "a1", "nothing of a refused restore is written")
         #expect(try await store.history(environment: "e", key: "a")?.versions.count == 1)
         let current = try #require(try await store.entry(environment: "e", key: "b"))
-        try await store.restore(environment: "e", changes: [
-            PlannedRestore(key: "a", expectedHLC: a.hlc, expectedOrigin: a.origin, change: .put(category: "c", ciphertext: "a0")),
-            PlannedRestore(key: "b", expectedHLC: current.hlc, expectedOrigin: current.origin, change: .delete),
-        ], audit: draft("restore", key: nil))
+        try await store.restore(
+            environment: "e",
+            changes: [
+                PlannedRestore(key: "a", expectedHLC: a.hlc, expectedOrigin: a.origin, change: .put(category: "c", ciphertext: "a0")),
+                PlannedRestore(key: "b", expectedHLC: current.hlc, expectedOrigin: current.origin, change: .delete),
+            ],
+            audit: draft("restore", key: nil)
+        )
         #expect(try await store.entry(environment: "e", key: "a")?.ciphertext == "a0")
         #expect(try await store.entry(environment: "e", key: "b") == nil)
         #expect(store.liveEntryCount == 1)
@@ -148,8 +172,10 @@ import Testing
         try await queue.write { db in
             let record = try #require(try AuditRecord.fetchOne(db, sql: "SELECT \(AuditRecord.columns) FROM audit_log WHERE id = 17"))
             let previous = try #require(try String.fetchOne(db, sql: "SELECT hash FROM audit_log WHERE id = 16"))
-            try db.execute(sql: "UPDATE audit_log SET hash = ? WHERE id = 17",
-                           arguments: [AuditChain.hash(previousHex: previous, id: 17, record.draft)])
+            try db.execute(
+                sql: "UPDATE audit_log SET hash = ? WHERE id = 17",
+                arguments: [AuditChain.hash(previousHex: previous, id: 17, record.draft)]
+            )
         }
         reopened = try open()
         #expect(try await reopened.verifyAudit().firstBroken == 18)
@@ -171,8 +197,18 @@ import Testing
     }
 
     @Test func canonicalBytesAreLengthPrefixed() {
-        let d = AuditRecordDraft(time: 5, nodeID: "n", actor: "a", client: "c", action: "x", environment: nil, key: "",
-                                 outcome: "o", status: 200, requestID: "r")
+        let d = AuditRecordDraft(
+            time: 5,
+            nodeID: "n",
+            actor: "a",
+            client: "c",
+            action: "x",
+            environment: nil,
+            key: "",
+            outcome: "o",
+            status: 200,
+            requestID: "r"
+        )
         let bytes = AuditChain.canonicalBytes(id: 1, d)
         #expect(Array(bytes.prefix(8)) == Array("SCAUDIT1".utf8))
         #expect(Array(bytes[8..<13]) == [0, 0, 0, 1, UInt8(ascii: "1")])

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SecureConfCrypto
 import Testing
+
 @testable import SecureConfStore
 
 /// What the store and the revision rules do with hostile peer input (the security review's
@@ -26,8 +27,20 @@ import Testing
         await store.close()
         // What a hostile peer could store before the checks existed: an Int64.max stamp.
         try await DatabaseQueue(path: path).write { db in
-            try ConfigStore.insertRevision(Revision(environment: "default", key: "k", category: nil, ciphertext: "evil", hlc: Int64.max,
-                                                    origin: "b:1", deleted: false, createdAt: 1, updatedAt: 1), db: db)
+            try ConfigStore.insertRevision(
+                Revision(
+                    environment: "default",
+                    key: "k",
+                    category: nil,
+                    ciphertext: "evil",
+                    hlc: Int64.max,
+                    origin: "b:1",
+                    deleted: false,
+                    createdAt: 1,
+                    updatedAt: 1
+                ),
+                db: db
+            )
             try db.execute(sql: "UPDATE entries SET ciphertext = 'evil', hlc = ?, origin = 'b:1'", arguments: [Int64.max])
         }
         let reopened = try ConfigStore(configuration: .init(path: path, nodeID: "a:1"))
@@ -42,8 +55,19 @@ import Testing
     @Test func applyRefusesStampsBeyondTheBound() async throws {
         let store = try ConfigStore(configuration: .init(path: directory + "/apply.db", nodeID: "a:1"))
         await #expect(throws: StoreError.self) {
-            try await store.apply(batch: [Revision(environment: "default", key: "k", category: nil, ciphertext: "x", hlc: Int64.max,
-                                                   origin: "b:1", deleted: false, createdAt: 1, updatedAt: 1)])
+            try await store.apply(batch: [
+                Revision(
+                    environment: "default",
+                    key: "k",
+                    category: nil,
+                    ciphertext: "x",
+                    hlc: Int64.max,
+                    origin: "b:1",
+                    deleted: false,
+                    createdAt: 1,
+                    updatedAt: 1
+                )
+            ])
         }
         #expect(store.clock.now() < Int64.max / 2)
         #expect(try await store.digest().revisions == 0)
@@ -52,8 +76,17 @@ import Testing
     @Test func twoContentsOfOneIdentityConvergeOnTheLowerHash() async throws {
         let a = try ConfigStore(configuration: .init(path: directory + "/twin-a.db", nodeID: "a:1"))
         let b = try ConfigStore(configuration: .init(path: directory + "/twin-b.db", nodeID: "b:1"))
-        let one = Revision(environment: "default", key: "k", category: nil, ciphertext: "one", hlc: 100 << 16, origin: "c:1", deleted: false,
-                           createdAt: 1, updatedAt: 1)
+        let one = Revision(
+            environment: "default",
+            key: "k",
+            category: nil,
+            ciphertext: "one",
+            hlc: 100 << 16,
+            origin: "c:1",
+            deleted: false,
+            createdAt: 1,
+            updatedAt: 1
+        )
         var two = one
         two.ciphertext = "two"
         _ = try await a.apply(batch: [one])
@@ -75,8 +108,17 @@ import Testing
         var raw = [UInt8](repeating: 7, count: 32)
         let key = DerivedKey(consuming: &raw)
         let token = Fernet.encrypt(Array(#""v""#.utf8), key: key, now: Date(timeIntervalSince1970: Double(now / 1000)))
-        let good = Revision(environment: "default", key: "k", category: nil, ciphertext: token, hlc: now << 16, origin: "127.0.0.1:9001",
-                            deleted: false, createdAt: now * 1000, updatedAt: now * 1000)
+        let good = Revision(
+            environment: "default",
+            key: "k",
+            category: nil,
+            ciphertext: token,
+            hlc: now << 16,
+            origin: "127.0.0.1:9001",
+            deleted: false,
+            createdAt: now * 1000,
+            updatedAt: now * 1000
+        )
         try rules.check(good)
         func refused(_ change: (inout Revision) -> Void) -> RevisionRules.Refusal? {
             var r = good
@@ -93,11 +135,19 @@ import Testing
         #expect(refused { $0.deleted = true } != nil, "a tombstone carries no ciphertext")
         #expect(refused { $0.actor = "root" } != nil)
         #expect(refused { $0.origin = "not a node" } != nil)
-        #expect(refused { $0.hlc = (now + 3_600_000) << 16; $0.updatedAt = (now + 3_600_000) * 1000; $0.createdAt = $0.updatedAt }
-                .map { if case .ahead = $0 { true } else { false } } == true)
+        #expect(
+            refused {
+                $0.hlc = (now + 3_600_000) << 16; $0.updatedAt = (now + 3_600_000) * 1000; $0.createdAt = $0.updatedAt
+            }
+            .map { if case .ahead = $0 { true } else { false } } == true
+        )
         // A replay: the old token with a fresh stamp, an hour later.
         rules.wallClockMillis = { now + 3_600_000 }
-        #expect(refused { $0.hlc = (now + 3_600_000) << 16; $0.updatedAt = (now + 3_600_000) * 1000 } != nil)
+        #expect(
+            refused {
+                $0.hlc = (now + 3_600_000) << 16; $0.updatedAt = (now + 3_600_000) * 1000
+            } != nil
+        )
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Synchronization
 import Testing
+
 @testable import SecureConfStore
 
 /// Guarantees a mutation run of the suite found under-tested: a write whose COMMIT fails is
@@ -41,12 +42,34 @@ import Testing
         // Computed with Python's hashlib from the format in AuditChain's documentation:
         // SHA-256(previous hash || "SCAUDIT1" || length-prefixed fields), genesis = 32 zero bytes.
         let store = try ConfigStore(configuration: .init(path: directory + "/audit.db", nodeID: "127.0.0.1:9000"))
-        let first = try await store.appendAudit(AuditRecordDraft(
-            time: 1_750_000_000_000_000, nodeID: "127.0.0.1:9000", actor: "uk:0123456789ab", client: "127.0.0.1:5000", action: "create",
-            environment: "prod", key: "db", outcome: "success", status: 201, requestID: "req-1"))
-        let second = try await store.appendAudit(AuditRecordDraft(
-            time: 1_750_000_000_000_001, nodeID: "127.0.0.1:9000", actor: "anonymous", client: "[::1]:1", action: "read",
-            environment: nil, key: nil, outcome: "denied", status: 401, requestID: "req-2"))
+        let first = try await store.appendAudit(
+            AuditRecordDraft(
+                time: 1_750_000_000_000_000,
+                nodeID: "127.0.0.1:9000",
+                actor: "uk:0123456789ab",
+                client: "127.0.0.1:5000",
+                action: "create",
+                environment: "prod",
+                key: "db",
+                outcome: "success",
+                status: 201,
+                requestID: "req-1"
+            )
+        )
+        let second = try await store.appendAudit(
+            AuditRecordDraft(
+                time: 1_750_000_000_000_001,
+                nodeID: "127.0.0.1:9000",
+                actor: "anonymous",
+                client: "[::1]:1",
+                action: "read",
+                environment: nil,
+                key: nil,
+                outcome: "denied",
+                status: 401,
+                requestID: "req-2"
+            )
+        )
         #expect(first.hash == "580cb4a494388a0efcecac5d24fbda677e3e5cdef3cfe58892538f4ee2a3bbb5")
         #expect(second.hash == "a900152c9c7644a3c1d2eee60531968095a71f32787cec94f82bb0239497f226")
         let verdict = try await store.verifyAudit()

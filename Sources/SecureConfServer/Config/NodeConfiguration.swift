@@ -112,10 +112,19 @@ public struct NodeConfiguration: Sendable {
         ("OSC_CLUSTER_WRITE_QUORUM", "nodes holding a write before it is acknowledged: 1, majority or all (default 1)"),
         ("OSC_CLUSTER_SALT_WAIT", "seconds a node without a salt waits for the cluster's (default 120)"),
         ("OSC_CLUSTER_ALLOW_INSECURE", "allow a cluster without OSC_API_KEY_REQUIRED=true and OSC_API_KEY (default false; never in production)"),
-        ("OSC_CLUSTER_SECRET", "the peer credential, at least 32 characters, the same on every node: signs every node-to-node message; without it peers authenticate with the clients' OSC_API_KEY (insecure, for OpenSecureConf compatibility)"),
+        (
+            "OSC_CLUSTER_SECRET",
+            "the peer credential, at least 32 characters, the same on every node: signs every node-to-node message; without it peers authenticate with the clients' OSC_API_KEY (insecure, for OpenSecureConf compatibility)"
+        ),
         ("OSC_CLUSTER_SECRET_FILE", "file holding OSC_CLUSTER_SECRET (one line)"),
-        ("OSC_CLUSTER_ACCEPT_API_KEY_PEERS", "with OSC_CLUSTER_SECRET: also accept unsigned peers holding OSC_API_KEY, only while upgrading a running cluster (default false)"),
-        ("OSC_CLUSTER_MAX_CLOCK_SKEW", "seconds a node's clock may run ahead of its peers' median, and a replicated revision's stamp ahead of the receiver's clock (default 5)"),
+        (
+            "OSC_CLUSTER_ACCEPT_API_KEY_PEERS",
+            "with OSC_CLUSTER_SECRET: also accept unsigned peers holding OSC_API_KEY, only while upgrading a running cluster (default false)"
+        ),
+        (
+            "OSC_CLUSTER_MAX_CLOCK_SKEW",
+            "seconds a node's clock may run ahead of its peers' median, and a replicated revision's stamp ahead of the receiver's clock (default 5)"
+        ),
         ("OSC_REQUEST_TIMEOUT", "seconds a client has to send a whole request, headers and body (default 30)"),
         ("OSC_MAX_CONNECTIONS", "open client connections at most (default: the file-descriptor limit less 128, at most 16384)"),
         ("OSC_MAX_CONNECTIONS_PER_CLIENT", "open connections at most from one client address (default 128)"),
@@ -131,12 +140,16 @@ public struct NodeConfiguration: Sendable {
         func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
             guard let raw = value(name) else { return nil }
             guard let n = Int(raw) else { throw ConfigurationError(variable: name, problem: "'\(raw)' is not a whole number") }
-            guard range.contains(n) else { throw ConfigurationError(variable: name, problem: "\(n) is outside \(range.lowerBound)...\(range.upperBound)") }
+            guard range.contains(n) else {
+                throw ConfigurationError(variable: name, problem: "\(n) is outside \(range.lowerBound)...\(range.upperBound)")
+            }
             return n
         }
         func seconds(_ name: String) throws(ConfigurationError) -> Double? {
             guard let raw = value(name) else { return nil }
-            guard let n = Double(raw), n.isFinite, n > 0 else { throw ConfigurationError(variable: name, problem: "'\(raw)' is not a positive number of seconds") }
+            guard let n = Double(raw), n.isFinite, n > 0 else {
+                throw ConfigurationError(variable: name, problem: "'\(raw)' is not a positive number of seconds")
+            }
             return n
         }
         func boolean(_ name: String) throws(ConfigurationError) -> Bool? {
@@ -162,7 +175,9 @@ public struct NodeConfiguration: Sendable {
             c.logLevel = v.uppercased()
         }
         if let v = value("OSC_LOG_FORMAT") {
-            guard let f = LogFormat(rawValue: v.lowercased()) else { throw ConfigurationError(variable: "OSC_LOG_FORMAT", problem: "'\(v)' is not json or console") }
+            guard let f = LogFormat(rawValue: v.lowercased()) else {
+                throw ConfigurationError(variable: "OSC_LOG_FORMAT", problem: "'\(v)' is not json or console")
+            }
             c.logFormat = f
         }
         c.logFile = value("OSC_LOG_FILE")
@@ -194,12 +209,16 @@ public struct NodeConfiguration: Sendable {
         c.tlsKeyFile = try readableFile(["OSC_TLS_KEY_FILE", "OSC_SSL_KEYFILE"])
         c.clusterTLSCAFile = try readableFile(["OSC_CLUSTER_TLS_CA_FILE", "OSC_SSL_CA_CERTS"])
         if (c.tlsCertificateFile == nil) != (c.tlsKeyFile == nil) {
-            throw ConfigurationError(variable: c.tlsCertificateFile == nil ? "OSC_TLS_CERT_FILE" : "OSC_TLS_KEY_FILE",
-                                     problem: "TLS needs both a certificate and a key file")
+            throw ConfigurationError(
+                variable: c.tlsCertificateFile == nil ? "OSC_TLS_CERT_FILE" : "OSC_TLS_KEY_FILE",
+                problem: "TLS needs both a certificate and a key file"
+            )
         }
         if let v = try boolean("OSC_CLUSTER_ENABLED") { c.clusterEnabled = v }
         if let v = value("OSC_CLUSTER_MODE") {
-            guard let m = ClusterMode(rawValue: v.lowercased()) else { throw ConfigurationError(variable: "OSC_CLUSTER_MODE", problem: "'\(v)' is not replica or federated") }
+            guard let m = ClusterMode(rawValue: v.lowercased()) else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_MODE", problem: "'\(v)' is not replica or federated")
+            }
             c.clusterMode = m
         }
         if let v = value("OSC_CLUSTER_NODE_ID") {
@@ -236,7 +255,10 @@ public struct NodeConfiguration: Sendable {
                 throw ConfigurationError(variable: "OSC_CLUSTER_SECRET", problem: "must be at least 32 characters (e.g. `openssl rand -hex 32`)")
             }
             guard secret != c.apiKey else {
-                throw ConfigurationError(variable: "OSC_CLUSTER_SECRET", problem: "must differ from OSC_API_KEY: clients hold the API key, only nodes may hold the secret")
+                throw ConfigurationError(
+                    variable: "OSC_CLUSTER_SECRET",
+                    problem: "must differ from OSC_API_KEY: clients hold the API key, only nodes may hold the secret"
+                )
             }
         }
         if let v = try boolean("OSC_CLUSTER_ACCEPT_API_KEY_PEERS") { c.clusterAcceptAPIKeyPeers = v }
@@ -258,10 +280,17 @@ public struct NodeConfiguration: Sendable {
         }
         if c.clusterEnabled {
             if !c.apiKeyRequired || c.apiKey == nil, !c.clusterAllowInsecure {
-                throw ConfigurationError(variable: "OSC_API_KEY_REQUIRED", problem: "a cluster needs OSC_API_KEY_REQUIRED=true and an OSC_API_KEY shared by every node (nodes authenticate each other with it); set OSC_CLUSTER_ALLOW_INSECURE=true only for throwaway tests")
+                throw ConfigurationError(
+                    variable: "OSC_API_KEY_REQUIRED",
+                    problem:
+                        "a cluster needs OSC_API_KEY_REQUIRED=true and an OSC_API_KEY shared by every node (nodes authenticate each other with it); set OSC_CLUSTER_ALLOW_INSECURE=true only for throwaway tests"
+                )
             }
             if c.clusterNodeID == nil, ["0.0.0.0", "::", "[::]"].contains(c.host) {
-                throw ConfigurationError(variable: "OSC_CLUSTER_NODE_ID", problem: "must be set to this node's reachable host:port when OSC_HOST is \(c.host)")
+                throw ConfigurationError(
+                    variable: "OSC_CLUSTER_NODE_ID",
+                    problem: "must be set to this node's reachable host:port when OSC_HOST is \(c.host)"
+                )
             }
         }
         return c
@@ -301,7 +330,11 @@ public struct NodeConfiguration: Sendable {
     }
 
     /// The merged view: `.env` below the process environment, `overrides` (flags) on top.
-    public static func load(environment: [String: String], dotEnvPath: String?, overrides: [String: String]) throws(ConfigurationError) -> NodeConfiguration {
+    public static func load(
+        environment: [String: String],
+        dotEnvPath: String?,
+        overrides: [String: String]
+    ) throws(ConfigurationError) -> NodeConfiguration {
         var merged = try dotEnvPath.map { path throws(ConfigurationError) in try readDotEnv(at: path) } ?? [:]
         for (k, v) in environment { merged[k] = v }
         for (k, v) in overrides { merged[k] = v }
@@ -313,18 +346,25 @@ extension NodeConfiguration {
     /// The cluster's settings, or nil on a single node.
     public var clusterSettings: ClusterSettings? {
         guard clusterEnabled else { return nil }
-        let quorum: ClusterSettings.WriteQuorum = switch clusterWriteQuorum {
-        case "majority": .majority
-        case "all": .all
-        default: .one
-        }
+        let quorum: ClusterSettings.WriteQuorum =
+            switch clusterWriteQuorum {
+            case "majority": .majority
+            case "all": .all
+            default: .one
+            }
         var settings = ClusterSettings(
-            nodeID: nodeID, peers: clusterNodes, mode: clusterMode == .federated ? .federated : .replica, apiKey: apiKey ?? "",
+            nodeID: nodeID,
+            peers: clusterNodes,
+            mode: clusterMode == .federated ? .federated : .replica,
+            apiKey: apiKey ?? "",
             syncInterval: .milliseconds(Int64(clusterSyncIntervalSeconds * 1000)),
             healthInterval: .milliseconds(Int64(clusterHealthIntervalSeconds * 1000)),
-            peerTimeout: .milliseconds(Int64(clusterPeerTimeoutSeconds * 1000)), writeQuorum: quorum,
-            saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)), scheme: tlsEnabled ? "https" : "http",
-            caFile: clusterTLSCAFile)
+            peerTimeout: .milliseconds(Int64(clusterPeerTimeoutSeconds * 1000)),
+            writeQuorum: quorum,
+            saltWait: .milliseconds(Int64(clusterSaltWaitSeconds * 1000)),
+            scheme: tlsEnabled ? "https" : "http",
+            caFile: clusterTLSCAFile
+        )
         settings.credential = clusterSecret.map { PeerCredential(secret: Array($0.utf8)) }
         settings.acceptAPIKeyPeers = clusterAcceptAPIKeyPeers
         settings.maxClockSkew = .milliseconds(Int64(clusterMaxClockSkewSeconds * 1000))

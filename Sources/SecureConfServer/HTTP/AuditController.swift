@@ -1,9 +1,9 @@
-import SecureConfCore
-import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import SecureConfCore
+import SecureConfJSON
 import SecureConfStore
 
 /// `/audit`: search, export (JSON Lines or CSV, streamed) and chain verification. Guarded by
@@ -24,8 +24,15 @@ struct AuditController<Context: RequestContext>: Sendable {
             }
             return micros
         }
-        return AuditFilter(key: text("key"), environment: text("environment"), action: text("action"), actor: text("actor"),
-                           outcome: text("outcome"), since: try time("since"), until: try time("until"))
+        return AuditFilter(
+            key: text("key"),
+            environment: text("environment"),
+            action: text("action"),
+            actor: text("actor"),
+            outcome: text("outcome"),
+            since: try time("since"),
+            until: try time("until")
+        )
     }
 
     /// `{"records":[...],"next_cursor":"<id>"|null}`, oldest first; `limit` 1–1000 (default
@@ -35,7 +42,9 @@ struct AuditController<Context: RequestContext>: Sendable {
         let filter = try Self.filter(query)
         var limit = 100
         if let raw = query["limit"], !raw.isEmpty {
-            guard let n = Int(raw), (1...Self.pageSize).contains(n) else { throw ServiceError.unprocessable("limit must be a whole number in 1...\(Self.pageSize)") }
+            guard let n = Int(raw), (1...Self.pageSize).contains(n) else {
+                throw ServiceError.unprocessable("limit must be a whole number in 1...\(Self.pageSize)")
+            }
             limit = n
         }
         var cursor: Int64?
@@ -105,9 +114,12 @@ struct AuditController<Context: RequestContext>: Sendable {
         let result = try await node.store.verifyAudit()
         if !result.valid {
             node.metrics.auditVerificationFailures.increment()
-            context.logger.warning("audit chain verification failed", metadata: [
-                "records": "\(result.records)", "first_broken": "\(result.firstBroken.map(String.init) ?? "-")",
-            ])
+            context.logger.warning(
+                "audit chain verification failed",
+                metadata: [
+                    "records": "\(result.records)", "first_broken": "\(result.firstBroken.map(String.init) ?? "-")",
+                ]
+            )
         }
         return JSONResponse.make { w in
             w.raw("{")
@@ -149,8 +161,10 @@ enum AuditCSV {
 
     static func row(_ record: AuditRecord) -> String {
         let d = record.draft
-        let cells = [String(record.id), Timestamp.iso8601(micros: d.time), d.nodeID, d.actor, d.client, d.action, d.environment ?? "",
-                     d.key ?? "", d.outcome, String(d.status), d.requestID, record.hash]
+        let cells = [
+            String(record.id), Timestamp.iso8601(micros: d.time), d.nodeID, d.actor, d.client, d.action, d.environment ?? "",
+            d.key ?? "", d.outcome, String(d.status), d.requestID, record.hash,
+        ]
         return cells.map(cell).joined(separator: ",") + "\r\n"
     }
 

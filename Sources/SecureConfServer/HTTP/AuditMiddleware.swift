@@ -1,9 +1,9 @@
-import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import SecureConfCore
 import SecureConfCrypto
 import SecureConfStore
 
@@ -32,11 +32,21 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         let pathKey = context.parameters.get("key").flatMap { RequestInput.percentDecode($0, plusIsSpace: false) }
         let addressesKey = endpoint.hasPrefix("/configs/{key}") || endpoint == "/restore"
         let environment = query["environment"].flatMap { $0.isEmpty ? nil : $0 } ?? (addressesKey ? RequestInput.defaultEnvironment : nil)
-        context.audit.open(AuditRecordDraft(
-            time: 0, nodeID: node.configuration.nodeID, actor: "", client: Self.client(context.remoteAddress),
-            action: actions[RouteTable.key(request.method, endpoint)] ?? "\(request.method.rawValue.lowercased()) \(endpoint)", environment: environment.map { String($0.prefix(AuditLimits.environment)) },
-            key: pathKey.map { String($0.prefix(AuditLimits.key)) }, outcome: "", status: 0, requestID: requestID),
-            deferred: waitsForQuorum)
+        context.audit.open(
+            AuditRecordDraft(
+                time: 0,
+                nodeID: node.configuration.nodeID,
+                actor: "",
+                client: Self.client(context.remoteAddress),
+                action: actions[RouteTable.key(request.method, endpoint)] ?? "\(request.method.rawValue.lowercased()) \(endpoint)",
+                environment: environment.map { String($0.prefix(AuditLimits.environment)) },
+                key: pathKey.map { String($0.prefix(AuditLimits.key)) },
+                outcome: "",
+                status: 0,
+                requestID: requestID
+            ),
+            deferred: waitsForQuorum
+        )
 
         var response: Response?
         var failure: (any Error)?
@@ -59,15 +69,21 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
                 try await node.store.appendAudit(draft)
                 node.metrics.auditRecords.increment()
             } catch {
-                context.logger.error("audit record not written; refusing the response", metadata: [
-                    "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)", "error": "\(ServiceError.from(error).detail)",
-                ])
+                context.logger.error(
+                    "audit record not written; refusing the response",
+                    metadata: [
+                        "action": "\(draft.action)", "status": "\(status)", "request_id": "\(requestID)",
+                        "error": "\(ServiceError.from(error).detail)",
+                    ]
+                )
                 // Fail closed, as Vault does when its audit device fails: no unaudited access.
                 var why = "storage failure"
                 if case StoreError.unavailable(let reason) = error { why = reason }
-                throw ServiceError(.auditUnavailable,
-                                   "Audit trail unavailable (\(why)); the request was refused because it could not be recorded, retry later",
-                                   retryAfter: 5)
+                throw ServiceError(
+                    .auditUnavailable,
+                    "Audit trail unavailable (\(why)); the request was refused because it could not be recorded, retry later",
+                    retryAfter: 5
+                )
             }
         }
         if let failure, var apiError {

@@ -1,9 +1,9 @@
-import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import SecureConfCluster
+import SecureConfCore
 import SecureConfStore
 
 /// The node-to-node endpoints (behind `PeerAuthMiddleware`): replication, digests,
@@ -76,7 +76,11 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     @Sendable func entries(_ request: Request, context: Context) async throws -> Response {
         let endpoints = try endpoints()
         let query = try RequestInput.query(request)
-        return try encode(try await endpoints.entries(environment: query["environment"].flatMap { $0.isEmpty ? nil : $0 },
-                                                      category: query["category"].flatMap { $0.isEmpty ? nil : $0 }))
+        return try encode(
+            try await endpoints.entries(
+                environment: query["environment"].flatMap { $0.isEmpty ? nil : $0 },
+                category: query["category"].flatMap { $0.isEmpty ? nil : $0 }
+            )
+        )
     }
 }

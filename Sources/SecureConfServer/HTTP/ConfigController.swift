@@ -74,8 +74,13 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
             }
             return n
         }
-        let listing = ListQuery(environment: try name("environment"), category: try name("category"), limit: try number("limit", 1...10_000),
-                                offset: try number("offset", 0...Int(Int32.max)) ?? 0, after: try number("after", 0...Int.max).map(Int64.init))
+        let listing = ListQuery(
+            environment: try name("environment"),
+            category: try name("category"),
+            limit: try number("limit", 1...10_000),
+            offset: try number("offset", 0...Int(Int32.max)) ?? 0,
+            after: try number("after", 0...Int.max).map(Int64.init)
+        )
         let page = try await service.list(try RequestInput.caller(request, context, node), listing)
         var writer = JSONWriter(capacity: 64 + page.records.count * 256)
         writer.raw("[")

@@ -71,8 +71,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var admitted = false
     private var deadline: Scheduled<Void>?
 
-    init(limits: ConnectionLimits, requestTimeout: TimeAmount, onRefused: @escaping @Sendable (String) -> Void,
-         onTimeout: @escaping @Sendable () -> Void) {
+    init(
+        limits: ConnectionLimits,
+        requestTimeout: TimeAmount,
+        onRefused: @escaping @Sendable (String) -> Void,
+        onTimeout: @escaping @Sendable () -> Void
+    ) {
         self.limits = limits
         self.requestTimeout = requestTimeout
         self.onRefused = onRefused

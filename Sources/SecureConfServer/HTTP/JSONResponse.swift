@@ -1,9 +1,9 @@
-import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import SecureConfCore
+import SecureConfJSON
 import SecureConfStore
 
 /// Builds JSON responses from bytes written by `JSONWriter` (no Codable round-trips on the hot path).
@@ -46,8 +46,16 @@ enum Timestamp {
         let fraction = Int(micros % 1_000_000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, fraction)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+            parts.tm_year + 1900,
+            parts.tm_mon + 1,
+            parts.tm_mday,
+            parts.tm_hour,
+            parts.tm_min,
+            parts.tm_sec,
+            fraction
+        )
     }
 }
 

@@ -25,7 +25,10 @@ struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
             let endpoint = context.endpointPath ?? "unmatched"
             metrics.recordAPIError(endpoint: endpoint, errorType: apiError.kind.label)
             if apiError.kind.isInternal {
-                context.logger.error("request failed", metadata: ["endpoint": "\(endpoint)", "method": "\(request.method)", "error_type": "\(type(of: error))"])
+                context.logger.error(
+                    "request failed",
+                    metadata: ["endpoint": "\(endpoint)", "method": "\(request.method)", "error_type": "\(type(of: error))"]
+                )
             }
             response = JSONResponse.error(status: apiError.status, detail: apiError.detail, headers: apiError.headers)
         }
@@ -33,10 +36,13 @@ struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
         let elapsed = ContinuousClock.now - started
         metrics.recordRequest(method: request.method.rawValue, endpoint: endpoint, status: response.status.code, duration: elapsed)
         if context.logger.logLevel <= .debug {
-            context.logger.debug("request", metadata: [
-                "method": "\(request.method)", "endpoint": "\(endpoint)", "status": "\(response.status.code)",
-                "duration_ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)",
-            ])
+            context.logger.debug(
+                "request",
+                metadata: [
+                    "method": "\(request.method)", "endpoint": "\(endpoint)", "status": "\(response.status.code)",
+                    "duration_ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)",
+                ]
+            )
         }
         return response
     }

@@ -1,9 +1,9 @@
-import SecureConfCore
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import SecureConfCluster
+import SecureConfCore
 import SecureConfCrypto
 import Synchronization
 
@@ -40,8 +40,10 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
             throw ServiceError(.routeNotFound, "Not Found")
         }
         let h = request.headers
-        let sender = h[HTTPField.Name(PeerCredential.senderHeader)!], time = h[HTTPField.Name(PeerCredential.timeHeader)!]
-        let nonce = h[HTTPField.Name(PeerCredential.nonceHeader)!], signature = h[HTTPField.Name(PeerCredential.signatureHeader)!]
+        let sender = h[HTTPField.Name(PeerCredential.senderHeader)!]
+        let time = h[HTTPField.Name(PeerCredential.timeHeader)!]
+        let nonce = h[HTTPField.Name(PeerCredential.nonceHeader)!]
+        let signature = h[HTTPField.Name(PeerCredential.signatureHeader)!]
         let signed = sender != nil || time != nil || nonce != nil || signature != nil
         if let verifier = node.peerVerifier, signed {
             // The signature covers the body's hash, sent in a header: it is checked before a
@@ -49,16 +51,27 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
             let claimedHash = h[HTTPField.Name(PeerCredential.contentHashHeader)!] ?? ""
             let peer: String
             do {
-                guard claimedHash.utf8.count == 64 else { throw PeerAuthRefusal.malformed("X-SecureConf-Content-SHA256 is missing or not 64 hex digits") }
-                peer = try verifier.verify(method: request.method.rawValue, path: request.head.path ?? "", sender: sender, time: time, nonce: nonce,
-                                           signature: signature, bodyHash: claimedHash, allowSkew: optional)
-            } catch let error as PeerAuthRefusal {
-                let kind: ErrorKind = switch error {
-                case .clockSkew: .peerClockSkew
-                case .replayed: .peerReplayed
-                case .unknownSender: .peerUnknown
-                default: .peerAuthFailed
+                guard claimedHash.utf8.count == 64 else {
+                    throw PeerAuthRefusal.malformed("X-SecureConf-Content-SHA256 is missing or not 64 hex digits")
                 }
+                peer = try verifier.verify(
+                    method: request.method.rawValue,
+                    path: request.head.path ?? "",
+                    sender: sender,
+                    time: time,
+                    nonce: nonce,
+                    signature: signature,
+                    bodyHash: claimedHash,
+                    allowSkew: optional
+                )
+            } catch let error as PeerAuthRefusal {
+                let kind: ErrorKind =
+                    switch error {
+                    case .clockSkew: .peerClockSkew
+                    case .replayed: .peerReplayed
+                    case .unknownSender: .peerUnknown
+                    default: .peerAuthFailed
+                    }
                 node.metrics.peerRequestRefused(reason: kind.label)
                 throw ServiceError(kind, error.description)
             }
@@ -94,7 +107,8 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
         if node.configuration.apiKeyRequired || node.peerVerifier != nil {
             guard let given = h[RequestInput.apiKeyHeader] else { throw ServiceError.missingAPIKey }
             guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array((node.configuration.apiKey ?? "").utf8))),
-                  node.configuration.apiKey != nil else { throw ServiceError.wrongAPIKey }
+                node.configuration.apiKey != nil
+            else { throw ServiceError.wrongAPIKey }
         }
         return try await next(request, context)
     }
@@ -106,7 +120,11 @@ struct PeerAuthMiddleware<Context: PeerAuthenticatedContext>: RouterMiddleware {
         let bytes = collector.bytes
         var headers = response.headers
         headers[HTTPField.Name(PeerCredential.signatureHeader)!] = credential.responseSignature(
-            nonce: nonce, status: Int(response.status.code), responder: responder, bodyHash: PeerCredential.bodyHash(bytes))
+            nonce: nonce,
+            status: Int(response.status.code),
+            responder: responder,
+            bodyHash: PeerCredential.bodyHash(bytes)
+        )
         headers[.contentLength] = String(bytes.count)
         return Response(status: response.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
     }

@@ -1,9 +1,9 @@
-import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
 import SecureConfCore
 import SecureConfCrypto
+import SecureConfJSON
 import SecureConfStore
 
 /// Reading and validating what a client sent: query strings, path keys, credentials, bodies.
@@ -45,7 +45,8 @@ enum RequestInput {
         for pair in raw.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = percentDecode(parts[0], plusIsSpace: true),
-                  let value = percentDecode(parts.count > 1 ? parts[1] : "", plusIsSpace: true) else {
+                let value = percentDecode(parts.count > 1 ? parts[1] : "", plusIsSpace: true)
+            else {
                 throw ServiceError.badRequest("Malformed query string: invalid percent-encoding or UTF-8")
             }
             out[name] = value
@@ -70,7 +71,10 @@ enum RequestInput {
 
     /// What a `/configs/{key}…` request addresses: the key from the path, the query, and the
     /// environment (`default` when not given).
-    static func addressedKey(_ request: Request, _ context: some RequestContext) throws(ServiceError) -> (key: String, query: [String: String], environment: String) {
+    static func addressedKey(
+        _ request: Request,
+        _ context: some RequestContext
+    ) throws(ServiceError) -> (key: String, query: [String: String], environment: String) {
         let key = try pathKey(context)
         let query = try query(request)
         return (key, query, try environment(query["environment"]))
@@ -87,8 +91,12 @@ enum RequestInput {
     /// Who calls: the user key (checked for presence, encoding and length; absent is allowed
     /// with `.optional`), the client's address, the request's audit note, and, for a
     /// caller without a user key, whether it holds the API key.
-    static func caller(_ request: Request, _ context: some AuditedRequestContext, _ node: SecureConfNode,
-                       userKey need: UserKeyNeed = .required) throws(ServiceError) -> Caller {
+    static func caller(
+        _ request: Request,
+        _ context: some AuditedRequestContext,
+        _ node: SecureConfNode,
+        userKey need: UserKeyNeed = .required
+    ) throws(ServiceError) -> Caller {
         let minimum = node.configuration.minUserKeyLength
         let userKey: String? = need == .optional && request.headers[userKeyHeader] == nil ? nil : try userKey(request, minimumLength: minimum)
         var holdsAPIKey = false
@@ -125,7 +133,10 @@ enum RequestInput {
         return try validateName(value, field: "environment")
     }
 
-    enum HeaderValue { case absent, undecodable, value(String) }
+    enum HeaderValue {
+        case absent, undecodable
+        case value(String)
+    }
 
     /// A header's bytes read as Latin-1, one character per byte, as OpenSecureConf's server
     /// (Starlette) reads them, so a key's UTF-8 (what PBKDF2 is given) matches
@@ -205,10 +216,11 @@ enum RequestID {
 
     static func of(_ request: Request, context: some RequestContext) -> String {
         if let name = AuditActions.requestIDHeader, let given = request.headers[name], (1...128).contains(given.utf8.count),
-           given.utf8.allSatisfy({ b in
-               (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-                   || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
-           }) {
+            given.utf8.allSatisfy({ b in
+                (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                    || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
+            })
+        {
             return given
         }
         if let id = context.logger[metadataKey: "hb.request.id"]?.description { return id }

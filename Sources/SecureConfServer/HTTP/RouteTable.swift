@@ -31,8 +31,14 @@ struct Route<Context: RequestContext>: Sendable {
     let listedAs: String?
     let handler: @Sendable (Request, Context) async throws -> Response
 
-    init(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, action: String? = nil, listedAs: String? = nil,
-         _ handler: @escaping @Sendable (Request, Context) async throws -> Response) {
+    init(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        _ access: RouteAccess,
+        action: String? = nil,
+        listedAs: String? = nil,
+        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) {
         self.method = method
         self.path = path
         self.access = access

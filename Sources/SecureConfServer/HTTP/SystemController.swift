@@ -1,11 +1,11 @@
-import SecureConfCore
-import SecureConfJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import SecureConfCluster
+import SecureConfCore
 import SecureConfCrypto
+import SecureConfJSON
 
 /// Service information, health, readiness, metrics, and the single-node cluster endpoints.
 struct SystemController<Context: RequestContext>: Sendable {
@@ -24,9 +24,15 @@ struct SystemController<Context: RequestContext>: Sendable {
             w.member("version"); w.string(SecureConfVersion.string)
             w.member("status"); w.string("operational")
             w.member("features")
-            w.write(.array(["encryption:fernet+pbkdf2-sha256", "environments", "categories", "derived-key-cache",
-                            "group-commit", "revisions", "history", "rollback", "diff:json-patch", "point-in-time",
-                            c.auditEnabled ? "audit:hash-chained" : nil, "metrics:prometheus"].compactMap { $0.map { .string($0) } }))
+            w.write(
+                .array(
+                    [
+                        "encryption:fernet+pbkdf2-sha256", "environments", "categories", "derived-key-cache",
+                        "group-commit", "revisions", "history", "rollback", "diff:json-patch", "point-in-time",
+                        c.auditEnabled ? "audit:hash-chained" : nil, "metrics:prometheus",
+                    ].compactMap { $0.map { .string($0) } }
+                )
+            )
             w.member("api_key_required"); w.raw(c.apiKeyRequired ? "true" : "false")
             w.member("cluster_enabled"); w.raw(c.clusterEnabled ? "true" : "false")
             w.member("cluster_mode"); w.optionalString(c.clusterEnabled ? c.clusterMode.rawValue : nil)
@@ -53,8 +59,11 @@ struct SystemController<Context: RequestContext>: Sendable {
 
     @Sendable func metrics(_ request: Request, context: Context) async throws -> Response {
         node.metrics.configEntries.set(to: Double(node.store.liveEntryCount))
-        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.metrics.render()))
+        )
     }
 
     @Sendable func clusterHealth(_ request: Request, context: Context) async throws -> Response {
@@ -81,11 +90,20 @@ struct SystemController<Context: RequestContext>: Sendable {
         let nowMicros = Int64(Date().timeIntervalSince1970 * 1_000_000)
         let setAside = node.cluster == nil ? 0 : ((try? await node.store.setAsideCount()) ?? 0)
         let settings = c.clusterSettings
-        let peerAuth: (mode: String, warning: String?) = switch (settings?.credential != nil, settings?.acceptAPIKeyPeers ?? false) {
-        case (true, false): ("secret", nil)
-        case (true, true): ("secret+api-key", "OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the clients' API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET")
-        default: ("api-key", "peers authenticate with OSC_API_KEY, which every client holds: any client can read the salt and ciphertexts and forge replicated revisions. Set OSC_CLUSTER_SECRET on every node (README: production checklist)")
-        }
+        let peerAuth: (mode: String, warning: String?) =
+            switch (settings?.credential != nil, settings?.acceptAPIKeyPeers ?? false) {
+            case (true, false): ("secret", nil)
+            case (true, true):
+                (
+                    "secret+api-key",
+                    "OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the clients' API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET"
+                )
+            default:
+                (
+                    "api-key",
+                    "peers authenticate with OSC_API_KEY, which every client holds: any client can read the salt and ciphertexts and forge replicated revisions. Set OSC_CLUSTER_SECRET on every node (README: production checklist)"
+                )
+            }
         let clock: (offsetMillis: Int64?, ahead: Bool) = node.cluster?.clockStatus ?? (nil, false)
         // The revision-set digest (a hash of ciphertext hashes, nothing secret): what operators
         // compare across nodes, now that /cluster/digest is for peers only.
@@ -144,9 +162,14 @@ struct SystemController<Context: RequestContext>: Sendable {
 
     /// The raw salt, for peers holding the API key (OpenSecureConf's salt-sync endpoint).
     @Sendable func salt(_ request: Request, context: Context) async throws -> Response {
-        Response(status: .ok, headers: [.contentType: "application/octet-stream",
-                                        .contentDisposition: "attachment; filename=encryption.salt"],
-                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.salt)))
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: "application/octet-stream",
+                .contentDisposition: "attachment; filename=encryption.salt",
+            ],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: node.salt))
+        )
     }
 
     /// Accepts a salt only if it equals the one in use: a salt is never replaced.

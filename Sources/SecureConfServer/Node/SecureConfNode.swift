@@ -2,10 +2,10 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import NIOSSL
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SecureConfCluster
 import SecureConfCore
 import SecureConfCrypto
@@ -47,8 +47,11 @@ public final class SecureConfNode: Sendable {
         self.logger = logger
         let databaseDirectory = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent().path
         do {
-            try FileManager.default.createDirectory(atPath: databaseDirectory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: databaseDirectory,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
         } catch {
             throw StartupError(description: "cannot create the data directory \(databaseDirectory): \(error.localizedDescription)")
         }
@@ -66,39 +69,70 @@ public final class SecureConfNode: Sendable {
         let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
         self.salt = salt
         self.saltFingerprint = SaltFile.fingerprint(salt)
-        let keys = DerivedKeyCache(salt: salt, configuration: .init(
-            capacity: configuration.keyCacheSize, ttlSeconds: configuration.keyCacheTTLSeconds,
-            maxQueuedDerivations: configuration.kdfMaxQueue, iterations: configuration.kdfIterations), observer: metrics)
+        let keys = DerivedKeyCache(
+            salt: salt,
+            configuration: .init(
+                capacity: configuration.keyCacheSize,
+                ttlSeconds: configuration.keyCacheTTLSeconds,
+                maxQueuedDerivations: configuration.kdfMaxQueue,
+                iterations: configuration.kdfIterations
+            ),
+            observer: metrics
+        )
         // Actor ids are keyed by a secret no client API exposes (from the peer credential in a
         // cluster, so every node names the same actor; random per store on a single node).
-        credentials = CredentialGate(keys: keys,
-                                     limiter: AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds),
-                                     actorKey: try Self.actorKey(configuration: configuration, salt: salt, store: store))
+        credentials = CredentialGate(
+            keys: keys,
+            limiter: AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds),
+            actorKey: try Self.actorKey(configuration: configuration, salt: salt, store: store)
+        )
         if let settings = configuration.clusterSettings {
-            cluster = ClusterCoordinator(settings: settings, store: store,
-                                         transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: SaltFile.fingerprint(salt)),
-                                         saltFingerprint: saltFingerprint, logger: logger, observer: metrics)
+            cluster = ClusterCoordinator(
+                settings: settings,
+                store: store,
+                transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: SaltFile.fingerprint(salt)),
+                saltFingerprint: saltFingerprint,
+                logger: logger,
+                observer: metrics
+            )
             peerVerifier = settings.credential.map {
-                PeerRequestVerifier(credential: $0, nodeID: settings.nodeID, peers: settings.peers,
-                                    windowMillis: Int64(settings.replayWindow.seconds * 1000))
+                PeerRequestVerifier(
+                    credential: $0,
+                    nodeID: settings.nodeID,
+                    peers: settings.peers,
+                    windowMillis: Int64(settings.replayWindow.seconds * 1000)
+                )
             }
             metrics.peerAuthentication(insecure: !settings.peersAuthenticated)
             if settings.credential == nil {
-                logger.warning("peers authenticate with the clients' API key (no OSC_CLUSTER_SECRET): any client holding OSC_API_KEY can read the salt and ciphertexts and forge replicated revisions; set OSC_CLUSTER_SECRET on every node (README, production checklist)")
+                logger.warning(
+                    "peers authenticate with the clients' API key (no OSC_CLUSTER_SECRET): any client holding OSC_API_KEY can read the salt and ciphertexts and forge replicated revisions; set OSC_CLUSTER_SECRET on every node (README, production checklist)"
+                )
             } else if settings.acceptAPIKeyPeers {
-                logger.warning("OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET")
+                logger.warning(
+                    "OSC_CLUSTER_ACCEPT_API_KEY_PEERS=true: unsigned peers holding the API key are still accepted; turn it off once every node has OSC_CLUSTER_SECRET"
+                )
             }
         } else {
             cluster = nil
             peerVerifier = nil
         }
-        service = ConfigService(storage: store, credentials: credentials, cluster: cluster, observer: metrics,
-                                maxTokenBytes: configuration.maxCiphertextBytes)
+        service = ConfigService(
+            storage: store,
+            credentials: credentials,
+            cluster: cluster,
+            observer: metrics,
+            maxTokenBytes: configuration.maxCiphertextBytes
+        )
     }
 
     /// Starts a node; in a cluster, a node without a salt and without data first gets the
     /// cluster's salt from its peers (or creates it, if it sorts first and nobody has one).
-    public static func start(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger) async throws -> SecureConfNode {
+    public static func start(
+        configuration: NodeConfiguration,
+        metrics: ServerMetrics = ServerMetrics(),
+        logger: Logger
+    ) async throws -> SecureConfNode {
         if let settings = configuration.clusterSettings, !FileManager.default.fileExists(atPath: configuration.saltFilePath) {
             let hasData: Bool
             if FileManager.default.fileExists(atPath: configuration.databasePath) {
@@ -133,8 +167,16 @@ public final class SecureConfNode: Sendable {
 
     /// The node-to-node transport: signed with the peer credential when there is one.
     static func transport(_ settings: ClusterSettings, timeout: Duration, saltFingerprint: String?) -> PeerTransport {
-        PeerTransport(apiKey: settings.apiKey, timeout: timeout, scheme: settings.scheme, caFile: settings.caFile, saltFingerprint: saltFingerprint,
-                      nodeID: settings.nodeID, credential: settings.credential, requireSignedReplies: !settings.acceptAPIKeyPeers)
+        PeerTransport(
+            apiKey: settings.apiKey,
+            timeout: timeout,
+            scheme: settings.scheme,
+            caFile: settings.caFile,
+            saltFingerprint: saltFingerprint,
+            nodeID: settings.nodeID,
+            credential: settings.credential,
+            requireSignedReplies: !settings.acceptAPIKeyPeers
+        )
     }
 
     /// The key of actor ids. Not derivable from the salt (which peers fetch), so an actor id
@@ -159,14 +201,20 @@ public final class SecureConfNode: Sendable {
         let hasData = try store.hasData()
         let recordedIterations = try store.metadata("kdf_iterations")
         if let recordedIterations, recordedIterations != String(configuration.kdfIterations) {
-            throw StartupError(description: "the database \(configuration.databasePath) was written with PBKDF2 iterations \(recordedIterations), but OSC_KDF_ITERATIONS is \(configuration.kdfIterations); set it back to \(recordedIterations)")
+            throw StartupError(
+                description:
+                    "the database \(configuration.databasePath) was written with PBKDF2 iterations \(recordedIterations), but OSC_KDF_ITERATIONS is \(configuration.kdfIterations); set it back to \(recordedIterations)"
+            )
         }
         var salt: [UInt8]
         do {
             if let existing = try SaltFile.read(at: path) {
                 salt = existing
             } else if recorded != nil || hasData {
-                throw StartupError(description: "salt file \(path) is missing, but the database \(configuration.databasePath) holds data encrypted with salt \(recorded ?? "(unrecorded)"); restore the salt file from backup. SecureConf never creates a new salt over existing data, because every stored secret would become unreadable")
+                throw StartupError(
+                    description:
+                        "salt file \(path) is missing, but the database \(configuration.databasePath) holds data encrypted with salt \(recorded ?? "(unrecorded)"); restore the salt file from backup. SecureConf never creates a new salt over existing data, because every stored secret would become unreadable"
+                )
             } else {
                 try SaltFile.create(at: path)
                 guard let created = try SaltFile.read(at: path) else { throw SaltError(description: "salt file \(path) vanished after creation") }
@@ -178,10 +226,15 @@ public final class SecureConfNode: Sendable {
         }
         let fingerprint = SaltFile.fingerprint(salt)
         if let recorded, recorded != fingerprint {
-            throw StartupError(description: "salt file \(path) does not match the database \(configuration.databasePath) (salt fingerprint \(fingerprint), database expects \(recorded)); the file is truncated, replaced or from another node. Restore the original salt file from backup")
+            throw StartupError(
+                description:
+                    "salt file \(path) does not match the database \(configuration.databasePath) (salt fingerprint \(fingerprint), database expects \(recorded)); the file is truncated, replaced or from another node. Restore the original salt file from backup"
+            )
         }
         if salt.count < 16 {
-            throw StartupError(description: "salt file \(path) holds only \(salt.count) bytes; a salt is \(SaltFile.length) random bytes. Restore it from backup")
+            throw StartupError(
+                description: "salt file \(path) holds only \(salt.count) bytes; a salt is \(SaltFile.length) random bytes. Restore it from backup"
+            )
         }
         if recorded == nil {
             try store.setMetadata("salt_fingerprint", fingerprint)
@@ -230,24 +283,45 @@ struct StoreLifecycleService: Service {
 }
 
 /// The whole application: HTTP server, router, and the store's lifecycle.
-public func buildApplication(node: SecureConfNode, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+public func buildApplication(
+    node: SecureConfNode,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> some ApplicationProtocol {
     let c = node.configuration
     let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
-    let peerHosts: Set<String> = Set((c.clusterEnabled ? c.clusterNodes : []).compactMap { node -> String? in
-        guard let colon = node.lastIndex(of: ":") else { return nil }
-        return String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-    })
-    let limits = ConnectionLimits(maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(), maxPerClient: c.maxConnectionsPerClient,
-                                  peerAddresses: peerHosts)
+    let peerHosts: Set<String> = Set(
+        (c.clusterEnabled ? c.clusterNodes : []).compactMap { node -> String? in
+            guard let colon = node.lastIndex(of: ":") else { return nil }
+            return String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        }
+    )
+    let limits = ConnectionLimits(
+        maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(),
+        maxPerClient: c.maxConnectionsPerClient,
+        peerAddresses: peerHosts
+    )
     let metrics = node.metrics
     let requestTimeout = TimeAmount.milliseconds(Int64(c.requestTimeoutSeconds * 1000))
-    node.logger.info("connection limits", metadata: ["max_connections": "\(limits.maxTotal)", "max_per_client": "\(limits.maxPerClient)",
-                                                     "request_timeout_s": "\(c.requestTimeoutSeconds)"])
-    var server: HTTPServerBuilder = .http1(configuration: .init(
-        additionalChannelHandlers: [ConnectionGuard(limits: limits, requestTimeout: requestTimeout,
-                                                    onRefused: { metrics.connectionRefused(reason: $0) },
-                                                    onTimeout: { metrics.requestTimedOut() })],
-        idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))))
+    node.logger.info(
+        "connection limits",
+        metadata: [
+            "max_connections": "\(limits.maxTotal)", "max_per_client": "\(limits.maxPerClient)",
+            "request_timeout_s": "\(c.requestTimeoutSeconds)",
+        ]
+    )
+    var server: HTTPServerBuilder = .http1(
+        configuration: .init(
+            additionalChannelHandlers: [
+                ConnectionGuard(
+                    limits: limits,
+                    requestTimeout: requestTimeout,
+                    onRefused: { metrics.connectionRefused(reason: $0) },
+                    onTimeout: { metrics.requestTimedOut() }
+                )
+            ],
+            idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))
+        )
+    )
     if let certificateFile = c.tlsCertificateFile, let keyFile = c.tlsKeyFile {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }

@@ -1,6 +1,6 @@
-import SecureConfJSON
 import Foundation
 import Logging
+import SecureConfJSON
 import Synchronization
 
 /// Where log lines go: standard error and optionally a size-rotated file. Lines are
@@ -23,8 +23,14 @@ public final class LogSink: Sendable {
     private let finished = NSCondition()
     private let done = Mutex(false)
 
-    public init(filePath: String?, maxBytes: Int, backups: Int, toStandardError: Bool = true, capacity: Int = 10_000,
-                onDrop: @escaping @Sendable () -> Void = {}) {
+    public init(
+        filePath: String?,
+        maxBytes: Int,
+        backups: Int,
+        toStandardError: Bool = true,
+        capacity: Int = 10_000,
+        onDrop: @escaping @Sendable () -> Void = {}
+    ) {
         self.filePath = filePath
         self.maxBytes = maxBytes
         self.backups = backups
@@ -168,8 +174,16 @@ public struct SecureConfLogHandler: LogHandler {
         var t = tv.tv_sec
         var parts = tm()
         gmtime_r(&t, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(tv.tv_usec))
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+            parts.tm_year + 1900,
+            parts.tm_mon + 1,
+            parts.tm_mday,
+            parts.tm_hour,
+            parts.tm_min,
+            parts.tm_sec,
+            Int32(tv.tv_usec)
+        )
     }
 
     public func log(event: LogEvent) {

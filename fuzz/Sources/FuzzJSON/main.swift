@@ -25,11 +25,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         do {
             again = try JSONParser.parse(written)
         } catch {
-            preconditionFailure("\(style) output of a parsed value does not re-parse (\(error)): "
-                                + String(decoding: written.prefix(200), as: UTF8.self))
+            preconditionFailure(
+                "\(style) output of a parsed value does not re-parse (\(error)): "
+                    + String(decoding: written.prefix(200), as: UTF8.self)
+            )
         }
-        precondition(again == value, "\(style) output re-parses to a different value: "
-                     + String(decoding: written.prefix(200), as: UTF8.self))
+        precondition(
+            again == value,
+            "\(style) output re-parses to a different value: "
+                + String(decoding: written.prefix(200), as: UTF8.self)
+        )
         precondition(JSONWriter.encode(again, style: style) == written, "\(style) writing is not idempotent")
     }
     return 0

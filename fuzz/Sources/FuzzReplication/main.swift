@@ -47,10 +47,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard !accepted.isEmpty else { return 0 }
     _ = blocking { try await store.apply(batch: accepted) }
     let stamp = store.clock.now()
-    precondition(HybridLogicalClock.millis(of: stamp) <= HybridLogicalClock.millis(of: store.clock.ceiling()) + 1,
-                 "the clock moved past its bound: \(stamp)")
+    precondition(
+        HybridLogicalClock.millis(of: stamp) <= HybridLogicalClock.millis(of: store.clock.ceiling()) + 1,
+        "the clock moved past its bound: \(stamp)"
+    )
     if case .success(let digest) = blocking({ try await store.digest() }),
-       case .success(let recomputed) = blocking({ try await store.recomputedDigest() }) {
+        case .success(let recomputed) = blocking({ try await store.recomputedDigest() })
+    {
         precondition(digest == recomputed, "incremental digest differs from a recompute")
     }
     return 0

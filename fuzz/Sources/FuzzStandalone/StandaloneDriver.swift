@@ -67,7 +67,11 @@ public enum StandaloneDriver {
         case 1 where !b.isEmpty: b[at] ^= 1 << UInt8(rng.next() % 8)
         case 2 where !b.isEmpty: b.removeSubrange(at..<min(b.count, at + 1 + Int(rng.next() % 16)))
         case 3: b.insert(contentsOf: (0..<(1 + Int(rng.next() % 16))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }, at: at)
-        case 4: b.insert(contentsOf: [[0x22], [0x5C], [0x7B], [0x5B], [0x3D], [0x00], [0xFF], [0x5C, 0x75, 0x44, 0x38, 0x30, 0x30]][Int(rng.next() % 8)], at: at)
+        case 4:
+            b.insert(
+                contentsOf: [[0x22], [0x5C], [0x7B], [0x5B], [0x3D], [0x00], [0xFF], [0x5C, 0x75, 0x44, 0x38, 0x30, 0x30]][Int(rng.next() % 8)],
+                at: at
+            )
         case 5:
             let other = corpus[Int(rng.next() % UInt64(corpus.count))]
             if !other.isEmpty {
@@ -83,10 +87,10 @@ public struct SplitMix64 {
     var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
+        state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
 }
