@@ -14,7 +14,6 @@ runs a private copy of the binary, so a rebuild during the run cannot mix two bu
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,13 +22,20 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import common.nodelogs  # noqa: E402
+from common import nodeproc  # noqa: E402
 from harness import ClusterFactory, ProcessRegistry, secureconf_binary  # noqa: E402
+
+
+def pytest_configure(config):
+    # A failing test's report carries the logs of the nodes it ran.
+    config.pluginmanager.register(common.nodelogs, "secureconf-nodelogs")
 
 _FIGURES: list[tuple[str, str]] = []
 
 
 def pytest_report_header(config):
-    return f"secureconf binary: {secureconf_binary()}"
+    return f"secureconf binary: {nodeproc.binary_path()}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -40,16 +46,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _binary_present(tmp_path_factory):
-    binary = secureconf_binary()
+def _binary_present():
+    binary = nodeproc.binary_path()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.exit(f"secureconf binary not found at {binary}; build it or set SECURECONF_BIN", returncode=2)
-    # Run a private copy: a rebuild during the run must not mix two builds in one cluster.
-    copy = tmp_path_factory.mktemp("bin") / "secureconf"
-    shutil.copy2(binary, copy)
-    harness.BINARY_OVERRIDE = copy
+    # Every node runs the session's private copy: a rebuild during the run must not mix two builds.
+    nodeproc.binary_snapshot()
     yield
-    harness.BINARY_OVERRIDE = None
 
 
 @pytest.fixture

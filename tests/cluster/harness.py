@@ -8,19 +8,29 @@ here is tracked by a `ProcessRegistry` so that fixtures can kill it even when a 
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.nodeproc import (  # noqa: E402  (shared by every suite that runs real nodes)
+    REPO_ROOT, NodeCrashed, NodeProcess, ProcessRegistry, binary_snapshot, crashed_thread, free_ports, signal_group,
+    token, wait_until,
+)
+from common.nodeproc import clean_environment as base_environment  # noqa: E402,F401
+
+
+def secureconf_binary() -> Path:
+    """The session's private copy of the binary (a rebuild during the run cannot mix two builds)."""
+    return binary_snapshot()
+
 
 # Short intervals so that a test sees several health/sync rounds in a few seconds.
 SYNC_INTERVAL = 1.0
@@ -36,151 +46,13 @@ REQUEST_TIMEOUT = 30.0
 BACKTRACE_SETTINGS = "enable=yes,interactive=no,preset=full,unwind=precise,threads=crashed,registers=none,images=none,color=no"
 
 
-class NodeCrashed(RuntimeError):
-    pass
-
-
-def crashed_thread(report: str) -> str:
-    """The interesting part of a Swift crash report: what was logged last, the fatal error,
-    and the crashed thread's frames."""
-    at = report.find("*** Signal")
-    if at < 0:
-        at = report.find("Fatal error")
-    if at < 0:
-        return report[-4000:]
-    before = report[max(0, at - 1500):at]
-    thread = report.find("crashed:", at)
-    frames = report[thread:thread + 5000] if thread >= 0 else report[at:at + 5000]
-    return before + report[at:at + 300] + "\n" + frames
-
-
-# Set by the test session to a private copy of the binary, so that a rebuild while the
-# suite runs cannot mix two builds in one cluster.
-BINARY_OVERRIDE: Path | None = None
-
-
-def secureconf_binary() -> Path:
-    if BINARY_OVERRIDE is not None:
-        return BINARY_OVERRIDE
-    explicit = os.environ.get("SECURECONF_BIN")
-    if explicit:
-        return Path(explicit)
-    return REPO_ROOT / ".build" / "release" / "secureconf"
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports the kernel handed out for port 0 (all bound at once, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def token(prefix: str = "", n: int = 12) -> str:
-    """A distinctive random string (hex) that cannot occur by chance."""
-    return prefix + secrets.token_hex(n)
-
-
-def base_environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    # Every first use of a new user key that decrypts nothing counts as a failed attempt, and
-    # the suites use many fresh keys from 127.0.0.1: the limiter gets a budget to match here
-    # (tests of the limiter set their own).
-    env["OSC_AUTH_FAILURE_LIMIT"] = "100000"
-    return env
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
-               what: str = "condition") -> object:
-    """Polls `predicate` until it returns something truthy; AssertionError at the deadline.
-
-    Exceptions from the predicate (a node still starting, a refused connection) count as
-    "not yet"; the last one is reported if the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-            last = result
-        except NodeCrashed:
-            raise
-        except Exception as e:  # noqa: BLE001 - anything is "not yet" until the deadline
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
-
-
-class ProcessRegistry:
-    """Every child process a test starts; `kill_all` ends them (SIGTERM, then SIGKILL)."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen] = []
-        self._lock = threading.Lock()
-
-    def add(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.append(proc)
-
-    def kill_all(self, grace: float = 5.0) -> None:
-        """SIGTERM to each process group (a node and, after a crash, its backtracer), then SIGKILL."""
-        with self._lock:
-            procs = list(self._procs)
-            self._procs.clear()
-        for p in procs:
-            _signal_group(p, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            # The group is ours alone (start_new_session): SIGKILL whatever is left in it.
-            _signal_group(p, signal.SIGKILL)
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class Node:
-    """One `secureconf serve` process of a cluster."""
+class Node(NodeProcess):
+    """One `secureconf serve` process of a cluster (its output in `<dir>/stderr.log`)."""
 
     def __init__(self, registry: ProcessRegistry, workdir: Path, port: int, env: dict[str, str], api_key: str | None):
-        self.registry = registry
-        self.workdir = workdir
-        self.port = port
-        self.env = env
+        super().__init__(workdir, port, env, binary=secureconf_binary(), log_name="stderr.log", registry=registry)
         self.api_key = api_key
-        self.proc: subprocess.Popen | None = None
         self._local = threading.local()
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    # -- identity and files
-
-    @property
-    def node_id(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def salt_path(self) -> Path:
@@ -188,7 +60,7 @@ class Node:
 
     @property
     def stderr_path(self) -> Path:
-        return self.workdir / "stderr.log"
+        return self.log_path
 
     def salt_bytes(self) -> bytes | None:
         try:
@@ -197,77 +69,12 @@ class Node:
             return None
 
     def output(self, tail: int = 4000) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")[-tail:]
-        except FileNotFoundError:
-            return ""
-
-    def __repr__(self) -> str:
-        return f"<Node {self.node_id}>"
-
-    # -- process
+        return self.log_text(tail=tail)
 
     def start(self) -> "Node":
-        assert not self.alive(), f"{self} is already running"
-        self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
-        log = open(self.stderr_path, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [str(secureconf_binary()), "serve"], cwd=self.workdir, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        finally:
-            log.close()
-        self.registry.add(self.proc)
+        self.launch()
         self._local = threading.local()
         return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def run_output(self) -> str:
-        """stdout/stderr of the current (or last) run only."""
-        try:
-            with open(self.stderr_path, "rb") as f:
-                f.seek(getattr(self, "_stderr_offset", 0))
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def has_died(self) -> bool:
-        """The process exited, or is writing a crash report."""
-        if self.proc is None:
-            return False
-        if self.proc.poll() is not None:
-            return True
-        out = self.run_output()
-        return "*** Signal" in out or "Program crashed" in out
-
-    def crash_report(self, settle: float = 15.0) -> str | None:
-        """None while the node runs normally; else the output of the run that died
-        (waiting up to `settle` seconds for the crash report to be complete)."""
-        if not self.has_died():
-            return None
-        try:
-            self.proc.wait(timeout=settle)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(self.proc, signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        return self.run_output() or f"(exit {self.proc.returncode}, no output)"
-
-    def check_alive(self) -> None:
-        """Raises NodeCrashed (with the crashed thread's backtrace) if the node died."""
-        report = self.crash_report()
-        if report is not None:
-            raise NodeCrashed(f"{self} died (exit {self.proc.returncode}):\n{crashed_thread(report)}")
-
-    def crashes(self) -> str | None:
-        """The crash report of any run of this node, if one crashed."""
-        text = self.output(tail=10**9)
-        return crashed_thread(text) if ("*** Signal" in text or "Fatal error" in text) else None
 
     def wait_up(self, timeout: float = 30.0) -> None:
         """Until GET /health answers 200 (the HTTP server runs, the salt is settled)."""
@@ -284,20 +91,12 @@ class Node:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        _signal_group(self.proc, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.kill()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; returns the exit code (SIGKILL if it does not stop in time)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.proc, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
+        return super().stop(timeout)
 
     # -- HTTP
 

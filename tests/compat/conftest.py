@@ -18,6 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import NodeFactory, random_token, secureconf_binary  # noqa: E402
 
+import common.nodelogs  # noqa: E402  (harness put tests/ on the path)
+
+
+def pytest_configure(config):
+    # A failing test's report carries the logs of the nodes it ran.
+    config.pluginmanager.register(common.nodelogs, "secureconf-nodelogs")
+
 
 def pytest_report_header(config):
     return f"secureconf binary: {secureconf_binary()}"

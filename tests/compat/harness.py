@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
-import signal
 import socket
 import subprocess
-import time
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,60 +38,21 @@ USER_KEY = "compat-user-key-0001"
 OTHER_USER_KEY = "compat-user-key-0002"
 
 
-def secureconf_binary() -> Path:
-    """SECURECONF_BIN, else the release build if present, else the debug build."""
-    explicit = os.environ.get("SECURECONF_BIN")
-    if explicit:
-        return Path(explicit)
-    release = REPO_ROOT / ".build" / "release" / "secureconf"
-    if release.exists():
-        return release
-    return REPO_ROOT / ".build" / "debug" / "secureconf"
+from common.nodeproc import NodeProcess, NodeStartError, binary_path as secureconf_binary, free_port  # noqa: E402,F401
+from common.nodeproc import clean_environment as base_environment  # noqa: E402
+from common.nodeproc import token as random_token  # noqa: E402,F401
 
 
-def free_port() -> int:
-    """A port the kernel just handed out as ephemeral and that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Node(NodeProcess):
+    """One `secureconf serve` process (its output in `<dir>/stderr.log`)."""
 
-
-def random_token(prefix: str = "", n: int = 12) -> str:
-    """A distinctive random string (letters and digits only) that cannot occur by chance."""
-    return prefix + secrets.token_hex(n)
-
-
-def base_environment() -> dict[str, str]:
-    """The parent environment minus every OSC_* variable, so only what a test sets applies."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    # Every first use of a new user key that decrypts nothing counts as a failed attempt, and
-    # the suites use many fresh keys from 127.0.0.1: the limiter gets a budget to match here
-    # (tests of the limiter set their own).
-    env["OSC_AUTH_FAILURE_LIMIT"] = "100000"
-    return env
-
-
-class NodeStartError(RuntimeError):
-    pass
-
-
-@dataclass
-class Node:
-    """One `secureconf serve` process."""
-
-    workdir: Path
-    port: int
-    env: dict[str, str]
-    args: list[str]
-    api_key: str | None = None
-    proc: subprocess.Popen | None = None
-    exit_code: int | None = None
-    _stderr_file: object | None = field(default=None, repr=False)
+    def __init__(self, workdir: Path, port: int, env: dict[str, str], args: list[str], api_key: str | None = None):
+        super().__init__(workdir, port, env, args=args, log_name="stderr.log")
+        self.api_key = api_key
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def exit_code(self) -> int | None:
+        return self.returncode
 
     @property
     def db_path(self) -> Path:
@@ -104,83 +64,20 @@ class Node:
 
     @property
     def stderr_path(self) -> Path:
-        return self.workdir / "stderr.log"
+        return self.log_path
 
     def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def launch(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._stderr_file = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(secureconf_binary()), "serve", *self.args],
-            cwd=self.workdir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stderr_file,
-            stderr=self._stderr_file,
-        )
+        return self.log_text()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Polls GET /health until 200; raises NodeStartError if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._close_stderr()
-                self.exit_code = self.proc.returncode
-                raise NodeStartError(
-                    f"secureconf exited with {self.proc.returncode} before becoming ready; stderr:\n{self.stderr_text()}"
-                )
-            try:
-                r = requests.get(self.url + "/health", timeout=1)
-                if r.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise NodeStartError(f"secureconf not ready after {timeout}s; stderr:\n{self.stderr_text()}")
+        super().wait_ready(timeout=timeout)
 
     def wait_exit(self, timeout: float) -> int:
-        try:
-            self.exit_code = self.proc.wait(timeout=timeout)
-        finally:
-            self._close_stderr()
-        return self.exit_code
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then wait; returns the exit code (SIGKILL and -9 after `timeout`)."""
-        if self.proc is None:
-            return self.exit_code if self.exit_code is not None else 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.exit_code = -9
-                self._close_stderr()
-                return -9
-        self.exit_code = self.proc.returncode
-        self._close_stderr()
-        return self.exit_code
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_stderr()
-
-    def _close_stderr(self) -> None:
-        if self._stderr_file is not None:
-            self._stderr_file.close()
-            self._stderr_file = None
+        """The exit code; subprocess.TimeoutExpired if the node still runs after `timeout`."""
+        code = super().wait_exit(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(str(self.binary or secureconf_binary()), timeout)
+        return code
 
     # ---- HTTP helpers -------------------------------------------------------
 
@@ -297,7 +194,7 @@ class NodeFactory:
                     problems.append(f"node on port {node.port} exited {rc} on SIGTERM; stderr tail:\n"
                                     + node.stderr_text()[-2000:])
             else:
-                node._close_stderr()
+                node.kill()
         return problems
 
 

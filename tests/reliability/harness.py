@@ -13,17 +13,15 @@ Every node runs `secureconf serve` in its own working directory with a clean env
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import string
 import subprocess
-import tempfile
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,49 +73,11 @@ def log(msg: str) -> None:
     print(f"[reliability] {msg}", flush=True)
 
 
-# ---- the binary ---------------------------------------------------------------------------
+# ---- the binary, ports, environments: the module every real-process suite shares -----------
 
-def binary_path() -> Path:
-    explicit = os.environ.get("SECURECONF_BIN")
-    if explicit:
-        return Path(explicit)
-    return REPO_ROOT / ".build" / "release" / "secureconf"
-
-
-_snapshot: Path | None = None
-
-
-def binary_snapshot(wait: float = 300.0) -> Path:
-    """A private copy of the binary, made once per process.
-
-    The release binary is rebuilt by others from time to time; a copy keeps one test run on
-    one build (a kill -9 and its restart must run the same code) and survives the moment the
-    file is missing during a rebuild. The copy's directory is world-readable so the node can
-    also run as an unprivileged user.
-    """
-    global _snapshot
-    if _snapshot is not None and _snapshot.exists():
-        return _snapshot
-    src = binary_path()
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            if src.is_file() and os.access(src, os.X_OK):
-                d = Path(tempfile.mkdtemp(prefix="secureconf-bin-"))
-                atexit.register(shutil.rmtree, d, True)
-                os.chmod(d, 0o755)
-                dst = d / "secureconf"
-                shutil.copy2(src, dst)
-                os.chmod(dst, 0o755)
-                # A half-written binary (rebuild in progress) fails this; retry.
-                subprocess.run([str(dst), "version"], check=True, capture_output=True, timeout=30)
-                _snapshot = dst
-                return dst
-        except (OSError, subprocess.SubprocessError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"secureconf binary not available at {src}")
-        time.sleep(2)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.nodeproc import NodeProcess, NodeStartError, binary_path, binary_snapshot, free_port  # noqa: E402,F401
+from common.nodeproc import apply_overrides, clean_environment as clean_env  # noqa: E402
 
 
 def binary_variables(binary: Path) -> set[str]:
@@ -125,58 +85,25 @@ def binary_variables(binary: Path) -> set[str]:
     return set(out.stdout.split())
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    # Every first use of a new user key that decrypts nothing counts as a failed attempt, and
-    # the suites use many fresh keys from 127.0.0.1: the limiter gets a budget to match here
-    # (tests of the limiter set their own).
-    env["OSC_AUTH_FAILURE_LIMIT"] = "100000"
-    return env
-
-
-class NodeStartError(RuntimeError):
-    pass
-
-
-class Node:
-    """One node: a working directory, a port and an environment, started and stopped many times."""
+class Node(NodeProcess):
+    """One node: a working directory, a port and an environment, started and stopped many times
+    (its output in `<workdir>/node.log`)."""
 
     def __init__(self, workdir: Path, *, binary: Path, env: dict[str, str] | None = None,
                  data_dir: Path | None = None, port: int | None = None, preexec_fn=None):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
+        workdir = Path(workdir)
+        self.data_dir = Path(data_dir) if data_dir else workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.binary = binary
-        self.port = port or free_port()
-        self.env = clean_env()
-        self.env.update({
+        port = port or free_port()
+        full_env = clean_env()
+        full_env.update({
             "OSC_HOST": "127.0.0.1",
-            "OSC_HOST_PORT": str(self.port),
+            "OSC_HOST_PORT": str(port),
             "OSC_DATABASE_PATH": str(self.data_dir / "configurations.db"),
             "OSC_SALT_FILE_PATH": str(self.data_dir / "encryption.salt"),
             "OSC_LOG_LEVEL": "WARNING",
         })
-        for k, v in (env or {}).items():
-            if v is None:
-                self.env.pop(k, None)
-            else:
-                self.env[k] = v
-        self.preexec_fn = preexec_fn
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-        self.returncode: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(workdir, port, apply_overrides(full_env, env), binary=binary, log_name="node.log", preexec_fn=preexec_fn)
 
     @property
     def db_path(self) -> Path:
@@ -186,110 +113,11 @@ class Node:
     def salt_path(self) -> Path:
         return Path(self.env["OSC_SALT_FILE_PATH"])
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "node.log"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def launch(self) -> float:
-        """Starts the process (not waiting); returns the monotonic launch time."""
-        assert not self.alive(), "node already running"
-        self._log = open(self.log_path, "ab")
-        self.returncode = None
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen([str(self.binary), "serve"], cwd=self.workdir, env=self.env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     preexec_fn=self.preexec_fn)
-        return t0
-
     def wait_ready(self, t0: float, timeout: float = 120.0) -> float:
-        """Polls GET /health until 200; returns seconds from launch to the first 200."""
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._reap()
-                raise NodeStartError(f"secureconf exited with {self.returncode} before becoming ready; "
-                                     f"log tail:\n{self.log_text()[-3000:]}")
-            try:
-                r = requests.get(self.url + "/health", timeout=1)
-                if r.status_code == 200:
-                    return time.monotonic() - t0
-            except requests.RequestException:
-                pass
-            time.sleep(0.01)
-        raise NodeStartError(f"secureconf not ready after {timeout}s; log tail:\n{self.log_text()[-3000:]}")
+        return super().wait_ready(t0, timeout)
 
     def start(self, timeout: float = 120.0) -> float:
-        """Launches and waits for /health; a port taken in the meantime is replaced once."""
-        for attempt in range(3):
-            t0 = self.launch()
-            try:
-                return self.wait_ready(t0, timeout)
-            except NodeStartError as e:
-                if self.alive():
-                    self.kill()
-                if "in use" in str(e).lower() and attempt < 2:
-                    self.port = free_port()
-                    self.env["OSC_HOST_PORT"] = str(self.port)
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
-    def wait_exit(self, timeout: float) -> int | None:
-        """The exit code, or None if still running after `timeout` (the process is left running)."""
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._reap()
-        return self.returncode
-
-    def terminate(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait; SIGKILL after `timeout` (then returns -9)."""
-        if self.proc is None:
-            return 0
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self._reap()
-                return -9
-        self._reap()
-        return self.returncode
-
-    def kill(self) -> None:
-        """SIGKILL (kill -9) and reap."""
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self.proc is not None and self.proc.returncode is not None:
-            self.returncode = self.proc.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        return super().start(timeout)
 
     # ---- HTTP ----------------------------------------------------------------------------
 

@@ -1,27 +1,20 @@
 """A three-node cluster over TLS: a throwaway CA made with the `openssl` command, nodes
 serving HTTPS (OSC_TLS_CERT_FILE/OSC_TLS_KEY_FILE) and verifying each other against the CA
 (OSC_CLUSTER_TLS_CA_FILE); a peer whose certificate the CA did not sign is refused."""
-import os
 import secrets
-import signal
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("SECURECONF_BIN", str(ROOT / ".build/release/secureconf"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.nodeproc import NodeProcess, apply_overrides, clean_environment, free_port, wait_until  # noqa: E402
+
 API_KEY = secrets.token_hex(16)
 USER_KEY = "tls-user-key-" + secrets.token_hex(4)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def openssl(*args, cwd):
@@ -42,48 +35,26 @@ def make_cert(directory: Path, name: str, ca: Path, ca_key: Path):
     return directory / f"{name}.pem", directory / f"{name}.key"
 
 
-class Node:
+class Node(NodeProcess):
+    """A cluster node serving HTTPS with its certificate, verifying peers against `ca`; launched at once."""
+
     def __init__(self, directory: Path, port: int, nodes: str, cert: Path, key: Path, ca: Path):
-        self.dir, self.port = directory, port
-        directory.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OSC_")}
-        env.update(OSC_HOST="127.0.0.1", OSC_HOST_PORT=str(port), OSC_DATABASE_PATH=str(directory / "db.sqlite"),
-                   OSC_SALT_FILE_PATH=str(directory / "salt"), OSC_CLUSTER_ENABLED="true", OSC_CLUSTER_MODE="replica",
-                   OSC_CLUSTER_NODE_ID=f"127.0.0.1:{port}", OSC_CLUSTER_NODES=nodes, OSC_API_KEY_REQUIRED="true",
-                   OSC_API_KEY=API_KEY, OSC_CLUSTER_SYNC_INTERVAL="1", OSC_CLUSTER_HEALTH_INTERVAL="0.5",
-                   OSC_CLUSTER_PEER_TIMEOUT="2", OSC_CLUSTER_SALT_WAIT="30", OSC_TLS_CERT_FILE=str(cert),
-                   OSC_TLS_KEY_FILE=str(key), OSC_CLUSTER_TLS_CA_FILE=str(ca), OSC_LOG_LEVEL="WARNING",
-                   OSC_AUTH_FAILURE_LIMIT="100000")
-        self.log = open(directory / "stderr.log", "wb")
-        self.proc = subprocess.Popen([BIN, "serve"], cwd=directory, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"https://127.0.0.1:{port}"
+        env = apply_overrides(clean_environment(), dict(
+            OSC_HOST="127.0.0.1", OSC_HOST_PORT=str(port), OSC_DATABASE_PATH=str(directory / "db.sqlite"),
+            OSC_SALT_FILE_PATH=str(directory / "salt"), OSC_CLUSTER_ENABLED="true", OSC_CLUSTER_MODE="replica",
+            OSC_CLUSTER_NODE_ID=f"127.0.0.1:{port}", OSC_CLUSTER_NODES=nodes, OSC_API_KEY_REQUIRED="true",
+            OSC_API_KEY=API_KEY, OSC_CLUSTER_SYNC_INTERVAL="1", OSC_CLUSTER_HEALTH_INTERVAL="0.5",
+            OSC_CLUSTER_PEER_TIMEOUT="2", OSC_CLUSTER_SALT_WAIT="30", OSC_TLS_CERT_FILE=str(cert),
+            OSC_TLS_KEY_FILE=str(key), OSC_CLUSTER_TLS_CA_FILE=str(ca), OSC_LOG_LEVEL="WARNING"))
+        super().__init__(directory, port, env, log_name="stderr.log")
+        self.launch()
 
     def get(self, path, verify, **kw):
         return requests.get(self.url + path, headers={"X-API-Key": API_KEY, "X-User-Key": USER_KEY}, verify=verify, timeout=5, **kw)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
-
-def wait_for(predicate, timeout=30.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as error:  # noqa: BLE001 - the node may still be starting
-            last = error
-        time.sleep(interval)
-    raise AssertionError(f"timed out; last result: {last!r}")
+def wait_for(predicate, timeout=30.0):
+    return wait_until(predicate, timeout, interval=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -180,13 +180,7 @@ struct SystemController<Context: RequestContext>: Sendable {
         } catch {
             throw ServiceError(.bodyTooLarge, "A salt is \(SaltFile.length) bytes; the body is larger than 4096")
         }
-        let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
-        guard bytes.count == SaltFile.length else {
-            throw ServiceError.badRequest("Invalid salt size: \(bytes.count) bytes (expected \(SaltFile.length))")
-        }
-        guard OpenSSL.constantTimeEquals(bytes, node.salt) else {
-            throw ServiceError(.saltConflict, "Salt file already exists and differs from received salt; a salt is never replaced")
-        }
+        try node.nodeSalt.accept(buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? [])
         return JSONResponse.make { w in
             w.raw(#"{"message":"Salt already present and matches","status":"ok"}"#)
         }

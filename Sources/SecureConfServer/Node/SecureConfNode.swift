@@ -32,8 +32,10 @@ public final class SecureConfNode: Sendable {
     public var keys: DerivedKeyCache { credentials.keys }
     public let metrics: ServerMetrics
     public let logger: Logger
-    public let salt: [UInt8]
-    public let saltFingerprint: String
+    /// The salt: its bytes and fingerprint, the salt peers offer, whether this node may serve.
+    public let nodeSalt: NodeSalt
+    public var salt: [UInt8] { nodeSalt.bytes }
+    public var saltFingerprint: String { nodeSalt.fingerprint }
     /// The cluster's background work; nil on a single node.
     public let cluster: ClusterCoordinator?
     /// Checks signed node-to-node requests; nil without a peer credential.
@@ -66,9 +68,18 @@ public final class SecureConfNode: Sendable {
         }
         self.store = store
         metrics.storeOpened(walFramesNotRecovered: store.walFramesNotRecovered, setAsideAtStart: store.setAsideAtStart)
-        let salt = try Self.loadSalt(configuration: configuration, store: store, logger: logger)
-        self.salt = salt
-        self.saltFingerprint = SaltFile.fingerprint(salt)
+        do {
+            nodeSalt = try NodeSalt.open(
+                path: configuration.saltFilePath,
+                store: store,
+                databasePath: configuration.databasePath,
+                kdfIterations: Int(configuration.kdfIterations),
+                logger: logger
+            )
+        } catch let error as SaltError {
+            throw StartupError(description: error.description)
+        }
+        let salt = nodeSalt.bytes
         let keys = DerivedKeyCache(
             salt: salt,
             configuration: .init(
@@ -90,8 +101,8 @@ public final class SecureConfNode: Sendable {
             cluster = ClusterCoordinator(
                 settings: settings,
                 store: store,
-                transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: SaltFile.fingerprint(salt)),
-                saltFingerprint: saltFingerprint,
+                transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: nodeSalt.fingerprint),
+                saltFingerprint: nodeSalt.fingerprint,
                 logger: logger,
                 observer: metrics
             )
@@ -133,33 +144,25 @@ public final class SecureConfNode: Sendable {
         metrics: ServerMetrics = ServerMetrics(),
         logger: Logger
     ) async throws -> SecureConfNode {
-        if let settings = configuration.clusterSettings, !FileManager.default.fileExists(atPath: configuration.saltFilePath) {
-            let hasData: Bool
-            if FileManager.default.fileExists(atPath: configuration.databasePath) {
-                var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
-                storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
-                let store = try ConfigStore(configuration: storeConfiguration, logger: logger)
-                hasData = try store.hasData() || (try store.metadata("salt_fingerprint")) != nil
-                await store.close()
-            } else {
-                hasData = false
-            }
-            if !hasData {
-                let transport = Self.transport(settings, timeout: .seconds(2), saltFingerprint: nil)
-                let outcome: SaltBootstrap.Outcome
-                do {
-                    outcome = try await SaltBootstrap.obtain(settings: settings, transport: transport, saltLength: SaltFile.length, logger: logger)
-                } catch {
-                    throw StartupError(description: "\(error)")
-                }
-                if case let .fetched(salt, peer) = outcome {
-                    do {
-                        try SaltFile.create(at: configuration.saltFilePath, salt: salt)
-                    } catch {
-                        throw StartupError(description: error.description)
-                    }
-                    logger.notice("fetched the cluster's salt", metadata: ["peer": "\(peer)", "salt_fingerprint": "\(SaltFile.fingerprint(salt))"])
-                }
+        if let settings = configuration.clusterSettings {
+            do {
+                try await NodeSalt.bootstrap(
+                    path: configuration.saltFilePath,
+                    hasData: {
+                        guard FileManager.default.fileExists(atPath: configuration.databasePath) else { return false }
+                        var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
+                        storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
+                        let store = try ConfigStore(configuration: storeConfiguration, logger: logger)
+                        let hasData = try store.hasData() || (try store.metadata("salt_fingerprint")) != nil
+                        await store.close()
+                        return hasData
+                    },
+                    settings: settings,
+                    transport: Self.transport(settings, timeout: .seconds(2), saltFingerprint: nil),
+                    logger: logger
+                )
+            } catch let error as SaltError {
+                throw StartupError(description: error.description)
             }
         }
         return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
@@ -195,64 +198,11 @@ public final class SecureConfNode: Sendable {
         return fresh
     }
 
-    static func loadSalt(configuration: NodeConfiguration, store: ConfigStore, logger: Logger) throws -> [UInt8] {
-        let path = configuration.saltFilePath
-        let recorded = try store.metadata("salt_fingerprint")
-        let hasData = try store.hasData()
-        let recordedIterations = try store.metadata("kdf_iterations")
-        if let recordedIterations, recordedIterations != String(configuration.kdfIterations) {
-            throw StartupError(
-                description:
-                    "the database \(configuration.databasePath) was written with PBKDF2 iterations \(recordedIterations), but OSC_KDF_ITERATIONS is \(configuration.kdfIterations); set it back to \(recordedIterations)"
-            )
-        }
-        var salt: [UInt8]
-        do {
-            if let existing = try SaltFile.read(at: path) {
-                salt = existing
-            } else if recorded != nil || hasData {
-                throw StartupError(
-                    description:
-                        "salt file \(path) is missing, but the database \(configuration.databasePath) holds data encrypted with salt \(recorded ?? "(unrecorded)"); restore the salt file from backup. SecureConf never creates a new salt over existing data, because every stored secret would become unreadable"
-                )
-            } else {
-                try SaltFile.create(at: path)
-                guard let created = try SaltFile.read(at: path) else { throw SaltError(description: "salt file \(path) vanished after creation") }
-                salt = created
-                logger.notice("created a new salt", metadata: ["salt_file": "\(path)", "salt_fingerprint": "\(SaltFile.fingerprint(created))"])
-            }
-        } catch let error as SaltError {
-            throw StartupError(description: error.description)
-        }
-        let fingerprint = SaltFile.fingerprint(salt)
-        if let recorded, recorded != fingerprint {
-            throw StartupError(
-                description:
-                    "salt file \(path) does not match the database \(configuration.databasePath) (salt fingerprint \(fingerprint), database expects \(recorded)); the file is truncated, replaced or from another node. Restore the original salt file from backup"
-            )
-        }
-        if salt.count < 16 {
-            throw StartupError(
-                description: "salt file \(path) holds only \(salt.count) bytes; a salt is \(SaltFile.length) random bytes. Restore it from backup"
-            )
-        }
-        if recorded == nil {
-            try store.setMetadata("salt_fingerprint", fingerprint)
-            try store.setMetadata("kdf_algorithm", "pbkdf2-hmac-sha256")
-            try store.setMetadata("kdf_iterations", String(configuration.kdfIterations))
-        }
-        return salt
-    }
-
     func actor(for key: CachedKey) -> String { credentials.actor(for: key) }
     func actor(apiKey: String) -> String { credentials.actor(apiKey: apiKey) }
 
     /// 503 with the reason while this node's salt differs from the cluster's.
-    func ensureServing() throws {
-        if let cluster, case let (false, reason) = cluster.saltIsConsistent {
-            throw ServiceError(.saltMismatch, reason ?? "salt differs from the cluster")
-        }
-    }
+    func ensureServing() throws { try NodeSalt.ensureServing(cluster) }
 
     /// 503 while this node's clock runs ahead of its peers beyond the skew allowed: a client
     /// write stamped now would beat later writes on honest nodes.

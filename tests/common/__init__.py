@@ -1,0 +1,1 @@
+"""What every suite that runs real `secureconf` processes shares (see nodeproc)."""
