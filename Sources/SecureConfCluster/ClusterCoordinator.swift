@@ -45,7 +45,7 @@ public struct QuorumNotReached: Error, CustomStringConvertible {
 /// and anti-entropy. Runs as a service and stops on graceful shutdown.
 public final class ClusterCoordinator: Service, Sendable {
     public let settings: ClusterSettings
-    public let store: ConfigStore
+    public let store: any ConfigStorage
     public let transport: any PeerTransporting
     public let saltFingerprint: String
     private let logger: Logger
@@ -68,7 +68,7 @@ public final class ClusterCoordinator: Service, Sendable {
 
     public init(
         settings: ClusterSettings,
-        store: ConfigStore,
+        store: any ConfigStorage,
         transport: any PeerTransporting,
         saltFingerprint: String,
         logger: Logger,

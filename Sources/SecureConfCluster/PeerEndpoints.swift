@@ -21,7 +21,7 @@ public struct PeerEndpoints: Sendable {
         self.coordinator = coordinator
     }
 
-    var store: ConfigStore { coordinator.store }
+    var store: any ConfigStorage { coordinator.store }
 
     /// `GET /cluster/health`.
     public func health(nodeID: String, nowMillis: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> PeerHealthReply {
@@ -73,7 +73,7 @@ public struct PeerEndpoints: Sendable {
 
     /// `GET /cluster/revision`: the newest revision of one key (federated lookups).
     public func revision(environment: String, key: String) async throws -> Revision {
-        guard let revision = try await store.newestRevision(environment: environment, key: key) else {
+        guard let revision = try await store.newestRevision(EntryName(environment: environment, key: key)) else {
             throw StoreError.notFound(environment: environment, key: key)
         }
         return revision
@@ -82,7 +82,15 @@ public struct PeerEndpoints: Sendable {
     /// `GET /cluster/entries`: current entries, tombstones included (a newer delete here must
     /// hide an older copy on another node).
     public func entries(environment: String?, category: String?) async throws -> RevisionList {
-        let entries = try await store.list(environment: environment, category: category, includeDeleted: true)
+        let entries = try await store.list(
+            tenant: Revision.defaultTenant,
+            environment: environment,
+            category: category,
+            limit: nil,
+            offset: 0,
+            afterID: nil,
+            includeDeleted: true
+        )
         return RevisionList(revisions: entries.map(\.revision))
     }
 }

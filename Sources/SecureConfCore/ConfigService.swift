@@ -84,7 +84,7 @@ public final class ConfigService: Sendable {
     func perform<T>(
         _ operation: ConfigOperation,
         _ caller: Caller,
-        tenant: String = EntryAddress.defaultTenant,
+        tenant: String = Revision.defaultTenant,
         environment: String?,
         key: String?,
         _ body: (Scope) async throws -> T
@@ -140,8 +140,7 @@ public final class ConfigService: Sendable {
             let key = try await scope.callerKey()
             let token = try cipher.encrypt(value, with: key)
             let entry = try await storage.create(
-                environment: address.environment,
-                key: address.key,
+                address,
                 category: category,
                 ciphertext: token,
                 actor: scope.actor,
@@ -155,7 +154,7 @@ public final class ConfigService: Sendable {
 
     public func read(_ caller: Caller, _ address: EntryAddress) async throws -> ConfigRecord {
         try await perform(.read, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            var found = try await storage.entry(environment: address.environment, key: address.key)
+            var found = try await storage.entry(address)
             if found == nil { found = await federatedEntry(address) }
             guard let entry = found else { throw StoreError.notFound(environment: address.environment, key: address.key) }
             return ConfigRecord(entry: entry, valueJSON: ValueCipher.jsonText(try await open(entry.ciphertext, scope)))
@@ -167,8 +166,7 @@ public final class ConfigService: Sendable {
             let key = try await scope.callerKey()
             let token = try cipher.encrypt(value, with: key)
             let entry = try await storage.update(
-                environment: address.environment,
-                key: address.key,
+                address,
                 category: category,
                 ciphertext: token,
                 actor: scope.actor,
@@ -184,8 +182,7 @@ public final class ConfigService: Sendable {
         try await perform(.delete, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             let key = try await scope.callerKey()
             try await storage.delete(
-                environment: address.environment,
-                key: address.key,
+                address,
                 actor: scope.actor,
                 audit: scope.auditRecord(status: 200),
                 authenticates: ValueCipher.authenticator(key)
@@ -200,7 +197,7 @@ public final class ConfigService: Sendable {
     /// revision of each (environment, key) wins, tombstones included, so the list agrees
     /// with what a read of each key answers.
     public func list(_ caller: Caller, _ query: ListQuery) async throws -> ListPage {
-        try await perform(.list, caller, environment: query.environment, key: nil) { scope in
+        try await perform(.list, caller, tenant: query.tenant, environment: query.environment, key: nil) { scope in
             let key = try await scope.callerKey()
             let entries: [ConfigEntry]
             if federated {
@@ -212,6 +209,7 @@ public final class ConfigService: Sendable {
                 entries = try await federatedList(query)
             } else {
                 entries = try await storage.list(
+                    tenant: query.tenant,
                     environment: query.environment,
                     category: query.category,
                     limit: query.limit,
@@ -246,6 +244,7 @@ public final class ConfigService: Sendable {
     private func federatedList(_ query: ListQuery) async throws -> [ConfigEntry] {
         var newest: [String: ConfigEntry] = [:]
         for entry in try await storage.list(
+            tenant: query.tenant,
             environment: query.environment,
             category: query.category,
             limit: nil,
@@ -272,7 +271,7 @@ public final class ConfigService: Sendable {
     /// callers whose key opens the newest value.
     public func versions(_ caller: Caller, _ address: EntryAddress) async throws -> VersionListing {
         try await perform(.versions, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            guard let history = try await storage.history(environment: address.environment, key: address.key) else {
+            guard let history = try await storage.history(address) else {
                 throw StoreError.notFound(environment: address.environment, key: address.key)
             }
             var showsActors = caller.holdsAPIKey
@@ -288,7 +287,7 @@ public final class ConfigService: Sendable {
     /// there is no such version or it is a delete.
     public func readVersion(_ caller: Caller, _ address: EntryAddress, version n: Int) async throws -> ConfigRecord {
         try await perform(.readVersion, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            let (numbered, entryID) = try await storage.version(n, environment: address.environment, key: address.key)
+            let (numbered, entryID) = try await storage.version(n, of: address)
             let plaintext = try await value(of: numbered, address, scope)
             return ConfigRecord(
                 entry: ConfigEntry(numbered.revision, id: entryID),
@@ -302,7 +301,7 @@ public final class ConfigService: Sendable {
     /// time is at or before it; 404 if the key did not exist or was deleted then.
     public func readAt(_ caller: Caller, _ address: EntryAddress, at: Int64, describingTime when: String) async throws -> ConfigRecord {
         try await perform(.readAt, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            let (past, entryID) = try await storage.pastState(environment: address.environment, key: address.key, atOrBeforeMicros: at)
+            let (past, entryID) = try await storage.pastState(of: address, atOrBeforeMicros: at)
             switch past {
             case .absent, .deleted:
                 throw ServiceError(
@@ -328,12 +327,11 @@ public final class ConfigService: Sendable {
     /// new current entry with its `version`. A deleted key comes back.
     public func rollback(_ caller: Caller, _ address: EntryAddress, to n: Int) async throws -> ConfigRecord {
         try await perform(.rollback, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            let (numbered, _) = try await storage.version(n, environment: address.environment, key: address.key)
+            let (numbered, _) = try await storage.version(n, of: address)
             let plaintext = try await value(of: numbered, address, scope)
             let key = try await scope.callerKey()
             let (entry, version) = try await storage.rollback(
-                environment: address.environment,
-                key: address.key,
+                address,
                 category: numbered.revision.category,
                 ciphertext: cipher.encrypt(plaintext: plaintext, with: key),
                 actor: scope.actor,
@@ -348,8 +346,8 @@ public final class ConfigService: Sendable {
     /// RFC 6902 operations turning version `from`'s value into version `to`'s; the caller's key must open both.
     public func diff(_ caller: Caller, _ address: EntryAddress, from: Int, to: Int) async throws -> [JSONPatch.Operation] {
         try await perform(.diff, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
-            let (first, _) = try await storage.version(from, environment: address.environment, key: address.key)
-            let (second, _) = try await storage.version(to, environment: address.environment, key: address.key)
+            let (first, _) = try await storage.version(from, of: address)
+            let (second, _) = try await storage.version(to, of: address)
             let before = try await value(of: first, address, scope)
             let after = try await value(of: second, address, scope)
             return JSONPatch.diff(from: ValueCipher.jsonValue(before), to: ValueCipher.jsonValue(after))
@@ -369,16 +367,17 @@ public final class ConfigService: Sendable {
     /// are deleted. Keys the caller's key cannot open (then or now) are left alone and
     /// counted (never named); keys whose old value was pruned are listed. A key that opens
     /// nothing where something could be opened is refused (401).
-    public func restore(_ caller: Caller, tenant: String = EntryAddress.defaultTenant, environment: String, at: Int64) async throws -> RestoreReport {
+    public func restore(_ caller: Caller, tenant: String = Revision.defaultTenant, environment: String, at: Int64) async throws -> RestoreReport {
         try await perform(.restore, caller, tenant: tenant, environment: environment, key: nil) { scope in
             let key = try await scope.callerKey()
             var attempt = 0
             while true {
                 attempt += 1
-                let plan = try await plan(environment: environment, atOrBeforeMicros: at, key: key)
+                let plan = try await plan(tenant: tenant, environment: environment, atOrBeforeMicros: at, key: key)
                 do {
                     if !plan.changes.isEmpty {
                         try await storage.restore(
+                            tenant: tenant,
                             environment: environment,
                             changes: plan.changes,
                             actor: scope.actor,
@@ -407,9 +406,9 @@ public final class ConfigService: Sendable {
         var sawLive = false
     }
 
-    private func plan(environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
+    private func plan(tenant: String, environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
         var plan = RestorePlan(report: RestoreReport(environment: environment, at: at))
-        for (current, past) in try await storage.pastStates(environment: environment, atOrBeforeMicros: at) {
+        for (current, past) in try await storage.pastStates(tenant: tenant, environment: environment, atOrBeforeMicros: at) {
             let expected = (hlc: current.hlc, origin: current.origin)
             if !current.deleted { plan.sawLive = true }
             func open(_ token: String) -> [UInt8]? {
@@ -477,21 +476,5 @@ extension ConfigEntry {
     /// An entry held by a peer (federated mode); it has no local id.
     public init(remote r: Revision) {
         self.init(r, id: 0)
-    }
-
-    /// The entry a revision describes, under the local entry id.
-    public init(_ r: Revision, id: Int64) {
-        self.init(
-            id: id,
-            environment: r.environment,
-            key: r.key,
-            category: r.category,
-            ciphertext: r.ciphertext,
-            hlc: r.hlc,
-            origin: r.origin,
-            deleted: r.deleted,
-            createdAt: r.createdAt,
-            updatedAt: r.updatedAt
-        )
     }
 }

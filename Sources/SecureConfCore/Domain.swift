@@ -26,19 +26,8 @@ public struct Caller: Sendable {
 }
 
 /// One configuration entry: its tenant (always `default` until access control names
-/// others), environment and key.
-public struct EntryAddress: Sendable, Hashable {
-    public static let defaultTenant = "default"
-    public var tenant: String
-    public var environment: String
-    public var key: String
-
-    public init(tenant: String = EntryAddress.defaultTenant, environment: String, key: String) {
-        self.tenant = tenant
-        self.environment = environment
-        self.key = key
-    }
-}
+/// others), environment and key; the store's `EntryName`.
+public typealias EntryAddress = EntryName
 
 /// Every operation of the service: the name is the `operation` label of
 /// `osc_config_operations_total`.
@@ -66,6 +55,7 @@ public struct ConfigRecord: Sendable {
 
 /// What a listing asks for.
 public struct ListQuery: Sendable {
+    public var tenant: String = Revision.defaultTenant
     public var environment: String?
     public var category: String?
     /// 1–10000; nil for everything.

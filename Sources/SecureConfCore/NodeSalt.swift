@@ -47,7 +47,7 @@ public struct NodeSalt: Sendable {
     /// a recorded fingerprint, when the file does not match that fingerprint, when it is
     /// too short, or when the store was written with other PBKDF2 iterations. The first use
     /// records the fingerprint and the key-derivation parameters with the data.
-    public static func open(path: String, store: ConfigStore, databasePath: String, kdfIterations: Int, logger: Logger) throws -> NodeSalt {
+    public static func open(path: String, store: any MetadataStorage, databasePath: String, kdfIterations: Int, logger: Logger) throws -> NodeSalt {
         let recorded = try store.metadata("salt_fingerprint")
         let hasData = try store.hasData()
         if let recordedIterations = try store.metadata("kdf_iterations"), recordedIterations != String(kdfIterations) {

@@ -118,6 +118,7 @@ public struct ServiceError: Error, Sendable, CustomStringConvertible {
             case .versionPruned: return ServiceError(.versionPruned, e.description)
             case .versionIsDelete: return ServiceError(.versionIsDelete, e.description)
             case .conflict: return ServiceError(.conflict, e.description)
+            case .unknownTenant: return ServiceError(.notFound, e.description)
             case .wrongKey: return wrongUserKey
             case .unavailable(let why):
                 return ServiceError(.storageUnavailable, "Storage unavailable (\(why)); the write was not applied, retry later", retryAfter: 5)

@@ -1,57 +1,223 @@
-/// What the domain layer needs from storage: current entries, their revisions and history,
-/// atomic writes that carry their audit record, and the sequence of this node's own
-/// revisions (for the write quorum). `ConfigStore` (SQLite through GRDB) is the first
-/// implementation; another engine implements this protocol without touching the layers above.
-///
-/// Writes that replace a value take `authenticates`, the caller's proof that its key opens
-/// the value being replaced (`StoreError.wrongKey` otherwise), checked inside the write's
-/// transaction. A write's `audit` record commits with its data or not at all.
-public protocol ConfigStorage: Sendable {
-    func entry(environment: String, key: String) async throws -> ConfigEntry?
-    func list(environment: String?, category: String?, limit: Int?, offset: Int, afterID: Int64?, includeDeleted: Bool) async throws -> [ConfigEntry]
-    func create(
-        environment: String,
-        key: String,
-        category: String?,
-        ciphertext: String,
-        actor: String?,
-        audit: AuditRecordDraft?
-    ) async throws -> ConfigEntry
-    func update(
-        environment: String,
-        key: String,
-        category: String?,
-        ciphertext: String,
-        actor: String?,
-        audit: AuditRecordDraft?,
-        authenticates: @escaping @Sendable (String) -> Bool
-    ) async throws -> ConfigEntry
-    func delete(
-        environment: String,
-        key: String,
-        actor: String?,
-        audit: AuditRecordDraft?,
-        authenticates: @escaping @Sendable (String) -> Bool
-    ) async throws
+/// One entry's identity everywhere above the store: tenant, environment, key (the tenant is
+/// always `default` until access control names others, as on the wire).
+public struct EntryName: Sendable, Hashable, CustomStringConvertible {
+    public var tenant: String
+    public var environment: String
+    public var key: String
 
-    func history(environment: String, key: String) async throws -> KeyHistory?
-    func version(_ version: Int, environment: String, key: String) async throws -> (NumberedRevision, entryID: Int64)
-    func pastState(environment: String, key: String, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?)
-    func pastStates(environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)]
+    public init(tenant: String = Revision.defaultTenant, environment: String, key: String) {
+        self.tenant = tenant
+        self.environment = environment
+        self.key = key
+    }
+
+    public var description: String { "\(tenant)/\(environment)/\(key)" }
+}
+
+/// Current entries and the writes that make their revisions. A write's `audit` record
+/// commits with its data or not at all; a write that replaces a value takes `authenticates`,
+/// the caller's proof that its key opens the value being replaced (`StoreError.wrongKey`
+/// otherwise), checked inside the write's transaction.
+public protocol EntryStorage: Sendable {
+    func entry(_ name: EntryName) async throws -> ConfigEntry?
+    func list(
+        tenant: String,
+        environment: String?,
+        category: String?,
+        limit: Int?,
+        offset: Int,
+        afterID: Int64?,
+        includeDeleted: Bool
+    )
+        async throws -> [ConfigEntry]
+    func create(_ name: EntryName, category: String?, ciphertext: String, actor: String?, audit: AuditRecordDraft?) async throws -> ConfigEntry
+    func update(
+        _ name: EntryName,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> ConfigEntry
+    func delete(_ name: EntryName, actor: String?, audit: AuditRecordDraft?, authenticates: @escaping @Sendable (String) -> Bool) async throws
+    /// Live entries, for readiness and metrics.
+    var liveEntryCount: Int { get }
+    /// Why writes are refused now (storage failing), or nil.
+    func writeRefusal() async -> String?
+}
+
+/// Every revision of an entry, pruning, past states, and the writes that bring old values back.
+public protocol HistoryStorage: Sendable {
+    func history(_ name: EntryName) async throws -> KeyHistory?
+    func version(_ version: Int, of name: EntryName) async throws -> (NumberedRevision, entryID: Int64)
+    func pastState(of name: EntryName, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?)
+    func pastStates(tenant: String, environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)]
     func rollback(
-        environment: String,
-        key: String,
+        _ name: EntryName,
         category: String?,
         ciphertext: String,
         actor: String?,
         audit: AuditRecordDraft?,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws -> (ConfigEntry, version: Int)
-    func restore(environment: String, changes: [PlannedRestore], actor: String?, audit: AuditRecordDraft?) async throws
-
-    func appendAudit(_ draft: AuditRecordDraft) async throws -> AuditRecord
-    /// The sequence number of the newest revision this node originated (what a quorum waits for).
-    func lastOwnSeq() async throws -> Int64
+    func restore(tenant: String, environment: String, changes: [PlannedRestore], actor: String?, audit: AuditRecordDraft?) async throws
 }
 
-extension ConfigStore: ConfigStorage {}
+/// The hash-chained audit trail.
+public protocol AuditStorage: Sendable {
+    func appendAudit(_ draft: AuditRecordDraft) async throws -> AuditRecord
+    func auditRecords(_ filter: AuditFilter, afterID: Int64?, limit: Int) async throws -> [AuditRecord]
+    func auditRecordCount() async throws -> Int64
+    func verifyAudit() async throws -> AuditVerification
+}
+
+/// What replication and anti-entropy read and write: this node's own revisions in order,
+/// per-peer cursors, digests and buckets, revisions by identity, and batches from peers.
+public protocol ReplicationStorage: Sendable {
+    var clock: HybridLogicalClock { get }
+    func ownRevisions(after seq: Int64, limit: Int, maxBytes: Int) async throws -> [(seq: Int64, revision: Revision)]
+    /// The sequence number of the newest revision this node originated (what a quorum waits for).
+    func lastOwnSeq() async throws -> Int64
+    func oldestOwnRevisionTime(after seq: Int64) async throws -> Int64?
+    func outboxDepth(after seq: Int64) async throws -> Int
+    func peerCursor(_ peer: String) async throws -> Int64
+    func setPeerCursor(_ peer: String, to seq: Int64) async throws
+    func digest() async throws -> StoreDigest
+    func revisionIDs(bucket: Int) async throws -> [RevisionID]
+    func revisions(ids: [RevisionID]) async throws -> [Revision]
+    func newestRevision(_ name: EntryName) async throws -> Revision?
+    func apply(batch revisions: [Revision]) async throws -> ApplyOutcome
+    func setAsideCount() async throws -> Int
+}
+
+/// Small named values kept with the data (the salt's fingerprint, the key-derivation parameters).
+public protocol MetadataStorage: Sendable {
+    func metadata(_ name: String) throws -> String?
+    func setMetadata(_ name: String, _ value: String) throws
+    /// Whether any revision was ever written.
+    func hasData() throws -> Bool
+}
+
+/// Everything the layers above need from storage. `ConfigStore` (SQLite through GRDB) is the
+/// first implementation; another engine implements these protocols without touching the
+/// domain layer, the cluster or HTTP.
+public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage
+
+extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage {
+    /// This store keeps the default tenant only (until access control adds tenants): a name
+    /// in another tenant is not here.
+    private func local(_ tenant: String) throws {
+        guard tenant == Revision.defaultTenant else { throw StoreError.unknownTenant(tenant) }
+    }
+
+    public func entry(_ name: EntryName) async throws -> ConfigEntry? {
+        try local(name.tenant)
+        return try await entry(environment: name.environment, key: name.key)
+    }
+
+    public func list(
+        tenant: String,
+        environment: String?,
+        category: String?,
+        limit: Int?,
+        offset: Int,
+        afterID: Int64?,
+        includeDeleted: Bool
+    ) async throws -> [ConfigEntry] {
+        try local(tenant)
+        return try await list(
+            environment: environment,
+            category: category,
+            limit: limit,
+            offset: offset,
+            afterID: afterID,
+            includeDeleted: includeDeleted
+        )
+    }
+
+    public func create(_ name: EntryName, category: String?, ciphertext: String, actor: String?, audit: AuditRecordDraft?) async throws -> ConfigEntry
+    {
+        try local(name.tenant)
+        return try await create(environment: name.environment, key: name.key, category: category, ciphertext: ciphertext, actor: actor, audit: audit)
+    }
+
+    public func update(
+        _ name: EntryName,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> ConfigEntry {
+        try local(name.tenant)
+        return try await update(
+            environment: name.environment,
+            key: name.key,
+            category: category,
+            ciphertext: ciphertext,
+            actor: actor,
+            audit: audit,
+            authenticates: authenticates
+        )
+    }
+
+    public func delete(_ name: EntryName, actor: String?, audit: AuditRecordDraft?, authenticates: @escaping @Sendable (String) -> Bool) async throws
+    {
+        try local(name.tenant)
+        try await delete(environment: name.environment, key: name.key, actor: actor, audit: audit, authenticates: authenticates)
+    }
+
+    public func history(_ name: EntryName) async throws -> KeyHistory? {
+        try local(name.tenant)
+        return try await history(environment: name.environment, key: name.key)
+    }
+
+    public func version(_ version: Int, of name: EntryName) async throws -> (NumberedRevision, entryID: Int64) {
+        try local(name.tenant)
+        return try await self.version(version, environment: name.environment, key: name.key)
+    }
+
+    public func pastState(of name: EntryName, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?) {
+        try local(name.tenant)
+        return try await pastState(environment: name.environment, key: name.key, atOrBeforeMicros: micros)
+    }
+
+    public func pastStates(
+        tenant: String,
+        environment: String,
+        atOrBeforeMicros micros: Int64
+    ) async throws -> [(current: ConfigEntry, past: PastState)] {
+        try local(tenant)
+        return try await pastStates(environment: environment, atOrBeforeMicros: micros)
+    }
+
+    public func rollback(
+        _ name: EntryName,
+        category: String?,
+        ciphertext: String,
+        actor: String?,
+        audit: AuditRecordDraft?,
+        authenticates: @escaping @Sendable (String) -> Bool
+    ) async throws -> (ConfigEntry, version: Int) {
+        try local(name.tenant)
+        return try await rollback(
+            environment: name.environment,
+            key: name.key,
+            category: category,
+            ciphertext: ciphertext,
+            actor: actor,
+            audit: audit,
+            authenticates: authenticates
+        )
+    }
+
+    public func restore(tenant: String, environment: String, changes: [PlannedRestore], actor: String?, audit: AuditRecordDraft?) async throws {
+        try local(tenant)
+        try await restore(environment: environment, changes: changes, actor: actor, audit: audit)
+    }
+
+    public func newestRevision(_ name: EntryName) async throws -> Revision? {
+        guard name.tenant == Revision.defaultTenant else { return nil }
+        return try await newestRevision(environment: name.environment, key: name.key)
+    }
+}

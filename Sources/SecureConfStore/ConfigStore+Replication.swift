@@ -151,7 +151,7 @@ extension ConfigStore {
             try Row.fetchOne(
                 db.cachedStatement(
                     sql: """
-                        SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
+                        SELECT \(Self.revisionColumns)
                         FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc DESC, origin DESC LIMIT 1
                         """
                 ),
@@ -160,16 +160,7 @@ extension ConfigStore {
         }
     }
 
-    /// What applying a batch did.
-    public struct ApplyOutcome: Sendable, Equatable {
-        /// Revisions that were new here.
-        public var applied = 0
-        /// New revisions that lost a last-writer-wins comparison against the current entry.
-        public var conflicts = 0
-        /// Revisions whose identity was known here with other content (resolved the same
-        /// way on every node: the lower content hash stays).
-        public var identityConflicts = 0
-    }
+    public typealias ApplyOutcome = SecureConfStore.ApplyOutcome
 
     /// Applies revisions from peers in one transaction, by last-writer-wins on (hlc,
     /// origin). The caller validates them first (`RevisionRules`); a stamp beyond the
@@ -229,20 +220,15 @@ extension ConfigStore {
     }
 }
 
-extension Revision {
-    /// From a row with the revision columns by name.
-    public init(row: Row) {
-        self.init(
-            environment: row["environment"],
-            key: row["key"],
-            category: row["category"],
-            ciphertext: row["ciphertext"],
-            hlc: row["hlc"],
-            origin: row["origin"],
-            deleted: row["deleted"],
-            createdAt: row["created_at"],
-            updatedAt: row["updated_at"],
-            actor: row["actor"]
-        )
-    }
+/// What applying a batch of revisions from peers did.
+public struct ApplyOutcome: Sendable, Equatable {
+    /// Revisions that were new here.
+    public var applied = 0
+    /// New revisions that lost a last-writer-wins comparison against the current entry.
+    public var conflicts = 0
+    /// Revisions whose identity was known here with other content (resolved the same
+    /// way on every node: the lower content hash stays).
+    public var identityConflicts = 0
+
+    public init() {}
 }

@@ -204,7 +204,7 @@ public final class ConfigStore: Sendable {
             try Revision.fetchAll(
                 db,
                 sql: """
-                    SELECT environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor
+                    SELECT \(Self.revisionColumns)
                     FROM revisions WHERE environment = ? AND key = ? ORDER BY hlc, origin
                     """,
                 arguments: [environment, key]
@@ -348,18 +348,20 @@ public final class ConfigStore: Sendable {
         )
     }
 
+    static let insertRevisionSQL = Revision.insertSQL("revisions", extra: ["bucket", "content_hash"])
+    static let insertSetAsideSQL = Revision.insertSQL("set_aside_revisions", extra: ["reason", "set_aside_at"], or: "INSERT OR IGNORE")
+    static let insertEntrySQL = Revision.insertSQL("entries", entry: true)
+    /// Everything of an entry but its identity (environment, key), by row id.
+    static let updateEntrySQL =
+        "UPDATE entries SET "
+        + Revision.Columns.allCases.filter { $0 != .environment && $0 != .key && $0 != .actor }.map { "\($0.rawValue) = ?" }
+        .joined(separator: ", ") + " WHERE id = ?"
+
     static func insertRevision(_ r: Revision, db: Database) throws {
         let bucket = RevisionDigest.bucket(tenant: r.tenant, environment: r.environment, key: r.key)
         let hash = RevisionDigest.contentHash(r)
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, bucket, content_hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """
-        ).execute(arguments: [
-            r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, r.actor,
-            bucket, Data(hash),
-        ])
+        try db.cachedStatement(sql: Self.insertRevisionSQL)
+            .execute(arguments: StatementArguments(r.columnValues + [bucket, Data(hash)]))
         try RevisionDigest.add(hash: hash, bucket: bucket, db: db)
     }
 
@@ -439,16 +441,8 @@ public final class ConfigStore: Sendable {
                 .execute(arguments: [id.environment, id.key, id.hlc, id.origin])
             guard let row = try Row.fetchOne(find, arguments: [id.environment, id.key, id.hlc, id.origin]) else { continue }
             let r = Revision(row: row)
-            try db.cachedStatement(
-                sql: """
-                    INSERT OR IGNORE INTO set_aside_revisions(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at,
-                                                              actor, reason, set_aside_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """
-            ).execute(arguments: [
-                r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt,
-                r.actor, reason, nowMicros(),
-            ])
+            try db.cachedStatement(sql: Self.insertSetAsideSQL)
+                .execute(arguments: StatementArguments(r.columnValues + [reason, nowMicros()]))
             try removeRevision(seq: row["seq"], r, db: db)
             touched.insert([r.environment, r.key])
         }
@@ -469,33 +463,13 @@ public final class ConfigStore: Sendable {
         let id: Int64
         if let current {
             id = current.id
-            try db.cachedStatement(
-                sql: """
-                    UPDATE entries SET category = ?, ciphertext = ?, hlc = ?, origin = ?, deleted = ?, created_at = ?, updated_at = ?
-                    WHERE id = ?
-                    """
-            ).execute(arguments: [r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt, id])
+            try db.cachedStatement(sql: Self.updateEntrySQL)
+                .execute(arguments: StatementArguments(Array(r.entryColumnValues.dropFirst(2)) + [id]))
         } else {
-            try db.cachedStatement(
-                sql: """
-                    INSERT INTO entries(environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """
-            ).execute(arguments: [r.environment, r.key, r.category, r.ciphertext, r.hlc, r.origin, r.deleted, r.createdAt, r.updatedAt])
+            try db.cachedStatement(sql: Self.insertEntrySQL).execute(arguments: StatementArguments(r.entryColumnValues))
             id = db.lastInsertedRowID
         }
-        return ConfigEntry(
-            id: id,
-            environment: r.environment,
-            key: r.key,
-            category: r.category,
-            ciphertext: r.ciphertext,
-            hlc: r.hlc,
-            origin: r.origin,
-            deleted: r.deleted,
-            createdAt: r.createdAt,
-            updatedAt: r.updatedAt
-        )
+        return ConfigEntry(r, id: id)
     }
 
     /// Runs `body` in the next group commit; `body` returns its result and its change

@@ -63,7 +63,7 @@ extension HybridLogicalClock {
 }
 
 extension ConfigStore {
-    public static let revisionColumns = "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor"
+    public static var revisionColumns: String { Revision.columns }
 
     // MARK: Reading history
 

@@ -29,7 +29,24 @@ public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
         updatedAt = row[9]
     }
 
-    static let columns = "id, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at"
+    /// The `entries` columns: the row id, then a revision's entry columns.
+    static let columns = "id, " + Revision.entryColumns
+
+    /// The entry a revision makes current, under the entry's row id.
+    public init(_ r: Revision, id: Int64) {
+        self.init(
+            id: id,
+            environment: r.environment,
+            key: r.key,
+            category: r.category,
+            ciphertext: r.ciphertext,
+            hlc: r.hlc,
+            origin: r.origin,
+            deleted: r.deleted,
+            createdAt: r.createdAt,
+            updatedAt: r.updatedAt
+        )
+    }
 }
 
 /// One write to one key, as kept forever in `revisions` and as shipped between nodes.
@@ -124,6 +141,53 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
     }
 }
 
+/// The one record model of a revision row: its columns, listed once. `revisions` and
+/// `set_aside_revisions` hold all of them, `entries` the entry columns (all but `actor`),
+/// and every query and insert is written from these lists.
+extension Revision {
+    public enum Columns: String, CaseIterable, Sendable {
+        case environment, key, category, ciphertext, hlc, origin, deleted
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+        case actor
+    }
+
+    /// `environment, key, …, actor`: a revision's columns, in `Columns` order.
+    public static let columns = Columns.allCases.map(\.rawValue).joined(separator: ", ")
+    /// The columns an entry shares with its revision (all but `actor`), in `Columns` order.
+    public static let entryColumns = Columns.allCases.filter { $0 != .actor }.map(\.rawValue).joined(separator: ", ")
+
+    /// The values of `columns`, in order.
+    var columnValues: [(any DatabaseValueConvertible)?] {
+        [environment, key, category, ciphertext, hlc, origin, deleted, createdAt, updatedAt, actor]
+    }
+    /// The values of `entryColumns`, in order.
+    var entryColumnValues: [(any DatabaseValueConvertible)?] { Array(columnValues.dropLast()) }
+
+    /// `INSERT INTO table(<columns>, extra…) VALUES (?, …)`.
+    static func insertSQL(_ table: String, entry: Bool = false, extra: [String] = [], or verb: String = "INSERT") -> String {
+        let names = (entry ? entryColumns : columns) + extra.map { ", " + $0 }.joined()
+        let count = (entry ? Columns.allCases.count - 1 : Columns.allCases.count) + extra.count
+        return "\(verb) INTO \(table)(\(names)) VALUES (\(Array(repeating: "?", count: count).joined(separator: ", ")))"
+    }
+
+    /// From a row holding the revision columns, by name.
+    public init(row: Row) {
+        self.init(
+            environment: row[Columns.environment.rawValue],
+            key: row[Columns.key.rawValue],
+            category: row[Columns.category.rawValue],
+            ciphertext: row[Columns.ciphertext.rawValue],
+            hlc: row[Columns.hlc.rawValue],
+            origin: row[Columns.origin.rawValue],
+            deleted: row[Columns.deleted.rawValue],
+            createdAt: row[Columns.createdAt.rawValue],
+            updatedAt: row[Columns.updatedAt.rawValue],
+            actor: row[Columns.actor.rawValue]
+        )
+    }
+}
+
 /// What a store operation refused, mapped to HTTP by the server.
 public enum StoreError: Error, Equatable, CustomStringConvertible {
     case alreadyExists(environment: String, key: String)
@@ -139,6 +203,8 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case versionIsDelete(environment: String, key: String, version: Int)
     /// What a multi-key write planned against changed before it committed.
     case conflict(String)
+    /// A tenant this store does not hold.
+    case unknownTenant(String)
 
     public var description: String {
         switch self {
@@ -151,6 +217,7 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"
         case .wrongKey: "Invalid user key: unable to decrypt configuration"
         case let .unavailable(why): "storage unavailable: \(why)"
+        case let .unknownTenant(tenant): "Tenant '\(tenant)' not found"
         }
     }
 }

@@ -148,6 +148,18 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
         #expect(f.recorder.operations == ["create:ok", "update:error", "update:error", "update:error"])
     }
 
+    @Test func anotherTenantIsNotFoundAndNothingIsWritten() async throws {
+        let f = try Fixture()
+        defer { Task { await f.close() } }
+        let elsewhere = EntryAddress(tenant: "acme", environment: "prod", key: "db")
+        await #expect { _ = try await f.service.read(f.caller(right), elsewhere) } throws: { kind(of: $0) == .notFound }
+        await #expect { _ = try await f.service.create(f.caller(right), elsewhere, category: nil, value: .number("1")) } throws: {
+            kind(of: $0) == .notFound
+        }
+        #expect(try await f.store.entry(environment: "prod", key: "db") == nil, "nothing written for the default tenant")
+        #expect(f.recorder.changes.isEmpty)
+    }
+
     @Test func aListLeavesOutWhatTheKeyDoesNotOpenAndRefusesAKeyThatOpensNothing() async throws {
         let f = try Fixture()
         defer { Task { await f.close() } }

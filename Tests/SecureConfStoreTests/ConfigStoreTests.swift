@@ -35,6 +35,35 @@ func temporaryDirectory() -> String {
         #expect(mode == "wal")
     }
 
+    @Test func theRecordModelIsTheSchemasColumns() throws {
+        _ = try open()
+        let queue = try DatabaseQueue(path: path)
+        func columns(_ table: String) throws -> [String] {
+            try queue.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_table_info(?)", arguments: [table]) }
+        }
+        let revision = Revision.Columns.allCases.map(\.rawValue)
+        #expect(Set(revision).isSubset(of: try columns("revisions")), "every revision column is in revisions")
+        #expect(Set(revision).isSubset(of: try columns("set_aside_revisions")), "and in set_aside_revisions")
+        #expect(try columns("entries") == ["id"] + revision.filter { $0 != "actor" }, "an entry is a revision's columns under a row id")
+        #expect(ConfigEntry.columns == (["id"] + revision.filter { $0 != "actor" }).joined(separator: ", "))
+    }
+
+    @Test func namesInATenantThisStoreDoesNotHoldAreRefused() async throws {
+        let store = try open()
+        let elsewhere = EntryName(tenant: "acme", environment: "prod", key: "db")
+        await #expect(throws: StoreError.unknownTenant("acme")) {
+            try await store.create(elsewhere, category: nil, ciphertext: "t1", actor: nil, audit: nil)
+        }
+        await #expect(throws: StoreError.unknownTenant("acme")) { try await store.entry(elsewhere) }
+        #expect(try await store.newestRevision(elsewhere) == nil)
+        let here = EntryName(environment: "prod", key: "db")
+        _ = try await store.create(here, category: nil, ciphertext: "t1", actor: nil, audit: nil)
+        #expect(try await store.entry(here)?.ciphertext == "t1")
+        await #expect(throws: StoreError.unknownTenant("acme")) {
+            try await store.list(tenant: "acme", environment: nil, category: nil, limit: nil, offset: 0, afterID: nil, includeDeleted: true)
+        }
+    }
+
     @Test func writesAreRevisionsAndDeletesAreTombstones() async throws {
         let store = try open()
         let created = try await store.create(environment: "prod", key: "db", category: "database", ciphertext: "t1")
