@@ -23,11 +23,6 @@ public struct PeerEndpoints: Sendable {
 
     var store: any ConfigStorage { coordinator.store }
 
-    /// `GET /cluster/health`.
-    public func health(nodeID: String, nowMillis: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> PeerHealthReply {
-        PeerHealthReply(status: "healthy", node_id: nodeID, salt_fingerprint: coordinator.saltFingerprint, time_ms: nowMillis)
-    }
-
     /// `POST /cluster/replicate`: applies a batch from `sender`, whose salt fingerprint must
     /// be this node's. A batch with revisions that cannot be applied is refused whole
     /// (`ReplicationRefusal`, naming each), and nothing is applied.

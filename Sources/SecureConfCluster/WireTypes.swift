@@ -1,3 +1,4 @@
+import Foundation
 import SecureConfStore
 
 /// Bodies exchanged between nodes. Revisions travel encrypted exactly as stored:
@@ -42,6 +43,17 @@ public struct PeerHealthReply: Codable, Sendable {
     public var salt_fingerprint: String?
     /// The answering node's wall clock, milliseconds since 1970 (clock-skew detection).
     public var time_ms: Int64?
+
+    /// What a node answers to `GET /cluster/health` (a single node too: load balancers and
+    /// OpenSecureConf clients ask it).
+    public static func now(nodeID: String, saltFingerprint: String) -> PeerHealthReply {
+        PeerHealthReply(
+            status: "healthy",
+            node_id: nodeID,
+            salt_fingerprint: saltFingerprint,
+            time_ms: Int64(Date().timeIntervalSince1970 * 1000)
+        )
+    }
 }
 
 /// The body of a refused replication batch (422, or 503 when revisions are only stamped

@@ -67,13 +67,8 @@ struct SystemController<Context: RequestContext>: Sendable {
     }
 
     @Sendable func clusterHealth(_ request: Request, context: Context) async throws -> Response {
-        JSONResponse.make { w in
-            w.raw("{"); w.member("status", first: true); w.string("healthy")
-            w.member("node_id"); w.string(node.configuration.nodeID)
-            w.member("salt_fingerprint"); w.string(node.saltFingerprint)
-            w.member("time_ms"); w.integer(Int(Date().timeIntervalSince1970 * 1000))
-            w.raw("}")
-        }
+        let reply = PeerHealthReply.now(nodeID: node.configuration.nodeID, saltFingerprint: node.saltFingerprint)
+        return JSONResponse.make(.ok, Array(try JSONEncoder().encode(reply)))
     }
 
     @Sendable func clusterStatus(_ request: Request, context: Context) async throws -> Response {
