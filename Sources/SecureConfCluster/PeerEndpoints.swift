@@ -27,6 +27,15 @@ public struct PeerEndpoints: Sendable {
     /// be this node's. A batch with revisions that cannot be applied is refused whole
     /// (`ReplicationRefusal`, naming each), and nothing is applied.
     public func replicate(_ batch: ReplicationBatch, sender: String?, senderSaltFingerprint: String?) async throws -> ReplicationAck {
+        try checkSalt(of: senderSaltFingerprint)
+        guard batch.revisions.count <= Self.maxBatchRevisions else {
+            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per batch")
+        }
+        return try await coordinator.receive(batch, sender: sender)
+    }
+
+    /// A replication message's sender must hold this node's salt; checked before its body is read.
+    public func checkSalt(of senderSaltFingerprint: String?) throws(PeerInputError) {
         guard senderSaltFingerprint == coordinator.saltFingerprint else {
             throw PeerInputError(
                 kind: .foreignSalt,
@@ -34,10 +43,6 @@ public struct PeerEndpoints: Sendable {
                     "Sender's salt fingerprint \(senderSaltFingerprint ?? "(none)") is not this cluster's \(coordinator.saltFingerprint); revisions refused"
             )
         }
-        guard batch.revisions.count <= Self.maxBatchRevisions else {
-            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per batch")
-        }
-        return try await coordinator.receive(batch, sender: sender)
     }
 
     /// `GET /cluster/digest`.

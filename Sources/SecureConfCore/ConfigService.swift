@@ -99,14 +99,16 @@ public final class ConfigService: Sendable {
                 changes?.changed(ConfigChange(operation: operation, tenant: tenant, environment: environment ?? "", keys: keys, actor: scope.actor))
                 try await replicateLocalWrite()
             }
-            observer.recordOperation(operation.rawValue, success: true)
+            observer.recordOperation(operation, outcome: .success)
             return result
         } catch {
             // A key that opened nothing it was tried on is dropped from the cache unless proven.
             if let derived = scope.key, ServiceError.domain(error)?.kind == .wrongUserKey {
                 credentials.keys.reportFailure(derived.index)
             }
-            observer.recordOperation(operation.rawValue, success: false)
+            let kind = ServiceError.domain(error)?.kind
+            let notFound = kind == .notFound || kind == .versionNotFound || kind == .versionPruned || kind == .versionIsDelete
+            observer.recordOperation(operation, outcome: notFound ? .notFound : .error)
             throw error
         }
     }

@@ -4,7 +4,7 @@ import SecureConfStore
 
 /// Who is calling: the credential they present and where they call from, and the note the
 /// audit trail takes of the request.
-public struct Caller: Sendable {
+public struct Caller: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The `X-User-Key` value, already checked for presence, encoding and length by the
     /// HTTP layer; nil when the request carries none (a versions listing may omit it).
     public var userKey: String?
@@ -23,6 +23,12 @@ public struct Caller: Sendable {
         self.holdsAPIKey = holdsAPIKey
         self.logger = logger
     }
+
+    /// Never the user key: a caller printed, dumped or interpolated into a log line names only
+    /// whether it holds one.
+    public var description: String { "Caller(client: \(client), user key: \(userKey == nil ? "none" : "given"), API key: \(holdsAPIKey))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["client": client, "holdsAPIKey": holdsAPIKey], displayStyle: .struct) }
 }
 
 /// One configuration entry: its tenant (always `default` until access control names
@@ -110,9 +116,17 @@ public struct ConfigChange: Sendable {
     public var actor: String?
 }
 
+/// How an operation ended, as counted.
+public enum OperationOutcome: String, Sendable {
+    case success
+    /// What it addressed does not exist (or no longer has that version).
+    case notFound = "not_found"
+    case error
+}
+
 /// Receives the service's counts (`ServerMetrics` in the server).
 public protocol OperationObserver: Sendable {
-    func recordOperation(_ operation: String, success: Bool)
+    func recordOperation(_ operation: ConfigOperation, outcome: OperationOutcome)
     func recordEncryption(_ operation: String, count: Int)
 }
 

@@ -18,6 +18,8 @@ public enum ErrorKind: Sendable, Hashable {
     case forbidden
     // What the request addresses.
     case alreadyExists, notFound, versionNotFound, versionPruned, versionIsDelete, conflict, saltConflict, clusterDisabled
+    /// A peer's message under another salt fingerprint (replication refused, 409).
+    case peerSaltMismatch
     // The node cannot serve it now.
     case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled
     /// A fault of the server's own.
@@ -52,6 +54,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .versionIsDelete: "version_is_delete"
         case .conflict: "conflict"
         case .saltConflict: "salt_conflict"
+        case .peerSaltMismatch: "salt_mismatch"
         case .clusterDisabled: "cluster_disabled"
         case .saltMismatch: "salt_mismatch"
         case .clockAhead: "clock_ahead"
@@ -128,7 +131,7 @@ public struct ServiceError: Error, Sendable, CustomStringConvertible {
         case let e as PeerInputError:
             switch e.kind {
             case .malformed: return ServiceError(.badRequest, e.description)
-            case .foreignSalt: return ServiceError(.saltConflict, e.description)
+            case .foreignSalt: return ServiceError(.peerSaltMismatch, e.description)
             }
         case is CancellationError:
             return ServiceError(.cancelled, "Request cancelled")

@@ -11,7 +11,9 @@ import Testing
 /// Counts and changes as the service reports them.
 final class Recorder: OperationObserver, ChangeObserver, Sendable {
     let state = Mutex<(operations: [String], changes: [ConfigChange])>(([], []))
-    func recordOperation(_ operation: String, success: Bool) { state.withLock { $0.operations.append("\(operation):\(success ? "ok" : "error")") } }
+    func recordOperation(_ operation: ConfigOperation, outcome: OperationOutcome) {
+        state.withLock { $0.operations.append("\(operation.rawValue):\(outcome == .success ? "ok" : "error")") }
+    }
     func recordEncryption(_ operation: String, count: Int) {}
     func changed(_ change: ConfigChange) { state.withLock { $0.changes.append(change) } }
     var operations: [String] { state.withLock { $0.operations } }
@@ -146,6 +148,15 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
         #expect(try await f.store.entry(environment: "prod", key: "db")?.hlc == f.store.entry(environment: "prod", key: "db")?.hlc)
         #expect(try await f.store.history(environment: "prod", key: "db")?.versions.count == 1)
         #expect(f.recorder.operations == ["create:ok", "update:error", "update:error", "update:error"])
+    }
+
+    @Test func aCallerNeverPrintsItsUserKey() {
+        let caller = Caller(userKey: "a-user-key-to-keep", client: "10.0.0.1", audit: AuditNote(), logger: Logger(label: "test"))
+        var dumped = ""
+        dump(caller, to: &dumped)
+        for text in ["\(caller)", String(reflecting: caller), dumped] {
+            #expect(!text.contains("a-user-key-to-keep") && text.contains("10.0.0.1"), "\(text)")
+        }
     }
 
     @Test func anotherTenantIsNotFoundAndNothingIsWritten() async throws {

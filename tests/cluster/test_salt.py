@@ -41,6 +41,7 @@ def test_three_empty_nodes_share_one_salt(factory, report):
         assert len(s["nodes"]) == 3
         assert {x["node_id"] for x in s["nodes"]} == {m.node_id for m in cluster}
         assert all(x["healthy"] for x in s["nodes"])
+        assert all(x["is_healthy"] is x["healthy"] for x in s["nodes"]), "OpenSecureConf 3.x's name for it, too"
         assert sum(1 for x in s["nodes"] if x["self"]) == 1
         # Every node sees the same fingerprint on its peers.
         assert {x.get("salt_fingerprint") for x in s["nodes"]} == fingerprints

@@ -59,6 +59,8 @@ public struct NodeConfiguration: Sendable {
     public var clusterMaxClockSkewSeconds = 5.0
     /// Seconds a client has to send a whole request, headers and body.
     public var requestTimeoutSeconds = 30.0
+    /// Browser origins allowed to call the node (`CORS_ORIGINS`).
+    public var corsOrigins: CORSOrigins = .any
     /// Open connections at most, overall; nil: from the file-descriptor limit.
     public var maxConnections: Int?
     public var maxConnectionsPerClient = 128
@@ -128,6 +130,7 @@ public struct NodeConfiguration: Sendable {
         ("OSC_REQUEST_TIMEOUT", "seconds a client has to send a whole request, headers and body (default 30)"),
         ("OSC_MAX_CONNECTIONS", "open client connections at most (default: the file-descriptor limit less 128, at most 16384)"),
         ("OSC_MAX_CONNECTIONS_PER_CLIENT", "open connections at most from one client address (default 128)"),
+        ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]
 
     /// Parses `values` (merged environment); unknown `OSC_*` names are ignored.
@@ -269,6 +272,15 @@ public struct NodeConfiguration: Sendable {
         if let v = try seconds("OSC_REQUEST_TIMEOUT") { c.requestTimeoutSeconds = min(v, 3600) }
         if let v = try integer("OSC_MAX_CONNECTIONS", 1...1_000_000) { c.maxConnections = v }
         if let v = try integer("OSC_MAX_CONNECTIONS_PER_CLIENT", 1...1_000_000) { c.maxConnectionsPerClient = v }
+        if let raw = values["CORS_ORIGINS"] {
+            guard let origins = CORSOrigins.parse(raw) else {
+                throw ConfigurationError(
+                    variable: "CORS_ORIGINS",
+                    problem: "'\(raw)' must be * or comma-separated origins such as https://gui.example.com:8443"
+                )
+            }
+            c.corsOrigins = origins
+        }
 
         if c.apiKeyRequired {
             guard let key = c.apiKey else {

@@ -41,6 +41,7 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         let endpoints = try endpoints()
         try node.ensureServing()
         let sender = request.headers[HTTPField.Name(PeerTransport.saltFingerprintHeader)!]
+        try endpoints.checkSalt(of: sender)
         let batch = try await decode(ReplicationBatch.self, request)
         do {
             return try encode(try await endpoints.replicate(batch, sender: context.peer.id, senderSaltFingerprint: sender))

@@ -18,7 +18,7 @@ extension ErrorKind {
         case .peerAuthFailed, .peerAuthMissing, .peerClockSkew, .peerReplayed, .peerUnknown: .unauthorized
         case .authRateLimited: .tooManyRequests
         case .missingAPIKey, .wrongAPIKey, .auditRequiresAPIKey, .forbidden: .forbidden
-        case .conflict, .saltConflict: .conflict
+        case .conflict, .saltConflict, .peerSaltMismatch: .conflict
         case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled: .serviceUnavailable
         case .internal: .internalServerError
         }

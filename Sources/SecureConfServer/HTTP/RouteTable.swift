@@ -114,6 +114,8 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     typealias Context = SecureConfRequestContext
     let routes = RouteTable.routes(node: node)
     let router = Router(context: Context.self)
+    let peerPaths = Set(routes.filter { $0.access == .peer }.map(\.path))
+    router.middlewares.add(CrossOriginMiddleware(origins: node.configuration.corsOrigins, excludedPaths: peerPaths))
     router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics))
     let audited = router.group()
     if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node, actions: RouteTable.actions(routes))) }

@@ -130,11 +130,14 @@ struct SystemController<Context: RequestContext>: Sendable {
             }
             w.member("nodes"); w.raw("[")
             w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)
-            w.member("healthy"); w.raw(consistency.consistent ? "true" : "false"); w.member("self"); w.raw("true")
+            // `is_healthy` as OpenSecureConf 3.x names it; `healthy` as SecureConf always has.
+            w.member("healthy"); w.raw(consistency.consistent ? "true" : "false")
+            w.member("is_healthy"); w.raw(consistency.consistent ? "true" : "false"); w.member("self"); w.raw("true")
             w.member("salt_fingerprint"); w.string(node.saltFingerprint); w.raw("}")
             for p in peers {
                 w.raw(",{"); w.member("node_id", first: true); w.string(p.nodeID)
                 w.member("healthy"); w.raw(p.healthy ? "true" : "false")
+                w.member("is_healthy"); w.raw(p.healthy ? "true" : "false")
                 w.member("self"); w.raw("false")
                 w.member("last_seen"); date(p.lastSeen, &w)
                 w.member("last_sync"); date(p.lastSync, &w)

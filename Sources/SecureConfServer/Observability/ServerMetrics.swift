@@ -104,8 +104,12 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationOb
         histogram.record(duration)
     }
 
-    public func recordOperation(_ operation: String, success: Bool) {
-        let key = PairKey(a: operation, b: success ? "success" : "error")
+    /// `osc_config_operations_total{operation,status=success|error}`, and OpenSecureConf's
+    /// `osc_config_read_operations_total{status}` (reads of one key) and
+    /// `osc_config_write_operations_total{operation,status}` (writes), with
+    /// `status` success, not_found or error.
+    public func recordOperation(_ operation: ConfigOperation, outcome: OperationOutcome) {
+        let key = PairKey(a: operation.rawValue, b: outcome == .success ? "success" : "error")
         counter(
             in: operationCounters,
             key: key,
@@ -113,6 +117,25 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationOb
             labels: [("operation", key.a), ("status", key.b)],
             help: "Configuration operations by kind and outcome"
         ).increment()
+        if operation == .read || operation == .readAt {
+            let read = PairKey(a: "osc_config_read_operations_total", b: outcome.rawValue)
+            counter(
+                in: operationCounters,
+                key: read,
+                name: "osc_config_read_operations_total",
+                labels: [("status", read.b)],
+                help: "Reads of one configuration by outcome (OpenSecureConf's family)"
+            ).increment()
+        } else if operation.writes {
+            let write = PairKey(a: "osc_config_write_operations_total:" + operation.rawValue, b: outcome.rawValue)
+            counter(
+                in: operationCounters,
+                key: write,
+                name: "osc_config_write_operations_total",
+                labels: [("operation", operation.rawValue), ("status", write.b)],
+                help: "Configuration writes by operation and outcome (OpenSecureConf's family)"
+            ).increment()
+        }
     }
 
     public func recordAPIError(endpoint: String, errorType: String) {

@@ -411,7 +411,8 @@ PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if os.path.exists("/
 METRIC_NAMES = ["osc_http_requests_total", "osc_http_request_duration_seconds", "osc_config_operations_total",
                 "osc_config_entries_total", "osc_cluster_nodes_total", "osc_cluster_nodes_healthy",
                 "osc_encryption_operations_total", "osc_api_errors_total", "osc_key_derivations_total",
-                "osc_key_cache_hits_total", "osc_key_cache_misses_total"]
+                "osc_key_cache_hits_total", "osc_key_cache_misses_total", "osc_config_read_operations_total",
+                "osc_config_write_operations_total"]
 ROUTE_TEMPLATES = {"/", "/health", "/ready", "/metrics", "/configs", "/configs/{key}", "/cluster/status",
                    "/cluster/health", "/cluster/salt"}
 
@@ -468,6 +469,13 @@ def test_metrics_names_and_labels(metrics_after_traffic):
     ops = dict(re.findall(r'(osc_config_operations_total\{[^}]*\}) (\S+)', text))
     assert any('operation="create"' in k and 'status="success"' in k and float(v) >= 1 for k, v in ops.items())
     assert any('operation="read"' in k and 'status="error"' in k for k in ops)
+    # OpenSecureConf's own two families: reads of one key by outcome, writes by operation and outcome.
+    reads = dict(re.findall(r'osc_config_read_operations_total\{status="([a-z_]+)"\} (\S+)', text))
+    assert float(reads.get("success", 0)) == 1 and float(reads.get("not_found", 0)) == 1 and float(reads.get("error", 0)) == 1, reads
+    writes = dict(re.findall(r'osc_config_write_operations_total\{(operation="[a-z_]+",status="[a-z_]+")\} (\S+)', text))
+    assert float(writes.get('operation="create",status="success"', 0)) == 1, writes
+    assert float(writes.get('operation="create",status="error"', 0)) == 1, "the duplicate create"
+    assert float(writes.get('operation="update",status="success"', 0)) == 1 and float(writes.get('operation="delete",status="success"', 0)) == 1
 
     for secret in secrets:
         assert secret not in text, f"/metrics contains {secret!r}"
@@ -690,6 +698,8 @@ def test_api_key_required_without_key_is_a_config_error(node_factory):
     ("OSC_MIN_USER_KEY_LENGTH", "eight"),
     ("OSC_KDF_ITERATIONS", "0"),
     ("OSC_WORKERS", "-1"),
+    ("CORS_ORIGINS", "ftp://files.example.com"),
+    ("CORS_ORIGINS", "https://gui.example.com/app"),
 ])
 def test_invalid_configuration_fails_fast_with_one_line(node_factory, variable, value):
     n = node_factory.prepare(env={variable: value})
