@@ -87,6 +87,8 @@ public struct ServiceError: Error, Sendable, CustomStringConvertible {
     public var retryAfterSeconds: Int?
     /// The request id, echoed on error responses as on successes.
     public var requestID: String?
+    /// The methods a path does serve (`Allow`, on 405).
+    public var allowedMethods: String?
 
     public init(_ kind: ErrorKind, _ detail: String, retryAfter: Int? = nil) {
         self.kind = kind

@@ -29,15 +29,16 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
 
     @Sendable func read(_ request: Request, context: Context) async throws -> Response {
         let (address, query) = try RequestInput.addressedEntry(request, context)
+        let timestamps = try RequestInput.includesTimestamps(query)
         if let at = query["at"] {
             context.audit.action("read_at")
             let micros = try RequestInput.time(at, "at")
             let caller = try RequestInput.caller(request, context, node)
             let record = try await service.readAt(caller, address, at: micros, describingTime: Timestamp.iso8601(micros: micros))
-            return JSONResponse.make { $0.record(record) }
+            return JSONResponse.make { $0.record(record, timestamps: timestamps) }
         }
         let record = try await service.read(try RequestInput.caller(request, context, node), address)
-        return JSONResponse.make { $0.record(record) }
+        return JSONResponse.make { $0.record(record, timestamps: timestamps) }
     }
 
     @Sendable func update(_ request: Request, context: Context) async throws -> Response {
@@ -81,12 +82,13 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
             offset: try number("offset", 0...Int(Int32.max)) ?? 0,
             after: try number("after", 0...Int.max).map(Int64.init)
         )
+        let timestamps = try RequestInput.includesTimestamps(query)
         let page = try await service.list(try RequestInput.caller(request, context, node), listing)
         var writer = JSONWriter(capacity: 64 + page.records.count * 256)
         writer.raw("[")
         for (i, record) in page.records.enumerated() {
             if i > 0 { writer.raw(",") }
-            writer.record(record)
+            writer.record(record, timestamps: timestamps)
         }
         writer.raw("]")
         var headers: HTTPFields = [:]

@@ -32,6 +32,7 @@ extension ServiceError: HTTPResponseError {
         var fields: HTTPFields = [:]
         if let retryAfterSeconds { fields[.retryAfter] = String(retryAfterSeconds) }
         if let requestID, let name = AuditActions.requestIDHeader { fields[name] = requestID }
+        if let allowedMethods { fields[.allow] = allowedMethods }
         return fields
     }
 

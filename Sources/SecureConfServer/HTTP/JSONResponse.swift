@@ -61,21 +61,23 @@ enum Timestamp {
 
 extension JSONWriter {
     /// A record as the service returns it, with its `version` when it has one.
-    mutating func record(_ r: ConfigRecord) {
-        record(r.entry, valueJSON: r.valueJSON, version: r.version)
+    mutating func record(_ r: ConfigRecord, timestamps: Bool = true) {
+        record(r.entry, valueJSON: r.valueJSON, version: r.version, timestamps: timestamps)
     }
 
     /// `{"id","key","category","environment","value","created_at","updated_at"}` with
-    /// `valueJSON` already-validated JSON text.
-    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8], version: Int? = nil) {
+    /// `valueJSON` already-validated JSON text; without the times for `mode=short`.
+    mutating func record(_ entry: ConfigEntry, valueJSON: [UInt8], version: Int? = nil, timestamps: Bool = true) {
         raw("{")
         member("id", first: true); integer(entry.id)
         member("key"); string(entry.key)
         member("category"); optionalString(entry.category)
         member("environment"); string(entry.environment)
         member("value"); appendRaw(valueJSON)
-        member("created_at"); string(Timestamp.iso8601(micros: entry.createdAt))
-        member("updated_at"); string(Timestamp.iso8601(micros: entry.updatedAt))
+        if timestamps {
+            member("created_at"); string(Timestamp.iso8601(micros: entry.createdAt))
+            member("updated_at"); string(Timestamp.iso8601(micros: entry.updatedAt))
+        }
         if let version { member("version"); integer(version) }
         raw("}")
     }

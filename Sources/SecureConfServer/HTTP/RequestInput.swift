@@ -106,6 +106,17 @@ enum RequestInput {
         return Caller(userKey: userKey, client: context.clientIP, audit: context.audit, holdsAPIKey: holdsAPIKey, logger: context.logger)
     }
 
+    /// `mode` of reads and lists, as OpenSecureConf 3.x takes it: `short` leaves out
+    /// `created_at`/`updated_at`, `full` keeps them; absent keeps them (SecureConf's and
+    /// OpenSecureConf 2.x's shape).
+    static func includesTimestamps(_ query: [String: String]) throws(ServiceError) -> Bool {
+        switch query["mode"] {
+        case nil, "", "full": return true
+        case "short": return false
+        case let other?: throw ServiceError.unprocessable("mode must be short or full, not '\(other.prefix(40))'")
+        }
+    }
+
     /// An RFC 3339 time as microseconds since the epoch (422 when missing or malformed).
     static func time(_ raw: String?, _ name: String) throws(ServiceError) -> Int64 {
         guard let raw, !raw.isEmpty else { throw ServiceError.unprocessable("\(name) is required (an RFC 3339 time such as 2025-01-31T12:00:00Z)") }

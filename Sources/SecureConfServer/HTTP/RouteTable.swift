@@ -100,6 +100,21 @@ enum RouteTable {
 
     static func key(_ method: HTTPRequest.Method, _ path: String) -> String { method.rawValue + " " + path }
 
+    /// Methods a path serves, HEAD included where GET is, in a stable order; by path.
+    static func methodsByPath<Context>(_ routes: [Route<Context>]) -> [(String, [HTTPRequest.Method])] {
+        var byPath: [String: Set<String>] = [:]
+        var order: [String] = []
+        for route in routes {
+            if byPath[route.path] == nil { order.append(route.path) }
+            byPath[route.path, default: []].insert(route.method.rawValue)
+            if route.method == .get { byPath[route.path]!.insert(HTTPRequest.Method.head.rawValue) }
+        }
+        return order.map { path in (path, byPath[path]!.sorted().map { HTTPRequest.Method($0)! }) }
+    }
+
+    /// The methods a known path answers with 405 when it does not serve them.
+    static var methodsAnswered405: [HTTPRequest.Method] { [.get, .head, .post, .put, .delete, .patch, .options] }
+
     /// `GET /`'s `endpoints`: name to "METHOD path", in table order.
     static func listing<Context>(_ routes: [Route<Context>]) -> [(String, String)] {
         routes.compactMap { route in route.listedAs.map { ($0, "\(route.method.rawValue) \(route.path)") } }
@@ -130,6 +145,26 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     ]
     for route in routes {
         groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)
+        // HEAD wherever GET is: the same gates and answer, without the body.
+        if route.method == .get {
+            let get = route.handler
+            groups[route.access]!.on(RouterPath(route.path), method: .head) { request, context in
+                let response = try await get(request, context)
+                return Response(status: response.status, headers: response.headers, body: ResponseBody())
+            }
+        }
+    }
+    // A known path asked with a method it does not serve: 405 with `Allow`, before any gate
+    // (not node-to-node paths: they stay 404 to clients).
+    for (path, methods) in RouteTable.methodsByPath(routes.filter { $0.access != .peer }) {
+        let allow = methods.map(\.rawValue).joined(separator: ", ")
+        for method in RouteTable.methodsAnswered405 where !methods.contains(method) {
+            groups[.open]!.on(RouterPath(path), method: method) { _, _ -> Response in
+                var refusal = ServiceError(.methodNotAllowed, "Method Not Allowed")
+                refusal.allowedMethods = allow
+                throw refusal
+            }
+        }
     }
     return router
 }
