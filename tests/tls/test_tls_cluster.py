@@ -118,3 +118,47 @@ def test_three_nodes_over_tls_and_an_untrusted_peer_is_refused(pki, tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_opensecureconf_https_variables_and_an_encrypted_key(pki, tmp_path):
+    """OSC_HTTPS_ENABLED with OSC_SSL_CERTFILE/OSC_SSL_KEYFILE serves HTTPS, with the key
+    encrypted under OSC_SSL_KEYFILE_PASSWORD (PKCS#8 and traditional PEM); the wrong
+    password stops the node without printing it; OSC_HTTPS_ENABLED=false ignores OSC_SSL_*."""
+    cert, key = pki["certs"][0]
+    password = "pem-pass-" + secrets.token_hex(6)
+    pkcs8 = tmp_path / "pkcs8.key"
+    traditional = tmp_path / "traditional.key"
+    openssl("pkcs8", "-topk8", "-in", str(key), "-out", str(pkcs8), "-v2", "aes-256-cbc", "-passout", f"pass:{password}", cwd=tmp_path)
+    openssl("rsa", "-in", str(key), "-out", str(traditional), "-aes256", "-traditional", "-passout", f"pass:{password}", cwd=tmp_path)
+    assert b"ENCRYPTED" in pkcs8.read_bytes() and b"ENCRYPTED" in traditional.read_bytes()
+
+    def node(name, **env):
+        port = free_port()
+        full = apply_overrides(clean_environment(), {"OSC_HOST": "127.0.0.1", "OSC_HOST_PORT": str(port),
+                                                    "OSC_DATABASE_PATH": str(tmp_path / name / "db.sqlite"),
+                                                    "OSC_SALT_FILE_PATH": str(tmp_path / name / "salt"), **env})
+        return NodeProcess(tmp_path / name, port, full, log_name="stderr.log")
+
+    ca = str(pki["ca"])
+    for label, encrypted in [("pkcs8", pkcs8), ("traditional", traditional)]:
+        n = node(label, OSC_HTTPS_ENABLED="true", OSC_SSL_CERTFILE=str(cert), OSC_SSL_KEYFILE=str(encrypted),
+                 OSC_SSL_KEYFILE_PASSWORD=password)
+        try:
+            n.launch()
+            wait_for(lambda n=n: requests.get(f"https://127.0.0.1:{n.port}/health", verify=ca, timeout=3).status_code == 200)
+        finally:
+            assert n.stop() == 0
+        assert password not in n.log_text()
+
+    wrong = node("wrong", OSC_HTTPS_ENABLED="true", OSC_SSL_CERTFILE=str(cert), OSC_SSL_KEYFILE=str(pkcs8),
+                 OSC_SSL_KEYFILE_PASSWORD="not-" + password)
+    wrong.launch()
+    assert wrong.wait_exit(20) not in (None, 0), "a wrong passphrase must stop the node"
+    assert "TLS" in wrong.log_text() and password not in wrong.log_text()
+
+    plain = node("plain", OSC_HTTPS_ENABLED="false", OSC_SSL_CERTFILE=str(cert), OSC_SSL_KEYFILE=str(key))
+    try:
+        plain.launch()
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{plain.port}/health", timeout=3).status_code == 200)
+    finally:
+        assert plain.stop() == 0

@@ -36,6 +36,8 @@ public struct NodeConfiguration: Sendable {
     public var authFailureLimit = 20
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
+    /// The passphrase of an encrypted `tlsKeyFile` (`OSC_SSL_KEYFILE_PASSWORD`); never logged.
+    public var tlsKeyPassword: String?
     public var clusterTLSCAFile: String?
     public var authFailureWindowSeconds = 60.0
     /// Revisions kept per (environment, key); nil keeps every one.
@@ -99,8 +101,15 @@ public struct NodeConfiguration: Sendable {
         ("OSC_IDLE_TIMEOUT", "seconds before an idle connection is closed (default 60)"),
         ("OSC_AUTH_FAILURE_LIMIT", "failed user-key attempts per client address and window before 429 on uncached keys (default 20; 0 disables)"),
         ("OSC_AUTH_FAILURE_WINDOW", "seconds of the failed-attempt window (default 60)"),
-        ("OSC_TLS_CERT_FILE", "PEM certificate (chain): serve HTTPS, and talk HTTPS to peers (alias OSC_SSL_CERTFILE)"),
-        ("OSC_TLS_KEY_FILE", "PEM private key for OSC_TLS_CERT_FILE (alias OSC_SSL_KEYFILE)"),
+        ("OSC_TLS_CERT_FILE", "PEM certificate (chain): serve HTTPS, and talk HTTPS to peers"),
+        ("OSC_TLS_KEY_FILE", "PEM private key for OSC_TLS_CERT_FILE"),
+        (
+            "OSC_HTTPS_ENABLED",
+            "OpenSecureConf's switch: true serves HTTPS with OSC_SSL_CERTFILE and OSC_SSL_KEYFILE (default ./cert.pem, ./key.pem); false ignores them (default false)"
+        ),
+        ("OSC_SSL_CERTFILE", "OpenSecureConf's certificate file, with OSC_HTTPS_ENABLED=true"),
+        ("OSC_SSL_KEYFILE", "OpenSecureConf's private key file, with OSC_HTTPS_ENABLED=true"),
+        ("OSC_SSL_KEYFILE_PASSWORD", "the passphrase of an encrypted private key (PEM, PKCS#8 or traditional)"),
         ("OSC_CLUSTER_TLS_CA_FILE", "PEM CA bundle peers' certificates are verified against (default: the system store; alias OSC_SSL_CA_CERTS)"),
         ("OSC_MAX_VERSIONS", "revisions kept per key, oldest pruned first, the current one always kept (default: unset, keep all; 0 also keeps all)"),
         ("OSC_AUDIT_ENABLED", "record every configuration, history, cluster and audit request in the hash-chained audit trail (default true)"),
@@ -208,8 +217,22 @@ public struct NodeConfiguration: Sendable {
             }
             return nil
         }
-        c.tlsCertificateFile = try readableFile(["OSC_TLS_CERT_FILE", "OSC_SSL_CERTFILE"])
-        c.tlsKeyFile = try readableFile(["OSC_TLS_KEY_FILE", "OSC_SSL_KEYFILE"])
+        // OpenSecureConf's OSC_SSL_* count only with its OSC_HTTPS_ENABLED=true, as there (its
+        // defaults included); SecureConf's own OSC_TLS_* always do.
+        let httpsEnabled = try boolean("OSC_HTTPS_ENABLED") ?? false
+        c.tlsCertificateFile = try readableFile(["OSC_TLS_CERT_FILE"] + (httpsEnabled ? ["OSC_SSL_CERTFILE"] : []))
+        c.tlsKeyFile = try readableFile(["OSC_TLS_KEY_FILE"] + (httpsEnabled ? ["OSC_SSL_KEYFILE"] : []))
+        if httpsEnabled {
+            for (name, fallback) in [("OSC_SSL_CERTFILE", "./cert.pem"), ("OSC_SSL_KEYFILE", "./key.pem")] {
+                let chosen = name == "OSC_SSL_CERTFILE" ? c.tlsCertificateFile : c.tlsKeyFile
+                guard chosen == nil else { continue }
+                guard FileManager.default.isReadableFile(atPath: fallback) else {
+                    throw ConfigurationError(variable: name, problem: "OSC_HTTPS_ENABLED=true but \(name) is not set and \(fallback) cannot be read")
+                }
+                if name == "OSC_SSL_CERTFILE" { c.tlsCertificateFile = fallback } else { c.tlsKeyFile = fallback }
+            }
+        }
+        if let raw = values["OSC_SSL_KEYFILE_PASSWORD"], !raw.isEmpty { c.tlsKeyPassword = raw }
         c.clusterTLSCAFile = try readableFile(["OSC_CLUSTER_TLS_CA_FILE", "OSC_SSL_CA_CERTS"])
         if (c.tlsCertificateFile == nil) != (c.tlsKeyFile == nil) {
             throw ConfigurationError(

@@ -275,7 +275,13 @@ public func buildApplication(
     if let certificateFile = c.tlsCertificateFile, let keyFile = c.tlsKeyFile {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
-            let key = try NIOSSLPrivateKey(file: keyFile, format: .pem)
+            let key: NIOSSLPrivateKey
+            if let password = c.tlsKeyPassword {
+                let bytes = Array(password.utf8)
+                key = try NIOSSLPrivateKey(file: keyFile, format: .pem) { setPassphrase in setPassphrase(bytes) }
+            } else {
+                key = try NIOSSLPrivateKey(file: keyFile, format: .pem)
+            }
             var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tls.minimumTLSVersion = .tlsv12
             server = try .tls(server, tlsConfiguration: tls)
