@@ -235,6 +235,34 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// The entries the caller's key opens, counted (OpenSecureConf's `/stats`, limited to what
+    /// the caller may see: entries under other user keys are not counted, and a key that opens
+    /// nothing where there are entries is wrong, 401).
+    public func statistics(_ caller: Caller, tenant: String = Revision.defaultTenant) async throws -> EntryStatistics {
+        try await perform(.stats, caller, tenant: tenant, environment: nil, key: nil) { scope in
+            let key = try await scope.callerKey()
+            let entries = try await storage.list(
+                tenant: tenant,
+                environment: nil,
+                category: nil,
+                limit: nil,
+                offset: 0,
+                afterID: nil,
+                includeDeleted: false
+            )
+            var stats = EntryStatistics()
+            for entry in entries where cipher.tryDecrypt(entry.ciphertext, with: key, count: false) != nil {
+                stats.totalKeys += 1
+                stats.keysByCategory[entry.category ?? "uncategorized", default: 0] += 1
+                stats.keysByEnvironment[entry.environment, default: 0] += 1
+            }
+            observer.recordEncryption("decrypt", count: entries.count)
+            if !entries.isEmpty && stats.totalKeys == 0 { throw ServiceError.wrongUserKey }
+            if stats.totalKeys > 0 { credentials.keys.markProven(key.index) }
+            return stats
+        }
+    }
+
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
         guard let cluster, federated,

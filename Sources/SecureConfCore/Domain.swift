@@ -38,7 +38,7 @@ public typealias EntryAddress = EntryName
 /// Every operation of the service: the name is the `operation` label of
 /// `osc_config_operations_total`.
 public enum ConfigOperation: String, Sendable, CaseIterable {
-    case create, read, update, delete, list, versions
+    case create, read, update, delete, list, versions, stats
     case readVersion = "read_version"
     case readAt = "read_at"
     case rollback, diff, restore
@@ -86,6 +86,14 @@ public struct ListPage: Sendable {
     public var skipped: Int
     /// The `after` of the next page, when the page is full.
     public var nextAfter: Int64?
+}
+
+/// What `/stats` reports: the entries the caller's key opens, counted by category
+/// (`uncategorized` for none, as OpenSecureConf names it) and by environment.
+public struct EntryStatistics: Sendable {
+    public var totalKeys = 0
+    public var keysByCategory: [String: Int] = [:]
+    public var keysByEnvironment: [String: Int] = [:]
 }
 
 /// A key's versions, oldest first, and whether their actors may be shown to the caller.

@@ -57,6 +57,7 @@ enum RouteTable {
         let history = HistoryController<Context>(node: node)
         let audit = AuditController<Context>(node: node)
         let cluster = ClusterController<Context>(node: node)
+        let stats = StatsController<Context>(node: node)
         return [
             Route(.get, "/", .open, system.info),
             Route(.get, "/health", .open, listedAs: "health", system.health),
@@ -74,6 +75,8 @@ enum RouteTable {
             Route(.post, "/configs/{key}/rollback", .data, action: "rollback", listedAs: "rollback", history.rollback),
             Route(.get, "/configs/{key}/diff", .data, action: "diff", listedAs: "diff", history.diff),
             Route(.post, "/restore", .data, action: "restore", listedAs: "restore", history.restore),
+            Route(.get, "/stats", .data, action: "stats", listedAs: "stats", stats.stats),
+            Route(.get, "/stats/operations", .client, action: "stats_operations", listedAs: "stats_operations", stats.operations),
 
             Route(.get, "/audit", .auditReader, action: "audit_search", listedAs: "audit", audit.search),
             Route(.get, "/audit/export", .auditReader, action: "audit_export", listedAs: "audit_export", audit.export),

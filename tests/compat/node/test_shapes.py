@@ -48,3 +48,32 @@ def test_head_answers_wherever_get_does_without_a_body(node):
         head = requests.head(node.url + path, headers=headers, timeout=10)
         assert got.status_code == status and head.status_code == status, (path, got.status_code, head.status_code)
         assert head.content == b"" and head.headers.get("Content-Type") == got.headers.get("Content-Type")
+
+
+def test_stats_count_only_what_the_callers_key_opens(node_factory):
+    from harness import OTHER_USER_KEY
+    n = node_factory.start()
+    assert n.create("db", {"h": 1}, category="database", environment="prod").status_code == 201
+    assert n.create("cache", 1, category="cache", environment="prod").status_code == 201
+    assert n.create("flag", True, environment="dev").status_code == 201
+    assert n.create("theirs", "x", category="secret-category", environment="theirs", user_key=OTHER_USER_KEY).status_code == 201
+    r = n.request("GET", "/stats")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"total_keys": 3, "total_categories": 3, "total_environments": 2,
+                        "keys_by_category": {"cache": 1, "database": 1, "uncategorized": 1},
+                        "keys_by_environment": {"dev": 1, "prod": 2}}
+    assert "secret-category" not in r.text and "theirs" not in r.text, "another user's names are not counted or named"
+    assert n.request("GET", "/stats", user_key="opens-nothing-here").status_code == 401
+    assert n.request("GET", "/stats", user_key=None).status_code == 401
+
+
+def test_stats_operations_are_the_nodes_counters(api_node):
+    assert api_node.create("ops-key", 1, environment="ops").status_code == 201
+    assert api_node.request("GET", "/configs/ops-key?environment=ops").status_code == 200
+    assert api_node.request("GET", "/configs/ops-missing?environment=ops").status_code == 404
+    assert requests.get(api_node.url + "/stats/operations", timeout=10).status_code == 403, "operators only: the API key"
+    ops = api_node.request("GET", "/stats/operations", user_key=None).json()
+    assert set(ops) == {"read_operations", "write_operations", "encryption_operations", "total_http_requests"}
+    assert ops["read_operations"]["success"] >= 1 and ops["read_operations"]["not_found"] >= 1
+    assert ops["write_operations"]["create_success"] >= 1 and ops["encryption_operations"]["encrypt"] >= 1
+    assert any(k.startswith("GET_/configs/{key}_200") for k in ops["total_http_requests"])
