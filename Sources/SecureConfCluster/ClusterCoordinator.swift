@@ -562,19 +562,33 @@ public final class ClusterCoordinator: Service, Sendable {
 
     /// Current entries (as revisions) of every healthy peer, for aggregated lists.
     public func federatedEntries(environment: String?, category: String?) async -> [Revision] {
+        await entriesByPeer(environment: environment, category: category, peers: healthyPeers).compactMap(\.entries).flatMap { $0 }
+    }
+
+    /// Each peer's current entries (tombstones included; each checked like a replicated
+    /// revision), or nil for a peer that did not answer; every configured peer by default.
+    public func entriesByPeer(
+        environment: String? = nil,
+        category: String? = nil,
+        peers: [String]? = nil
+    ) async -> [(peer: String, entries: [Revision]?)] {
         var query: [String] = []
         if let environment { query.append("environment=\(Self.percentEncode(environment))") }
         if let category { query.append("category=\(Self.percentEncode(category))") }
         let path = "/cluster/entries" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-        return await withTaskGroup(of: [Revision].self) { group in
-            for peer in healthyPeers {
+        let asked = peers ?? settings.peers
+        let answers = await withTaskGroup(of: (String, [Revision]?).self) { group in
+            for peer in asked {
                 group.addTask {
-                    let revisions = (try? await self.transport.json(peer, "GET", path, as: RevisionList.self).revisions) ?? []
-                    return revisions.filter { (try? self.rules.check($0)) != nil }
+                    guard let revisions = try? await self.transport.json(peer, "GET", path, as: RevisionList.self).revisions else {
+                        return (peer, nil)
+                    }
+                    return (peer, revisions.filter { (try? self.rules.check($0)) != nil })
                 }
             }
-            return await group.reduce(into: []) { $0 += $1 }
+            return await group.reduce(into: [String: [Revision]?]()) { $0[$1.0] = $1.1 }
         }
+        return asked.map { ($0, answers[$0] ?? nil) }
     }
 
     static func percentEncode(_ s: String) -> String {

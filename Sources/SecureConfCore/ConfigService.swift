@@ -263,6 +263,47 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// Per node of the cluster, the live entries the caller's key opens there: this node's
+    /// from its store, each peer's from its current entries (ciphertexts, fetched over the
+    /// authenticated peer protocol and opened here; the user key never leaves this node).
+    public func distribution(_ caller: Caller) async throws -> Distribution {
+        try await perform(.distribution, caller, environment: nil, key: nil) { scope in
+            guard let cluster else { throw ServiceError.badRequest("Clustering is not enabled") }
+            let key = try await scope.callerKey()
+            func opened(_ tokens: [String]) -> Int { tokens.reduce(0) { $0 + (cipher.tryDecrypt($1, with: key, count: false) == nil ? 0 : 1) } }
+            let local = try await storage.list(
+                tenant: Revision.defaultTenant,
+                environment: nil,
+                category: nil,
+                limit: nil,
+                offset: 0,
+                afterID: nil,
+                includeDeleted: false
+            )
+            var nodes = [
+                Distribution.Node(nodeID: cluster.settings.nodeID, isLocal: true, isHealthy: true, keysCount: opened(local.map(\.ciphertext)))
+            ]
+            var tried = local.count
+            let health = Dictionary(cluster.peerStatuses.map { ($0.nodeID, $0.healthy) }, uniquingKeysWith: { a, _ in a })
+            for (peer, entries) in await cluster.entriesByPeer() {
+                let live = (entries ?? []).filter { !$0.deleted }.map(\.ciphertext)
+                tried += live.count
+                nodes.append(
+                    Distribution.Node(
+                        nodeID: peer,
+                        isLocal: false,
+                        isHealthy: entries != nil && (health[peer] ?? false),
+                        keysCount: opened(live)
+                    )
+                )
+            }
+            observer.recordEncryption("decrypt", count: tried)
+            if tried > 0 && nodes.allSatisfy({ $0.keysCount == 0 }) { throw ServiceError.wrongUserKey }
+            if nodes.contains(where: { $0.keysCount > 0 }) { credentials.keys.markProven(key.index) }
+            return Distribution(mode: cluster.settings.mode.rawValue, nodes: nodes)
+        }
+    }
+
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
         guard let cluster, federated,

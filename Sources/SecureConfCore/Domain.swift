@@ -38,7 +38,7 @@ public typealias EntryAddress = EntryName
 /// Every operation of the service: the name is the `operation` label of
 /// `osc_config_operations_total`.
 public enum ConfigOperation: String, Sendable, CaseIterable {
-    case create, read, update, delete, list, versions, stats
+    case create, read, update, delete, list, versions, stats, distribution
     case readVersion = "read_version"
     case readAt = "read_at"
     case rollback, diff, restore
@@ -94,6 +94,20 @@ public struct EntryStatistics: Sendable {
     public var totalKeys = 0
     public var keysByCategory: [String: Int] = [:]
     public var keysByEnvironment: [String: Int] = [:]
+}
+
+/// What `/cluster/distribution` reports: per node, how many live entries the caller's key
+/// opens there (a node that did not answer: unhealthy, 0).
+public struct Distribution: Sendable {
+    public struct Node: Sendable {
+        public var nodeID: String
+        public var isLocal: Bool
+        public var isHealthy: Bool
+        public var keysCount: Int
+    }
+
+    public var mode: String
+    public var nodes: [Node]
 }
 
 /// A key's versions, oldest first, and whether their actors may be shown to the caller.

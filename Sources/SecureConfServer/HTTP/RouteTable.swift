@@ -83,6 +83,8 @@ enum RouteTable {
             Route(.get, "/audit/verify", .auditReader, action: "audit_verify", listedAs: "audit_verify", audit.verify),
 
             Route(.get, "/cluster/status", .client, action: "cluster_status", listedAs: "cluster_status", system.clusterStatus),
+            Route(.get, "/cluster/distribution", .data, action: "cluster_distribution", listedAs: "cluster_distribution", stats.distribution),
+            Route(.get, "/cluster/configs", .data, action: "cluster_configs", listedAs: "cluster_configs", stats.clusterConfigs),
             Route(.get, "/cluster/salt", .peer, action: "cluster_salt_read", system.salt),
             Route(.post, "/cluster/salt", .peer, action: "cluster_salt_write", system.receiveSalt),
             Route(.post, "/cluster/replicate", .peer, action: "cluster_replicate", cluster.replicate),

@@ -24,6 +24,59 @@ struct StatsController<Context: AuditedRequestContext>: Sendable {
         }
     }
 
+    /// `{"cluster_mode","is_replica","all_nodes_synced","nodes_distribution":[{"node_id","is_local",
+    /// "is_healthy","keys_count"}]}`: counts of what the caller's key opens on each node; 400
+    /// without clustering, as OpenSecureConf answers.
+    @Sendable func distribution(_ request: Request, context: Context) async throws -> Response {
+        let d = try await node.service.distribution(try RequestInput.caller(request, context, node))
+        let replica = d.mode == "replica"
+        let synced = d.nodes.allSatisfy { $0.isHealthy && $0.keysCount == d.nodes.first?.keysCount }
+        return JSONResponse.make { w in
+            w.raw("{")
+            w.member("cluster_mode", first: true); w.string(d.mode)
+            w.member("is_replica"); w.raw(replica ? "true" : "false")
+            w.member("all_nodes_synced"); w.raw(replica ? (synced ? "true" : "false") : "null")
+            w.member("nodes_distribution"); w.raw("[")
+            for (i, n) in d.nodes.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.raw("{")
+                w.member("node_id", first: true); w.string(n.nodeID)
+                w.member("is_local"); w.raw(n.isLocal ? "true" : "false")
+                w.member("is_healthy"); w.raw(n.isHealthy ? "true" : "false")
+                w.member("keys_count"); w.integer(n.keysCount)
+                w.raw("}")
+            }
+            w.raw("]}")
+        }
+    }
+
+    /// `[{"key","category","environment","created_at","updated_at"}]`: the entries the caller's
+    /// key opens (no values), filtered by `category` and `environment`.
+    @Sendable func clusterConfigs(_ request: Request, context: Context) async throws -> Response {
+        let query = try RequestInput.query(request)
+        func name(_ field: String) throws(ServiceError) -> String? {
+            guard let raw = query[field], !raw.isEmpty else { return nil }
+            return try RequestInput.validateName(raw, field: field)
+        }
+        let listing = ListQuery(environment: try name("environment"), category: try name("category"))
+        let page = try await node.service.list(try RequestInput.caller(request, context, node), listing)
+        return JSONResponse.make { w in
+            w.raw("[")
+            for (i, record) in page.records.enumerated() {
+                if i > 0 { w.raw(",") }
+                let e = record.entry
+                w.raw("{")
+                w.member("key", first: true); w.string(e.key)
+                w.member("category"); w.optionalString(e.category)
+                w.member("environment"); w.string(e.environment)
+                w.member("created_at"); w.string(Timestamp.iso8601(micros: e.createdAt))
+                w.member("updated_at"); w.string(Timestamp.iso8601(micros: e.updatedAt))
+                w.raw("}")
+            }
+            w.raw("]")
+        }
+    }
+
     /// `{"read_operations":{status:n},"write_operations":{"<operation>_<status>":n},
     /// "encryption_operations":{operation:n},"total_http_requests":{"<method>_<endpoint>_<status>":n}}`,
     /// read from the node's own metrics as OpenSecureConf does (counters above zero only).

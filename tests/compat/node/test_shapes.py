@@ -77,3 +77,9 @@ def test_stats_operations_are_the_nodes_counters(api_node):
     assert ops["read_operations"]["success"] >= 1 and ops["read_operations"]["not_found"] >= 1
     assert ops["write_operations"]["create_success"] >= 1 and ops["encryption_operations"]["encrypt"] >= 1
     assert any(k.startswith("GET_/configs/{key}_200") for k in ops["total_http_requests"])
+
+
+def test_distribution_without_clustering_is_400_as_in_opensecureconf(node):
+    r = node.request("GET", "/cluster/distribution")
+    assert r.status_code == 400 and r.json()["detail"] == "Clustering is not enabled"
+    assert node.request("GET", "/cluster/configs").status_code == 200
