@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import SecureConfCluster
 import SecureConfCrypto
@@ -302,6 +303,157 @@ public final class ConfigService: Sendable {
             if nodes.contains(where: { $0.keysCount > 0 }) { credentials.keys.markProven(key.index) }
             return Distribution(mode: cluster.settings.mode.rawValue, nodes: nodes)
         }
+    }
+
+    /// OpenSecureConf 3.1's backup of what the caller's key opens (filtered by environment and
+    /// category), sealed under `password` with a fresh salt: the document holds the values in
+    /// the clear inside the sealed token, so only the password opens it.
+    public func backup(_ caller: Caller, password: String, environment: String?, category: String?) async throws -> BackupResult {
+        try await perform(.backup, caller, environment: environment, key: nil) { scope in
+            guard !password.isEmpty else { throw ServiceError.unprocessable("X-Backup-Password must not be empty") }
+            let key = try await scope.callerKey()
+            let entries = try await storage.list(
+                tenant: Revision.defaultTenant,
+                environment: environment,
+                category: category,
+                limit: nil,
+                offset: 0,
+                afterID: nil,
+                includeDeleted: false
+            )
+            var records: [JSONValue] = []
+            for entry in entries {
+                guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: key, count: false) else { continue }
+                records.append(
+                    .object([
+                        ("id", .number(String(entry.id))), ("key", .string(entry.key)), ("category", entry.category.map(JSONValue.string) ?? .null),
+                        ("environment", .string(entry.environment)), ("value", ValueCipher.jsonValue(plaintext)),
+                        ("created_at", .string(Self.pythonTime(entry.createdAt) + "Z")),
+                        ("updated_at", .string(Self.pythonTime(entry.updatedAt) + "Z")),
+                    ])
+                )
+            }
+            observer.recordEncryption("decrypt", count: entries.count)
+            if !entries.isEmpty && records.isEmpty { throw ServiceError.wrongUserKey }
+            if !records.isEmpty { credentials.keys.markProven(key.index) }
+            let now = Date()
+            let id = "backup-\(Int(now.timeIntervalSince1970))"
+            let timestamp = Self.pythonTime(Int64(now.timeIntervalSince1970 * 1_000_000)) + "Z"
+            let document = JSONWriter.encode(
+                .object([
+                    ("version", .string(OSCBackup.version)), ("backup_id", .string(id)), ("backup_timestamp", .string(timestamp)),
+                    ("total_keys", .number(String(records.count))), ("configurations", .array(records)),
+                ]),
+                style: .python
+            )
+            let salt = OpenSSL.randomBytes(OSCBackup.saltLength)
+            let sealing = try await credentials.keys.deriveOnce(password: Array(password.utf8), salt: salt, iterations: OSCBackup.iterations)
+            observer.recordEncryption("encrypt", count: 1)
+            return BackupResult(
+                backupData: OSCBackup.seal(document, salt: salt, key: sealing),
+                totalKeys: records.count,
+                backupID: id,
+                timestamp: timestamp
+            )
+        }
+    }
+
+    /// Imports an OpenSecureConf 3.1 backup under the caller's user key: each configuration is
+    /// created, or (with `overwrite`) replaced when the caller's key opens its current value,
+    /// else skipped; what cannot be imported is counted with its reason. 400 when the backup
+    /// is malformed or the password does not open it.
+    public func importBackup(_ caller: Caller, backupData: String, password: String, overwrite: Bool) async throws -> ImportReport {
+        try await perform(.importBackup, caller, environment: nil, key: nil) { scope in
+            let (salt, token) = try OSCBackup.split(backupData)
+            let opening = try await credentials.keys.deriveOnce(password: Array(password.utf8), salt: salt, iterations: OSCBackup.iterations)
+            observer.recordEncryption("decrypt", count: 1)
+            guard let document = try? Fernet.decrypt(token, key: opening) else {
+                throw ServiceError.badRequest("Decryption failed: invalid password or corrupted backup")
+            }
+            let (id, timestamp, configurations) = try OSCBackup.configurations(document)
+            let key = try await scope.callerKey()
+            var report = ImportReport(backupID: id ?? "unknown", backupTimestamp: timestamp ?? "unknown", totalInBackup: configurations.count)
+            var written: [String] = []
+            var replaced = false
+            for config in configurations {
+                guard case .object(let members) = config else {
+                    report.failed.append(("unknown", "not a configuration object"))
+                    continue
+                }
+                func member(_ name: String) -> JSONValue? { members.last { $0.0 == name }?.1 }
+                let name = member("key")?.stringValue ?? "unknown"
+                do {
+                    guard member("key")?.stringValue != nil else { throw ServiceError.unprocessable("key is missing or not a string") }
+                    if let problem = EntryNames.keyProblem(name) { throw ServiceError.unprocessable(problem) }
+                    guard let value = member("value") else { throw ServiceError.unprocessable("value is missing") }
+                    var environment = EntryAddress.defaultEnvironment
+                    if case .string(let e)? = member("environment"), !e.isEmpty { environment = e }
+                    if let problem = EntryNames.nameProblem(environment, field: "environment") { throw ServiceError.unprocessable(problem) }
+                    var category: String?
+                    if case .string(let c)? = member("category"), !c.isEmpty {
+                        if let problem = EntryNames.nameProblem(c, field: "category") { throw ServiceError.unprocessable(problem) }
+                        category = c
+                    }
+                    let address = EntryAddress(environment: environment, key: name)
+                    let ciphertext = try cipher.encrypt(value, with: key)
+                    caller.audit.target(environment: environment, key: name)
+                    if try await storage.entry(address) != nil {
+                        guard overwrite else {
+                            report.skipped += 1
+                            continue
+                        }
+                        _ = try await storage.update(
+                            address,
+                            category: category,
+                            ciphertext: ciphertext,
+                            actor: scope.actor,
+                            audit: scope.auditRecord(status: 200),
+                            authenticates: ValueCipher.authenticator(key)
+                        )
+                        replaced = true
+                    } else {
+                        _ = try await storage.create(
+                            address,
+                            category: category,
+                            ciphertext: ciphertext,
+                            actor: scope.actor,
+                            audit: scope.auditRecord(status: 200)
+                        )
+                    }
+                    written.append(name)
+                    report.imported += 1
+                } catch {
+                    let reason: String
+                    if case StoreError.wrongKey = error {
+                        reason = "the existing value is under another user key"
+                    } else {
+                        reason = ServiceError.domain(error)?.detail ?? "import failed"
+                    }
+                    report.failed.append((name, reason))
+                }
+            }
+            if !written.isEmpty { scope.committed(written, provesKey: replaced) }
+            return report
+        }
+    }
+
+    /// A time as Python's `datetime.isoformat()` writes a naive UTC time (what OpenSecureConf
+    /// writes, before its "Z"): microseconds when there are any, no zone.
+    static func pythonTime(_ micros: Int64) -> String {
+        var seconds = time_t(micros / 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let base = String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d",
+            parts.tm_year + 1900,
+            parts.tm_mon + 1,
+            parts.tm_mday,
+            parts.tm_hour,
+            parts.tm_min,
+            parts.tm_sec
+        )
+        let fraction = Int32(micros % 1_000_000)
+        return fraction == 0 ? base : base + String(format: ".%06d", fraction)
     }
 
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.

@@ -38,14 +38,15 @@ public typealias EntryAddress = EntryName
 /// Every operation of the service: the name is the `operation` label of
 /// `osc_config_operations_total`.
 public enum ConfigOperation: String, Sendable, CaseIterable {
-    case create, read, update, delete, list, versions, stats, distribution
+    case create, read, update, delete, list, versions, stats, distribution, backup
+    case importBackup = "import"
     case readVersion = "read_version"
     case readAt = "read_at"
     case rollback, diff, restore
 
     public var writes: Bool {
         switch self {
-        case .create, .update, .delete, .rollback, .restore: true
+        case .create, .update, .delete, .rollback, .restore, .importBackup: true
         default: false
         }
     }

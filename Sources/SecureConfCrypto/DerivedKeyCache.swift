@@ -82,6 +82,8 @@ public final class DerivedKeyCache: Sendable {
     private let indexKey: [UInt8]
     private let state = Mutex(State())
     private let pool: BlockingWorkPool
+    /// One-off derivations running or queued (`deriveOnce`).
+    private let oneOff = Mutex(0)
     private let observer: (any DerivedKeyCacheObserver)?
 
     public init(salt: [UInt8], configuration: Configuration = .init(), observer: (any DerivedKeyCacheObserver)? = nil) {
@@ -121,6 +123,26 @@ public final class DerivedKeyCache: Sendable {
         guard let key else { return nil }
         observer?.cacheHit()
         return CachedKey(key: key, index: index, derived: false)
+    }
+
+    /// One PBKDF2-HMAC-SHA256 derivation that is not cached (a backup's password with the
+    /// backup's own salt), on the same threads as user keys and bounded like them.
+    public func deriveOnce(password: [UInt8], salt: [UInt8], iterations: UInt32) async throws -> DerivedKey {
+        let admitted = oneOff.withLock { running in
+            guard running < configuration.maxQueuedDerivations else { return false }
+            running += 1
+            return true
+        }
+        guard admitted else {
+            observer?.derivationRefused()
+            throw KeyDerivationOverloaded(retryAfterSeconds: 1)
+        }
+        defer { oneOff.withLock { $0 -= 1 } }
+        return try await pool.run {
+            sc_lower_thread_priority()
+            var bytes = PBKDF2.sha256(password: password, salt: salt, iterations: iterations)
+            return DerivedKey(consuming: &bytes)
+        }
     }
 
     /// The derived key for `userKey`, from the cache or from one shared derivation.

@@ -1,6 +1,9 @@
 /// One entry's identity everywhere above the store: tenant, environment, key (the tenant is
 /// always `default` until access control names others, as on the wire).
 public struct EntryName: Sendable, Hashable, CustomStringConvertible {
+    /// The environment of an entry that names none (OpenSecureConf 2.x's rows, bodies without one).
+    public static let defaultEnvironment = "default"
+
     public var tenant: String
     public var environment: String
     public var key: String

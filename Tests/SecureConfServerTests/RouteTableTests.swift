@@ -43,13 +43,16 @@ import Testing
                 _ = try await client.send(.get, "/configs/k", userKey: "wrong-user-key-\(i)", apiKey: "the-api-key-0123456789")
             }
             // (The versions listing asks an API-key holder for no user key: it derives nothing.)
-            // (Distribution needs a cluster: a single node answers 400 before any key work.)
-            for route in routes where route.access == .data && route.path != "/configs/{key}/versions" && route.path != "/cluster/distribution" {
+            // (Distribution needs a cluster: a single node answers 400 before any key work. An
+            // import opens the backup before the user key: a malformed one is 4xx first.)
+            let skipped: Set<String> = ["/configs/{key}/versions", "/cluster/distribution", "/import"]
+            for route in routes where route.access == .data && !skipped.contains(route.path) {
                 let r = try await client.send(
                     route.method,
                     Self.uri(route.path),
                     userKey: "yet-another-wrong-key",
                     apiKey: "the-api-key-0123456789",
+                    headers: [HTTPField.Name("X-Backup-Password")!: "a-backup-password"],
                     body: route.method == .get ? nil : #"{"key":"k2","value":1}"#
                 )
                 #expect(r.status == .tooManyRequests, "\(route.method) \(route.path): \(r.status) \(r.body)")

@@ -182,6 +182,14 @@ enum RequestInput {
 
     /// The body as a JSON object, within the size limit and nesting depth.
     static func jsonObject(_ request: Request, maxBytes: Int) async throws -> JSONValue {
+        guard let object = try await optionalJSONObject(request, maxBytes: maxBytes) else {
+            throw ServiceError.badRequest("Request body is empty; expected a JSON object")
+        }
+        return object
+    }
+
+    /// The body as a JSON object, or nil when there is no body.
+    static func optionalJSONObject(_ request: Request, maxBytes: Int) async throws -> JSONValue? {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes {
             throw ServiceError(.bodyTooLarge, "Request body too large (limit \(maxBytes) bytes)")
         }
@@ -193,7 +201,7 @@ enum RequestInput {
         } catch {
             throw ServiceError.badRequest("Request body could not be read")
         }
-        guard buffer.readableBytes > 0 else { throw ServiceError.badRequest("Request body is empty; expected a JSON object") }
+        guard buffer.readableBytes > 0 else { return nil }
         let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
         let value: JSONValue
         do {

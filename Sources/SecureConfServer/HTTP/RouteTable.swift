@@ -58,6 +58,7 @@ enum RouteTable {
         let audit = AuditController<Context>(node: node)
         let cluster = ClusterController<Context>(node: node)
         let stats = StatsController<Context>(node: node)
+        let backups = BackupController<Context>(node: node)
         return [
             Route(.get, "/", .open, system.info),
             Route(.get, "/health", .open, listedAs: "health", system.health),
@@ -75,6 +76,8 @@ enum RouteTable {
             Route(.post, "/configs/{key}/rollback", .data, action: "rollback", listedAs: "rollback", history.rollback),
             Route(.get, "/configs/{key}/diff", .data, action: "diff", listedAs: "diff", history.diff),
             Route(.post, "/restore", .data, action: "restore", listedAs: "restore", history.restore),
+            Route(.post, "/backup", .data, action: "backup", listedAs: "backup", backups.backup),
+            Route(.post, "/import", .data, action: "import", listedAs: "import", backups.importBackup),
             Route(.get, "/stats", .data, action: "stats", listedAs: "stats", stats.stats),
             Route(.get, "/stats/operations", .client, action: "stats_operations", listedAs: "stats_operations", stats.operations),
 
