@@ -11,6 +11,7 @@ struct SecureConfCommand: AsyncParsableCommand {
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
         subcommands: [
             Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self,
+            ImportOSC.self,
         ],
         defaultSubcommand: Serve.self
     )
@@ -114,5 +115,46 @@ struct Serve: AsyncParsableCommand {
         }
         logger.info("stopped")
         sink.close()
+    }
+}
+
+struct ImportOSC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-osc",
+        abstract: "Import an OpenSecureConf 2.x or 3.x data directory into this node's store (no user key needed).",
+        discussion: """
+            Keeps every ciphertext as it is: the same user keys read the same values afterwards. Adopts OpenSecureConf's \
+            salt when this node has neither data nor a salt, and refuses when the salts differ. Idempotent. The node's store \
+            is the one OSC_DATABASE_PATH and OSC_SALT_FILE_PATH name (environment, .env, or the flags below); the node may be \
+            stopped or running.
+            """
+    )
+
+    @Option(help: "OpenSecureConf's database (configurations.db).") var database: String
+    @Option(help: "OpenSecureConf's salt file (encryption.salt).") var salt: String
+    @Option(help: "This node's SQLite database file (OSC_DATABASE_PATH).") var databasePath: String?
+    @Option(help: "This node's salt file (OSC_SALT_FILE_PATH).") var saltFile: String?
+    @Option(help: "The .env file to read.") var envFile: String = ".env"
+
+    func run() async throws {
+        var overrides: [String: String] = [:]
+        overrides["OSC_DATABASE_PATH"] = databasePath
+        overrides["OSC_SALT_FILE_PATH"] = saltFile
+        let configuration: NodeConfiguration
+        do {
+            configuration = try NodeConfiguration.load(environment: ProcessInfo.processInfo.environment, dotEnvPath: envFile, overrides: overrides)
+        } catch {
+            FileHandle.standardError.write(Data("secureconf: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        var logger = Logger(label: "secureconf.import")
+        logger.logLevel = .warning
+        do {
+            let report = try await OSCImport.run(configuration: configuration, database: database, salt: salt, logger: logger)
+            print(report.description)
+        } catch {
+            FileHandle.standardError.write(Data("secureconf: import-osc: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }

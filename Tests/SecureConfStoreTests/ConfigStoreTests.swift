@@ -229,3 +229,16 @@ func temporaryDirectory() -> String {
         #expect(HybridLogicalClock.millis(of: first) == 1000)
     }
 }
+
+@Suite struct OSCDatabaseTests {
+    @Test func sqlalchemyTimesParseAsUTCMicroseconds() {
+        #expect(OSCDatabase.parseTime("1970-01-01 00:00:01") == 1_000_000)
+        #expect(OSCDatabase.parseTime("2026-12-01 14:52:43.549925") == 1_796_136_763_549_925)
+        #expect(OSCDatabase.parseTime("2026-12-01T14:52:43.5Z") == 1_796_136_763_500_000)
+        #expect(OSCDatabase.parseTime("2026-12-01 14:52:43.1234567") == 1_796_136_763_123_456, "digits beyond micros are cut")
+        for bad in ["", "2026-12-01", "2026-13-01 00:00:00", "2026-12-01 24:00:00", "2026-12-01 10:00:00.", "2026-12-01 10:00:00+02:00", "yesterday"]
+        {
+            #expect(OSCDatabase.parseTime(bad) == nil, "\(bad)")
+        }
+    }
+}

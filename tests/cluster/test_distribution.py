@@ -56,3 +56,39 @@ def test_distribution_marks_a_stopped_node_unhealthy(factory):
 
     body = wait_until(seen_down, timeout=15, what="the stopped node to show as unhealthy")
     assert body["all_nodes_synced"] is False
+
+
+def test_an_imported_opensecureconf_directory_replicates_to_every_node(factory):
+    """`secureconf import-osc` into the first node (stopped, with the node's own environment),
+    then the cluster starts: the peers take the node's salt and every imported revision
+    (stamped when its token was issued, so it passes their checks), and each user key reads
+    its values on every node."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from harness import Cluster, free_ports, secureconf_binary
+
+    fixtures = Path(__file__).resolve().parents[1] / "compat" / "fixtures" / "osc_datadirs" / "osc3.1"
+    api_key = token("cluster-api-")
+    ports = free_ports(3)
+    ids = [f"127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i, port in enumerate(ports):
+        wd = factory.workdir(f"import-node{i}")
+        nodes.append(factory.node(wd, port, factory.node_env(wd, port, ids, api_key, "replica"), api_key))
+    done = subprocess.run([str(secureconf_binary()), "import-osc", "--database", str(fixtures / "configurations.db"),
+                           "--salt", str(fixtures / "encryption.salt")], env=nodes[0].env, cwd=nodes[0].workdir,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "4 imported" in done.stdout, (done.stdout, done.stderr)
+    cluster = Cluster(nodes, api_key, "replica").start()
+    cluster.wait_healthy(timeout=15)
+    expected = json.loads((fixtures / "expected_reads.json").read_text())
+    for node in cluster:
+        for entry in expected:
+            got = wait_until(lambda node=node, entry=entry: (lambda r: r.json() if r.status_code == 200 else None)(
+                node.read(entry["user_key"], entry["key"], environment=entry["environment"])), timeout=20,
+                what=f"{entry['key']} on {node}")
+            assert got["value"] == entry["value"]
+        status = node.status()
+        assert all(not p.get("replication_error") for p in status["nodes"] if not p["self"]), status
