@@ -238,7 +238,12 @@ extension ConfigStore {
     /// every hash must equal SHA-256(previous hash || record), and the head must name the
     /// last record and its hash (so a truncated tail is caught too).
     public func verifyAudit() async throws -> AuditVerification {
-        try await pool.read { db in
+        try await pool.read { db in try Self.verifyAuditChain(db) }
+    }
+
+    /// Re-computes the chain of the audit log in `db` (a store, or a snapshot of one).
+    static func verifyAuditChain(_ db: Database) throws -> AuditVerification {
+        do {
             guard let head = try Row.fetchOne(db, sql: "SELECT last_id, hash FROM audit_head WHERE singleton = 1") else {
                 return AuditVerification(valid: false, records: 0, firstBroken: 1, headHash: AuditChain.genesisHex)
             }

@@ -1,0 +1,32 @@
+import Foundation
+import SecureConfCore
+import SecureConfStore
+
+/// `secureconf backup` and `secureconf restore-backup`: a whole node's store, snapshotted
+/// online and installed into an empty node whose salt file is the one it was taken under.
+public enum NodeSnapshot {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func backup(configuration c: NodeConfiguration, to output: String) async throws -> String {
+        guard FileManager.default.fileExists(atPath: c.databasePath) else { throw Failure(description: "no store at \(c.databasePath)") }
+        let store = try ConfigStore(configuration: .init(path: c.databasePath, nodeID: c.nodeID))
+        do {
+            let summary = try store.snapshot(to: output)
+            await store.close()
+            return "snapshot \(output): \(summary)"
+        } catch {
+            await store.close()
+            throw error
+        }
+    }
+
+    public static func restore(configuration c: NodeConfiguration, from input: String) async throws -> String {
+        guard let salt = try SaltFile.read(at: c.saltFilePath) else {
+            throw Failure(description: "the salt file \(c.saltFilePath) is missing: restore it from the backed-up node first")
+        }
+        let summary = try await ConfigStore.restoreSnapshot(from: input, to: c.databasePath, expectedSaltFingerprint: SaltFile.fingerprint(salt))
+        return "restored \(c.databasePath): \(summary)"
+    }
+}
