@@ -59,4 +59,23 @@ import Testing
             }
         }
     }
+
+    @Test func everyRouteIsInTheOpenAPIDocumentAndNothingElseIs() throws {
+        let routes = RouteTable.routes(node: try TestNode().node)
+        let keys = Set(routes.map { RouteTable.key($0.method, $0.path) })
+        #expect(Set(RouteDocs.all.keys) == keys, "docs for every route, and only for routes")
+        guard case .object(let top) = OpenAPIDocument.build(routes, version: "test"),
+            case .object(let paths)? = top.first(where: { $0.0 == "paths" })?.1
+        else {
+            Issue.record("no paths")
+            return
+        }
+        let documented = Set(
+            paths.flatMap { path, methods -> [String] in
+                guard case .object(let ops) = methods else { return [] }
+                return ops.map { "\($0.0.uppercased()) \(path)" }
+            }
+        )
+        #expect(documented == keys)
+    }
 }

@@ -65,6 +65,8 @@ enum RouteTable {
             Route(.get, "/ready", .open, listedAs: "ready", system.ready),
             Route(.get, "/metrics", .open, listedAs: "metrics", system.metrics),
             Route(.get, "/cluster/health", .probe, listedAs: "cluster_health", system.clusterHealth),
+            Route(.get, "/openapi.json", .open, listedAs: "openapi", system.openAPI),
+            Route(.get, "/docs", .open, listedAs: "docs", system.docs),
 
             Route(.post, "/configs", .data, action: "create", listedAs: "create", configs.create),
             Route(.get, "/configs", .data, action: "list", listedAs: "list", configs.list),
@@ -121,7 +123,9 @@ enum RouteTable {
     }
 
     /// The methods a known path answers with 405 when it does not serve them.
-    static var methodsAnswered405: [HTTPRequest.Method] { [.get, .head, .post, .put, .delete, .patch, .options] }
+    static var methodsAnswered405: [HTTPRequest.Method] {
+        [.get, .head, .post, .put, .delete, .patch, .options, .trace, HTTPRequest.Method("QUERY")!]
+    }
 
     /// `GET /`'s `endpoints`: name to "METHOD path", in table order.
     static func listing<Context>(_ routes: [Route<Context>]) -> [(String, String)] {

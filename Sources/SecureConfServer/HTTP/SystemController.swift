@@ -11,6 +11,20 @@ import SecureConfJSON
 struct SystemController<Context: RequestContext>: Sendable {
     let node: SecureConfNode
 
+    /// The OpenAPI 3.1 document, generated from the route table.
+    @Sendable func openAPI(_ request: Request, context: Context) async throws -> Response {
+        let routes = RouteTable.routes(node: node)
+        return JSONResponse.make(.ok, JSONWriter.encode(OpenAPIDocument.build(routes, version: SecureConfVersion.string)))
+    }
+
+    @Sendable func docs(_ request: Request, context: Context) async throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/html; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.docsPage))
+        )
+    }
+
     @Sendable func health(_ request: Request, context: Context) async throws -> Response {
         JSONResponse.make { $0.raw(#"{"status":"healthy"}"#) }
     }
