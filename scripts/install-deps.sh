@@ -21,7 +21,4 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # Python's cryptography is the interop reference for the Swift crypto tests.
   python3 -c "import cryptography, pytest, requests, yaml" 2>/dev/null || python3 -m pip install -q cryptography pytest requests pyyaml
-  # The API document's checks: openapi-spec-validator, and schemathesis against a node.
-  python3 -c "import openapi_spec_validator" 2>/dev/null && command -v schemathesis >/dev/null \
-    || python3 -m pip install -q openapi-spec-validator schemathesis
 fi
