@@ -60,7 +60,7 @@ def test_distribution_marks_a_stopped_node_unhealthy(factory):
 
 def test_an_imported_opensecureconf_directory_replicates_to_every_node(factory):
     """`secureconf import-osc` into the first node (stopped, with the node's own environment),
-    then the cluster starts: the peers take the node's salt and every imported revision
+    which then starts first; the others start empty: they take its salt and every imported revision
     (stamped when its token was issued, so it passes their checks), and each user key reads
     its values on every node."""
     import json
@@ -81,8 +81,16 @@ def test_an_imported_opensecureconf_directory_replicates_to_every_node(factory):
                            "--salt", str(fixtures / "encryption.salt")], env=nodes[0].env, cwd=nodes[0].workdir,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "4 imported" in done.stdout, (done.stdout, done.stderr)
-    cluster = Cluster(nodes, api_key, "replica").start()
-    cluster.wait_healthy(timeout=15)
+    # The imported node starts first: the others, empty, take its salt (an empty node that
+    # found no peer with a salt and sorted first would make its own).
+    nodes[0].start()
+    nodes[0].wait_up()
+    for n in nodes[1:]:
+        n.start()
+    for n in nodes[1:]:
+        n.wait_up()
+    cluster = Cluster(nodes, api_key, "replica")
+    cluster.wait_healthy(timeout=20)
     expected = json.loads((fixtures / "expected_reads.json").read_text())
     for node in cluster:
         for entry in expected:
