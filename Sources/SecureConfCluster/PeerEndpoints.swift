@@ -82,15 +82,7 @@ public struct PeerEndpoints: Sendable {
     /// `GET /cluster/entries`: current entries, tombstones included (a newer delete here must
     /// hide an older copy on another node).
     public func entries(environment: String?, category: String?) async throws -> RevisionList {
-        let entries = try await store.list(
-            tenant: Revision.defaultTenant,
-            environment: environment,
-            category: category,
-            limit: nil,
-            offset: 0,
-            afterID: nil,
-            includeDeleted: true
-        )
+        let entries = try await store.all(tenant: Revision.defaultTenant, environment: environment, category: category, includeDeleted: true)
         return RevisionList(revisions: entries.map(\.revision))
     }
 }

@@ -127,6 +127,17 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// The entries the caller's key opens, with their plaintexts, in order: the others are left
+    /// out. If there are entries and the key opens none, it is the wrong key (401); if it opens
+    /// any, it is proven. Every attempt is counted at once.
+    private func opened(_ entries: [ConfigEntry], with key: CachedKey) throws(ServiceError) -> [(entry: ConfigEntry, plaintext: [UInt8])] {
+        let opened = entries.compactMap { entry in cipher.tryDecrypt(entry.ciphertext, with: key, count: false).map { (entry, $0) } }
+        observer.recordEncryption("decrypt", count: entries.count)
+        if !entries.isEmpty && opened.isEmpty { throw ServiceError.wrongUserKey }
+        if !opened.isEmpty { credentials.keys.markProven(key.index) }
+        return opened
+    }
+
     /// Decrypts a stored value with the caller's key; a key that opens it is proven (its
     /// derivation is refunded to the limiter and it stays cached).
     private func open(_ token: String, _ scope: Scope) async throws -> [UInt8] {
@@ -221,15 +232,7 @@ public final class ConfigService: Sendable {
                     includeDeleted: false
                 )
             }
-            var records: [ConfigRecord] = []
-            records.reserveCapacity(entries.count)
-            for entry in entries {
-                guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: key, count: false) else { continue }
-                records.append(ConfigRecord(entry: entry, valueJSON: ValueCipher.jsonText(plaintext)))
-            }
-            observer.recordEncryption("decrypt", count: entries.count)
-            if !entries.isEmpty && records.isEmpty { throw ServiceError.wrongUserKey }
-            if !records.isEmpty { credentials.keys.markProven(key.index) }
+            let records = try opened(entries, with: key).map { ConfigRecord(entry: $0.entry, valueJSON: ValueCipher.jsonText($0.plaintext)) }
             var nextAfter: Int64?
             if let limit = query.limit, entries.count == limit, let last = entries.last, !federated { nextAfter = last.id }
             return ListPage(records: records, skipped: entries.count - records.count, nextAfter: nextAfter)
@@ -242,24 +245,12 @@ public final class ConfigService: Sendable {
     public func statistics(_ caller: Caller, tenant: String = Revision.defaultTenant) async throws -> EntryStatistics {
         try await perform(.stats, caller, tenant: tenant, environment: nil, key: nil) { scope in
             let key = try await scope.callerKey()
-            let entries = try await storage.list(
-                tenant: tenant,
-                environment: nil,
-                category: nil,
-                limit: nil,
-                offset: 0,
-                afterID: nil,
-                includeDeleted: false
-            )
             var stats = EntryStatistics()
-            for entry in entries where cipher.tryDecrypt(entry.ciphertext, with: key, count: false) != nil {
+            for (entry, _) in try opened(try await storage.all(tenant: tenant), with: key) {
                 stats.totalKeys += 1
                 stats.keysByCategory[entry.category ?? "uncategorized", default: 0] += 1
                 stats.keysByEnvironment[entry.environment, default: 0] += 1
             }
-            observer.recordEncryption("decrypt", count: entries.count)
-            if !entries.isEmpty && stats.totalKeys == 0 { throw ServiceError.wrongUserKey }
-            if stats.totalKeys > 0 { credentials.keys.markProven(key.index) }
             return stats
         }
     }
@@ -272,15 +263,7 @@ public final class ConfigService: Sendable {
             guard let cluster else { throw ServiceError.badRequest("Clustering is not enabled") }
             let key = try await scope.callerKey()
             func opened(_ tokens: [String]) -> Int { tokens.reduce(0) { $0 + (cipher.tryDecrypt($1, with: key, count: false) == nil ? 0 : 1) } }
-            let local = try await storage.list(
-                tenant: Revision.defaultTenant,
-                environment: nil,
-                category: nil,
-                limit: nil,
-                offset: 0,
-                afterID: nil,
-                includeDeleted: false
-            )
+            let local = try await storage.all(tenant: Revision.defaultTenant)
             var nodes = [
                 Distribution.Node(nodeID: cluster.settings.nodeID, isLocal: true, isHealthy: true, keysCount: opened(local.map(\.ciphertext)))
             ]
@@ -312,33 +295,23 @@ public final class ConfigService: Sendable {
         try await perform(.backup, caller, environment: environment, key: nil) { scope in
             guard !password.isEmpty else { throw ServiceError.unprocessable("X-Backup-Password must not be empty") }
             let key = try await scope.callerKey()
-            let entries = try await storage.list(
-                tenant: Revision.defaultTenant,
-                environment: environment,
-                category: category,
-                limit: nil,
-                offset: 0,
-                afterID: nil,
-                includeDeleted: false
-            )
             var records: [JSONValue] = []
-            for entry in entries {
-                guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: key, count: false) else { continue }
+            for (entry, plaintext) in try opened(
+                try await storage.all(tenant: Revision.defaultTenant, environment: environment, category: category),
+                with: key
+            ) {
                 records.append(
                     .object([
                         ("id", .number(String(entry.id))), ("key", .string(entry.key)), ("category", entry.category.map(JSONValue.string) ?? .null),
                         ("environment", .string(entry.environment)), ("value", ValueCipher.jsonValue(plaintext)),
-                        ("created_at", .string(Self.pythonTime(entry.createdAt) + "Z")),
-                        ("updated_at", .string(Self.pythonTime(entry.updatedAt) + "Z")),
+                        ("created_at", .string(Timestamp.python(micros: entry.createdAt) + "Z")),
+                        ("updated_at", .string(Timestamp.python(micros: entry.updatedAt) + "Z")),
                     ])
                 )
             }
-            observer.recordEncryption("decrypt", count: entries.count)
-            if !entries.isEmpty && records.isEmpty { throw ServiceError.wrongUserKey }
-            if !records.isEmpty { credentials.keys.markProven(key.index) }
             let now = Date()
             let id = "backup-\(Int(now.timeIntervalSince1970))"
-            let timestamp = Self.pythonTime(Int64(now.timeIntervalSince1970 * 1_000_000)) + "Z"
+            let timestamp = Timestamp.python(micros: Int64(now.timeIntervalSince1970 * 1_000_000)) + "Z"
             let document = JSONWriter.encode(
                 .object([
                     ("version", .string(OSCBackup.version)), ("backup_id", .string(id)), ("backup_timestamp", .string(timestamp)),
@@ -437,25 +410,6 @@ public final class ConfigService: Sendable {
         }
     }
 
-    /// A time as Python's `datetime.isoformat()` writes a naive UTC time (what OpenSecureConf
-    /// writes, before its "Z"): microseconds when there are any, no zone.
-    static func pythonTime(_ micros: Int64) -> String {
-        var seconds = time_t(micros / 1_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let base = String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d",
-            parts.tm_year + 1900,
-            parts.tm_mon + 1,
-            parts.tm_mday,
-            parts.tm_hour,
-            parts.tm_min,
-            parts.tm_sec
-        )
-        let fraction = Int32(micros % 1_000_000)
-        return fraction == 0 ? base : base + String(format: ".%06d", fraction)
-    }
-
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
         guard let cluster, federated,
@@ -466,15 +420,7 @@ public final class ConfigService: Sendable {
 
     private func federatedList(_ query: ListQuery) async throws -> [ConfigEntry] {
         var newest: [String: ConfigEntry] = [:]
-        for entry in try await storage.list(
-            tenant: query.tenant,
-            environment: query.environment,
-            category: query.category,
-            limit: nil,
-            offset: 0,
-            afterID: nil,
-            includeDeleted: true
-        ) {
+        for entry in try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category, includeDeleted: true) {
             newest[entry.environment + "\u{0}" + entry.key] = entry
         }
         for revision in await cluster?.federatedEntries(environment: query.environment, category: query.category) ?? [] {

@@ -49,6 +49,21 @@ public protocol EntryStorage: Sendable {
     func writeRefusal() async -> String?
 }
 
+extension EntryStorage {
+    /// Every current entry in scope, unpaged.
+    public func all(tenant: String, environment: String? = nil, category: String? = nil, includeDeleted: Bool = false) async throws -> [ConfigEntry] {
+        try await list(
+            tenant: tenant,
+            environment: environment,
+            category: category,
+            limit: nil,
+            offset: 0,
+            afterID: nil,
+            includeDeleted: includeDeleted
+        )
+    }
+}
+
 /// Every revision of an entry, pruning, past states, and the writes that bring old values back.
 public protocol HistoryStorage: Sendable {
     func history(_ name: EntryName) async throws -> KeyHistory?

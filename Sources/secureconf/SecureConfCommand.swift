@@ -137,16 +137,7 @@ struct ImportOSC: AsyncParsableCommand {
     @Option(help: "The .env file to read.") var envFile: String = ".env"
 
     func run() async throws {
-        var overrides: [String: String] = [:]
-        overrides["OSC_DATABASE_PATH"] = databasePath
-        overrides["OSC_SALT_FILE_PATH"] = saltFile
-        let configuration: NodeConfiguration
-        do {
-            configuration = try NodeConfiguration.load(environment: ProcessInfo.processInfo.environment, dotEnvPath: envFile, overrides: overrides)
-        } catch {
-            FileHandle.standardError.write(Data("secureconf: invalid configuration: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
+        let configuration = try nodeConfiguration(envFile: envFile, databasePath: databasePath, saltFile: saltFile)
         var logger = Logger(label: "secureconf.import")
         logger.logLevel = .warning
         do {

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import SecureConfJSON
+import SecureConfStore
 import Testing
 
 @testable import SecureConfServer

@@ -39,26 +39,6 @@ enum JSONResponse {
     }
 }
 
-/// Timestamps as OpenSecureConf writes them: naive UTC ISO 8601 with microseconds and a `Z`.
-enum Timestamp {
-    static func iso8601(micros: Int64) -> String {
-        var seconds = time_t(micros / 1_000_000)
-        let fraction = Int(micros % 1_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-            parts.tm_year + 1900,
-            parts.tm_mon + 1,
-            parts.tm_mday,
-            parts.tm_hour,
-            parts.tm_min,
-            parts.tm_sec,
-            fraction
-        )
-    }
-}
-
 extension JSONWriter {
     /// A record as the service returns it, with its `version` when it has one.
     mutating func record(_ r: ConfigRecord, timestamps: Bool = true) {

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import SecureConfCore
 import SecureConfJSON
+import SecureConfStore
 
 /// OpenSecureConf 3.x's `/stats` (what the caller's user key opens, counted) and
 /// `/stats/operations` (the node's operation counters as JSON, for operators).

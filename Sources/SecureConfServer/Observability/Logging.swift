@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SecureConfJSON
+import SecureConfStore
 import Synchronization
 
 /// Where log lines go: standard error and optionally a size-rotated file. Lines are
@@ -168,23 +169,7 @@ public struct SecureConfLogHandler: LogHandler {
         }
     }
 
-    static func timestamp() -> String {
-        var tv = timeval()
-        gettimeofday(&tv, nil)
-        var t = tv.tv_sec
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-            parts.tm_year + 1900,
-            parts.tm_mon + 1,
-            parts.tm_mday,
-            parts.tm_hour,
-            parts.tm_min,
-            parts.tm_sec,
-            Int32(tv.tv_usec)
-        )
-    }
+    static func timestamp() -> String { Timestamp.now() }
 
     public func log(event: LogEvent) {
         var merged = metadata
