@@ -11,8 +11,8 @@ import SecureConfStore
 /// the authorization step; the operation's own reads; the caller's derived key when the
 /// operation needs it (always through the failed-attempt limiter, noted as the actor);
 /// decryption and encryption through the one `ValueCipher`; the storage commit carrying
-/// its audit record; then, for a committed write, the key-cache proof, the change
-/// notification, replication's wake-up and the write quorum; and last the operation count,
+/// its audit record (the store's commit feeds the change events); then, for a committed
+/// write, the key-cache proof, replication's wake-up and the write quorum; and last the operation count,
 /// once, as what the client receives. Controllers parse, call one method, and render.
 public final class ConfigService: Sendable {
     public let storage: any ConfigStorage
@@ -20,7 +20,8 @@ public final class ConfigService: Sendable {
     public let cipher: ValueCipher
     let observer: any OperationObserver
     let authorizer: any Authorizer
-    let changes: (any ChangeObserver)?
+    /// The change-event streams fed by this node's commits.
+    public let events: ChangeEventHub?
     let cluster: ClusterCoordinator?
 
     public init(
@@ -30,14 +31,14 @@ public final class ConfigService: Sendable {
         observer: any OperationObserver,
         maxTokenBytes: Int,
         authorizer: any Authorizer = AllowEverything(),
-        changes: (any ChangeObserver)? = nil
+        events: ChangeEventHub? = nil
     ) {
         self.storage = storage
         self.credentials = credentials
         self.cipher = ValueCipher(observer: observer, maxTokenBytes: maxTokenBytes)
         self.observer = observer
         self.authorizer = authorizer
-        self.changes = changes
+        self.events = events
         self.cluster = cluster
     }
 
@@ -94,10 +95,9 @@ public final class ConfigService: Sendable {
         do {
             try authorizer.authorize(caller, operation, tenant: tenant, environment: environment, key: key)
             let result = try await body(scope)
-            if let keys = scope.committedKeys {
+            if scope.committedKeys != nil {
                 caller.audit.written()
                 if scope.provesKey, let derived = scope.key { credentials.keys.markProven(derived.index) }
-                changes?.changed(ConfigChange(operation: operation, tenant: tenant, environment: environment ?? "", keys: keys, actor: scope.actor))
                 try await replicateLocalWrite()
             }
             observer.recordOperation(operation, outcome: .success)

@@ -42,7 +42,7 @@ public enum ConfigOperation: String, Sendable, CaseIterable {
     case importBackup = "import"
     case readVersion = "read_version"
     case readAt = "read_at"
-    case rollback, diff, restore
+    case rollback, diff, restore, subscribe
 
     public var writes: Bool {
         switch self {
@@ -130,15 +130,6 @@ public struct RestoreReport: Sendable {
     public var pruned: [String] = []
 }
 
-/// A committed change, for subscribers (the events issue): names and actor, never values.
-public struct ConfigChange: Sendable {
-    public var operation: ConfigOperation
-    public var tenant: String
-    public var environment: String
-    public var keys: [String]
-    public var actor: String?
-}
-
 /// How an operation ended, as counted.
 public enum OperationOutcome: String, Sendable {
     case success
@@ -163,9 +154,4 @@ public protocol Authorizer: Sendable {
 public struct AllowEverything: Authorizer {
     public init() {}
     public func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError) {}
-}
-
-/// Told of every committed change, after its commit and before the replication wait.
-public protocol ChangeObserver: Sendable {
-    func changed(_ change: ConfigChange)
 }

@@ -13,7 +13,7 @@ public enum ErrorKind: Sendable, Hashable {
     case http(Int)
     // Credentials.
     case missingUserKey, shortUserKey, undecodableUserKey, wrongUserKey, authRateLimited
-    case missingAPIKey, wrongAPIKey, auditRequiresAPIKey, peerAuthFailed, peerAuthMissing, peerClockSkew, peerReplayed, peerUnknown
+    case missingAPIKey, wrongAPIKey, auditRequiresAPIKey, invalidTicket, peerAuthFailed, peerAuthMissing, peerClockSkew, peerReplayed, peerUnknown
     /// The caller's credential is valid but not allowed this operation.
     case forbidden
     // What the request addresses.
@@ -21,7 +21,7 @@ public enum ErrorKind: Sendable, Hashable {
     /// A peer's message under another salt fingerprint (replication refused, 409).
     case peerSaltMismatch
     // The node cannot serve it now.
-    case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled
+    case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled, subscribersFull
     /// A fault of the server's own.
     case `internal`
 
@@ -41,6 +41,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .missingAPIKey: "missing_api_key"
         case .wrongAPIKey: "wrong_api_key"
         case .auditRequiresAPIKey: "audit_requires_api_key"
+        case .invalidTicket: "invalid_ticket"
         case .peerAuthFailed: "peer_auth_failed"
         case .peerAuthMissing: "peer_auth_missing"
         case .peerClockSkew: "peer_clock_skew"
@@ -63,6 +64,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .auditUnavailable: "audit_unavailable"
         case .kdfOverloaded: "kdf_overloaded"
         case .cancelled: "cancelled"
+        case .subscribersFull: "subscribers_full"
         case .internal: "internal"
         }
     }

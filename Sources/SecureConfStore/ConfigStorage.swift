@@ -119,7 +119,7 @@ public protocol MetadataStorage: Sendable {
 /// Everything the layers above need from storage. `ConfigStore` (SQLite through GRDB) is the
 /// first implementation; another engine implements these protocols without touching the
 /// domain layer, the cluster or HTTP.
-public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage
+public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage & ChangeFeedStorage
 
 extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage {
     /// This store keeps the default tenant only (until access control adds tenants): a name

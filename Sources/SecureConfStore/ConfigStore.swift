@@ -30,6 +30,8 @@ public final class ConfigStore: Sendable {
     public let maxVersions: Int?
     let pool: DatabasePool
     private let writer: GroupCommitWriter
+    /// Signalled after every commit (the change feed's reader waits on it).
+    public let commits = WakeSignal()
     private let liveEntries: Mutex<Int>
     /// Stamps further ahead of the wall clock than this are absurd (set aside at start).
     public static let absurdStampHorizonMillis: Int64 = 86_400_000
@@ -395,6 +397,8 @@ public final class ConfigStore: Sendable {
                 .execute(arguments: [environment, key, pruned.hlc, pruned.origin, pruned.deleted])
             // Pruned revisions leave the digest too, so pruned nodes still compare equal.
             try removeRevision(seq: row["seq"], pruned, db: db)
+            try db.cachedStatement(sql: "UPDATE counters SET value = MAX(value, ?) WHERE name = 'pruned_through_seq'")
+                .execute(arguments: [row["seq"] as Int64])
         }
     }
 
@@ -486,6 +490,7 @@ public final class ConfigStore: Sendable {
             return (value, delta)
         }
         if delta != 0 { liveEntries.withLock { $0 += delta } }
+        commits.signal()
         return value
     }
 }

@@ -166,6 +166,18 @@ enum Schema {
             )
             try RevisionDigest.rebuild(db: db)
         }
+        migrator.registerMigration("v4-change-feed-horizon") { db in
+            // The change feed resumes from the revision history; this is the highest sequence
+            // number pruned out of it. Revisions pruned before this migration carry no sequence
+            // number, so a store that pruned any starts with its whole history behind the horizon.
+            try db.execute(
+                sql: """
+                    INSERT INTO counters(name, value) VALUES ('pruned_through_seq',
+                        CASE WHEN EXISTS(SELECT 1 FROM pruned_revisions)
+                             THEN COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'revisions'), 0) ELSE 0 END);
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -8,16 +8,14 @@ import Testing
 
 @testable import SecureConfCore
 
-/// Counts and changes as the service reports them.
-final class Recorder: OperationObserver, ChangeObserver, Sendable {
-    let state = Mutex<(operations: [String], changes: [ConfigChange])>(([], []))
+/// Counts as the service reports them.
+final class Recorder: OperationObserver, Sendable {
+    let state = Mutex<[String]>([])
     func recordOperation(_ operation: ConfigOperation, outcome: OperationOutcome) {
-        state.withLock { $0.operations.append("\(operation.rawValue):\(outcome == .success ? "ok" : "error")") }
+        state.withLock { $0.append("\(operation.rawValue):\(outcome == .success ? "ok" : "error")") }
     }
     func recordEncryption(_ operation: String, count: Int) {}
-    func changed(_ change: ConfigChange) { state.withLock { $0.changes.append(change) } }
-    var operations: [String] { state.withLock { $0.operations } }
-    var changes: [ConfigChange] { state.withLock { $0.changes } }
+    var operations: [String] { state.withLock { $0 } }
 }
 
 /// Refuses one operation, allows the rest.
@@ -35,13 +33,22 @@ struct Fixture {
     let gate: CredentialGate
     let recorder = Recorder()
     let service: ConfigService
+    let events: ChangeEventHub
 
-    init(limit: Int = 0, refused: ConfigOperation? = nil) throws {
+    init(limit: Int = 0, refused: ConfigOperation? = nil, maxVersions: Int? = nil, events settings: ChangeEventHub.Settings = .init()) throws {
         directory = NSTemporaryDirectory() + "service-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        store = try ConfigStore(configuration: .init(path: directory + "/data.db", nodeID: "n:1"))
+        var storeConfiguration = ConfigStore.Configuration(path: directory + "/data.db", nodeID: "n:1")
+        storeConfiguration.maxVersions = maxVersions
+        store = try ConfigStore(configuration: storeConfiguration)
         let keys = DerivedKeyCache(salt: OpenSSL.randomBytes(32), configuration: .init(iterations: 1_000))
         gate = CredentialGate(keys: keys, limiter: AuthFailureLimiter(limit: limit, windowSeconds: 60), actorKey: OpenSSL.randomBytes(32))
+        events = ChangeEventHub(
+            nodeID: "n:1",
+            storage: store,
+            cipher: ValueCipher(observer: recorder, maxTokenBytes: 1 << 20),
+            settings: settings
+        )
         service = ConfigService(
             storage: store,
             credentials: gate,
@@ -49,7 +56,7 @@ struct Fixture {
             observer: recorder,
             maxTokenBytes: 1 << 20,
             authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
-            changes: recorder
+            events: events
         )
     }
 
@@ -71,7 +78,7 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
     let wrong = "a-wrong-user-key-0"
     let db = EntryAddress(environment: "prod", key: "db")
 
-    @Test func everyWriteIsCountedOnceAndAnnouncedWithoutItsValue() async throws {
+    @Test func everyWriteIsCountedOnceAndReachesTheChangeFeedOnce() async throws {
         let f = try Fixture()
         defer { Task { await f.close() } }
         let created = try await f.service.create(f.caller(right), db, category: nil, value: .string("s3cr3t-v1"))
@@ -86,11 +93,12 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
         #expect(report.deleted == ["db"], "before anything was written, the key did not exist")
         try await #require(throws: (any Error).self) { try await f.service.read(f.caller(right), db) }
         #expect(f.recorder.operations == ["create:ok", "update:ok", "rollback:ok", "read:ok", "versions:ok", "restore:ok", "read:error"])
-        #expect(f.recorder.changes.map(\.operation) == [.create, .update, .rollback, .restore])
-        #expect(f.recorder.changes.allSatisfy { $0.keys == ["db"] && $0.environment == "prod" && $0.tenant == "default" })
-        let actors = Set(f.recorder.changes.compactMap(\.actor))
+        let feed = try await f.store.changes(after: 0, limit: 100).changes
+        #expect(feed.map(\.kind) == [.created, .updated, .updated, .deleted], "create, update, rollback, restore to before the create")
+        #expect(feed.allSatisfy { $0.revision.key == "db" && $0.revision.environment == "prod" })
+        #expect(feed.map(\.seq) == feed.map(\.seq).sorted() && Set(feed.map(\.seq)).count == 4)
+        let actors = Set(feed.compactMap(\.revision.actor))
         #expect(actors.count == 1 && actors.first?.hasPrefix("uk:") == true, "the actor is named, never the key")
-        #expect(!"\(f.recorder.changes)".contains("s3cr3t") && !"\(f.recorder.changes)".contains(right))
     }
 
     @Test func aWrongKeyChangesNothingAndIsCountedOnceAsAFailure() async throws {
@@ -112,7 +120,7 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
                 "create:ok", "update:error", "delete:error", "rollback:error", "read_version:error", "diff:error", "restore:error",
             ]
         )
-        #expect(f.recorder.changes.count == 1, "only the create was announced")
+        #expect(try await f.store.changes(after: 0, limit: 100).changes.count == 1, "only the create reached the change feed")
         #expect(try await f.store.history(environment: "prod", key: "db")?.versions.count == 1)
         #expect(!f.gate.keys.contains(wrong), "a key that opened nothing is not kept")
     }
@@ -168,7 +176,7 @@ func kind(of error: any Error) -> ErrorKind? { ServiceError.domain(error)?.kind 
             kind(of: $0) == .notFound
         }
         #expect(try await f.store.entry(environment: "prod", key: "db") == nil, "nothing written for the default tenant")
-        #expect(f.recorder.changes.isEmpty)
+        #expect(try await f.store.changes(after: 0, limit: 100).changes.isEmpty)
     }
 
     @Test func aListLeavesOutWhatTheKeyDoesNotOpenAndRefusesAKeyThatOpensNothing() async throws {

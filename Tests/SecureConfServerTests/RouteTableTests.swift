@@ -24,14 +24,15 @@ import Testing
             #expect(endpoints.count == RouteTable.listing(routes).count && endpoints["restore"] == "POST /restore")
             for (name, endpoint) in endpoints {
                 let parts = endpoint.split(separator: " ", maxSplits: 1).map(String.init)
-                let method = HTTPRequest.Method(parts[0])!
+                let route = try #require(routes.first { $0.listedAs == name })
+                // An event stream never ends: its HEAD answers as its GET begins.
+                let method = route.access == .eventStream ? .head : HTTPRequest.Method(parts[0])!
                 let reply = try await client.send(method, Self.uri(parts[1]), apiKey: "the-api-key-0123456789", body: method == .get ? nil : "{}")
                 #expect(
                     reply.detail != "Not Found" && reply.status != .methodNotAllowed,
                     "\(name): \(endpoint) is routed, got \(reply.status) \(reply.body)"
                 )
-                let route = try #require(routes.first { $0.listedAs == name })
-                if route.access == .data || route.access == .client || route.access == .auditReader {
+                if route.access == .data || route.access == .client || route.access == .auditReader || route.access == .eventStream {
                     let refused = try await client.send(method, Self.uri(parts[1]), apiKey: nil, body: method == .get ? nil : "{}")
                     #expect(refused.status == .forbidden, "\(endpoint) without the API key: \(refused.status)")
                 }

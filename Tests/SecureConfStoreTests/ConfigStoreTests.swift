@@ -29,6 +29,7 @@ func temporaryDirectory() -> String {
         #expect(
             migrations == [
                 "v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit",
+                "v4-change-feed-horizon",
             ]
         )
         let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates one virtualenv per published OpenSecureConf client version:
 #   tests/compat/.venv-osc2  opensecureconf-client==2.0.2
-#   tests/compat/.venv-osc3  opensecureconf-client==3.1.0, openapi-spec-validator, schemathesis
+#   tests/compat/.venv-osc3  opensecureconf-client==3.1.0, httpx (its SSEClient), openapi-spec-validator, schemathesis
 # each with pytest, requests and cryptography. Safe to re-run: an existing venv whose
 # packages already import is left alone. FORCE=1 rebuilds both.
 set -euo pipefail
@@ -34,5 +34,5 @@ PY
 }
 
 make_venv "$here/.venv-osc2" 2.0.2
-# The node suite runs here too; it checks the API document with these two.
-make_venv "$here/.venv-osc3" 3.1.0 openapi-spec-validator schemathesis
+# The node suite runs here too; it checks the API document with the last two.
+make_venv "$here/.venv-osc3" 3.1.0 httpx openapi-spec-validator schemathesis

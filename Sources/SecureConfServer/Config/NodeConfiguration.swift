@@ -66,6 +66,12 @@ public struct NodeConfiguration: Sendable {
     /// Open connections at most, overall; nil: from the file-descriptor limit.
     public var maxConnections: Int?
     public var maxConnectionsPerClient = 128
+    /// Change-event streams at most (`OSC_SSE_MAX_SUBSCRIBERS`).
+    public var sseMaxSubscribers = 1000
+    /// Events a subscriber may fall behind before it is dropped (`OSC_SSE_QUEUE_SIZE`).
+    public var sseQueueSize = 256
+    /// Seconds between keep-alive comments on an idle stream (`OSC_SSE_KEEPALIVE_SECONDS`).
+    public var sseKeepAliveSeconds = 15.0
 
     public init() {}
 
@@ -139,6 +145,9 @@ public struct NodeConfiguration: Sendable {
         ("OSC_REQUEST_TIMEOUT", "seconds a client has to send a whole request, headers and body (default 30)"),
         ("OSC_MAX_CONNECTIONS", "open client connections at most (default: the file-descriptor limit less 128, at most 16384)"),
         ("OSC_MAX_CONNECTIONS_PER_CLIENT", "open connections at most from one client address (default 128)"),
+        ("OSC_SSE_MAX_SUBSCRIBERS", "change-event streams at most on this node; more get 503 (default 1000)"),
+        ("OSC_SSE_QUEUE_SIZE", "events a subscriber may fall behind before it is dropped and told to resume (default 256)"),
+        ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream (default 15)"),
         ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]
 
@@ -295,6 +304,12 @@ public struct NodeConfiguration: Sendable {
         if let v = try seconds("OSC_REQUEST_TIMEOUT") { c.requestTimeoutSeconds = min(v, 3600) }
         if let v = try integer("OSC_MAX_CONNECTIONS", 1...1_000_000) { c.maxConnections = v }
         if let v = try integer("OSC_MAX_CONNECTIONS_PER_CLIENT", 1...1_000_000) { c.maxConnectionsPerClient = v }
+        if let v = try integer("OSC_SSE_MAX_SUBSCRIBERS", 0...1_000_000) { c.sseMaxSubscribers = v }
+        if let v = try integer("OSC_SSE_QUEUE_SIZE", 1...100_000) { c.sseQueueSize = v }
+        if let v = try seconds("OSC_SSE_KEEPALIVE_SECONDS") {
+            guard v >= 0.1, v <= 3600 else { throw ConfigurationError(variable: "OSC_SSE_KEEPALIVE_SECONDS", problem: "\(v) is outside 0.1…3600") }
+            c.sseKeepAliveSeconds = v
+        }
         if let raw = values["CORS_ORIGINS"] {
             guard let origins = CORSOrigins.parse(raw) else {
                 throw ConfigurationError(

@@ -15,11 +15,12 @@ extension ErrorKind {
         case .methodNotAllowed: .methodNotAllowed
         case .http(let code): HTTPResponse.Status(code: code)
         case .missingUserKey, .shortUserKey, .undecodableUserKey, .wrongUserKey: .unauthorized
-        case .peerAuthFailed, .peerAuthMissing, .peerClockSkew, .peerReplayed, .peerUnknown: .unauthorized
+        case .peerAuthFailed, .peerAuthMissing, .peerClockSkew, .peerReplayed, .peerUnknown, .invalidTicket: .unauthorized
         case .authRateLimited: .tooManyRequests
         case .missingAPIKey, .wrongAPIKey, .auditRequiresAPIKey, .forbidden: .forbidden
         case .conflict, .saltConflict, .peerSaltMismatch: .conflict
-        case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled: .serviceUnavailable
+        case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled, .subscribersFull:
+            .serviceUnavailable
         case .internal: .internalServerError
         }
     }

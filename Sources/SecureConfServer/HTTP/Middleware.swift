@@ -52,14 +52,17 @@ struct ObservabilityMiddleware<Context: RequestContext>: RouterMiddleware {
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let required: Bool
     let apiKey: [UInt8]
+    /// A `?ticket=` stands in for the API key (the service redeems it or answers 401).
+    let ticketStandsIn: Bool
 
-    init(configuration: NodeConfiguration) {
+    init(configuration: NodeConfiguration, ticketStandsIn: Bool = false) {
         required = configuration.apiKeyRequired
         apiKey = Array((configuration.apiKey ?? "").utf8)
+        self.ticketStandsIn = ticketStandsIn
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if required {
+        if required && !(ticketStandsIn && request.uri.queryParameters["ticket"] != nil) {
             guard case .value(let given) = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) else {
                 if case .absent = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) { throw ServiceError.missingAPIKey }
                 throw ServiceError.wrongAPIKey

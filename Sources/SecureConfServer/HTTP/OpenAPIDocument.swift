@@ -137,7 +137,7 @@ enum OpenAPIDocument {
             ("responses", .object(responses)),
         ]
         switch route.access {
-        case .client, .data: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
+        case .client, .data, .eventStream: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
         case .auditReader: operation.append(("security", .array([.object([("apiKey", .array([]))])])))
         case .peer: operation.append(("security", .array([.object([("peer", .array([]))]), .object([("apiKey", .array([]))])])))
         case .open, .probe: break
@@ -224,6 +224,7 @@ enum OpenAPIDocument {
         case .open, .probe: "service"
         case .client: "operators"
         case .data: "configurations"
+        case .eventStream: "events"
         case .peer: "node-to-node"
         case .auditReader: "audit"
         }
@@ -284,6 +285,20 @@ enum RouteDocs {
         ),
         "GET /stats": RouteDoc(summary: "Counts of the entries the user key opens", userKey: .required),
         "GET /stats/operations": RouteDoc(summary: "The node's operation counters"),
+        "GET /sse/subscribe": RouteDoc(
+            summary:
+                "Change events (text/event-stream): connected, created, updated, deleted; resumes after Last-Event-ID (header, or last_event_id); ?ticket= opens it without headers",
+            query: [("key", false), environment, ("category", false), ("ticket", false), ("last_event_id", false)],
+            userKey: .optional,
+            produces: "text/event-stream"
+        ),
+        "POST /sse/ticket": RouteDoc(
+            summary: "A single-use ticket (30 s) that opens one event stream with this request's credentials",
+            userKey: .optional
+        ),
+        "GET /sse/stats": RouteDoc(summary: "Event-stream statistics"),
+        "GET /sse/subscriptions": RouteDoc(summary: "Open event streams and their filters"),
+        "GET /sse/health": RouteDoc(summary: "Event-stream health"),
         "GET /audit": RouteDoc(
             summary: "Search the audit trail",
             query: [

@@ -17,6 +17,9 @@ enum RouteAccess: CaseIterable {
     case peer
     /// Audited; the API key, always (the audit trail's readers).
     case auditReader
+    /// As `data`, except that a request carrying `?ticket=` is let through without the API
+    /// key: the ticket, checked and redeemed by the service, stands for it (`/sse/subscribe`).
+    case eventStream
 }
 
 /// One route: where it is declared, with its audit action, its access, and the name under
@@ -59,6 +62,7 @@ enum RouteTable {
         let cluster = ClusterController<Context>(node: node)
         let stats = StatsController<Context>(node: node)
         let backups = BackupController<Context>(node: node)
+        let events = EventsController<Context>(node: node)
         return [
             Route(.get, "/", .open, system.info),
             Route(.get, "/health", .open, listedAs: "health", system.health),
@@ -82,6 +86,12 @@ enum RouteTable {
             Route(.post, "/import", .data, action: "import", listedAs: "import", backups.importBackup),
             Route(.get, "/stats", .data, action: "stats", listedAs: "stats", stats.stats),
             Route(.get, "/stats/operations", .client, action: "stats_operations", listedAs: "stats_operations", stats.operations),
+
+            Route(.get, "/sse/subscribe", .eventStream, action: "subscribe", listedAs: "sse_subscribe", events.subscribe),
+            Route(.post, "/sse/ticket", .data, action: "sse_ticket", listedAs: "sse_ticket", events.ticket),
+            Route(.get, "/sse/stats", .client, action: "sse_stats", listedAs: "sse_stats", events.stats),
+            Route(.get, "/sse/subscriptions", .client, action: "sse_subscriptions", listedAs: "sse_subscriptions", events.subscriptions),
+            Route(.get, "/sse/health", .open, listedAs: "sse_health", events.health),
 
             Route(.get, "/audit", .auditReader, action: "audit_search", listedAs: "audit", audit.search),
             Route(.get, "/audit/export", .auditReader, action: "audit_export", listedAs: "audit_export", audit.export),
@@ -154,6 +164,8 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
         .data: client.group().add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node)),
         .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
         .auditReader: audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+        .eventStream: audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration, ticketStandsIn: true))
+            .add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node)),
     ]
     for route in routes {
         groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)

@@ -128,12 +128,23 @@ public final class SecureConfNode: Sendable {
             cluster = nil
             peerVerifier = nil
         }
+        var eventSettings = ChangeEventHub.Settings()
+        eventSettings.maxSubscribers = configuration.sseMaxSubscribers
+        eventSettings.queueLimit = configuration.sseQueueSize
+        eventSettings.keyLifetime = .milliseconds(Int64(configuration.keyCacheTTLSeconds * 1000))
         service = ConfigService(
             storage: store,
             credentials: credentials,
             cluster: cluster,
             observer: metrics,
-            maxTokenBytes: configuration.maxCiphertextBytes
+            maxTokenBytes: configuration.maxCiphertextBytes,
+            events: ChangeEventHub(
+                nodeID: configuration.nodeID,
+                storage: store,
+                cipher: ValueCipher(observer: metrics, maxTokenBytes: configuration.maxCiphertextBytes),
+                settings: eventSettings,
+                observer: metrics
+            )
         )
     }
 
@@ -232,6 +243,17 @@ struct StoreLifecycleService: Service {
     }
 }
 
+/// Reads the change feed for the event streams until shutdown (the streams themselves close
+/// with the HTTP server's graceful shutdown).
+struct ChangeEventService: Service {
+    let hub: ChangeEventHub
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await hub.run() }
+        hub.shutdown()
+    }
+}
+
 /// The whole application: HTTP server, router, and the store's lifecycle.
 public func buildApplication(
     node: SecureConfNode,
@@ -298,6 +320,7 @@ public func buildApplication(
         logger: node.logger
     )
     app.addServices(StoreLifecycleService(node: node))
+    if let events = node.service.events { app.addServices(ChangeEventService(hub: events)) }
     if let cluster = node.cluster { app.addServices(cluster) }
     return app
 }

@@ -2,6 +2,7 @@ import Prometheus
 import SecureConfCluster
 import SecureConfCore
 import SecureConfCrypto
+import SecureConfStore
 import Synchronization
 
 /// The node's Prometheus metrics, with OpenSecureConf's names. Labels carry route
@@ -335,5 +336,30 @@ extension ServerMetrics {
             help: "Stored revisions stamped beyond the clock bound, set aside at this start"
         )
         .set(to: Double(setAsideAtStart))
+    }
+}
+
+extension ServerMetrics: EventObserver {
+    public func subscriptionsChanged(active: Int) {
+        registry.makeGauge(name: "osc_sse_active_subscriptions", help: "Open change-event streams on this node").set(to: Double(active))
+    }
+
+    public func eventSent(_ kind: ChangeKind) {
+        registry.makeCounter(
+            name: "osc_sse_events_sent_total",
+            labels: [("event_type", kind.rawValue)],
+            help: "Change events sent to subscribers, by type"
+        )
+        .increment()
+    }
+
+    /// A subscriber dropped (`slow_consumer`) or refused (`limit`).
+    public func subscriberRefused(reason: String) {
+        registry.makeCounter(
+            name: "osc_sse_subscribers_refused_total",
+            labels: [("reason", reason)],
+            help: "Change-event subscribers dropped for falling behind (slow_consumer) or refused at OSC_SSE_MAX_SUBSCRIBERS (limit)"
+        )
+        .increment()
     }
 }

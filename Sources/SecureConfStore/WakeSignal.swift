@@ -1,10 +1,12 @@
 import Synchronization
 
 /// Wakes one waiting loop: a signal sent while nobody waits is remembered once.
-final class WakeSignal: Sendable {
+public final class WakeSignal: Sendable {
+    public init() {}
+
     private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
 
-    func signal() {
+    public func signal() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if let w = s.waiter {
                 s.waiter = nil
@@ -17,7 +19,7 @@ final class WakeSignal: Sendable {
     }
 
     /// Returns on a signal or after `timeout`, whichever comes first.
-    func wait(timeout: Duration) async {
+    public func wait(timeout: Duration) async {
         let timer = Task { [self] in
             // A cancelled timer must not signal: that would leave a stale wake-up behind
             // and turn the next wait into a busy loop.
