@@ -61,6 +61,8 @@ public final class ClusterCoordinator: Service, Sendable {
     /// ahead; whether that is beyond the skew allowed).
     private let clockState = Mutex<(offsetMillis: Int64?, ahead: Bool)>((nil, false))
     public let rules: RevisionRules
+    /// Where the changes of federated peers go (their writes are not replicated here).
+    let changeRelay: (any ChangeRelaying)?
 
     public static let batchSize = 500
     /// Most revision ids answered or asked for in one anti-entropy exchange.
@@ -72,8 +74,10 @@ public final class ClusterCoordinator: Service, Sendable {
         transport: any PeerTransporting,
         saltFingerprint: String,
         logger: Logger,
-        observer: (any ClusterObserver)?
+        observer: (any ClusterObserver)?,
+        changeRelay: (any ChangeRelaying)? = nil
     ) {
+        self.changeRelay = changeRelay
         self.settings = settings
         self.store = store
         self.transport = transport
@@ -150,6 +154,10 @@ public final class ClusterCoordinator: Service, Sendable {
                         group.addTask { await self.shipLoop(peer) }
                     }
                     group.addTask { await self.antiEntropyLoop() }
+                } else if self.changeRelay != nil {
+                    for peer in self.settings.peers {
+                        group.addTask { await self.changeRelayLoop(peer) }
+                    }
                 }
                 await group.waitForAll()
             }
@@ -536,6 +544,61 @@ public final class ClusterCoordinator: Service, Sendable {
             }
         }
         return repaired
+    }
+
+    // MARK: Federated change events
+
+    /// Follows one federated peer's own changes (about once a second) and hands them to the
+    /// relay: each change once, from where the peer stood when this node first reached it.
+    private func changeRelayLoop(_ peer: String) async {
+        var cursor: Int64?
+        while !stopping {
+            var more = false
+            do {
+                let after = cursor ?? 0
+                let page = try await transport.json(
+                    peer,
+                    "GET",
+                    "/cluster/changes?after=\(after)&limit=\(cursor == nil ? 0 : 256)",
+                    as: ChangePage.self
+                )
+                if let known = cursor, page.head < known {
+                    // The peer's feed went back (a new store): follow it from its new head.
+                    cursor = page.head
+                } else if let known = cursor {
+                    let changes = try checkedChanges(page, after: known, from: peer)
+                    if !changes.isEmpty { changeRelay?.relayed(changes, from: peer) }
+                    cursor = max(known, page.through)
+                    more = page.through < page.head
+                } else {
+                    cursor = page.head
+                }
+            } catch {
+                logger.debug("change feed of a peer unavailable", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+            if !more, !(await sleep(.seconds(1))) { break }
+        }
+    }
+
+    /// A peer's page of changes, checked like any peer input: in order, after the cursor,
+    /// within what it says it read, its own writes only, each revision valid.
+    func checkedChanges(_ page: ChangePage, after cursor: Int64, from peer: String) throws -> [StoredChange] {
+        guard page.head >= 0, page.through <= page.head, page.changes.count <= 512 else {
+            throw PeerInputError(kind: .malformed, description: "change page out of bounds")
+        }
+        var last = cursor
+        var out: [StoredChange] = []
+        for record in page.changes {
+            guard record.seq > last, record.seq <= page.through, let kind = ChangeKind(rawValue: record.kind),
+                record.revision.origin == peer, (try? rules.check(record.revision)) != nil,
+                (kind == .deleted) == record.revision.deleted
+            else {
+                throw PeerInputError(kind: .malformed, description: "change \(record.seq) refused")
+            }
+            last = record.seq
+            out.append(StoredChange(seq: record.seq, kind: kind, revision: record.revision))
+        }
+        return out
     }
 
     // MARK: Federated reads

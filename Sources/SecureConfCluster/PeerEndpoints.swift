@@ -79,6 +79,25 @@ public struct PeerEndpoints: Sendable {
         return revision
     }
 
+    /// `GET /cluster/changes`: this node's own changes after `after` (at most `limit`, 0 for
+    /// none: a new reader learns `head`), for federated peers' event streams.
+    public func changes(after: Int64, limit: Int) async throws -> ChangePage {
+        let head = try await store.lastChangeSeq()
+        guard limit > 0, after < head else { return ChangePage(through: max(0, min(after, head)), head: head, changes: []) }
+        let page = try await store.changes(after: max(0, after), limit: min(limit, 512))
+        let own = page.changes.filter { $0.revision.origin == coordinator.settings.nodeID }
+        var kept: [ChangeRecord] = []
+        var bytes = 0
+        for change in own {
+            bytes += change.revision.ciphertext.utf8.count
+            if bytes > Self.maxReplyBytes && !kept.isEmpty {
+                return ChangePage(through: kept.last!.seq, head: head, changes: kept)
+            }
+            kept.append(ChangeRecord(seq: change.seq, kind: change.kind.rawValue, revision: change.revision))
+        }
+        return ChangePage(through: page.through, head: head, changes: kept)
+    }
+
     /// `GET /cluster/entries`: current entries, tombstones included (a newer delete here must
     /// hide an older copy on another node).
     public func entries(environment: String?, category: String?) async throws -> RevisionList {

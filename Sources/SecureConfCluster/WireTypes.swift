@@ -98,3 +98,34 @@ public struct ClockAhead: Error, CustomStringConvertible {
         )
     }
 }
+
+/// One change of a peer's feed (`GET /cluster/changes`): its local sequence number there,
+/// what it did, and the revision (ciphertext only).
+public struct ChangeRecord: Codable, Sendable {
+    public var seq: Int64
+    public var kind: String
+    public var revision: Revision
+    public init(seq: Int64, kind: String, revision: Revision) {
+        self.seq = seq
+        self.kind = kind
+        self.revision = revision
+    }
+}
+
+/// A page of a node's own changes after a sequence number: how far it read, and its newest
+/// sequence number (where a new reader starts).
+public struct ChangePage: Codable, Sendable {
+    public var through: Int64
+    public var head: Int64
+    public var changes: [ChangeRecord]
+    public init(through: Int64, head: Int64, changes: [ChangeRecord]) {
+        self.through = through
+        self.head = head
+        self.changes = changes
+    }
+}
+
+/// Receives the changes of writes taken by federated peers (the change-event hub).
+public protocol ChangeRelaying: Sendable {
+    func relayed(_ changes: [StoredChange], from peer: String)
+}

@@ -1,4 +1,5 @@
 import Foundation
+import SecureConfCluster
 import SecureConfCrypto
 import SecureConfJSON
 import SecureConfStore
@@ -53,7 +54,8 @@ public enum EventStreamEnd: Sendable, Equatable {
 
 /// What a stream does next.
 public enum EventStreamStep: Sendable {
-    case change(id: String, change: StoredChange, payload: JSONValue)
+    /// A change; `id` is nil for a federated peer's change, which is relayed live only.
+    case change(id: String?, change: StoredChange, payload: JSONValue)
     /// Nothing happened within the keep-alive interval.
     case idle
     /// The subscriber's derived key reached the key cache's lifetime and was dropped: values
@@ -72,7 +74,7 @@ public protocol EventObserver: Sendable {
 /// The change-event streams of one node (`/sse/*`): reads the store's change feed once per
 /// commit and fans it out to bounded per-subscriber queues; a stream that resumes replays
 /// what it missed from the revision history first.
-public final class ChangeEventHub: Sendable {
+public final class ChangeEventHub: ChangeRelaying, Sendable {
     public struct Settings: Sendable {
         /// `OSC_SSE_MAX_SUBSCRIBERS`: streams beyond it get 503.
         public var maxSubscribers = 1000
@@ -175,6 +177,15 @@ public final class ChangeEventHub: Sendable {
             for sub in dropped { drop(sub, reason: "slow_consumer") }
             cursor = page.through
         }
+    }
+
+    /// Changes of writes a federated peer took (they are not in this node's history): queued
+    /// for live subscribers, without an id (a stream that resumes does not replay them).
+    public func relayed(_ changes: [StoredChange], from peer: String) {
+        let dropped = state.withLock { s in
+            s.subscribers.values.filter { !$0.enqueue(changes, limit: settings.queueLimit, nodeID: nodeID, relayedFrom: peer) }
+        }
+        for sub in dropped { drop(sub, reason: "slow_consumer") }
     }
 
     /// The feed position, read from the store the first time.
@@ -441,6 +452,12 @@ public final class EventSubscription: Sendable {
     private let hub: ChangeEventHub
     private let state: Mutex<State>
 
+    /// A queued change: from this node's feed, or relayed from a federated peer.
+    struct Queued {
+        var change: StoredChange
+        var peer: String?
+    }
+
     struct State {
         var key: CachedKey?
         var keyExpires: ContinuousClock.Instant
@@ -448,7 +465,7 @@ public final class EventSubscription: Sendable {
         /// Still to replay from history: after `from`, through `through`.
         var replay: (from: Int64, through: Int64)?
         var replayBuffer: [StoredChange] = []
-        var queue: [StoredChange] = []
+        var queue: [Queued] = []
         var queueHead = 0
         /// The newest sequence number handed to the stream or queued for it.
         var position: Int64
@@ -490,20 +507,21 @@ public final class EventSubscription: Sendable {
 
     /// Queues the changes this subscriber wants; false when its queue is full (it is then
     /// closed, told to resume from the last event it was given).
-    func enqueue(_ changes: [StoredChange], limit: Int, nodeID: String) -> Bool {
+    func enqueue(_ changes: [StoredChange], limit: Int, nodeID: String, relayedFrom peer: String? = nil) -> Bool {
         var ok = true
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             guard s.closed == nil else { return nil }
             var woke = false
-            for change in changes where change.seq > s.position && filter.matches(change.revision) {
+            // This node's changes past its position; a peer's (their own sequence) all.
+            for change in changes where (peer != nil || change.seq > s.position) && filter.matches(change.revision) {
                 woke = true
                 if s.queue.count - s.queueHead >= limit {
                     s.closed = .slowConsumer(lastEventID: "\(nodeID).\(s.position)")
                     ok = false
                     break
                 }
-                s.queue.append(change)
-                s.position = change.seq
+                s.queue.append(Queued(change: change, peer: peer))
+                if peer == nil { s.position = change.seq }
             }
             return woke ? takeWaiter(&s) : nil
         }
@@ -542,7 +560,7 @@ public final class EventSubscription: Sendable {
     }
 
     private func takeQueued() -> EventStreamStep? {
-        let taken = state.withLock { s -> (StoredChange?, EventStreamEnd?, Bool) in
+        let taken = state.withLock { s -> (Queued?, EventStreamEnd?, Bool) in
             if !s.keyExpiryReported, s.key != nil, s.keyExpires <= ContinuousClock.now {
                 s.key = nil
                 s.keyExpiryReported = true
@@ -560,15 +578,15 @@ public final class EventSubscription: Sendable {
             return (nil, s.closed, false)
         }
         if taken.2 { return .keyExpired }
-        if let change = taken.0 { return deliver(change) }
+        if let queued = taken.0 { return deliver(queued.change, relayed: queued.peer != nil) }
         if let end = taken.1 { return .closed(end) }
         return nil
     }
 
-    private func deliver(_ change: StoredChange) -> EventStreamStep {
+    private func deliver(_ change: StoredChange, relayed: Bool = false) -> EventStreamStep {
         let key = state.withLock { $0.key }
         hub.sent(change.kind)
-        return .change(id: hub.eventID(change.seq), change: change, payload: hub.payload(change, key: key))
+        return .change(id: relayed ? nil : hub.eventID(change.seq), change: change, payload: hub.payload(change, key: key))
     }
 
     /// The next missed change from history, reading it a page at a time.

@@ -12,6 +12,12 @@ public struct StoredChange: Sendable, Equatable {
     public var seq: Int64
     public var kind: ChangeKind
     public var revision: Revision
+
+    public init(seq: Int64, kind: ChangeKind, revision: Revision) {
+        self.seq = seq
+        self.kind = kind
+        self.revision = revision
+    }
 }
 
 /// One page of the change feed: the changes after a sequence number, and how far it read

@@ -56,6 +56,14 @@ final class InProcessNetwork: Sendable {
                 case ("GET", "/cluster/digest"): return try reply(try await node.digest())
                 case ("POST", "/cluster/buckets"): return try reply(try await node.buckets(try decoded(BucketsRequest.self)))
                 case ("POST", "/cluster/fetch"): return try reply(try await node.fetch(try decoded(RevisionIDList.self)))
+                case ("GET", "/cluster/changes"):
+                    let query = Dictionary(
+                        uniqueKeysWithValues: (path.split(separator: "?").dropFirst().first ?? "").split(separator: "&").map {
+                            let pair = $0.split(separator: "=", maxSplits: 1)
+                            return (String(pair[0]), Int64(pair[1]) ?? 0)
+                        }
+                    )
+                    return try reply(try await node.changes(after: query["after"] ?? 0, limit: Int(query["limit"] ?? 0)))
                 default: return try reply(["detail": "Not Found"], status: 404)
                 }
             } catch let e as PeerInputError {
@@ -81,7 +89,9 @@ final class TestCluster {
         quorum: ClusterSettings.WriteQuorum = .one,
         peerTimeout: Duration = .milliseconds(800),
         salts: [String: String] = [:],
-        running: Bool = true
+        running: Bool = true,
+        mode: ClusterSettings.Mode = .replica,
+        relays: [String: any ChangeRelaying] = [:]
     ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var logger = Logger(label: "test")
@@ -91,7 +101,7 @@ final class TestCluster {
             let settings = ClusterSettings(
                 nodeID: id,
                 peers: ids,
-                mode: .replica,
+                mode: mode,
                 apiKey: "unused",
                 syncInterval: .seconds(3600),
                 healthInterval: .milliseconds(100),
@@ -105,7 +115,8 @@ final class TestCluster {
                 transport: network.link(from: id, saltFingerprint: salt),
                 saltFingerprint: salt,
                 logger: logger,
-                observer: nil
+                observer: nil,
+                changeRelay: relays[id]
             )
             stores[id] = store
             coordinators[id] = coordinator

@@ -7,13 +7,13 @@ import Testing
 
 /// What a stream hands its HTTP writer, reduced to what a subscriber sees.
 enum Seen: Equatable, CustomStringConvertible {
-    case event(id: String, kind: ChangeKind, key: String, value: String?)
+    case event(id: String?, kind: ChangeKind, key: String, value: String?)
     case idle, keyExpired
     case closed(EventStreamEnd)
 
     var description: String {
         switch self {
-        case let .event(id, kind, key, value): "\(kind.rawValue)(\(key), \(value ?? "null"), \(id))"
+        case let .event(id, kind, key, value): "\(kind.rawValue)(\(key), \(value ?? "null"), \(id ?? "no id"))"
         case .idle: "idle"
         case .keyExpired: "key expired"
         case .closed(let end): "closed(\(end))"

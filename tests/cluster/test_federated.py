@@ -126,3 +126,32 @@ def test_federated_lists_are_paged(federated3):
     assert [e["key"] for p in pages for e in p] == whole, "the pages are the whole list, in order"
     r = node.request("GET", "/configs", USER_KEY, params={"category": category, "after": 3})
     assert r.status_code == 422 and "offset" in r.json()["detail"]
+
+
+def test_a_write_on_one_node_reaches_event_subscribers_of_every_node_once(federated3):
+    """Federated nodes keep their own writes, so each follows its peers' change feeds: a
+    write on node 1 reaches a subscriber of node 3 within about a second, once, with its
+    value for the user key that wrote it; such relayed events carry no id (they are not in
+    node 3's history, so a resuming stream does not replay them: README)."""
+    from common.sse import Stream
+
+    a, b, c = federated3.nodes
+    key = token("fed-event-")
+    headers = {"X-API-Key": c.api_key, "X-User-Key": USER_KEY}
+    with Stream(c.url + "/sse/subscribe", params={"key": key}, headers=headers) as on_c, \
+            Stream(a.url + "/sse/subscribe", params={"key": key}, headers={**headers, "X-API-Key": a.api_key}) as on_a:
+        assert on_c.next().event == "connected" and on_a.next().event == "connected"
+        time.sleep(1.5)  # each node has learnt where its peers' feeds stand
+        started = time.monotonic()
+        assert a.create(USER_KEY, key, {"v": 1}).status_code == 201
+        assert a.update(USER_KEY, key, {"v": 2}).status_code == 200
+        assert a.delete(USER_KEY, key).status_code == 200
+        got = on_c.events(3, timeout=10)
+        elapsed = time.monotonic() - started
+        assert [(f.event, f.json["node_id"]) for f in got] == [("created", a.node_id), ("updated", a.node_id), ("deleted", a.node_id)]
+        assert [f.json["data"] for f in got] == [{"value": {"v": 1}}, {"value": {"v": 2}}, None]
+        assert all(f.id is None for f in got), "relayed events have no id"
+        local = on_a.events(3, timeout=10)
+        assert [f.event for f in local] == ["created", "updated", "deleted"] and all(f.id.startswith(a.node_id + ".") for f in local)
+        assert on_c.quiet(2.5) == [] and on_a.quiet(0.1) == [], "each event once"
+        assert elapsed < 5, elapsed

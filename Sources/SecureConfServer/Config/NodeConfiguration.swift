@@ -66,6 +66,9 @@ public struct NodeConfiguration: Sendable {
     /// Open connections at most, overall; nil: from the file-descriptor limit.
     public var maxConnections: Int?
     public var maxConnectionsPerClient = 128
+    /// The largest request line and header block accepted (`OSC_MAX_HEADER_BYTES`): large
+    /// enough for an OpenSecureConf backup of a megabyte in `/import`'s query string.
+    public var maxHeaderBytes = 2 * 1024 * 1024
     /// Change-event streams at most (`OSC_SSE_MAX_SUBSCRIBERS`).
     public var sseMaxSubscribers = 1000
     /// Events a subscriber may fall behind before it is dropped (`OSC_SSE_QUEUE_SIZE`).
@@ -145,6 +148,10 @@ public struct NodeConfiguration: Sendable {
         ("OSC_REQUEST_TIMEOUT", "seconds a client has to send a whole request, headers and body (default 30)"),
         ("OSC_MAX_CONNECTIONS", "open client connections at most (default: the file-descriptor limit less 128, at most 16384)"),
         ("OSC_MAX_CONNECTIONS_PER_CLIENT", "open connections at most from one client address (default 128)"),
+        (
+            "OSC_MAX_HEADER_BYTES",
+            "largest request line plus headers accepted, in bytes (default 2097152: a 1 MB backup in /import's query string); more is refused with 400"
+        ),
         ("OSC_SSE_MAX_SUBSCRIBERS", "change-event streams at most on this node; more get 503 (default 1000)"),
         ("OSC_SSE_QUEUE_SIZE", "events a subscriber may fall behind before it is dropped and told to resume (default 256)"),
         ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream (default 15)"),
@@ -304,6 +311,7 @@ public struct NodeConfiguration: Sendable {
         if let v = try seconds("OSC_REQUEST_TIMEOUT") { c.requestTimeoutSeconds = min(v, 3600) }
         if let v = try integer("OSC_MAX_CONNECTIONS", 1...1_000_000) { c.maxConnections = v }
         if let v = try integer("OSC_MAX_CONNECTIONS_PER_CLIENT", 1...1_000_000) { c.maxConnectionsPerClient = v }
+        if let v = try integer("OSC_MAX_HEADER_BYTES", (16 * 1024)...(16 * 1024 * 1024)) { c.maxHeaderBytes = v }
         if let v = try integer("OSC_SSE_MAX_SUBSCRIBERS", 0...1_000_000) { c.sseMaxSubscribers = v }
         if let v = try integer("OSC_SSE_QUEUE_SIZE", 1...100_000) { c.sseQueueSize = v }
         if let v = try seconds("OSC_SSE_KEEPALIVE_SECONDS") {

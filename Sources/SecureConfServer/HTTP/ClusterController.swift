@@ -84,4 +84,16 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
             )
         )
     }
+
+    @Sendable func changes(_ request: Request, context: Context) async throws -> Response {
+        let endpoints = try endpoints()
+        let query = try RequestInput.query(request)
+        func number(_ name: String, _ range: ClosedRange<Int64>) throws(ServiceError) -> Int64 {
+            guard let raw = query[name], let n = Int64(raw), range.contains(n) else {
+                throw ServiceError.badRequest("\(name) must be an integer in \(range.lowerBound)…\(range.upperBound)")
+            }
+            return n
+        }
+        return try encode(try await endpoints.changes(after: try number("after", 0...Int64.max), limit: Int(try number("limit", 0...512))))
+    }
 }

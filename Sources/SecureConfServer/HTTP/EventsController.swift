@@ -167,7 +167,7 @@ struct EventsController<Context: AuditedRequestContext>: Sendable {
         return frame(id: s.resumes ? nil : s.startID, event: "connected", data: data)
     }
 
-    static func change(id: String, _ change: StoredChange, payload: JSONValue) -> ByteBuffer {
+    static func change(id: String?, _ change: StoredChange, payload: JSONValue) -> ByteBuffer {
         let r = change.revision
         return frame(
             id: id,

@@ -327,5 +327,9 @@ enum RouteDocs {
         "POST /cluster/fetch": RouteDoc(summary: "Revisions by id", body: .json(required: true)),
         "GET /cluster/revision": RouteDoc(summary: "The newest revision of one key", query: [environment, ("key", true)]),
         "GET /cluster/entries": RouteDoc(summary: "Current entries, tombstones included", query: [environment, ("category", false)]),
+        "GET /cluster/changes": RouteDoc(
+            summary: "This node's own changes after a sequence number (federated peers' event streams)",
+            query: [("after", true), ("limit", true)]
+        ),
     ]
 }

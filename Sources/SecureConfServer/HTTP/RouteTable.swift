@@ -108,6 +108,7 @@ enum RouteTable {
             Route(.post, "/cluster/fetch", .peer, action: "cluster_fetch", cluster.fetch),
             Route(.get, "/cluster/revision", .peer, action: "cluster_revision", cluster.revision),
             Route(.get, "/cluster/entries", .peer, action: "cluster_entries", cluster.entries),
+            Route(.get, "/cluster/changes", .peer, action: "cluster_changes", cluster.changes),
         ]
     }
 

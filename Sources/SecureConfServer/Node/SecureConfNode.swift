@@ -97,6 +97,17 @@ public final class SecureConfNode: Sendable {
             limiter: AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds),
             actorKey: try Self.actorKey(configuration: configuration, salt: salt, store: store)
         )
+        var eventSettings = ChangeEventHub.Settings()
+        eventSettings.maxSubscribers = configuration.sseMaxSubscribers
+        eventSettings.queueLimit = configuration.sseQueueSize
+        eventSettings.keyLifetime = .milliseconds(Int64(configuration.keyCacheTTLSeconds * 1000))
+        let events = ChangeEventHub(
+            nodeID: configuration.nodeID,
+            storage: store,
+            cipher: ValueCipher(observer: metrics, maxTokenBytes: configuration.maxCiphertextBytes),
+            settings: eventSettings,
+            observer: metrics
+        )
         if let settings = configuration.clusterSettings {
             cluster = ClusterCoordinator(
                 settings: settings,
@@ -104,7 +115,8 @@ public final class SecureConfNode: Sendable {
                 transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: nodeSalt.fingerprint),
                 saltFingerprint: nodeSalt.fingerprint,
                 logger: logger,
-                observer: metrics
+                observer: metrics,
+                changeRelay: events
             )
             peerVerifier = settings.credential.map {
                 PeerRequestVerifier(
@@ -128,23 +140,13 @@ public final class SecureConfNode: Sendable {
             cluster = nil
             peerVerifier = nil
         }
-        var eventSettings = ChangeEventHub.Settings()
-        eventSettings.maxSubscribers = configuration.sseMaxSubscribers
-        eventSettings.queueLimit = configuration.sseQueueSize
-        eventSettings.keyLifetime = .milliseconds(Int64(configuration.keyCacheTTLSeconds * 1000))
         service = ConfigService(
             storage: store,
             credentials: credentials,
             cluster: cluster,
             observer: metrics,
             maxTokenBytes: configuration.maxCiphertextBytes,
-            events: ChangeEventHub(
-                nodeID: configuration.nodeID,
-                storage: store,
-                cipher: ValueCipher(observer: metrics, maxTokenBytes: configuration.maxCiphertextBytes),
-                settings: eventSettings,
-                observer: metrics
-            )
+            events: events
         )
     }
 
@@ -281,19 +283,20 @@ public func buildApplication(
             "request_timeout_s": "\(c.requestTimeoutSeconds)",
         ]
     )
-    var server: HTTPServerBuilder = .http1(
-        configuration: .init(
-            additionalChannelHandlers: [
-                ConnectionGuard(
-                    limits: limits,
-                    requestTimeout: requestTimeout,
-                    onRefused: { metrics.connectionRefused(reason: $0) },
-                    onTimeout: { metrics.requestTimedOut() }
-                )
-            ],
-            idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))
-        )
+    var http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [
+            ConnectionGuard(
+                limits: limits,
+                requestTimeout: requestTimeout,
+                onRefused: { metrics.connectionRefused(reason: $0) },
+                onTimeout: { metrics.requestTimedOut() }
+            )
+        ],
+        idleTimeout: .milliseconds(Int64(c.idleTimeoutSeconds * 1000))
     )
+    // The request line counts as a header field here: `/import`'s query form carries whole backups.
+    http1.httpDecoder = .init(maxHeaderFieldSize: c.maxHeaderBytes, maxHeaderListSize: c.maxHeaderBytes, maxHeaderFieldCount: 1000)
+    var server: HTTPServerBuilder = .http1(configuration: http1)
     if let certificateFile = c.tlsCertificateFile, let keyFile = c.tlsKeyFile {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }

@@ -128,3 +128,27 @@ def test_overwrite_never_replaces_another_users_value(node_factory, fixture_back
     r = requests.post(n.url + "/import", params={"backup_data": fixture_backup, "overwrite": "true"}, headers=headers(), timeout=30).json()
     assert r["imported"] == 3 and r["failed"] == 1 and r["failed_keys"][0]["key"] == "database", r
     assert requests.get(n.url + "/configs/database", params={"environment": "production"}, headers=owner, timeout=15).json()["value"] == "owners"
+
+
+def test_a_backup_of_more_than_a_megabyte_imports_in_the_query_form(node_factory):
+    """The Python client's habit: backup_data in the query string. A backup over 1 MB fits the
+    node's header limit (OSC_MAX_HEADER_BYTES, 2 MiB by default); one beyond it is refused."""
+    source = node_factory.start()
+    user = "large-backup-user-1"
+    values = {f"blob-{i:02d}": "x" * 40_000 + f"-{i}" for i in range(16)}
+    for key, value in values.items():
+        r = requests.post(source.url + "/configs", json={"key": key, "value": value, "environment": "prod"},
+                          headers={"X-User-Key": user}, timeout=15)
+        assert r.status_code == 201, r.text
+    backup = requests.post(source.url + "/backup", headers=headers(user), timeout=60).json()["backup_data"]
+    assert 1_000_000 < len(backup) < 1_500_000, len(backup)
+    target = node_factory.start()
+    r = requests.post(target.url + "/import", params={"backup_data": backup}, headers=headers(user), timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    assert (r.json()["imported"], r.json()["failed"]) == (16, 0)
+    got = requests.get(target.url + "/configs/blob-07", params={"environment": "prod"}, headers={"X-User-Key": user}, timeout=15)
+    assert got.json()["value"] == values["blob-07"]
+    small = node_factory.start(env={"OSC_MAX_HEADER_BYTES": "65536"})
+    refused = requests.post(small.url + "/import", params={"backup_data": backup}, headers=headers(user), timeout=60)
+    assert 400 <= refused.status_code < 500
+    assert requests.get(small.url + "/health", timeout=5).status_code == 200
