@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -111,6 +113,7 @@ let package = Package(
         ),
         .target(
             name: "SecureConfClient",
+            dependencies: ["SecureConfJSON"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -118,7 +121,11 @@ let package = Package(
             dependencies: [
                 "SecureConfServer",
                 "SecureConfClient",
+                "SecureConfCrypto",
+                "SecureConfJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -20,5 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "${1:-}" = "--test" ]; then
   # Python's cryptography is the interop reference for the Swift crypto tests.
-  python3 -c "import cryptography, pytest, requests, yaml" 2>/dev/null || python3 -m pip install -q cryptography pytest requests pyyaml
+  # python-dotenv reads back `secureconf export --format dotenv`; kubernetes-validate checks deploy/kubernetes offline.
+  python3 -c "import cryptography, pytest, requests, yaml, dotenv, kubernetes_validate" 2>/dev/null \
+    || python3 -m pip install -q cryptography pytest requests pyyaml python-dotenv kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages cryptography pytest requests pyyaml python-dotenv kubernetes-validate
 fi

@@ -16,6 +16,7 @@ tests/compat/run.sh
 python3 -m pytest -q tests/deploy
 [ -x tests/cluster/run.sh ] && tests/cluster/run.sh
 tests/tls/run.sh
+tests/workloads/run.sh
 if [ -x tests/reliability/run.sh ]; then
   if [ "${SECURECONF_FULL:-0}" = "1" ]; then tests/reliability/run.sh; else tests/reliability/run.sh --quick; fi
 fi

@@ -17,16 +17,18 @@ public struct Credentials: Sendable, CustomStringConvertible {
 
     public static let apiKeyVariable = "OSC_API_KEY"
     public static let userKeyVariable = "SECURECONF_USER_KEY"
+    /// Also read for the user key (OpenSecureConf's clients' habit).
+    public static let oscUserKeyVariable = "OSC_USER_KEY"
     public static let fileVariable = "SECURECONF_CREDENTIALS_FILE"
 
-    /// `OSC_API_KEY` and `SECURECONF_USER_KEY`; with `SECURECONF_CREDENTIALS_FILE` (or `file`),
+    /// `OSC_API_KEY` and `SECURECONF_USER_KEY` (or `OSC_USER_KEY`); with `SECURECONF_CREDENTIALS_FILE` (or `file`),
     /// that file's values first, the environment's filling what it leaves out.
     public static func resolve(
         file: String? = nil,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ClientError) -> Credentials {
         func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
-        var credentials = Credentials(apiKey: value(apiKeyVariable), userKey: value(userKeyVariable))
+        var credentials = Credentials(apiKey: value(apiKeyVariable), userKey: value(userKeyVariable) ?? value(oscUserKeyVariable))
         if let path = file ?? value(fileVariable) {
             let stored = try fromFile(path)
             credentials.apiKey = stored.apiKey ?? credentials.apiKey
@@ -84,6 +86,8 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
         case unreachable
         /// The node answered with this status; `detail` is its `{"detail": ...}`.
         case refused(status: Int)
+        /// What the node holds cannot be used as asked (two keys making one variable name).
+        case unusable
     }
 
     public let kind: Kind
@@ -103,6 +107,7 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
 /// One request of the SecureConf API, typed.
 public enum ClientRequest: Sendable {
     case read(key: String, at: String? = nil)
+    case list(category: String? = nil)
     case versions(key: String)
     case diff(key: String, from: Int, to: Int)
     case rollback(key: String, version: Int)
@@ -139,16 +144,20 @@ public enum ClientRequest: Sendable {
     /// Whether the node needs the user key for it (the client refuses before sending without one).
     var needsUserKey: Bool {
         switch self {
-        case .read, .diff, .rollback, .restore: true
+        case .read, .list, .diff, .rollback, .restore: true
         default: false
         }
     }
+
+    /// Safe to send again to another node after a failure that may have reached the first.
+    var idempotent: Bool { method == "GET" }
 
     /// Path segments (percent-encoded when sent) and query items (nil values left out).
     func target(environment: String?) -> (segments: [String], query: [(String, String?)]) {
         let env = ("environment", environment)
         switch self {
         case let .read(key, at): return (["configs", key], [env, ("at", at)])
+        case let .list(category): return (["configs"], [env, ("category", category), ("mode", "full")])
         case let .versions(key): return (["configs", key, "versions"], [env])
         case let .diff(key, from, to): return (["configs", key, "diff"], [env, ("from", String(from)), ("to", String(to))])
         case let .rollback(key, version): return (["configs", key, "rollback"], [env, ("version", String(version))])
@@ -173,62 +182,102 @@ public struct AuditVerification: Decodable, Sendable {
     public var first_broken: Int64?
 }
 
-/// A client of one SecureConf (or OpenSecureConf) node.
+/// A client of a SecureConf (or OpenSecureConf) node, or of a cluster's nodes tried in turn.
 public struct SecureConfClient: Sendable {
-    public let baseURL: String
+    /// The nodes, in the order they are tried.
+    public let baseURLs: [String]
+    public var baseURL: String { baseURLs[0] }
     public let credentials: Credentials
     /// The environment requests address (nil: the node's default).
     public let environment: String?
     public var timeout: TimeInterval = 120
 
     public init(baseURL: String, credentials: Credentials, environment: String? = nil) {
-        self.baseURL = baseURL
+        self.init(baseURLs: [baseURL], credentials: credentials, environment: environment)
+    }
+
+    /// `baseURLs` must not be empty; each may be a comma-separated list too.
+    public init(baseURLs: [String], credentials: Credentials, environment: String? = nil) {
+        let urls = baseURLs.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        self.baseURLs = urls.isEmpty ? ["http://127.0.0.1:9000"] : urls
         self.credentials = credentials
         self.environment = environment
     }
 
-    /// Sends `request` and returns the body of a 2xx answer.
-    public func send(_ request: ClientRequest) async throws(ClientError) -> Data {
-        let (segments, query) = request.target(environment: environment)
-        guard var components = URLComponents(string: baseURL), components.scheme != nil else {
-            throw ClientError(.badURL, "\(baseURL) is not a URL")
+    /// The URL of `segments` and `query` on the node at `base`.
+    func url(_ base: String, _ segments: [String], _ query: [(String, String?)]) throws(ClientError) -> URL {
+        guard var components = URLComponents(string: base), components.scheme != nil else {
+            throw ClientError(.badURL, "\(base) is not a URL")
         }
         var pathAllowed = CharacterSet.urlPathAllowed
         pathAllowed.remove(charactersIn: "/;?#%")
-        let base = components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
-        components.percentEncodedPath = base + segments.map { "/" + ($0.addingPercentEncoding(withAllowedCharacters: pathAllowed) ?? $0) }.joined()
+        let prefix = components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
+        components.percentEncodedPath = prefix + segments.map { "/" + ($0.addingPercentEncoding(withAllowedCharacters: pathAllowed) ?? $0) }.joined()
         var queryAllowed = CharacterSet.urlQueryAllowed
         queryAllowed.remove(charactersIn: "&=+#%")
         let items = query.compactMap { name, value in value.map { name + "=" + ($0.addingPercentEncoding(withAllowedCharacters: queryAllowed) ?? $0) }
         }
         components.percentEncodedQuery = items.isEmpty ? nil : items.joined(separator: "&")
-        guard let url = components.url else { throw ClientError(.badURL, "cannot build a URL from \(baseURL)") }
+        guard let url = components.url else { throw ClientError(.badURL, "cannot build a URL from \(base)") }
+        return url
+    }
 
-        var http = URLRequest(url: url)
-        http.httpMethod = request.method
-        http.timeoutInterval = timeout
-        if let apiKey = credentials.apiKey { http.setValue(apiKey, forHTTPHeaderField: "X-API-Key") }
+    /// The request's headers: the API key when there is one, the user key when there is one
+    /// (refused before sending when the request needs it and there is none).
+    func headers(needsUserKey: Bool) throws(ClientError) -> [String: String] {
+        var headers: [String: String] = [:]
+        if let apiKey = credentials.apiKey { headers["X-API-Key"] = apiKey }
         if let userKey = credentials.userKey {
-            http.setValue(userKey, forHTTPHeaderField: "X-User-Key")
-        } else if request.needsUserKey {
+            headers["X-User-Key"] = userKey
+        } else if needsUserKey {
             throw ClientError(
                 .credentials,
                 "a user key is needed: set \(Credentials.userKeyVariable), or put it in \(Credentials.fileVariable) (a 0600 file)"
             )
         }
-        let data: Data
-        let response: URLResponse
-        do {
-            (data, response) = try await URLSession.shared.data(for: http)
-        } catch {
-            throw ClientError(.unreachable, "cannot reach \(baseURL): \(error.localizedDescription)")
+        return headers
+    }
+
+    /// Sends `request` and returns the body of a 2xx answer. A node that cannot be reached is
+    /// skipped for the next one; an idempotent request also moves on from a node answering 503.
+    public func send(_ request: ClientRequest) async throws(ClientError) -> Data {
+        let (segments, query) = request.target(environment: environment)
+        let headers = try headers(needsUserKey: request.needsUserKey)
+        var lastError = ClientError(.unreachable, "no node to ask")
+        for base in baseURLs {
+            var http = URLRequest(url: try url(base, segments, query))
+            http.httpMethod = request.method
+            http.timeoutInterval = timeout
+            for (name, value) in headers { http.setValue(value, forHTTPHeaderField: name) }
+            let data: Data
+            let response: URLResponse
+            do {
+                (data, response) = try await URLSession.shared.data(for: http)
+            } catch {
+                lastError = ClientError(.unreachable, "cannot reach \(base): \(error.localizedDescription)")
+                continue
+            }
+            guard let reply = response as? HTTPURLResponse else {
+                lastError = ClientError(.unreachable, "no HTTP response from \(base)")
+                continue
+            }
+            guard (200..<300).contains(reply.statusCode) else {
+                let failure = ClientError(.refused(status: reply.statusCode), Self.detail(data))
+                if reply.statusCode == 503 && request.idempotent {
+                    lastError = failure
+                    continue
+                }
+                throw failure
+            }
+            return data
         }
-        guard let reply = response as? HTTPURLResponse else { throw ClientError(.unreachable, "no HTTP response from \(baseURL)") }
-        guard (200..<300).contains(reply.statusCode) else {
-            let detail = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["detail"] as? String
-            throw ClientError(.refused(status: reply.statusCode), detail ?? String(decoding: data.prefix(500), as: UTF8.self))
-        }
-        return data
+        throw lastError
+    }
+
+    /// The `detail` of an error body, or its first bytes.
+    static func detail(_ data: Data) -> String {
+        (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["detail"] as? String
+            ?? String(decoding: data.prefix(500), as: UTF8.self)
     }
 
     /// `GET /audit/verify`, decoded.

@@ -11,7 +11,7 @@ struct SecureConfCommand: AsyncParsableCommand {
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
         subcommands: [
             Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self,
-            ImportOSC.self, Backup.self, RestoreBackup.self,
+            ImportOSC.self, Backup.self, RestoreBackup.self, ExportValues.self, Run.self, Agent.self,
         ],
         defaultSubcommand: Serve.self
     )

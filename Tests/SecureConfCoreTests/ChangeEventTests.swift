@@ -167,15 +167,16 @@ func take(_ sub: EventSubscription, _ count: Int, timeout: Duration = .milliseco
 
     @Test func theDerivedKeyIsDroppedAfterTheKeyCacheLifetime() async throws {
         var settings = ChangeEventHub.Settings()
-        settings.keyLifetime = .milliseconds(100)
+        settings.keyLifetime = .seconds(3)
         let f = try Fixture(events: settings)
         defer { Task { await f.close() } }
         let key = try await f.gate.derivedKey(for: right, client: "t")
+        let subscribed = ContinuousClock.now
         let sub = try await f.events.subscribe(filter: EventFilter(), key: key, lastEventID: nil)
         _ = try await f.service.create(f.caller(right), address("a"), category: nil, value: .number("1"))
         try await f.events.pump()
         #expect(await take(sub, 1) == [.event(id: "n:1.1", kind: .created, key: "a", value: "1")])
-        try await Task.sleep(for: .milliseconds(150))
+        try await Task.sleep(until: subscribed.advanced(by: .milliseconds(3200)))
         _ = try await f.service.create(f.caller(right), address("b"), category: nil, value: .number("2"))
         try await f.events.pump()
         #expect(await take(sub, 2) == [.keyExpired, .event(id: "n:1.2", kind: .created, key: "b", value: nil)])

@@ -1,0 +1,190 @@
+import Foundation
+import SecureConfJSON
+import Synchronization
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// One server-sent event of `/sse/subscribe`, as the node sent it.
+public struct ClientEvent: Sendable, Equatable {
+    /// `<node>.<seq>`; nil for a federated peer's relayed change.
+    public var id: String?
+    /// `connected`, `created`, `updated`, `deleted`, `reset` or `resync`.
+    public var name: String
+    public var data: JSONValue
+
+    public var key: String? { data["key"]?.stringValue }
+    public var environment: String? { data["environment"]?.stringValue }
+    public var category: String? { data["category"]?.stringValue }
+    /// Whether it says that a configuration changed.
+    public var isChange: Bool { name == "created" || name == "updated" || name == "deleted" }
+}
+
+/// Which changes to follow; nil filters match everything.
+public struct EventFilter: Sendable {
+    public var key: String?
+    public var environment: String?
+    public var category: String?
+    public init(key: String? = nil, environment: String? = nil, category: String? = nil) {
+        self.key = key
+        self.environment = environment
+        self.category = category
+    }
+}
+
+extension SecureConfClient {
+    /// The node's change events, from `connected` on, until the stream ends (the node closed
+    /// it, or the task was cancelled); the first node that answers is used. With
+    /// `lastEventID`, the node resumes after it (or sends `reset`).
+    public func events(_ filter: EventFilter, lastEventID: String? = nil) async throws(ClientError) -> AsyncThrowingStream<ClientEvent, any Error> {
+        var headers = try headers(needsUserKey: false)
+        headers["Accept"] = "text/event-stream"
+        if let lastEventID { headers["Last-Event-ID"] = lastEventID }
+        let query = [("key", filter.key), ("environment", filter.environment), ("category", filter.category)]
+        var lastError = ClientError(.unreachable, "no node to ask")
+        for base in baseURLs {
+            var request = URLRequest(url: try url(base, ["sse", "subscribe"], query))
+            request.httpMethod = "GET"
+            // The idle timeout between bytes: keep-alives arrive every OSC_SSE_KEEPALIVE_SECONDS.
+            request.timeoutInterval = 90
+            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+            let stream = EventStreamTask(request: request, base: base)
+            do {
+                try await stream.opened()
+                return stream.events
+            } catch let error as ClientError {
+                lastError = error
+                if case .refused(let status) = error.kind, status != 503 { throw error }
+            } catch {
+                lastError = ClientError(.unreachable, "cannot reach \(base): \(error.localizedDescription)")
+            }
+        }
+        throw lastError
+    }
+}
+
+/// One streaming request: parses the body as it arrives into `ClientEvent`s.
+final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    let events: AsyncThrowingStream<ClientEvent, any Error>
+    private let continuation: AsyncThrowingStream<ClientEvent, any Error>.Continuation
+    private let base: String
+    private var session: URLSession!
+    private let state = Mutex(State())
+
+    struct State {
+        var status: Int?
+        var opened: CheckedContinuation<Void, any Error>?
+        var openResult: Result<Void, ClientError>?
+        var errorBody = Data()
+        var line: [UInt8] = []
+        var name: String?
+        var data: [UInt8]?
+        var id: String?
+    }
+
+    init(request: URLRequest, base: String) {
+        (events, continuation) = AsyncThrowingStream.makeStream(of: ClientEvent.self, throwing: (any Error).self)
+        self.base = base
+        super.init()
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.timeoutIntervalForResource = .infinity
+        session = URLSession(configuration: configuration, delegate: self, delegateQueue: nil)
+        let task = session.dataTask(with: request)
+        continuation.onTermination = { [session] _ in
+            task.cancel()
+            session?.invalidateAndCancel()
+        }
+        task.resume()
+    }
+
+    /// Returns once the node answered 200; throws its refusal otherwise.
+    func opened() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let result = state.withLock { s -> Result<Void, ClientError>? in
+                if let r = s.openResult { return r }
+                s.opened = c
+                return nil
+            }
+            if let result { c.resume(with: result) }
+        }
+    }
+
+    private func settleOpen(_ result: Result<Void, ClientError>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            guard s.openResult == nil else { return nil }
+            s.openResult = result
+            defer { s.opened = nil }
+            return s.opened
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    func urlSession(
+        _ session: URLSession,
+        dataTask: URLSessionDataTask,
+        didReceive response: URLResponse,
+        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
+    ) {
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        state.withLock { $0.status = status }
+        if status == 200 { settleOpen(.success(())) }
+        completionHandler(.allow)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        var parsed: [ClientEvent] = []
+        state.withLock { s in
+            guard s.status == 200 else {
+                if s.errorBody.count < 65536 { s.errorBody.append(data) }
+                return
+            }
+            for byte in data {
+                guard byte == UInt8(ascii: "\n") else {
+                    s.line.append(byte)
+                    continue
+                }
+                if s.line.last == UInt8(ascii: "\r") { s.line.removeLast() }
+                let line = s.line
+                s.line.removeAll(keepingCapacity: true)
+                if line.isEmpty {
+                    if let name = s.name ?? (s.data != nil ? "message" : nil) {
+                        let value = s.data.flatMap { try? JSONParser.parse($0, maxDepth: 512) } ?? .null
+                        parsed.append(ClientEvent(id: s.id, name: name, data: value))
+                    }
+                    (s.name, s.data, s.id) = (nil, nil, nil)
+                    continue
+                }
+                if line.first == UInt8(ascii: ":") { continue }
+                let colon = line.firstIndex(of: UInt8(ascii: ":")) ?? line.endIndex
+                let field = String(decoding: line[..<colon], as: UTF8.self)
+                var value = colon < line.endIndex ? Array(line[line.index(after: colon)...]) : []
+                if value.first == UInt8(ascii: " ") { value.removeFirst() }
+                switch field {
+                case "event": s.name = String(decoding: value, as: UTF8.self)
+                case "data": s.data = s.data.map { $0 + [UInt8(ascii: "\n")] + value } ?? value
+                case "id": s.id = String(decoding: value, as: UTF8.self)
+                default: break
+                }
+            }
+        }
+        for event in parsed { continuation.yield(event) }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+        let (status, body) = state.withLock { ($0.status, $0.errorBody) }
+        if let status, status != 200 {
+            let refusal = ClientError(.refused(status: status), SecureConfClient.detail(body))
+            settleOpen(.failure(refusal))
+            continuation.finish(throwing: refusal)
+        } else if let error, (error as? URLError)?.code != .cancelled {
+            let failure = ClientError(.unreachable, "event stream from \(base) ended: \(error.localizedDescription)")
+            settleOpen(.failure(failure))
+            continuation.finish(throwing: failure)
+        } else {
+            settleOpen(.failure(ClientError(.unreachable, "event stream from \(base) ended")))
+            continuation.finish()
+        }
+        session.finishTasksAndInvalidate()
+    }
+}
