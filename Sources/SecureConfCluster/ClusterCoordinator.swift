@@ -63,6 +63,8 @@ public final class ClusterCoordinator: Service, Sendable {
     public let rules: RevisionRules
     /// Where the changes of federated peers go (their writes are not replicated here).
     let changeRelay: (any ChangeRelaying)?
+    /// How far each federated peer's change feed has been followed (nil until first reached).
+    let relayCursors = Mutex<[String: Int64]>([:])
 
     public static let batchSize = 500
     /// Most revision ids answered or asked for in one anti-entropy exchange.
@@ -576,6 +578,7 @@ public final class ClusterCoordinator: Service, Sendable {
             } catch {
                 logger.debug("change feed of a peer unavailable", metadata: ["peer": "\(peer)", "error": "\(error)"])
             }
+            if let cursor { relayCursors.withLock { $0[peer] = cursor } }
             if !more, !(await sleep(.seconds(1))) { break }
         }
     }

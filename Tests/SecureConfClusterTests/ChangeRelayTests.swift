@@ -19,7 +19,9 @@ final class RelayRecorder: ChangeRelaying, Sendable {
     @Test func aFederatedNodeIsHandedEachWriteOfItsPeersOnceAndInOrder() async throws {
         let onB = RelayRecorder()
         let cluster = try TestCluster(["a:1", "b:1"], mode: .federated, relays: ["b:1": onB])
-        try await Task.sleep(for: .milliseconds(300))  // b has learnt where a's feed stands
+        // Relayed changes are live only: b follows a's feed from where it stood when b first reached it.
+        let b = cluster.coordinators["b:1"]!
+        #expect(await cluster.eventually(.seconds(10)) { b.relayCursors.withLock { $0["a:1"] } != nil })
         for key in ["k1", "k2", "k3"] { try await cluster.write("a:1", key) }
         #expect(await cluster.eventually(.seconds(5)) { onB.keys == ["k1", "k2", "k3"] }, "\(onB.keys)")
         try await Task.sleep(for: .milliseconds(1500))
