@@ -36,9 +36,15 @@ public struct EventFilter: Sendable {
 extension SecureConfClient {
     /// The node's change events, from `connected` on, until the stream ends (the node closed
     /// it, or the task was cancelled); the first node that answers is used. With
-    /// `lastEventID`, the node resumes after it (or sends `reset`).
-    public func events(_ filter: EventFilter, lastEventID: String? = nil) async throws(ClientError) -> AsyncThrowingStream<ClientEvent, any Error> {
+    /// `lastEventID`, the node resumes after it (or sends `reset`). Without `withValues` the user
+    /// key is not sent: events carry no values (for callers that re-read on a change anyway).
+    public func events(
+        _ filter: EventFilter,
+        lastEventID: String? = nil,
+        withValues: Bool = true
+    ) async throws(ClientError) -> AsyncThrowingStream<ClientEvent, any Error> {
         var headers = try headers(needsUserKey: false)
+        if !withValues { headers.removeValue(forKey: "X-User-Key") }
         headers["Accept"] = "text/event-stream"
         if let lastEventID { headers["Last-Event-ID"] = lastEventID }
         let query = [("key", filter.key), ("environment", filter.environment), ("category", filter.category)]
@@ -83,8 +89,17 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
         var id: String?
     }
 
+    /// The longest line and event accepted, and the events held for a slow consumer: a node or
+    /// proxy that sends more ends the stream with an error rather than exhaust memory.
+    static let maxLineBytes = 4 << 20
+    static let maxBufferedEvents = 10_000
+
     init(request: URLRequest, base: String) {
-        (events, continuation) = AsyncThrowingStream.makeStream(of: ClientEvent.self, throwing: (any Error).self)
+        (events, continuation) = AsyncThrowingStream.makeStream(
+            of: ClientEvent.self,
+            throwing: (any Error).self,
+            bufferingPolicy: .bufferingOldest(Self.maxBufferedEvents)
+        )
         self.base = base
         super.init()
         let configuration = URLSessionConfiguration.ephemeral
@@ -134,14 +149,16 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
 
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
         var parsed: [ClientEvent] = []
+        var overflow = false
         state.withLock { s in
             guard s.status == 200 else {
                 if s.errorBody.count < 65536 { s.errorBody.append(data) }
                 return
             }
-            for byte in data {
+            for byte in data where !overflow {
                 guard byte == UInt8(ascii: "\n") else {
                     s.line.append(byte)
+                    if s.line.count > Self.maxLineBytes || (s.data?.count ?? 0) > Self.maxLineBytes { overflow = true }
                     continue
                 }
                 if s.line.last == UInt8(ascii: "\r") { s.line.removeLast() }
@@ -168,7 +185,18 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
                 }
             }
         }
-        for event in parsed { continuation.yield(event) }
+        for event in parsed {
+            if case .dropped = continuation.yield(event) { overflow = true }
+        }
+        if overflow {
+            dataTask.cancel()
+            continuation.finish(
+                throwing: ClientError(
+                    .unusable,
+                    "the event stream from \(base) sent more than this client holds (a line over 4 MiB, or 10,000 unread events)"
+                )
+            )
+        }
     }
 
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {

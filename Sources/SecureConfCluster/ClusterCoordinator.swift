@@ -571,7 +571,8 @@ public final class ClusterCoordinator: Service, Sendable {
                     let changes = try checkedChanges(page, after: known, from: peer)
                     if !changes.isEmpty { changeRelay?.relayed(changes, from: peer) }
                     cursor = max(known, page.through)
-                    more = page.through < page.head
+                    // Straight on only while the page moved the cursor (a page that did not must not spin).
+                    more = page.through > known && page.through < page.head
                 } else {
                     cursor = page.head
                 }

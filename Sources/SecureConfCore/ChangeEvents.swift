@@ -349,9 +349,24 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
     public func redeem(ticket: String, client: String) throws(ServiceError) -> CachedKey? {
         let invalid = ServiceError(.invalidTicket, "Invalid, expired or already used event ticket")
         guard ticket.utf8.count <= 128 else { throw invalid }
-        let found = state.withLock { s in s.tickets.removeValue(forKey: Self.ticketName(ticket)) }
-        guard let found, found.expires > ContinuousClock.now, found.client == client else { throw invalid }
+        let name = Self.ticketName(ticket)
+        let now = ContinuousClock.now
+        // Spent only by its own client: a ticket seen elsewhere (a proxy log) cannot be burnt.
+        let found = state.withLock { s -> Ticket? in
+            guard let t = s.tickets[name], t.client == client else { return nil }
+            s.tickets.removeValue(forKey: name)
+            return t.expires > now ? t : nil
+        }
+        guard let found else { throw invalid }
         return found.key
+    }
+
+    /// Whether `ticket` would open a stream for `client` (HEAD), without spending it.
+    public func isValid(ticket: String, client: String) -> Bool {
+        guard ticket.utf8.count <= 128 else { return false }
+        let name = Self.ticketName(ticket)
+        let now = ContinuousClock.now
+        return state.withLock { s in s.tickets[name].map { $0.client == client && $0.expires > now } ?? false }
     }
 
     /// Tickets are held by their hash: a memory dump shows no usable ticket.
@@ -602,8 +617,15 @@ public final class EventSubscription: Sendable {
             do {
                 page = try await hub.storage.changes(after: pending.from, limit: 256)
             } catch {
-                // History unreadable: end the replay here rather than stall the stream.
-                state.withLock { $0.replay = nil }
+                // History unreadable: end the stream, telling the client where to resume,
+                // rather than go live past what it has not been sent.
+                state.withLock { s in
+                    s.replay = nil
+                    s.replayBuffer = []
+                    s.queue = []
+                    s.queueHead = 0
+                    s.closed = .slowConsumer(lastEventID: hub.eventID(pending.from))
+                }
                 return nil
             }
             state.withLock { s in

@@ -86,11 +86,15 @@ final class RenderingAgent: @unchecked Sendable {
     let templates: [(target: AgentConfiguration.Target, template: MustacheTemplate)]
     let cache: OfflineCache?
     private var rendered: [String: String] = [:]
+    /// What the cache holds (saved again only when it changes: each save runs PBKDF2).
+    private var saved: [Entry]?
 
     init(configuration: AgentConfiguration, credentials: Credentials) throws(ClientError) {
         self.configuration = configuration
         client = SecureConfClient(baseURLs: configuration.url, credentials: credentials, environment: configuration.environment)
-        cache = configuration.cache.map { OfflineCache(path: $0, userKey: credentials.userKey!) }
+        cache = configuration.cache.map {
+            OfflineCache(path: $0, userKey: credentials.userKey!, scope: "\(configuration.environment)\u{0}\(configuration.category ?? "")")
+        }
         var templates: [(AgentConfiguration.Target, MustacheTemplate)] = []
         for target in configuration.templates {
             guard let text = try? String(contentsOfFile: target.template, encoding: .utf8) else {
@@ -113,8 +117,13 @@ final class RenderingAgent: @unchecked Sendable {
     func load() async -> (entries: [Entry], source: Source)? {
         do {
             let entries = try await client.entries(category: configuration.category)
-            if let cache {
-                do { try cache.save(entries) } catch { log("cannot write the offline cache: \(error)") }
+            if let cache, entries != saved {
+                do {
+                    try cache.save(entries)
+                    saved = entries
+                } catch {
+                    log("cannot write the offline cache: \(error)")
+                }
             }
             return (entries, .node)
         } catch {
@@ -258,6 +267,8 @@ final class RenderingAgent: @unchecked Sendable {
 struct OfflineCache {
     let path: String
     let userKey: String
+    /// The environment and category the values came from: a cache of another is no cache.
+    let scope: String
     static let iterations: UInt32 = 200_000
 
     func save(_ entries: [Entry]) throws {
@@ -271,9 +282,10 @@ struct OfflineCache {
             members.append(("value", e.value))
             records.append(.object(members))
         }
-        let token = Fernet.encrypt(JSONWriter.encode(.array(records)), key: key(salt))
+        // The scope is inside the token, so it is authenticated with the values.
+        let token = Fernet.encrypt(JSONWriter.encode(.object([("scope", .string(scope)), ("entries", .array(records))])), key: key(salt))
         var file: [(String, JSONValue)] = []
-        file.append(("version", .number("1")))
+        file.append(("version", .number("2")))
         file.append(("salt", .string(Data(salt).base64EncodedString())))
         file.append(("iterations", .number(String(Self.iterations))))
         file.append(("token", .string(token)))
@@ -283,8 +295,8 @@ struct OfflineCache {
     func load() -> [Entry]? {
         guard let data = FileManager.default.contents(atPath: path), let file = try? JSONParser.parse(Array(data), maxDepth: 8),
             let saltText = file["salt"]?.stringValue, let salt = Data(base64Encoded: saltText), let token = file["token"]?.stringValue,
-            let plaintext = try? Fernet.decrypt(token, key: key(Array(salt))),
-            case .array(let records)? = try? JSONParser.parse(plaintext, maxDepth: 512)
+            let plaintext = try? Fernet.decrypt(token, key: key(Array(salt))), let document = try? JSONParser.parse(plaintext, maxDepth: 512),
+            document["scope"]?.stringValue == scope, case .array(let records)? = document["entries"]
         else { return nil }
         return records.compactMap { r in
             guard let key = r["key"]?.stringValue, let environment = r["environment"]?.stringValue, let value = r["value"] else { return nil }

@@ -112,17 +112,28 @@ enum AtomicFile {
             var offset = 0
             while offset < buffer.count {
                 let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
                 if n <= 0 { return false }
                 offset += n
             }
             return true
         }
         ok = ok && fsync(fd) == 0
+        var reason = ok ? "" : String(cString: strerror(errno))
         close(fd)
-        guard ok, rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
+        if ok && rename(temporary, path) != 0 {
+            ok = false
+            reason = String(cString: strerror(errno))
+        }
+        guard ok else {
             unlink(temporary)
             throw ClientError(.unusable, "cannot write \(path): \(reason)")
+        }
+        // The rename itself survives a crash once the directory is synced.
+        let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryFD >= 0 {
+            fsync(directoryFD)
+            close(directoryFD)
         }
     }
 }
@@ -176,25 +187,39 @@ struct Run: AsyncParsableCommand {
 
     static func cStrings(_ strings: [String]) -> [UnsafeMutablePointer<CChar>?] { strings.map { strdup($0) } + [nil] }
 
+    /// Where `execvp` would look for `command`: itself when it names a path, else each PATH entry.
+    static func searchPath(_ command: String, path: String) -> [String] {
+        if command.contains("/") { return [command] }
+        return path.split(separator: ":", omittingEmptySubsequences: false).map { ($0.isEmpty ? "." : String($0)) + "/" + command }
+            .filter { access($0, X_OK) == 0 }
+    }
+
     /// Replaces this process with the command (PATH searched); returns only to report failure.
     static func exec(_ arguments: [String], environment: [String: String]) -> Never {
         let argv = cStrings(arguments)
-        // This process becomes the command: its environment is the command's, and so are signals
-        // (a mask or an ignored signal would be inherited across exec).
+        // The environment goes to execve whole (setenv is not safe while other threads run).
+        let envp = cStrings(environment.map { "\($0.key)=\($0.value)" })
+        // This process becomes the command, and so do its signals: a mask or an ignored
+        // signal would be inherited across exec.
         var none = sigset_t()
         sigemptyset(&none)
         pthread_sigmask(SIG_SETMASK, &none, nil)
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD] { signal(sig, SIG_DFL) }
-        clearenv()
-        for (name, value) in environment { setenv(name, value, 1) }
-        execvp(arguments[0], argv)
-        let reason = String(cString: strerror(errno))
+        var reason = String(cString: strerror(ENOENT))
+        for candidate in searchPath(arguments[0], path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") {
+            execve(candidate, argv, envp)
+            reason = String(cString: strerror(errno))
+        }
         FileHandle.standardError.write(Data("secureconf: cannot run \(arguments[0]): \(reason)\n".utf8))
         Glibc.exit(127)
     }
 }
 
 /// `secureconf run --watch`: the command as a child, restarted when its values change.
+///
+/// One reaper (`waitForExit`) collects the child's status; a restart (`replace`) asks the
+/// child to stop and waits for the reaper. A termination signal (TERM, INT, QUIT) is passed
+/// on and ends supervision: no restart follows it, and the command's status is run's.
 final class Watcher: @unchecked Sendable {
     let client: SecureConfClient
     let options: WorkloadOptions
@@ -202,6 +227,12 @@ final class Watcher: @unchecked Sendable {
     let grace: Double
     private let lock = NSLock()
     private var child: pid_t = 0
+    /// A restart is under way: the child's exit is not the command's end.
+    private var replacing = false
+    /// A termination signal arrived: no more restarts.
+    private var terminating = false
+    private var lastStatus: Int32?
+    private var spawnFailed = false
     private var current: [String: String] = [:]
     private var signalSources: [any DispatchSourceSignal] = []
 
@@ -214,15 +245,20 @@ final class Watcher: @unchecked Sendable {
 
     private func log(_ text: String) { FileHandle.standardError.write(Data("secureconf run: \(text)\n".utf8)) }
 
-    /// Runs until the command exits on its own (or after a signal passed on); its exit status.
+    private var filter: EventFilter { EventFilter(environment: options.environment, category: options.category) }
+
+    /// Runs until the command exits on its own (or after a termination signal passed on); its exit status.
     func run() async throws(ClientError) -> Int32 {
-        // Subscribe before reading, so that no change between the two is missed.
-        var stream = try await client.events(EventFilter(environment: options.environment, category: options.category))
+        // Signals first: one arriving before the command exists ends run without starting it.
+        forwardSignals()
+        // Subscribe before reading, so that no change between the two is missed. The stream
+        // needs no user key: every change is re-read.
+        var stream = try await client.events(filter, withValues: false)
         var lastID: String?
         let variables = try WorkloadVariables.flatten(try await client.entries(category: options.category), prefix: options.prefix)
         current = Dictionary(variables.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })
+        if lock.withLock({ terminating }) { return 143 }
         try spawn(Run.merged(variables))
-        forwardSignals()
         let exited = Task { await self.waitForExit() }
         let follow = Task {
             while !Task.isCancelled {
@@ -236,10 +272,7 @@ final class Watcher: @unchecked Sendable {
                 // The stream ended: reconnect (any node), resume, and re-read in case a relayed change was missed.
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(500))
-                    if let next = try? await self.client.events(
-                        EventFilter(environment: self.options.environment, category: self.options.category),
-                        lastEventID: lastID
-                    ) {
+                    if let next = try? await self.client.events(self.filter, lastEventID: lastID, withValues: false) {
                         stream = next
                         await self.recheck()
                         break
@@ -260,11 +293,16 @@ final class Watcher: @unchecked Sendable {
             return
         }
         let fresh = Dictionary(variables.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })
-        guard lock.withLock({ fresh != current && child > 0 }) else { return }
+        guard lock.withLock({ fresh != current && child > 0 && !terminating && !replacing }) else { return }
         log("a value changed; restarting the command")
-        await stopChild()
+        guard await stopForRestart() else { return }
         lock.withLock { current = fresh }
-        try? spawn(Run.merged(variables))
+        do {
+            try spawn(Run.merged(variables))
+        } catch {
+            log("\(error)")
+            lock.withLock { spawnFailed = true }
+        }
     }
 
     private func spawn(_ environment: [String: String]) throws(ClientError) {
@@ -287,46 +325,70 @@ final class Watcher: @unchecked Sendable {
         lock.withLock { child = pid }
     }
 
-    /// SIGTERM, then SIGKILL after the grace period; waits for the child to be gone.
-    private func stopChild() async {
+    /// SIGTERM, then SIGKILL after the grace period; returns once the reaper has the child,
+    /// true when a new one may start (no termination signal came meanwhile).
+    private func stopForRestart() async -> Bool {
         let pid = lock.withLock { () -> pid_t in
-            let p = child
-            child = -p  // being replaced: its exit is not the command's end
-            return p
+            replacing = true
+            return child
         }
-        guard pid > 0 else { return }
+        guard pid > 0 else {
+            lock.withLock { replacing = false }
+            return false
+        }
         kill(pid, SIGTERM)
         let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(grace * 1000)))
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            if ContinuousClock.now >= deadline { kill(pid, SIGKILL) }
-            try? await Task.sleep(for: .milliseconds(20))
+        var killed = false
+        while lock.withLock({ child == pid }) {
+            if !killed, ContinuousClock.now >= deadline {
+                kill(pid, SIGKILL)
+                killed = true
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return lock.withLock {
+            replacing = false
+            return !terminating
         }
     }
 
-    /// The exit status of the command when it ends on its own.
+    /// The only reaper. Returns the command's status when it ends on its own, or after a
+    /// termination signal; 127 when a restart could not start it.
     private func waitForExit() async -> Int32 {
         while true {
             let pid = lock.withLock { child }
             if pid > 0 {
                 var status: Int32 = 0
-                let r = waitpid(pid, &status, WNOHANG)
-                // Reaped here while being replaced (a restart): not the command's end.
-                if r == pid, lock.withLock({ child == pid }) {
-                    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                    let done = lock.withLock { () -> Bool in
+                        child = 0
+                        lastStatus = code
+                        return !replacing
+                    }
+                    if done { return code }
                 }
+            } else {
+                let (ended, status) = lock.withLock { () -> (Bool, Int32) in
+                    if spawnFailed { return (true, 127) }
+                    return (!replacing && terminating, lastStatus ?? 143)
+                }
+                if ended { return status }
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(10))
         }
     }
 
-    /// Signals to this process go to the command.
+    /// Signals to this process go to the command; TERM, INT and QUIT also end supervision.
     private func forwardSignals() {
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig)
             source.setEventHandler { [self] in
-                let pid = lock.withLock { child }
+                let pid = lock.withLock { () -> pid_t in
+                    if sig == SIGTERM || sig == SIGINT || sig == SIGQUIT { terminating = true }
+                    return child
+                }
                 if pid > 0 { kill(pid, sig) }
             }
             source.resume()

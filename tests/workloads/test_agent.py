@@ -94,3 +94,15 @@ def test_the_agent_serves_from_its_cache_while_no_node_answers_and_catches_up(bi
     node.stop()
     assert subprocess.run([binary, "agent", "--config", str(config), "--once"], env=other, timeout=60,
                           capture_output=True).returncode == 1
+
+
+def test_a_cache_of_another_environment_is_not_used(binary, node, client_env, tmp_path):
+    node.put("db", {"host": "prod-host", "port": 1})
+    config, rendered = write_config(tmp_path, [node.url])
+    assert subprocess.run([binary, "agent", "--config", str(config), "--once"], env=client_env, timeout=60).returncode == 0
+    node.stop()
+    config.write_text(config.read_text().replace("environment: prod", "environment: staging"))
+    rendered.unlink()
+    r = subprocess.run([binary, "agent", "--config", str(config), "--once"], env=client_env, timeout=60,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and not rendered.exists(), "prod's cached values are never rendered for staging"

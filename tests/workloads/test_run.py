@@ -165,3 +165,29 @@ def test_watch_restarts_once_when_an_injected_value_changes_and_not_otherwise(bi
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_a_termination_signal_during_a_restart_ends_run_without_a_new_command(binary, node, client_env, tmp_path):
+    """SIGTERM while the old command is still stopping (it takes a second): passed on, no new
+    command is started, and run exits with the old command's status."""
+    node.put("v", "1")
+    starts = tmp_path / "starts.log"
+    child = (f"import os, signal, sys, time\n"
+             f"open({str(starts)!r}, 'a').write(os.environ['V'] + '\\n')\n"
+             f"signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.0), sys.exit(3)))\n"
+             f"time.sleep(120)\n")
+    p = subprocess.Popen([binary, "run", "--watch", "--grace", "10", "--url", node.url, "--environment", "prod", "--",
+                          sys.executable, "-c", child], env=client_env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not (starts.exists() and starts.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        node.put("v", "2")  # the restart begins: the command takes a second to stop
+        time.sleep(0.4)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=15) == 3, "the old command's status"
+        time.sleep(0.5)
+        assert starts.read_text().split() == ["1"], "no new command after the termination signal"
+    finally:
+        if p.poll() is None:
+            p.kill()

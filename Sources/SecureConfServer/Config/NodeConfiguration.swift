@@ -154,7 +154,7 @@ public struct NodeConfiguration: Sendable {
         ),
         ("OSC_SSE_MAX_SUBSCRIBERS", "change-event streams at most on this node; more get 503 (default 1000)"),
         ("OSC_SSE_QUEUE_SIZE", "events a subscriber may fall behind before it is dropped and told to resume (default 256)"),
-        ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream (default 15)"),
+        ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream, 0.1 to 60 (default 15)"),
         ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]
 
@@ -315,7 +315,8 @@ public struct NodeConfiguration: Sendable {
         if let v = try integer("OSC_SSE_MAX_SUBSCRIBERS", 0...1_000_000) { c.sseMaxSubscribers = v }
         if let v = try integer("OSC_SSE_QUEUE_SIZE", 1...100_000) { c.sseQueueSize = v }
         if let v = try seconds("OSC_SSE_KEEPALIVE_SECONDS") {
-            guard v >= 0.1, v <= 3600 else { throw ConfigurationError(variable: "OSC_SSE_KEEPALIVE_SECONDS", problem: "\(v) is outside 0.1…3600") }
+            // At most a minute: clients (SecureConf's among them) treat 90 s of silence as a dead stream.
+            guard v >= 0.1, v <= 60 else { throw ConfigurationError(variable: "OSC_SSE_KEEPALIVE_SECONDS", problem: "\(v) is outside 0.1…60") }
             c.sseKeepAliveSeconds = v
         }
         if let raw = values["CORS_ORIGINS"] {

@@ -39,8 +39,13 @@ struct EventsController<Context: AuditedRequestContext>: Sendable {
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache, no-store"
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
-        // HEAD answers as GET would begin, without opening a stream.
-        if request.method == .head { return Response(status: .ok, headers: headers) }
+        // HEAD answers as GET would begin, without opening a stream (a ticket is checked, not spent).
+        if request.method == .head {
+            if let ticket, !hub.isValid(ticket: ticket, client: context.clientIP) {
+                throw ServiceError(.invalidTicket, "Invalid, expired or already used event ticket")
+            }
+            return Response(status: .ok, headers: headers)
+        }
         let subscription = try await node.service.subscribe(caller, filter: filter, lastEventID: lastEventID, ticket: ticket)
         let hub = self.hub
         let nodeID = node.configuration.nodeID

@@ -121,6 +121,8 @@ def test_a_ticket_opens_one_stream_without_headers_as_eventsource_needs(node_fac
     assert again.status_code == 401 and "ticket" in again.json()["detail"], "single use"
     forged = requests.get(n.url + "/sse/subscribe", params={"ticket": "x" * 43}, timeout=5)
     assert forged.status_code == 401
+    assert requests.head(n.url + "/sse/subscribe", params={"ticket": "x" * 43}, timeout=5).status_code == 401, \
+        "HEAD with a ticket checks it (the API key is not asked for)"
     assert requests.post(n.url + "/sse/ticket", timeout=5).status_code == 403
     assert ticket not in n.stderr_text()
 
