@@ -161,6 +161,17 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
 
     /// Reads everything committed since the last read and queues it for its subscribers.
     func pump() async throws {
+        // Nobody listens: move the position to the newest change without reading the changes
+        // (only while still nobody listens, so that a new subscriber misses nothing).
+        if state.withLock({ $0.subscribers.isEmpty }) {
+            let head = try await storage.lastChangeSeq()
+            let skipped = state.withLock { s -> Bool in
+                guard s.subscribers.isEmpty else { return false }
+                s.cursor = max(s.cursor ?? 0, head)
+                return true
+            }
+            if skipped { return }
+        }
         var cursor = try await currentCursor()
         while true {
             let page = try await storage.changes(after: cursor, limit: 512)

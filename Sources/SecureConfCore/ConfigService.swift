@@ -51,8 +51,8 @@ public final class ConfigService: Sendable {
         let service: ConfigService
         let caller: Caller
         private(set) var key: CachedKey?
-        /// Keys written by the committed write; nil until a write commits.
-        var committedKeys: [String]?
+        /// Whether a write committed.
+        var didCommit = false
         /// Whether the committed write proved the caller's key (a create checks it against nothing).
         var provesKey = true
 
@@ -76,9 +76,9 @@ public final class ConfigService: Sendable {
         /// The audit record to commit with a write answered with `status`.
         func auditRecord(status: Int) -> AuditRecordDraft? { caller.audit.recordForWrite(status: status) }
 
-        /// A write committed these keys.
-        func committed(_ keys: [String], provesKey: Bool = true) {
-            committedKeys = keys
+        /// A write committed.
+        func committed(provesKey: Bool = true) {
+            didCommit = true
             self.provesKey = provesKey
         }
     }
@@ -95,7 +95,7 @@ public final class ConfigService: Sendable {
         do {
             try authorizer.authorize(caller, operation, tenant: tenant, environment: environment, key: key)
             let result = try await body(scope)
-            if scope.committedKeys != nil {
+            if scope.didCommit {
                 caller.audit.written()
                 if scope.provesKey, let derived = scope.key { credentials.keys.markProven(derived.index) }
                 try await replicateLocalWrite()
@@ -161,7 +161,7 @@ public final class ConfigService: Sendable {
                 audit: scope.auditRecord(status: 201)
             )
             // A create checks the key against nothing: it proves nothing (the limiter counts it).
-            scope.committed([address.key], provesKey: false)
+            scope.committed(provesKey: false)
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
         }
     }
@@ -187,7 +187,7 @@ public final class ConfigService: Sendable {
                 audit: scope.auditRecord(status: 200),
                 authenticates: ValueCipher.authenticator(key)
             )
-            scope.committed([address.key])
+            scope.committed()
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(value))
         }
     }
@@ -201,7 +201,7 @@ public final class ConfigService: Sendable {
                 audit: scope.auditRecord(status: 200),
                 authenticates: ValueCipher.authenticator(key)
             )
-            scope.committed([address.key])
+            scope.committed()
         }
     }
 
@@ -405,7 +405,7 @@ public final class ConfigService: Sendable {
                     report.failed.append((name, reason))
                 }
             }
-            if !written.isEmpty { scope.committed(written, provesKey: replaced) }
+            if !written.isEmpty { scope.committed(provesKey: replaced) }
             return report
         }
     }
@@ -507,7 +507,7 @@ public final class ConfigService: Sendable {
                 audit: scope.auditRecord(status: 200),
                 authenticates: ValueCipher.authenticator(key)
             )
-            scope.committed([address.key])
+            scope.committed()
             return ConfigRecord(entry: entry, valueJSON: JSONWriter.encode(ValueCipher.jsonValue(plaintext)), version: version)
         }
     }
@@ -552,7 +552,7 @@ public final class ConfigService: Sendable {
                             actor: scope.actor,
                             audit: scope.auditRecord(status: 200)
                         )
-                        scope.committed(plan.changes.map(\.key))
+                        scope.committed()
                     }
                     if plan.opened { credentials.keys.markProven(key.index) }
                     // Nothing opened with this key where something could have: a wrong key, refused.
