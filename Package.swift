@@ -66,9 +66,14 @@ let package = Package(
             linkerSettings: [.linkedLibrary("curl")]
         ),
         .target(
+            name: "SecureConfHTTP",
+            dependencies: ["CSecureConfCurl"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SecureConfCluster",
             dependencies: [
-                "CSecureConfCurl",
+                "SecureConfHTTP",
                 "SecureConfCrypto",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 "SecureConfStore",
@@ -113,7 +118,7 @@ let package = Package(
         ),
         .target(
             name: "SecureConfClient",
-            dependencies: ["SecureConfJSON"],
+            dependencies: ["SecureConfJSON", "SecureConfHTTP"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdio.h>
 
 typedef struct {
     unsigned char *data;
@@ -114,4 +115,65 @@ void sc_http_result_free(sc_http_result *result) {
     free(result->body);
     result->body = NULL;
     result->body_length = 0;
+}
+
+typedef struct {
+    CURL *curl;
+    sc_stream_chunk on_chunk;
+    sc_stream_stop should_stop;
+    void *context;
+} stream_state;
+
+static size_t on_stream_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
+    stream_state *state = (stream_state *)userdata;
+    size_t n = size * nmemb;
+    long status = 0;
+    curl_easy_getinfo(state->curl, CURLINFO_RESPONSE_CODE, &status);
+    return state->on_chunk(state->context, status, (const unsigned char *)ptr, n) ? n : 0;
+}
+
+static int on_stream_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    stream_state *state = (stream_state *)userdata;
+    return state->should_stop(state->context) ? 1 : 0;
+}
+
+int sc_http_stream(const char *url, const char *const *headers, size_t header_count,
+                   long connect_timeout_ms, long idle_timeout_s, const char *ca_file,
+                   sc_stream_chunk on_chunk, sc_stream_stop should_stop, void *context,
+                   long *status, char *error, size_t error_capacity) {
+    *status = 0;
+    if (error_capacity) error[0] = 0;
+    CURL *curl = curl_easy_init();
+    if (!curl) {
+        if (error_capacity) snprintf(error, error_capacity, "curl_easy_init failed");
+        return 0;
+    }
+    stream_state state = {curl, on_chunk, should_stop, context};
+    struct curl_slist *list = NULL;
+    for (size_t i = 0; i < header_count; i++) list = curl_slist_append(list, headers[i]);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_stream_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &state);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_stream_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &state);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, idle_timeout_s);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file && ca_file[0]) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
+    CURLcode code = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    if (code != CURLE_OK && error_capacity) snprintf(error, error_capacity, "%s", curl_easy_strerror(code));
+    curl_slist_free_all(list);
+    curl_easy_cleanup(curl);
+    return *status != 0;
 }

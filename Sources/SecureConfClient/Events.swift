@@ -1,10 +1,7 @@
 import Foundation
+import SecureConfHTTP
 import SecureConfJSON
 import Synchronization
-
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// One server-sent event of `/sse/subscribe`, as the node sent it.
 public struct ClientEvent: Sendable, Equatable {
@@ -50,12 +47,8 @@ extension SecureConfClient {
         let query = [("key", filter.key), ("environment", filter.environment), ("category", filter.category)]
         var lastError = ClientError(.unreachable, "no node to ask")
         for base in baseURLs {
-            var request = URLRequest(url: try url(base, ["sse", "subscribe"], query))
-            request.httpMethod = "GET"
-            // The idle timeout between bytes: keep-alives arrive every OSC_SSE_KEEPALIVE_SECONDS.
-            request.timeoutInterval = 90
-            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-            let stream = EventStreamTask(request: request, base: base)
+            let target = try url(base, ["sse", "subscribe"], query)
+            let stream = EventStreamTask(url: target, headers: headers.map { "\($0.key): \($0.value)" }, base: base, caFile: caFile)
             do {
                 try await stream.opened()
                 return stream.events
@@ -70,16 +63,17 @@ extension SecureConfClient {
     }
 }
 
-/// One streaming request: parses the body as it arrives into `ClientEvent`s.
-final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+/// One streaming request on a thread of its own (libcurl blocks): parses the body as it
+/// arrives into `ClientEvent`s; ends when the node ends it, the consumer goes away, or nothing
+/// (not even a keep-alive) arrives for 90 seconds.
+final class EventStreamTask: @unchecked Sendable {
     let events: AsyncThrowingStream<ClientEvent, any Error>
     private let continuation: AsyncThrowingStream<ClientEvent, any Error>.Continuation
     private let base: String
-    private var session: URLSession!
     private let state = Mutex(State())
 
     struct State {
-        var status: Int?
+        var cancelled = false
         var opened: CheckedContinuation<Void, any Error>?
         var openResult: Result<Void, ClientError>?
         var errorBody = Data()
@@ -93,24 +87,31 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
     /// proxy that sends more ends the stream with an error rather than exhaust memory.
     static let maxLineBytes = 4 << 20
     static let maxBufferedEvents = 10_000
+    /// Keep-alives arrive every OSC_SSE_KEEPALIVE_SECONDS (at most 60).
+    static let idleTimeoutSeconds = 90
 
-    init(request: URLRequest, base: String) {
+    init(url: URL, headers: [String], base: String, caFile: String?) {
         (events, continuation) = AsyncThrowingStream.makeStream(
             of: ClientEvent.self,
             throwing: (any Error).self,
             bufferingPolicy: .bufferingOldest(Self.maxBufferedEvents)
         )
         self.base = base
-        super.init()
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForResource = .infinity
-        session = URLSession(configuration: configuration, delegate: self, delegateQueue: nil)
-        let task = session.dataTask(with: request)
-        continuation.onTermination = { [session] _ in
-            task.cancel()
-            session?.invalidateAndCancel()
+        continuation.onTermination = { [self] _ in state.withLock { $0.cancelled = true } }
+        let thread = Thread { [self] in
+            let outcome = CurlHTTP.stream(
+                url: url.absoluteString,
+                headers: headers,
+                connectTimeoutMillis: 5000,
+                idleTimeoutSeconds: Self.idleTimeoutSeconds,
+                caFile: caFile,
+                onChunk: { [self] status, bytes in receive(status: status, bytes) },
+                shouldStop: { [self] in state.withLock { $0.cancelled } }
+            )
+            finish(outcome)
         }
-        task.resume()
+        thread.name = "secureconf-events"
+        thread.start()
     }
 
     /// Returns once the node answered 200; throws its refusal otherwise.
@@ -135,27 +136,17 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
         waiter?.resume(with: result.mapError { $0 as any Error })
     }
 
-    func urlSession(
-        _ session: URLSession,
-        dataTask: URLSessionDataTask,
-        didReceive response: URLResponse,
-        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
-    ) {
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        state.withLock { $0.status = status }
-        if status == 200 { settleOpen(.success(())) }
-        completionHandler(.allow)
-    }
-
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+    /// A piece of the body; false ends the transfer (the consumer is gone or overflowed).
+    private func receive(status: Int, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard status == 200 else {
+            state.withLock { s in if s.errorBody.count < 65536 { s.errorBody.append(contentsOf: bytes) } }
+            return true
+        }
+        settleOpen(.success(()))
         var parsed: [ClientEvent] = []
         var overflow = false
-        state.withLock { s in
-            guard s.status == 200 else {
-                if s.errorBody.count < 65536 { s.errorBody.append(data) }
-                return
-            }
-            for byte in data where !overflow {
+        let cancelled = state.withLock { s in
+            for byte in bytes where !overflow {
                 guard byte == UInt8(ascii: "\n") else {
                     s.line.append(byte)
                     if s.line.count > Self.maxLineBytes || (s.data?.count ?? 0) > Self.maxLineBytes { overflow = true }
@@ -184,35 +175,42 @@ final class EventStreamTask: NSObject, URLSessionDataDelegate, @unchecked Sendab
                 default: break
                 }
             }
+            return s.cancelled
         }
         for event in parsed {
             if case .dropped = continuation.yield(event) { overflow = true }
         }
         if overflow {
-            dataTask.cancel()
             continuation.finish(
                 throwing: ClientError(
                     .unusable,
                     "the event stream from \(base) sent more than this client holds (a line over 4 MiB, or 10,000 unread events)"
                 )
             )
+            return false
         }
+        return !cancelled
     }
 
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        let (status, body) = state.withLock { ($0.status, $0.errorBody) }
-        if let status, status != 200 {
-            let refusal = ClientError(.refused(status: status), SecureConfClient.detail(body))
+    /// The transfer is over.
+    private func finish(_ outcome: Result<(status: Int, ended: String?), CurlFailure>) {
+        let (cancelled, body) = state.withLock { ($0.cancelled, $0.errorBody) }
+        switch outcome {
+        case .failure(let failure):
+            let error = ClientError(.unreachable, "cannot reach \(base): \(failure.reason)")
+            settleOpen(.failure(error))
+            continuation.finish(throwing: error)
+        case .success(let reply) where reply.status != 200:
+            let refusal = ClientError(.refused(status: reply.status), SecureConfClient.detail(body))
             settleOpen(.failure(refusal))
             continuation.finish(throwing: refusal)
-        } else if let error, (error as? URLError)?.code != .cancelled {
-            let failure = ClientError(.unreachable, "event stream from \(base) ended: \(error.localizedDescription)")
-            settleOpen(.failure(failure))
-            continuation.finish(throwing: failure)
-        } else {
+        case .success(let reply):
             settleOpen(.failure(ClientError(.unreachable, "event stream from \(base) ended")))
-            continuation.finish()
+            if let ended = reply.ended, !cancelled {
+                continuation.finish(throwing: ClientError(.unreachable, "event stream from \(base) ended: \(ended)"))
+            } else {
+                continuation.finish()
+            }
         }
-        session.finishTasksAndInvalidate()
     }
 }

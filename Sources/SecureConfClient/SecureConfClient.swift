@@ -1,8 +1,6 @@
 import Foundation
-
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import SecureConfHTTP
+import SecureConfJSON
 
 /// The credentials a client sends: from the environment or from a file only the user can
 /// read, never from the command line (argv shows in process lists). Never printed.
@@ -115,6 +113,17 @@ public enum ClientRequest: Sendable {
     case auditSearch(AuditQuery)
     case auditExport(format: String, since: String?, until: String?)
     case auditVerify
+    /// `POST /configs`: 201 with the new record; 400 when the key exists.
+    case create(key: String, value: JSONValue, category: String? = nil)
+    /// `PUT /configs/{key}`: a new version (category nil keeps the current one).
+    case update(key: String, value: JSONValue, category: String? = nil)
+    /// `DELETE /configs/{key}`.
+    case delete(key: String)
+    /// `POST /backup`: the environment (optionally one category) as an encrypted backup
+    /// under `password` (OpenSecureConf 3.1's format).
+    case backup(password: String, category: String? = nil)
+    /// `POST /import`: a backup's entries, written under the client's user key.
+    case importBackup(backupData: String, password: String, overwrite: Bool = false)
 
     public struct AuditQuery: Sendable {
         public var key, action, actor, outcome, since, until, cursor: String?
@@ -136,7 +145,9 @@ public enum ClientRequest: Sendable {
 
     var method: String {
         switch self {
-        case .rollback, .restore: "POST"
+        case .rollback, .restore, .create, .backup, .importBackup: "POST"
+        case .update: "PUT"
+        case .delete: "DELETE"
         default: "GET"
         }
     }
@@ -144,13 +155,38 @@ public enum ClientRequest: Sendable {
     /// Whether the node needs the user key for it (the client refuses before sending without one).
     var needsUserKey: Bool {
         switch self {
-        case .read, .list, .diff, .rollback, .restore: true
+        case .read, .list, .diff, .rollback, .restore, .create, .update, .backup, .importBackup: true
         default: false
         }
     }
 
     /// Safe to send again to another node after a failure that may have reached the first.
     var idempotent: Bool { method == "GET" }
+
+    /// Extra headers (the backup password travels in one, never in the URL).
+    var extraHeaders: [String: String] {
+        switch self {
+        case .backup(let password, _), .importBackup(_, let password, _): ["X-Backup-Password": password]
+        default: [:]
+        }
+    }
+
+    /// The JSON body, for the requests that have one.
+    func body(environment: String?) -> JSONValue? {
+        func object(_ members: [(String, JSONValue?)]) -> JSONValue { .object(members.compactMap { n, v in v.map { (n, $0) } }) }
+        switch self {
+        case let .create(key, value, category):
+            return object([
+                ("key", .string(key)), ("value", value), ("category", category.map(JSONValue.string)),
+                ("environment", environment.map(JSONValue.string)),
+            ])
+        case let .update(_, value, category):
+            return object([("value", value), ("category", category.map(JSONValue.string))])
+        case let .importBackup(data, _, overwrite):
+            return object([("backup_data", .string(data)), ("overwrite", .bool(overwrite))])
+        default: return nil
+        }
+    }
 
     /// Path segments (percent-encoded when sent) and query items (nil values left out).
     func target(environment: String?) -> (segments: [String], query: [(String, String?)]) {
@@ -172,6 +208,10 @@ public enum ClientRequest: Sendable {
             )
         case let .auditExport(format, since, until): return (["audit", "export"], [("format", format), ("since", since), ("until", until), env])
         case .auditVerify: return (["audit", "verify"], [])
+        case .create: return (["configs"], [])
+        case let .update(key, _, _), let .delete(key): return (["configs", key], [env])
+        case let .backup(_, category): return (["backup"], [env, ("category", category)])
+        case .importBackup: return (["import"], [])
         }
     }
 }
@@ -191,17 +231,24 @@ public struct SecureConfClient: Sendable {
     /// The environment requests address (nil: the node's default).
     public let environment: String?
     public var timeout: TimeInterval = 120
+    /// A PEM file of the certificate authorities that https nodes are verified against,
+    /// instead of the system's trust store (a private CA). https is always verified.
+    public let caFile: String?
 
-    public init(baseURL: String, credentials: Credentials, environment: String? = nil) {
-        self.init(baseURLs: [baseURL], credentials: credentials, environment: environment)
+    /// The variable the CLI reads `caFile` from.
+    public static let caFileVariable = "SECURECONF_CA_FILE"
+
+    public init(baseURL: String, credentials: Credentials, environment: String? = nil, caFile: String? = nil) {
+        self.init(baseURLs: [baseURL], credentials: credentials, environment: environment, caFile: caFile)
     }
 
     /// `baseURLs` must not be empty; each may be a comma-separated list too.
-    public init(baseURLs: [String], credentials: Credentials, environment: String? = nil) {
+    public init(baseURLs: [String], credentials: Credentials, environment: String? = nil, caFile: String? = nil) {
         let urls = baseURLs.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         self.baseURLs = urls.isEmpty ? ["http://127.0.0.1:9000"] : urls
         self.credentials = credentials
         self.environment = environment
+        self.caFile = caFile.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// The URL of `segments` and `query` on the node at `base`.
@@ -242,36 +289,50 @@ public struct SecureConfClient: Sendable {
     /// skipped for the next one; an idempotent request also moves on from a node answering 503.
     public func send(_ request: ClientRequest) async throws(ClientError) -> Data {
         let (segments, query) = request.target(environment: environment)
-        let headers = try headers(needsUserKey: request.needsUserKey)
+        var headers = try headers(needsUserKey: request.needsUserKey).merging(request.extraHeaders) { $1 }
+        let body = request.body(environment: environment).map { Data(JSONWriter.encode($0)) }
+        if body != nil { headers["Content-Type"] = "application/json" }
         var lastError = ClientError(.unreachable, "no node to ask")
         for base in baseURLs {
-            var http = URLRequest(url: try url(base, segments, query))
-            http.httpMethod = request.method
-            http.timeoutInterval = timeout
-            for (name, value) in headers { http.setValue(value, forHTTPHeaderField: name) }
-            let data: Data
-            let response: URLResponse
+            let target = try url(base, segments, query)
+            let reply: CurlHTTP.Reply
             do {
-                (data, response) = try await URLSession.shared.data(for: http)
+                reply = try await exchange(request.method, target, headers: headers, body: body).get()
             } catch {
-                lastError = ClientError(.unreachable, "cannot reach \(base): \(error.localizedDescription)")
+                lastError = ClientError(.unreachable, "cannot reach \(base): \(error.reason)")
                 continue
             }
-            guard let reply = response as? HTTPURLResponse else {
-                lastError = ClientError(.unreachable, "no HTTP response from \(base)")
-                continue
-            }
-            guard (200..<300).contains(reply.statusCode) else {
-                let failure = ClientError(.refused(status: reply.statusCode), Self.detail(data))
-                if reply.statusCode == 503 && request.idempotent {
+            guard (200..<300).contains(reply.status) else {
+                let failure = ClientError(.refused(status: reply.status), Self.detail(reply.body))
+                if reply.status == 503 && request.idempotent {
                     lastError = failure
                     continue
                 }
                 throw failure
             }
-            return data
+            return reply.body
         }
         throw lastError
+    }
+
+    /// One HTTP exchange, on a thread of its own (libcurl blocks), bounded by `timeout`.
+    func exchange(_ method: String, _ url: URL, headers: [String: String], body: Data?) async -> Result<CurlHTTP.Reply, CurlFailure> {
+        let lines = headers.map { "\($0.key): \($0.value)" }
+        let (millis, caFile) = (Int(min(max(timeout, 0.1), 86_400) * 1000), caFile)
+        return await withCheckedContinuation { done in
+            DispatchQueue.global().async {
+                done.resume(
+                    returning: CurlHTTP.perform(
+                        method: method,
+                        url: url.absoluteString,
+                        headers: lines,
+                        body: body,
+                        timeoutMillis: millis,
+                        caFile: caFile
+                    )
+                )
+            }
+        }
     }
 
     /// The `detail` of an error body, or its first bytes.

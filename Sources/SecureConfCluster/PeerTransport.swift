@@ -1,16 +1,6 @@
-import CSecureConfCurl
 import Foundation
 import NIOPosix
-
-/// libcurl's global initialisation, run once before the first transport exists.
-private let sc_http_global_init_once: Void = sc_http_global_init()
-
-/// Calls `body` with C strings for `strings`, valid only during the call.
-private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    let duplicates = strings.map { strdup($0) }
-    defer { duplicates.forEach { free($0) } }
-    return body(duplicates.map { UnsafePointer($0) })
-}
+import SecureConfHTTP
 
 /// A peer answered with an error status or could not be reached.
 public struct PeerError: Error, CustomStringConvertible {
@@ -117,7 +107,6 @@ public final class PeerTransport: PeerTransporting {
         self.nodeID = nodeID
         self.credential = credential
         self.requireSignedReplies = requireSignedReplies
-        sc_http_global_init_once
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
         apiKeyHeaderLine = "\(Self.apiKeyHeader): \(apiKey)"
@@ -159,42 +148,14 @@ public final class PeerTransport: PeerTransporting {
         let headers = headerLines
         let timeout = timeoutMillis
         let caFile = self.caFile
-        let outcome: Result<Reply, PeerError> = try await pool.runIfActive {
-            var result = sc_http_result()
-            let ok: Int32 = withCStrings(headers) { headerPointers in
-                headerPointers.withUnsafeBufferPointer { hp in
-                    if let body {
-                        return body.withUnsafeBytes { bp in
-                            sc_http_request(
-                                method,
-                                url,
-                                hp.baseAddress,
-                                hp.count,
-                                bp.bindMemory(to: UInt8.self).baseAddress,
-                                bp.count,
-                                timeout,
-                                caFile,
-                                &result
-                            )
-                        }
-                    }
-                    return sc_http_request(method, url, hp.baseAddress, hp.count, nil, 0, timeout, caFile, &result)
-                }
-            }
-            defer { sc_http_result_free(&result) }
-            guard ok == 1 else {
-                let reason = withUnsafeBytes(of: result.error) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
-                return .failure(PeerError(peer: peer, status: nil, reason: reason))
-            }
-            let data = result.body.map { Data(bytes: $0, count: result.body_length) } ?? Data()
-            let signature = withUnsafeBytes(of: result.signature) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            return .success(Reply(status: Int(result.status), body: data, signature: signature))
+        let outcome: Result<CurlHTTP.Reply, CurlFailure> = try await pool.runIfActive {
+            CurlHTTP.perform(method: method, url: url, headers: headers, body: body, timeoutMillis: timeout, caFile: caFile)
         }
-        var reply = try outcome.get()
+        var reply: Reply
+        switch outcome {
+        case .success(let r): reply = Reply(status: r.status, body: r.body, signature: r.signature)
+        case .failure(let failure): throw PeerError(peer: peer, status: nil, reason: failure.reason)
+        }
         if let credential {
             let signed =
                 !reply.signature.isEmpty

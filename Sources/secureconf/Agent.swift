@@ -17,6 +17,8 @@ struct AgentConfiguration: Decodable {
     var environment: String
     var category: String?
     var credentials_file: String?
+    /// PEM certificate authorities to verify https nodes against (default: $SECURECONF_CA_FILE, else the system's).
+    var ca_file: String?
     /// The offline cache, encrypted under the user key (default: none).
     var cache: String?
     var templates: [Target]
@@ -33,7 +35,7 @@ struct AgentConfiguration: Decodable {
         var pid_file: String?
     }
 
-    enum CodingKeys: String, CodingKey { case url, environment, category, credentials_file, cache, templates }
+    enum CodingKeys: String, CodingKey { case url, environment, category, credentials_file, ca_file, cache, templates }
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -41,6 +43,7 @@ struct AgentConfiguration: Decodable {
         environment = try c.decode(String.self, forKey: .environment)
         category = try c.decodeIfPresent(String.self, forKey: .category)
         credentials_file = try c.decodeIfPresent(String.self, forKey: .credentials_file)
+        ca_file = try c.decodeIfPresent(String.self, forKey: .ca_file)
         cache = try c.decodeIfPresent(String.self, forKey: .cache)
         templates = try c.decode([Target].self, forKey: .templates)
     }
@@ -91,7 +94,12 @@ final class RenderingAgent: @unchecked Sendable {
 
     init(configuration: AgentConfiguration, credentials: Credentials) throws(ClientError) {
         self.configuration = configuration
-        client = SecureConfClient(baseURLs: configuration.url, credentials: credentials, environment: configuration.environment)
+        client = SecureConfClient(
+            baseURLs: configuration.url,
+            credentials: credentials,
+            environment: configuration.environment,
+            caFile: configuration.ca_file ?? ProcessInfo.processInfo.environment[SecureConfClient.caFileVariable]
+        )
         cache = configuration.cache.map {
             OfflineCache(path: $0, userKey: credentials.userKey!, scope: "\(configuration.environment)\u{0}\(configuration.category ?? "")")
         }

@@ -10,9 +10,16 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "The environment (the node's default is 'default').") var environment: String?
     @Option(help: "A file of OSC_API_KEY=… and SECURECONF_USER_KEY=… lines, mode 0600 (default: $SECURECONF_CREDENTIALS_FILE).")
     var credentialsFile: String?
+    @Option(help: "PEM certificate authorities to verify an https node against, instead of the system's (default: $SECURECONF_CA_FILE).")
+    var caFile: String?
 
     func client() throws(ClientError) -> SecureConfClient {
-        SecureConfClient(baseURL: url, credentials: try Credentials.resolve(file: credentialsFile), environment: environment)
+        SecureConfClient(
+            baseURL: url,
+            credentials: try Credentials.resolve(file: credentialsFile),
+            environment: environment,
+            caFile: caFile ?? ProcessInfo.processInfo.environment[SecureConfClient.caFileVariable]
+        )
     }
 
     /// Sends one request and returns the body of its 2xx answer.

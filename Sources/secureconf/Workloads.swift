@@ -16,6 +16,8 @@ struct WorkloadOptions: ParsableArguments {
     @Option(help: "Prepended to every variable name (APP_ makes db.host APP_DB_HOST).") var prefix: String = ""
     @Option(help: "A file of OSC_API_KEY=… and SECURECONF_USER_KEY=… lines, mode 0600 (default: $SECURECONF_CREDENTIALS_FILE).")
     var credentialsFile: String?
+    @Option(help: "PEM certificate authorities to verify https nodes against, instead of the system's (default: $SECURECONF_CA_FILE).")
+    var caFile: String?
 
     /// The client, with the user key from the environment, the credentials file, or a prompt
     /// on the terminal: never from an argument.
@@ -25,7 +27,12 @@ struct WorkloadOptions: ParsableArguments {
             let key = String(cString: typed)
             credentials.userKey = key.isEmpty ? nil : key
         }
-        return SecureConfClient(baseURLs: url, credentials: credentials, environment: environment)
+        return SecureConfClient(
+            baseURLs: url,
+            credentials: credentials,
+            environment: environment,
+            caFile: caFile ?? ProcessInfo.processInfo.environment[SecureConfClient.caFileVariable]
+        )
     }
 }
 

@@ -59,11 +59,45 @@ import Testing
         } throws: { error in
             (error as? ClientError)?.kind == .refused(status: 401)
         }
+        try await typedWrites(client)
+
         let nobody = SecureConfClient(baseURL: "http://127.0.0.1:9", credentials: credentials)
         await #expect {
             _ = try await nobody.entries()
         } throws: { error in
             (error as? ClientError)?.kind == .unreachable
         }
+    }
+
+    /// create, update, entry, delete, backup and import, as a user of the library sees them.
+    func typedWrites(_ client: SecureConfClient) async throws {
+        let created = try await client.create("api", value: .object([("token", .string("t1"))]), category: "svc")
+        #expect(created == Entry(key: "api", environment: "prod", category: "svc", value: .object([("token", .string("t1"))])))
+        await #expect {
+            try await client.create("api", value: .number("2"))
+        } throws: { error in
+            (error as? ClientError)?.kind == .refused(status: 400)
+        }
+        let updated = try await client.update("api", value: .string("t2"))
+        #expect(updated.value == .string("t2") && updated.category == "svc", "category kept when none is given")
+        #expect(try await client.entry("api").value == .string("t2"))
+
+        let backup = try await client.backup(password: "backup-password-1")
+        #expect(backup.totalKeys == 2 && !backup.data.isEmpty)
+        try await client.delete("api")
+        await #expect {
+            _ = try await client.entry("api")
+        } throws: { error in
+            (error as? ClientError)?.kind == .refused(status: 404)
+        }
+        await #expect {
+            _ = try await client.importBackup(backup.data, password: "not-the-password")
+        } throws: { error in
+            if case .refused(let status) = (error as? ClientError)?.kind { return (400..<500).contains(status) }
+            return false
+        }
+        let report = try await client.importBackup(backup.data, password: "backup-password-1")
+        #expect(report == ImportReport(imported: 1, skipped: 1, failedKeys: []), "api comes back, db exists and is kept")
+        #expect(try await client.entry("api").value == .string("t2"))
     }
 }

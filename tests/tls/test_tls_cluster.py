@@ -11,7 +11,7 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.nodeproc import NodeProcess, apply_overrides, clean_environment, free_port, wait_until  # noqa: E402
+from common.nodeproc import NodeProcess, apply_overrides, binary_path, clean_environment, free_port, wait_until  # noqa: E402
 
 API_KEY = secrets.token_hex(16)
 USER_KEY = "tls-user-key-" + secrets.token_hex(4)
@@ -162,3 +162,69 @@ def test_opensecureconf_https_variables_and_an_encrypted_key(pki, tmp_path):
         wait_for(lambda: requests.get(f"http://127.0.0.1:{plain.port}/health", timeout=3).status_code == 200)
     finally:
         assert plain.stop() == 0
+
+
+def test_the_cli_and_agent_verify_an_https_node_against_a_ca_file(pki, tmp_path):
+    """`secureconf export` and `secureconf agent` (the Swift client library on libcurl) reach
+    an HTTPS node signed by a private CA when given that CA (`--ca-file`, `SECURECONF_CA_FILE`,
+    agent.yaml's `ca_file`), follow its change events over TLS, and refuse the node, printing
+    no value, without the CA or with another one."""
+    cert, key = pki["certs"][0]
+    port = free_port()
+    env = apply_overrides(clean_environment(), {"OSC_HOST": "127.0.0.1", "OSC_HOST_PORT": str(port),
+                                               "OSC_DATABASE_PATH": str(tmp_path / "n" / "db.sqlite"),
+                                               "OSC_SALT_FILE_PATH": str(tmp_path / "n" / "salt"),
+                                               "OSC_TLS_CERT_FILE": str(cert), "OSC_TLS_KEY_FILE": str(key),
+                                               "OSC_SSE_KEEPALIVE_SECONDS": "1"})
+    node = NodeProcess(tmp_path / "n", port, env, log_name="stderr.log")
+    node.launch()
+    ca = str(pki["ca"])
+    url = f"https://127.0.0.1:{port}"
+    headers = {"X-User-Key": USER_KEY}
+    agent = None
+    try:
+        wait_for(lambda: requests.get(url + "/health", verify=ca, timeout=3).status_code == 200)
+        value = "over-tls-" + secrets.token_hex(6)
+        r = requests.post(url + "/configs", json={"key": "db", "value": {"password": value}, "environment": "prod"},
+                          headers=headers, verify=ca, timeout=5)
+        assert r.status_code == 201, r.text
+        client_env = {k: v for k, v in clean_environment().items() if not k.startswith("SECURECONF_")}
+        client_env["SECURECONF_USER_KEY"] = USER_KEY
+        binary = str(binary_path())
+
+        def export(*extra, env=client_env):
+            return subprocess.run([binary, "export", "--url", url, "--environment", "prod", "--format", "dotenv", *extra],
+                                  env=env, capture_output=True, text=True, timeout=60)
+
+        ok = export("--ca-file", ca)
+        assert ok.returncode == 0, ok.stderr
+        assert f"DB_PASSWORD='{value}'" in ok.stdout
+        from_variable = export(env={**client_env, "SECURECONF_CA_FILE": ca})
+        assert from_variable.returncode == 0 and f"DB_PASSWORD='{value}'" in from_variable.stdout, from_variable.stderr
+        rogue_ca = str(pki["rogue"][0].parent / "rogue-ca.pem")
+        for label, extra in [("system trust store", ()), ("another CA", ("--ca-file", rogue_ca))]:
+            refused = export(*extra)
+            assert refused.returncode == 1, f"{label}: {refused.stdout}"
+            assert value not in refused.stdout + refused.stderr
+            assert "certificate" in refused.stderr.lower() or "ssl" in refused.stderr.lower(), f"{label}: {refused.stderr}"
+        print(f"CLI over TLS: verified with the CA file; refused without it: {refused.stderr.strip()}")
+
+        (tmp_path / "t.mustache").write_text("password={{db.password}}\n")
+        rendered = tmp_path / "out.conf"
+        config = tmp_path / "agent.yaml"
+        config.write_text(f"url: {url}\nenvironment: prod\nca_file: {ca}\ntemplates:\n"
+                          f"  - template: {tmp_path / 't.mustache'}\n    destination: {rendered}\n")
+        agent = subprocess.Popen([binary, "agent", "--config", str(config)], env=client_env,
+                                 stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: rendered.exists() and value in rendered.read_text(), 20)
+        time.sleep(2.5)  # past a few keep-alives: the stream over TLS stays open
+        changed = "changed-" + secrets.token_hex(6)
+        r = requests.put(url + "/configs/db", params={"environment": "prod"}, json={"value": {"password": changed}},
+                         headers=headers, verify=ca, timeout=5)
+        assert r.status_code == 200, r.text
+        assert wait_for(lambda: changed in rendered.read_text(), 5), "re-rendered from a change event over TLS"
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(timeout=10)
+        assert node.stop() == 0

@@ -24,6 +24,22 @@ int sc_http_request(const char *method, const char *url,
 
 void sc_http_result_free(sc_http_result *result);
 
+/// Receives a streamed reply's bytes as they arrive, with the reply's status; returns 1 to go
+/// on, 0 to end the transfer.
+typedef int (*sc_stream_chunk)(void *context, long status, const unsigned char *data, size_t length);
+/// Asked about once a second, also while nothing arrives; nonzero ends the transfer.
+typedef int (*sc_stream_stop)(void *context);
+
+/// Performs one GET on the calling thread with its own easy handle, handing the body to
+/// `on_chunk` as it arrives, until the node ends it, `on_chunk` returns 0, `should_stop`
+/// returns nonzero, or nothing arrives for `idle_timeout_s` seconds. Verification and
+/// `ca_file` as for sc_http_request. Returns 1 when a reply arrived (its status in `status`;
+/// however it ended after that), 0 when none did (then `error` says why).
+int sc_http_stream(const char *url, const char *const *headers, size_t header_count,
+                   long connect_timeout_ms, long idle_timeout_s, const char *ca_file,
+                   sc_stream_chunk on_chunk, sc_stream_stop should_stop, void *context,
+                   long *status, char *error, size_t error_capacity);
+
 /// Initialises libcurl once per process (call before any thread uses it).
 void sc_http_global_init(void);
 
