@@ -7,10 +7,24 @@ import SecureConfJSON
 public struct Credentials: Sendable, CustomStringConvertible {
     public var apiKey: String?
     public var userKey: String?
+    /// A bearer token (`OSC_AUTH_MODE=tokens`): a login token or a service token.
+    public var token: String?
 
-    public init(apiKey: String? = nil, userKey: String? = nil) {
+    public init(apiKey: String? = nil, userKey: String? = nil, token: String? = nil) {
         self.apiKey = apiKey
         self.userKey = userKey
+        self.token = token
+    }
+
+    public static let tokenVariable = "SECURECONF_TOKEN"
+    /// Where `secureconf login` keeps the token (default `~/.config/secureconf/token`).
+    public static let tokenFileVariable = "SECURECONF_TOKEN_FILE"
+
+    /// The token file's path: `SECURECONF_TOKEN_FILE`, else `~/.config/secureconf/token`.
+    public static func tokenFilePath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let path = environment[tokenFileVariable], !path.isEmpty { return path }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        return home + "/.config/secureconf/token"
     }
 
     public static let apiKeyVariable = "OSC_API_KEY"
@@ -31,7 +45,9 @@ public struct Credentials: Sendable, CustomStringConvertible {
             let stored = try fromFile(path)
             credentials.apiKey = stored.apiKey ?? credentials.apiKey
             credentials.userKey = stored.userKey ?? credentials.userKey
+            credentials.token = stored.token
         }
+        credentials.token = credentials.token ?? value(tokenVariable) ?? (try? savedToken(at: tokenFilePath(environment: environment)))
         return credentials
     }
 
@@ -62,14 +78,27 @@ public struct Credentials: Sendable, CustomStringConvertible {
             switch name {
             case apiKeyVariable: credentials.apiKey = value.isEmpty ? nil : value
             case userKeyVariable: credentials.userKey = value.isEmpty ? nil : value
+            case tokenVariable: credentials.token = value.isEmpty ? nil : value
             default: throw ClientError(.credentials, "\(path) line \(number + 1): unknown name \(name)")
             }
         }
         return credentials
     }
 
+    /// The token `secureconf login` saved, when the file exists; it must be a 0600 regular file.
+    public static func savedToken(at path: String) throws(ClientError) -> String? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            attributes[.type] as? FileAttributeType == .typeRegular,
+            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue, mode & 0o077 == 0,
+            let text = try? String(contentsOfFile: path, encoding: .utf8)
+        else { throw ClientError(.credentials, "the token file \(path) must be a regular file of mode 0600") }
+        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return token.isEmpty ? nil : token
+    }
+
     public var description: String {
-        "Credentials(api key: \(apiKey == nil ? "none" : "set"), user key: \(userKey == nil ? "none" : "set"))"
+        "Credentials(api key: \(apiKey == nil ? "none" : "set"), user key: \(userKey == nil ? "none" : "set"), token: \(token == nil ? "none" : "set"))"
     }
 }
 
@@ -124,6 +153,8 @@ public enum ClientRequest: Sendable {
     case backup(password: String, category: String? = nil)
     /// `POST /import`: a backup's entries, written under the client's user key.
     case importBackup(backupData: String, password: String, overwrite: Bool = false)
+    /// `POST /auth/login` (`tokens` mode): `{"access_token", "token_type", "expires_in"}`.
+    case login(username: String, password: String)
 
     public struct AuditQuery: Sendable {
         public var key, action, actor, outcome, since, until, cursor: String?
@@ -145,7 +176,7 @@ public enum ClientRequest: Sendable {
 
     var method: String {
         switch self {
-        case .rollback, .restore, .create, .backup, .importBackup: "POST"
+        case .rollback, .restore, .create, .backup, .importBackup, .login: "POST"
         case .update: "PUT"
         case .delete: "DELETE"
         default: "GET"
@@ -184,6 +215,8 @@ public enum ClientRequest: Sendable {
             return object([("value", value), ("category", category.map(JSONValue.string))])
         case let .importBackup(data, _, overwrite):
             return object([("backup_data", .string(data)), ("overwrite", .bool(overwrite))])
+        case let .login(username, password):
+            return object([("username", .string(username)), ("password", .string(password))])
         default: return nil
         }
     }
@@ -212,6 +245,7 @@ public enum ClientRequest: Sendable {
         case let .update(key, _, _), let .delete(key): return (["configs", key], [env])
         case let .backup(_, category): return (["backup"], [env, ("category", category)])
         case .importBackup: return (["import"], [])
+        case .login: return (["auth", "login"], [])
         }
     }
 }
@@ -274,6 +308,7 @@ public struct SecureConfClient: Sendable {
     func headers(needsUserKey: Bool) throws(ClientError) -> [String: String] {
         var headers: [String: String] = [:]
         if let apiKey = credentials.apiKey { headers["X-API-Key"] = apiKey }
+        if let token = credentials.token { headers["Authorization"] = "Bearer " + token }
         if let userKey = credentials.userKey {
             headers["X-User-Key"] = userKey
         } else if needsUserKey {

@@ -14,6 +14,7 @@ public enum WorkloadVariables {
     /// Every SecureConf credential a child process must not inherit.
     public static let credentialVariables = [
         "OSC_API_KEY", "SECURECONF_USER_KEY", "OSC_USER_KEY", "SECURECONF_CREDENTIALS_FILE", "OSC_USER_KEY_FILE", "SECURECONF_TOKEN",
+        "SECURECONF_TOKEN_FILE", "SECURECONF_PASSWORD",
     ]
 
     public static func name(_ text: String) -> String {

@@ -463,6 +463,11 @@ public final class ClusterCoordinator: Service, Sendable {
 
     // MARK: Anti-entropy (replica mode)
 
+    private let synced = Atomic<Bool>(false)
+    /// Whether this node has completed an anti-entropy pull from a peer since it started: it
+    /// holds everything that peer held then (revocations included).
+    public var hasSynced: Bool { synced.load(ordering: .relaxed) }
+
     private func antiEntropyLoop() async {
         // A first round soon after start fills a new or returning node.
         guard await sleep(.milliseconds(500)) else { return }
@@ -480,6 +485,7 @@ public final class ClusterCoordinator: Service, Sendable {
             do {
                 let repaired = try await pull(from: peer)
                 peers.withLock { $0[peer]?.lastSync = Date() }
+                synced.store(true, ordering: .relaxed)
                 if repaired > 0 {
                     observer?.antiEntropyRepaired(peer: peer, count: repaired)
                     logger.info("anti-entropy repaired revisions", metadata: ["peer": "\(peer)", "revisions": "\(repaired)"])

@@ -8,14 +8,15 @@ extension ConfigService {
     public func subscribe(_ caller: Caller, filter: EventFilter, lastEventID: String?, ticket: String?) async throws -> EventSubscription {
         let events = try eventHub()
         return try await perform(.subscribe, caller, environment: filter.environment, key: filter.key) { scope in
-            let key: CachedKey? =
-                if let ticket {
-                    try events.redeem(ticket: ticket, client: caller.client)
-                } else if caller.userKey != nil {
-                    try await scope.callerKey()
-                } else {
-                    nil
-                }
+            var filter = filter
+            filter.policy = caller.principal?.policy
+            let key: CachedKey?
+            if let ticket {
+                let redeemed = try events.redeem(ticket: ticket, client: caller.client)
+                (key, filter.policy) = (redeemed.key, redeemed.policy)
+            } else {
+                key = caller.userKey != nil ? try await scope.callerKey() : nil
+            }
             return try await events.subscribe(filter: filter, key: key, lastEventID: lastEventID)
         }
     }
@@ -25,7 +26,7 @@ extension ConfigService {
         let events = try eventHub()
         return try await perform(.subscribe, caller, environment: nil, key: nil) { scope in
             let key: CachedKey? = caller.userKey == nil ? nil : try await scope.callerKey()
-            let ticket = try events.issueTicket(key: key, client: caller.client)
+            let ticket = try events.issueTicket(key: key, policy: caller.principal?.policy, client: caller.client)
             return (ticket, Int(events.settings.ticketLifetime.components.seconds))
         }
     }

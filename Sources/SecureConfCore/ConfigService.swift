@@ -30,7 +30,7 @@ public final class ConfigService: Sendable {
         cluster: ClusterCoordinator?,
         observer: any OperationObserver,
         maxTokenBytes: Int,
-        authorizer: any Authorizer = AllowEverything(),
+        authorizer: any Authorizer = PolicyAuthorizer(),
         events: ChangeEventHub? = nil
     ) {
         self.storage = storage
@@ -66,7 +66,8 @@ public final class ConfigService: Sendable {
             if let key { return key }
             guard let userKey = caller.userKey else { throw ServiceError.missingUserKey }
             let derived = try await service.credentials.derivedKey(for: userKey, client: caller.client)
-            caller.audit.actor(service.credentials.actor(for: derived))
+            // With a token, the audit actor is its subject (noted by the HTTP layer).
+            if caller.principal == nil { caller.audit.actor(service.credentials.actor(for: derived)) }
             key = derived
             return derived
         }
@@ -125,6 +126,14 @@ public final class ConfigService: Sendable {
         } catch let error as QuorumNotReached {
             throw ServiceError(.quorumNotReached, "Write quorum not reached: \(error.description)", retryAfter: 1)
         }
+    }
+
+    /// The entries the caller's policy lets it see with `capability`: all of them without
+    /// access control. Every listing filters through here before it decrypts or counts, so
+    /// that what a policy hides is neither shown nor counted.
+    func visible(_ entries: [ConfigEntry], to caller: Caller, _ capability: Capability) -> [ConfigEntry] {
+        guard caller.principal != nil else { return entries }
+        return entries.filter { caller.may(capability, environment: $0.environment, key: $0.key) }
     }
 
     /// The entries the caller's key opens, with their plaintexts, in order: the others are left
@@ -232,10 +241,11 @@ public final class ConfigService: Sendable {
                     includeDeleted: false
                 )
             }
-            let records = try opened(entries, with: key).map { ConfigRecord(entry: $0.entry, valueJSON: ValueCipher.jsonText($0.plaintext)) }
+            let shown = visible(entries, to: caller, .list)
+            let records = try opened(shown, with: key).map { ConfigRecord(entry: $0.entry, valueJSON: ValueCipher.jsonText($0.plaintext)) }
             var nextAfter: Int64?
             if let limit = query.limit, entries.count == limit, let last = entries.last, !federated { nextAfter = last.id }
-            return ListPage(records: records, skipped: entries.count - records.count, nextAfter: nextAfter)
+            return ListPage(records: records, skipped: shown.count - records.count, nextAfter: nextAfter)
         }
     }
 
@@ -246,7 +256,7 @@ public final class ConfigService: Sendable {
         try await perform(.stats, caller, tenant: tenant, environment: nil, key: nil) { scope in
             let key = try await scope.callerKey()
             var stats = EntryStatistics()
-            for (entry, _) in try opened(try await storage.all(tenant: tenant), with: key) {
+            for (entry, _) in try opened(visible(try await storage.all(tenant: tenant), to: caller, .list), with: key) {
                 stats.totalKeys += 1
                 stats.keysByCategory[entry.category ?? "uncategorized", default: 0] += 1
                 stats.keysByEnvironment[entry.environment, default: 0] += 1
@@ -263,14 +273,14 @@ public final class ConfigService: Sendable {
             guard let cluster else { throw ServiceError.badRequest("Clustering is not enabled") }
             let key = try await scope.callerKey()
             func opened(_ tokens: [String]) -> Int { tokens.reduce(0) { $0 + (cipher.tryDecrypt($1, with: key, count: false) == nil ? 0 : 1) } }
-            let local = try await storage.all(tenant: Revision.defaultTenant)
+            let local = visible(try await storage.all(tenant: Revision.defaultTenant), to: caller, .list)
             var nodes = [
                 Distribution.Node(nodeID: cluster.settings.nodeID, isLocal: true, isHealthy: true, keysCount: opened(local.map(\.ciphertext)))
             ]
             var tried = local.count
             let health = Dictionary(cluster.peerStatuses.map { ($0.nodeID, $0.healthy) }, uniquingKeysWith: { a, _ in a })
             for (peer, entries) in await cluster.entriesByPeer() {
-                let live = (entries ?? []).filter { !$0.deleted }.map(\.ciphertext)
+                let live = (entries ?? []).filter { !$0.deleted && caller.may(.list, environment: $0.environment, key: $0.key) }.map(\.ciphertext)
                 tried += live.count
                 nodes.append(
                     Distribution.Node(
@@ -297,7 +307,7 @@ public final class ConfigService: Sendable {
             let key = try await scope.callerKey()
             var records: [JSONValue] = []
             for (entry, plaintext) in try opened(
-                try await storage.all(tenant: Revision.defaultTenant, environment: environment, category: category),
+                visible(try await storage.all(tenant: Revision.defaultTenant, environment: environment, category: category), to: caller, .read),
                 with: key
             ) {
                 records.append(
@@ -542,7 +552,7 @@ public final class ConfigService: Sendable {
             var attempt = 0
             while true {
                 attempt += 1
-                let plan = try await plan(tenant: tenant, environment: environment, atOrBeforeMicros: at, key: key)
+                let plan = try await plan(tenant: tenant, environment: environment, atOrBeforeMicros: at, key: key) { caller.may(.restore, environment: environment, key: $0) }
                 do {
                     if !plan.changes.isEmpty {
                         try await storage.restore(
@@ -575,9 +585,16 @@ public final class ConfigService: Sendable {
         var sawLive = false
     }
 
-    private func plan(tenant: String, environment: String, atOrBeforeMicros at: Int64, key: CachedKey) async throws -> RestorePlan {
+    /// `allowed`: the keys the caller's policy lets it restore (the others are left as they are).
+    private func plan(
+        tenant: String,
+        environment: String,
+        atOrBeforeMicros at: Int64,
+        key: CachedKey,
+        allowed: (String) -> Bool
+    ) async throws -> RestorePlan {
         var plan = RestorePlan(report: RestoreReport(environment: environment, at: at))
-        for (current, past) in try await storage.pastStates(tenant: tenant, environment: environment, atOrBeforeMicros: at) {
+        for (current, past) in try await storage.pastStates(tenant: tenant, environment: environment, atOrBeforeMicros: at) where allowed(current.key) {
             let expected = (hlc: current.hlc, origin: current.origin)
             if !current.deleted { plan.sawLive = true }
             func open(_ token: String) -> [UInt8]? {

@@ -15,18 +15,29 @@ public struct Caller: Sendable, CustomStringConvertible, CustomDebugStringConver
     public var holdsAPIKey: Bool
     /// The request's logger (its lines carry the request id).
     public var logger: Logger
+    /// Who the request acts as in `tokens` mode (its verified bearer token); nil in `apikey`
+    /// mode, where whoever passed the API-key check may do everything.
+    public var principal: Principal?
 
-    public init(userKey: String?, client: String, audit: AuditNote, holdsAPIKey: Bool = false, logger: Logger) {
+    public init(userKey: String?, client: String, audit: AuditNote, holdsAPIKey: Bool = false, logger: Logger, principal: Principal? = nil) {
         self.userKey = userKey
         self.client = client
         self.audit = audit
         self.holdsAPIKey = holdsAPIKey
         self.logger = logger
+        self.principal = principal
+    }
+
+    /// Whether the caller's policy allows `capability` on this entry (always, without one).
+    public func may(_ capability: Capability, environment: String, key: String) -> Bool {
+        principal?.policy.allows(capability, environment: environment, key: key) ?? true
     }
 
     /// Never the user key: a caller printed, dumped or interpolated into a log line names only
     /// whether it holds one.
-    public var description: String { "Caller(client: \(client), user key: \(userKey == nil ? "none" : "given"), API key: \(holdsAPIKey))" }
+    public var description: String {
+        "Caller(client: \(client), user key: \(userKey == nil ? "none" : "given"), API key: \(holdsAPIKey), as: \(principal?.subject ?? "-"))"
+    }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["client": client, "holdsAPIKey": holdsAPIKey], displayStyle: .struct) }
 }
@@ -150,8 +161,21 @@ public protocol Authorizer: Sendable {
     func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError)
 }
 
-/// Today's policy: whoever passed the API-key check may do everything.
-public struct AllowEverything: Authorizer {
+/// The caller's policy (`tokens` mode): the operation's capability on what it addresses, or,
+/// for one that addresses no single environment or key (a listing), somewhere; its results
+/// are then filtered entry by entry. Without a principal (`apikey` mode) everything is allowed.
+public struct PolicyAuthorizer: Authorizer {
     public init() {}
-    public func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError) {}
+    public func authorize(_ caller: Caller, _ operation: ConfigOperation, tenant: String, environment: String?, key: String?) throws(ServiceError) {
+        guard let principal = caller.principal else { return }
+        let capability = Capability.needed(for: operation)
+        if principal.policy.allows(capability, environment: environment, key: key) { return }
+        var scope: [String] = []
+        if let environment { scope.append("environment '\(environment.prefix(100))'") }
+        if let key { scope.append("key '\(key.prefix(100))'") }
+        throw ServiceError(
+            .forbidden,
+            "\(principal.subject) lacks the '\(capability.rawValue)' capability\(scope.isEmpty ? "" : " on " + scope.joined(separator: ", "))"
+        )
+    }
 }

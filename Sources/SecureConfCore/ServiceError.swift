@@ -14,6 +14,8 @@ public enum ErrorKind: Sendable, Hashable {
     // Credentials.
     case missingUserKey, shortUserKey, undecodableUserKey, wrongUserKey, authRateLimited
     case missingAPIKey, wrongAPIKey, auditRequiresAPIKey, invalidTicket, peerAuthFailed, peerAuthMissing, peerClockSkew, peerReplayed, peerUnknown
+    /// `tokens` mode: no bearer token, one that is invalid, expired or revoked, a wrong login.
+    case missingToken, invalidToken, wrongPassword
     /// The caller's credential is valid but not allowed this operation.
     case forbidden
     // What the request addresses.
@@ -22,6 +24,8 @@ public enum ErrorKind: Sendable, Hashable {
     case peerSaltMismatch
     // The node cannot serve it now.
     case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled, subscribersFull
+    /// A returning cluster node has not caught up with a peer yet, so it cannot trust its tokens.
+    case identitySyncing
     /// A fault of the server's own.
     case `internal`
 
@@ -42,6 +46,10 @@ public enum ErrorKind: Sendable, Hashable {
         case .wrongAPIKey: "wrong_api_key"
         case .auditRequiresAPIKey: "audit_requires_api_key"
         case .invalidTicket: "invalid_ticket"
+        case .missingToken: "missing_token"
+        case .invalidToken: "invalid_token"
+        case .wrongPassword: "wrong_password"
+        case .identitySyncing: "identity_syncing"
         case .peerAuthFailed: "peer_auth_failed"
         case .peerAuthMissing: "peer_auth_missing"
         case .peerClockSkew: "peer_clock_skew"

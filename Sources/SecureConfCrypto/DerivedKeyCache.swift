@@ -128,6 +128,15 @@ public final class DerivedKeyCache: Sendable {
     /// One PBKDF2-HMAC-SHA256 derivation that is not cached (a backup's password with the
     /// backup's own salt), on the same threads as user keys and bounded like them.
     public func deriveOnce(password: [UInt8], salt: [UInt8], iterations: UInt32) async throws -> DerivedKey {
+        try await runBounded {
+            var bytes = PBKDF2.sha256(password: password, salt: salt, iterations: iterations)
+            return DerivedKey(consuming: &bytes)
+        }
+    }
+
+    /// Runs other CPU-heavy work that is not cached (a password hash) on the derivation
+    /// threads, admitted like `deriveOnce`: beyond the queue, `KeyDerivationOverloaded`.
+    public func runBounded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         let admitted = oneOff.withLock { running in
             guard running < configuration.maxQueuedDerivations else { return false }
             running += 1
@@ -140,8 +149,7 @@ public final class DerivedKeyCache: Sendable {
         defer { oneOff.withLock { $0 -= 1 } }
         return try await pool.run {
             sc_lower_thread_priority()
-            var bytes = PBKDF2.sha256(password: password, salt: salt, iterations: iterations)
-            return DerivedKey(consuming: &bytes)
+            return try body()
         }
     }
 

@@ -71,6 +71,8 @@ extension ConfigStore: ChangeFeedStorage {
                 through = localSeq
                 if row["beaten"] as Bool { continue }
                 let revision = Revision(row: row)
+                // Users and tokens are no configuration: never a change event, never relayed.
+                if revision.environment == EntryNames.identityEnvironment { continue }
                 let before: Bool? = row["before_deleted"] ?? row["pruned_before_deleted"]
                 let kind: ChangeKind =
                     if revision.deleted {

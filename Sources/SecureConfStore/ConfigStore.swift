@@ -191,7 +191,14 @@ public final class ConfigStore: Sendable {
         try await pool.read { db in
             var sql = "SELECT \(ConfigEntry.columns) FROM entries WHERE \(includeDeleted ? "1" : "deleted = 0")"
             var arguments: StatementArguments = []
-            if let environment { sql += " AND environment = ?"; arguments += [environment] }
+            if let environment {
+                sql += " AND environment = ?"
+                arguments += [environment]
+            } else {
+                // Users and tokens are no configuration: only asked for by their environment.
+                sql += " AND environment <> ?"
+                arguments += [EntryNames.identityEnvironment]
+            }
             if let category { sql += " AND category = ?"; arguments += [category] }
             if let afterID { sql += " AND id > ?"; arguments += [afterID] }
             sql += " ORDER BY id LIMIT ? OFFSET ?"

@@ -7,6 +7,9 @@ import SecureConfCrypto
 public enum EntryNames {
     public static let maxKeyLength = 255
     public static let maxNameLength = 100
+    /// Where users and tokens are kept (`IdentityService`): a name no client can give (it
+    /// holds a control character), left out of every listing across environments.
+    public static let identityEnvironment = "\u{1}identity"
 
     static func hasControlCharacters(_ s: String) -> Bool {
         s.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }
@@ -84,7 +87,9 @@ public struct RevisionRules: Sendable {
     public func check(_ r: Revision) throws(Refusal) {
         guard r.tenant == Revision.defaultTenant else { throw .invalid("tenant '\(r.tenant.prefix(40))' is not known here") }
         if let p = EntryNames.keyProblem(r.key) { throw .invalid(p) }
-        if let p = EntryNames.nameProblem(r.environment, field: "environment") { throw .invalid(p) }
+        if r.environment != EntryNames.identityEnvironment, let p = EntryNames.nameProblem(r.environment, field: "environment") {
+            throw .invalid(p)
+        }
         if r.environment.isEmpty { throw .invalid("environment must not be empty") }
         if let c = r.category {
             if let p = EntryNames.nameProblem(c, field: "category") { throw .invalid(p) }

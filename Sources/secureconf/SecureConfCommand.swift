@@ -11,7 +11,7 @@ struct SecureConfCommand: AsyncParsableCommand {
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
         subcommands: [
             Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self,
-            ImportOSC.self, Backup.self, RestoreBackup.self, ExportValues.self, Run.self, Agent.self,
+            ImportOSC.self, Backup.self, RestoreBackup.self, ExportValues.self, Run.self, Agent.self, Users.self, Login.self,
         ],
         defaultSubcommand: Serve.self
     )
@@ -152,7 +152,7 @@ struct ImportOSC: AsyncParsableCommand {
 
 /// This node's configuration for an offline command: the environment, the .env file, and the
 /// store paths given as flags.
-private func nodeConfiguration(envFile: String, databasePath: String?, saltFile: String?) throws -> NodeConfiguration {
+func nodeConfiguration(envFile: String, databasePath: String?, saltFile: String?) throws -> NodeConfiguration {
     var overrides: [String: String] = [:]
     overrides["OSC_DATABASE_PATH"] = databasePath
     overrides["OSC_SALT_FILE_PATH"] = saltFile

@@ -55,7 +55,7 @@ struct Fixture {
             cluster: nil,
             observer: recorder,
             maxTokenBytes: 1 << 20,
-            authorizer: refused.map { Refusing(refused: $0) } ?? AllowEverything(),
+            authorizer: refused.map { Refusing(refused: $0) } ?? PolicyAuthorizer(),
             events: events
         )
     }

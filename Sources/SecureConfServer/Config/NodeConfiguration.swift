@@ -75,6 +75,11 @@ public struct NodeConfiguration: Sendable {
     public var sseQueueSize = 256
     /// Seconds between keep-alive comments on an idle stream (`OSC_SSE_KEEPALIVE_SECONDS`).
     public var sseKeepAliveSeconds = 15.0
+    /// Who may do what (`OSC_AUTH_MODE`): the API key alone, or users and tokens.
+    public enum AuthMode: String, Sendable { case apikey, tokens }
+    public var authMode = AuthMode.apikey
+    /// Lifetime of a login token in seconds (`OSC_TOKEN_TTL`).
+    public var tokenTTLSeconds = 3600
 
     public init() {}
 
@@ -155,6 +160,8 @@ public struct NodeConfiguration: Sendable {
         ("OSC_SSE_MAX_SUBSCRIBERS", "change-event streams at most on this node; more get 503 (default 1000)"),
         ("OSC_SSE_QUEUE_SIZE", "events a subscriber may fall behind before it is dropped and told to resume (default 256)"),
         ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream, 0.1 to 60 (default 15)"),
+        ("OSC_AUTH_MODE", "apikey (default: the API key alone, as OpenSecureConf) or tokens (users, login and service tokens, policies; README: access control)"),
+        ("OSC_TOKEN_TTL", "seconds a login token is valid, 60 to 2592000 (default 3600)"),
         ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]
 
@@ -319,6 +326,13 @@ public struct NodeConfiguration: Sendable {
             guard v >= 0.1, v <= 60 else { throw ConfigurationError(variable: "OSC_SSE_KEEPALIVE_SECONDS", problem: "\(v) is outside 0.1…60") }
             c.sseKeepAliveSeconds = v
         }
+        if let v = value("OSC_AUTH_MODE") {
+            guard let mode = AuthMode(rawValue: v.lowercased()) else {
+                throw ConfigurationError(variable: "OSC_AUTH_MODE", problem: "'\(v.prefix(40))' is not apikey or tokens")
+            }
+            c.authMode = mode
+        }
+        if let v = try integer("OSC_TOKEN_TTL", 60...2_592_000) { c.tokenTTLSeconds = v }
         if let raw = values["CORS_ORIGINS"] {
             guard let origins = CORSOrigins.parse(raw) else {
                 throw ConfigurationError(

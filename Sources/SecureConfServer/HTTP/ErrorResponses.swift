@@ -16,10 +16,12 @@ extension ErrorKind {
         case .http(let code): HTTPResponse.Status(code: code)
         case .missingUserKey, .shortUserKey, .undecodableUserKey, .wrongUserKey: .unauthorized
         case .peerAuthFailed, .peerAuthMissing, .peerClockSkew, .peerReplayed, .peerUnknown, .invalidTicket: .unauthorized
+        case .missingToken, .invalidToken, .wrongPassword: .unauthorized
         case .authRateLimited: .tooManyRequests
         case .missingAPIKey, .wrongAPIKey, .auditRequiresAPIKey, .forbidden: .forbidden
         case .conflict, .saltConflict, .peerSaltMismatch: .conflict
-        case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled, .subscribersFull:
+        case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled, .subscribersFull,
+            .identitySyncing:
             .serviceUnavailable
         case .internal: .internalServerError
         }

@@ -101,3 +101,50 @@ struct AuthFailureMiddleware: RouterMiddleware {
         try await node.credentials.settling(client: context.clientIP) { try await next(request, context) }
     }
 }
+
+/// `OSC_AUTH_MODE=tokens`: the request must carry `Authorization: Bearer <token>` (or the
+/// break-glass `X-API-Key`, when `OSC_API_KEY` is set); the verified principal goes into the
+/// context, and names the request in the audit trail. `needs` is a capability the route
+/// requires beyond a valid token (the audit trail's readers need `audit`). A `?ticket=`
+/// stands in for the token where `ticketStandsIn` (the ticket carries its issuer's policy).
+struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
+    let identity: IdentityService
+    let breakGlassKey: [UInt8]?
+    var needs: Capability? = nil
+    var ticketStandsIn = false
+
+    init(node: SecureConfNode, needs: Capability? = nil, ticketStandsIn: Bool = false) {
+        identity = node.identity
+        breakGlassKey = node.configuration.apiKey.map { OpenSSL.sha256(Array($0.utf8)) }
+        self.needs = needs
+        self.ticketStandsIn = ticketStandsIn
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if ticketStandsIn && request.uri.queryParameters["ticket"] != nil { return try await next(request, context) }
+        var context = context
+        let principal = try await Self.principal(request, identity: identity, breakGlassKey: breakGlassKey)
+        context.audit.actor(principal.subject)
+        if let needs, !principal.policy.allows(needs, environment: nil, key: nil) {
+            throw ServiceError(.forbidden, "\(principal.subject) lacks the '\(needs.rawValue)' capability")
+        }
+        context.principal = principal
+        return try await next(request, context)
+    }
+
+    static func principal(_ request: Request, identity: IdentityService, breakGlassKey: [UInt8]?) async throws -> Principal {
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+                throw ServiceError(.invalidToken, "Authorization must be 'Bearer <token>'")
+            }
+            return try await identity.verify(bearer: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        }
+        if let breakGlassKey, case .value(let given) = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) {
+            guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), breakGlassKey) else { throw ServiceError.wrongAPIKey }
+            return .breakGlass
+        }
+        throw ServiceError(.missingToken, "Authorization: Bearer <token> is required (POST /auth/login, or a service token)")
+    }
+}
+

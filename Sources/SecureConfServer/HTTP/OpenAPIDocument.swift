@@ -61,6 +61,7 @@ enum OpenAPIDocument {
                         "securitySchemes",
                         .object([
                             ("apiKey", .object([("type", .string("apiKey")), ("in", .string("header")), ("name", .string("X-API-Key"))])),
+                            ("bearer", .object([("type", .string("http")), ("scheme", .string("bearer"))])),
                             (
                                 "peer",
                                 .object([
@@ -138,6 +139,8 @@ enum OpenAPIDocument {
         ]
         switch route.access {
         case .client, .data, .eventStream: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
+        case .identity, .identityAdmin: operation.append(("security", .array([.object([("bearer", .array([]))]), .object([("apiKey", .array([]))])])))
+        case .login: break
         case .auditReader: operation.append(("security", .array([.object([("apiKey", .array([]))])])))
         case .peer: operation.append(("security", .array([.object([("peer", .array([]))]), .object([("apiKey", .array([]))])])))
         case .open, .probe: break
@@ -227,6 +230,7 @@ enum OpenAPIDocument {
         case .eventStream: "events"
         case .peer: "node-to-node"
         case .auditReader: "audit"
+        case .login, .identity, .identityAdmin: "access-control"
         }
     }
 }
@@ -292,6 +296,20 @@ enum RouteDocs {
             userKey: .optional,
             produces: "text/event-stream"
         ),
+        "POST /auth/login": RouteDoc(summary: "Log in with a username and password (JSON or a form): a bearer token", body: .json(required: true)),
+        "POST /auth/logout": RouteDoc(summary: "Revoke the token this request carries"),
+        "GET /auth/me": RouteDoc(summary: "Who this request's token is: subject, role, tenant, policies"),
+        "GET /auth/users": RouteDoc(summary: "Every user (no password hashes)"),
+        "POST /auth/users": RouteDoc(summary: "Create a user: username, password, role, policies", body: .json(required: true), success: 201),
+        "PUT /auth/users/{name}": RouteDoc(summary: "Change a user's role, policies or password", body: .json(required: true)),
+        "DELETE /auth/users/{name}": RouteDoc(summary: "Delete a user; its login tokens stop working"),
+        "GET /auth/tokens": RouteDoc(summary: "Every service token (no secrets), with last_used_at"),
+        "POST /auth/tokens": RouteDoc(
+            summary: "Create a service token: name, role or policies, expires_in; its secret is shown once",
+            body: .json(required: true),
+            success: 201
+        ),
+        "DELETE /auth/tokens/{id}": RouteDoc(summary: "Revoke a token"),
         "POST /sse/ticket": RouteDoc(
             summary: "A single-use ticket (30 s) that opens one event stream with this request's credentials",
             userKey: .optional

@@ -103,7 +103,14 @@ enum RequestInput {
         if need == .optional, let expected = node.configuration.apiKey, let given = request.headers[apiKeyHeader] {
             holdsAPIKey = OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), OpenSSL.sha256(Array(expected.utf8)))
         }
-        return Caller(userKey: userKey, client: context.clientIP, audit: context.audit, holdsAPIKey: holdsAPIKey, logger: context.logger)
+        return Caller(
+            userKey: userKey,
+            client: context.clientIP,
+            audit: context.audit,
+            holdsAPIKey: holdsAPIKey || context.principal?.isAdmin == true,
+            logger: context.logger,
+            principal: context.principal
+        )
     }
 
     /// `mode` of reads and lists, as OpenSecureConf 3.x takes it: `short` leaves out

@@ -20,6 +20,12 @@ enum RouteAccess: CaseIterable {
     /// As `data`, except that a request carrying `?ticket=` is let through without the API
     /// key: the ticket, checked and redeemed by the service, stands for it (`/sse/subscribe`).
     case eventStream
+    /// `tokens` mode only (404 otherwise); audited; no credential: `POST /auth/login`.
+    case login
+    /// `tokens` mode only; audited; any valid token: `/auth/me`, `/auth/logout`.
+    case identity
+    /// `tokens` mode only; audited; a token whose policy has `admin`: users and service tokens.
+    case identityAdmin
 }
 
 /// One route: where it is declared, with its audit action, its access, and the name under
@@ -63,6 +69,23 @@ enum RouteTable {
         let stats = StatsController<Context>(node: node)
         let backups = BackupController<Context>(node: node)
         let events = EventsController<Context>(node: node)
+        let auth = AuthController<Context>(node: node)
+        // The /auth routes exist in `tokens` mode only: in `apikey` mode the node is OpenSecureConf's.
+        let identityRoutes: [Route<Context>] =
+            node.configuration.authMode != .tokens
+            ? []
+            : [
+                Route(.post, "/auth/login", .login, action: "login", listedAs: "auth_login", auth.login),
+                Route(.post, "/auth/logout", .identity, action: "logout", listedAs: "auth_logout", auth.logout),
+                Route(.get, "/auth/me", .identity, action: "auth_me", listedAs: "auth_me", auth.me),
+                Route(.get, "/auth/users", .identityAdmin, action: "user_list", listedAs: "auth_users", auth.listUsers),
+                Route(.post, "/auth/users", .identityAdmin, action: "user_create", auth.addUser),
+                Route(.put, "/auth/users/{name}", .identityAdmin, action: "user_update", auth.updateUser),
+                Route(.delete, "/auth/users/{name}", .identityAdmin, action: "user_delete", auth.deleteUser),
+                Route(.get, "/auth/tokens", .identityAdmin, action: "token_list", listedAs: "auth_tokens", auth.listTokens),
+                Route(.post, "/auth/tokens", .identityAdmin, action: "token_create", auth.createToken),
+                Route(.delete, "/auth/tokens/{id}", .identityAdmin, action: "token_revoke", auth.revokeToken),
+            ]
         return [
             Route(.get, "/", .open, system.info),
             Route(.get, "/health", .open, listedAs: "health", system.health),
@@ -109,7 +132,7 @@ enum RouteTable {
             Route(.get, "/cluster/revision", .peer, action: "cluster_revision", cluster.revision),
             Route(.get, "/cluster/entries", .peer, action: "cluster_entries", cluster.entries),
             Route(.get, "/cluster/changes", .peer, action: "cluster_changes", cluster.changes),
-        ]
+        ] + identityRoutes
     }
 
     /// The audit action of each audited route, by method and path.
@@ -157,16 +180,30 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     router.middlewares.add(ObservabilityMiddleware(metrics: node.metrics))
     let audited = router.group()
     if node.configuration.auditEnabled { audited.add(middleware: AuditMiddleware<Context>(node: node, actions: RouteTable.actions(routes))) }
-    let client = audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration))
+    // The credential gate: the API key (`apikey` mode, OpenSecureConf's), or a bearer token
+    // (`tokens` mode), in which the /auth routes exist.
+    let tokens = node.configuration.authMode == .tokens
+    func credential(needs: Capability? = nil, ticketStandsIn: Bool = false) -> RouterGroup<Context> {
+        tokens
+            ? audited.group().add(middleware: TokenMiddleware<Context>(node: node, needs: needs, ticketStandsIn: ticketStandsIn))
+            : audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration, ticketStandsIn: ticketStandsIn))
+    }
+    let client = credential()
+    let gated = { (group: RouterGroup<Context>) in
+        group.add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node))
+    }
     let groups: [RouteAccess: RouterGroup<Context>] = [
         .open: router.group(),
         .probe: router.group().add(middleware: PeerAuthMiddleware<Context>(node: node, optional: true)),
         .client: client,
-        .data: client.group().add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node)),
+        .data: gated(client.group()),
         .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
-        .auditReader: audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
-        .eventStream: audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration, ticketStandsIn: true))
-            .add(middleware: ServingGateMiddleware(node: node)).add(middleware: AuthFailureMiddleware(node: node)),
+        .auditReader: tokens
+            ? credential(needs: .audit) : audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+        .eventStream: gated(credential(ticketStandsIn: true)),
+        .login: audited.group().add(middleware: ServingGateMiddleware(node: node)),
+        .identity: credential().add(middleware: ServingGateMiddleware(node: node)),
+        .identityAdmin: credential(needs: .admin).add(middleware: ServingGateMiddleware(node: node)),
     ]
     for route in routes {
         groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)

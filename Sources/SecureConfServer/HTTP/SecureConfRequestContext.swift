@@ -8,6 +8,8 @@ import Synchronization
 /// A request context that knows the client's address and carries the request's audit note.
 public protocol AuditedRequestContext: RemoteAddressRequestContext, PeerAuthenticatedContext {
     var audit: AuditNote { get }
+    /// Who the request acts as (`tokens` mode), set by `TokenMiddleware`.
+    var principal: Principal? { get set }
 }
 
 /// The node's request context: Hummingbird's core context, the peer address of the
@@ -17,6 +19,7 @@ public struct SecureConfRequestContext: AuditedRequestContext, PeerAuthenticated
     public let remoteAddress: SocketAddress?
     public let audit: AuditNote
     public let peer: PeerNote
+    public var principal: Principal?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

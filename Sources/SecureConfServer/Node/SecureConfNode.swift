@@ -29,6 +29,8 @@ public final class SecureConfNode: Sendable {
     public let credentials: CredentialGate
     /// Every configuration operation (create … restore): the one path from controllers to storage.
     public let service: ConfigService
+    /// Users and tokens (used in `OSC_AUTH_MODE=tokens`).
+    public let identity: IdentityService
     public var keys: DerivedKeyCache { credentials.keys }
     public let metrics: ServerMetrics
     public let logger: Logger
@@ -92,10 +94,11 @@ public final class SecureConfNode: Sendable {
         )
         // Actor ids are keyed by a secret no client API exposes (from the peer credential in a
         // cluster, so every node names the same actor; random per store on a single node).
+        let actorKey = try Self.actorKey(configuration: configuration, salt: salt, store: store)
         credentials = CredentialGate(
             keys: keys,
             limiter: AuthFailureLimiter(limit: configuration.authFailureLimit, windowSeconds: configuration.authFailureWindowSeconds),
-            actorKey: try Self.actorKey(configuration: configuration, salt: salt, store: store)
+            actorKey: actorKey
         )
         var eventSettings = ChangeEventHub.Settings()
         eventSettings.maxSubscribers = configuration.sseMaxSubscribers
@@ -147,6 +150,19 @@ public final class SecureConfNode: Sendable {
             observer: metrics,
             maxTokenBytes: configuration.maxCiphertextBytes,
             events: events
+        )
+        // Users and tokens, sealed under a secret every node of the cluster shares and no
+        // client API exposes (the actor key's). A replica node trusts its tokens only once it
+        // has caught up with a peer since it started (it may have missed a revocation).
+        let replica = cluster.flatMap { $0.settings.mode == .replica && !$0.settings.peers.isEmpty ? $0 : nil }
+        identity = IdentityService(
+            storage: store,
+            keys: keys,
+            limiter: credentials.limiter,
+            sealSecret: actorKey,
+            settings: .init(tokenLifetimeSeconds: configuration.tokenTTLSeconds),
+            ready: { replica?.hasSynced ?? true },
+            committed: { [cluster] in cluster?.localWriteCommitted() }
         )
     }
 

@@ -1,0 +1,481 @@
+import Foundation
+import SecureConfCrypto
+import SecureConfJSON
+import SecureConfStore
+import Synchronization
+
+/// Users, their login tokens and service tokens (`OSC_AUTH_MODE=tokens`).
+///
+/// Every record is an entry of the reserved environment `EntryNames.identityEnvironment`
+/// (no client can name it; listings, statistics, backups and change events leave it out),
+/// sealed with Fernet under a key derived from a secret every node shares, so that records replicate,
+/// converge and are repaired exactly as entries are, on every node of a replica cluster. A
+/// record holds hashes and metadata only: a user's scrypt password hash, a token's SHA-256.
+///
+/// A token is `sct_<id>_<secret>`: the id names its record, the secret (32 random bytes) is
+/// shown once and stored as its SHA-256. Verifying one is a dictionary lookup and a hash;
+/// its record (and its user's) is re-read at most every `recheckInterval`, so a revocation
+/// made on another node is enforced here once it has replicated and that interval passed.
+public final class IdentityService: Sendable {
+    public struct Settings: Sendable {
+        /// Lifetime of a login token (`OSC_TOKEN_TTL`).
+        public var tokenLifetimeSeconds: Int
+        /// How long a verified token is trusted before its records are read again.
+        public var recheckInterval: Duration
+        /// Verified tokens kept in memory.
+        public var cacheCapacity: Int
+        public var passwordParameters: PasswordHash.Parameters
+
+        public init(
+            tokenLifetimeSeconds: Int = 3600,
+            recheckInterval: Duration = .milliseconds(400),
+            cacheCapacity: Int = 100_000,
+            passwordParameters: PasswordHash.Parameters = .init()
+        ) {
+            self.tokenLifetimeSeconds = tokenLifetimeSeconds
+            self.recheckInterval = recheckInterval
+            self.cacheCapacity = cacheCapacity
+            self.passwordParameters = passwordParameters
+        }
+    }
+
+    public let settings: Settings
+    private let storage: any ConfigStorage
+    private let keys: DerivedKeyCache
+    private let limiter: AuthFailureLimiter
+    private let sealKey: DerivedKey
+    /// Whether this node may trust what it holds (false until a returning cluster node has
+    /// caught up with a peer: it could hold a revoked token's record).
+    private let ready: @Sendable () -> Bool
+    /// Called after each committed write (wakes replication, so a revocation ships at once).
+    private let committed: @Sendable () -> Void
+    private let cache = Mutex<[String: Verified]>([:])
+    /// A hash of a password nobody has, checked for unknown users so that a login costs the
+    /// same whether or not the user exists.
+    private let decoyHash: String
+
+    struct Verified {
+        var principal: Principal
+        var secretHash: [UInt8]
+        var expiresAt: Int64?
+        var checkedAt: ContinuousClock.Instant
+    }
+
+    public init(
+        storage: any ConfigStorage,
+        keys: DerivedKeyCache,
+        limiter: AuthFailureLimiter,
+        sealSecret: [UInt8],
+        settings: Settings = .init(),
+        ready: @escaping @Sendable () -> Bool = { true },
+        committed: @escaping @Sendable () -> Void = {}
+    ) {
+        self.committed = committed
+        self.storage = storage
+        self.keys = keys
+        self.limiter = limiter
+        self.settings = settings
+        self.ready = ready
+        var bytes = OpenSSL.hmacSHA256(key: sealSecret, data: Array("secureconf identity records v1".utf8))
+        sealKey = DerivedKey(consuming: &bytes)
+        decoyHash = PasswordHash.make(Base64URL.encode(OpenSSL.randomBytes(24)), parameters: settings.passwordParameters)
+    }
+
+    // MARK: Records
+
+    public struct User: Sendable, Equatable {
+        public var name: String
+        public var role: Role
+        public var tenant: String
+        /// Given policies (nil: the role's).
+        public var policies: Policy?
+        public var createdAt: String
+        var passwordHash: String
+
+        public var effectivePolicy: Policy { policies ?? role.policy }
+
+        public var json: JSONValue {
+            .object([
+                ("username", .string(name)), ("role", .string(role.rawValue)), ("tenant", .string(tenant)),
+                ("policies", policies?.json ?? .null), ("created_at", .string(createdAt)),
+            ])
+        }
+    }
+
+    public struct Token: Sendable, Equatable {
+        public enum Kind: String, Sendable { case login, service }
+        public var id: String
+        public var name: String
+        public var kind: Kind
+        /// The user a login token belongs to.
+        public var user: String?
+        public var role: Role
+        public var tenant: String
+        public var policies: Policy?
+        public var createdAt: String
+        public var createdBy: String
+        /// Seconds since 1970; nil: no expiry.
+        public var expiresAt: Int64?
+        var secretHash: String
+
+        public var subject: String { kind == .login ? "user:\(user ?? "")" : "token:\(name)" }
+
+        public func json(lastUsed: String?) -> JSONValue {
+            .object([
+                ("id", .string(id)), ("name", .string(name)), ("subject", .string(subject)), ("role", .string(role.rawValue)),
+                ("tenant", .string(tenant)), ("policies", policies?.json ?? .null), ("created_at", .string(createdAt)),
+                ("created_by", .string(createdBy)),
+                ("expires_at", expiresAt.map { .string(Timestamp.iso8601(micros: $0 * 1_000_000)) } ?? .null),
+                ("last_used_at", lastUsed.map(JSONValue.string) ?? .null),
+            ])
+        }
+    }
+
+    static func userKey(_ name: String) -> String { "user." + name }
+    static func tokenKey(_ id: String) -> String { "token." + id }
+
+    private func name(_ key: String) -> EntryName { EntryName(environment: EntryNames.identityEnvironment, key: key) }
+
+    private func seal(_ value: JSONValue) -> String { Fernet.encrypt(JSONWriter.encode(value), key: sealKey) }
+
+    private func unseal(_ entry: ConfigEntry) -> JSONValue? {
+        guard let bytes = try? Fernet.decrypt(entry.ciphertext, key: sealKey) else { return nil }
+        return try? JSONParser.parse(bytes, maxDepth: 16)
+    }
+
+    private static func policyJSON(_ p: Policy?) -> JSONValue { p?.json ?? .null }
+
+    private func user(from value: JSONValue) -> User? {
+        guard value["type"]?.stringValue == "user", let name = value["name"]?.stringValue,
+            let role = value["role"]?.stringValue.flatMap(Role.init(rawValue:)), let tenant = value["tenant"]?.stringValue,
+            let hash = value["password"]?.stringValue
+        else { return nil }
+        let policies = value["policies"].flatMap { $0.isNull ? nil : try? Policy.parse($0) }
+        return User(name: name, role: role, tenant: tenant, policies: policies, createdAt: value["created_at"]?.stringValue ?? "", passwordHash: hash)
+    }
+
+    private func userJSON(_ u: User) -> JSONValue {
+        .object([
+            ("type", .string("user")), ("name", .string(u.name)), ("role", .string(u.role.rawValue)), ("tenant", .string(u.tenant)),
+            ("policies", Self.policyJSON(u.policies)), ("password", .string(u.passwordHash)), ("created_at", .string(u.createdAt)),
+        ])
+    }
+
+    private func token(from value: JSONValue) -> Token? {
+        guard value["type"]?.stringValue == "token", let id = value["id"]?.stringValue, let name = value["name"]?.stringValue,
+            let kind = value["kind"]?.stringValue.flatMap(Token.Kind.init(rawValue:)),
+            let role = value["role"]?.stringValue.flatMap(Role.init(rawValue:)), let tenant = value["tenant"]?.stringValue,
+            let hash = value["hash"]?.stringValue
+        else { return nil }
+        var expires: Int64?
+        if case .number(let text)? = value["expires_at"] { expires = Int64(text) }
+        return Token(
+            id: id,
+            name: name,
+            kind: kind,
+            user: value["user"]?.stringValue,
+            role: role,
+            tenant: tenant,
+            policies: value["policies"].flatMap { $0.isNull ? nil : try? Policy.parse($0) },
+            createdAt: value["created_at"]?.stringValue ?? "",
+            createdBy: value["created_by"]?.stringValue ?? "",
+            expiresAt: expires,
+            secretHash: hash
+        )
+    }
+
+    private func tokenJSON(_ t: Token) -> JSONValue {
+        .object([
+            ("type", .string("token")), ("id", .string(t.id)), ("name", .string(t.name)), ("kind", .string(t.kind.rawValue)),
+            ("user", t.user.map(JSONValue.string) ?? .null), ("role", .string(t.role.rawValue)), ("tenant", .string(t.tenant)),
+            ("policies", Self.policyJSON(t.policies)), ("hash", .string(t.secretHash)), ("created_at", .string(t.createdAt)),
+            ("created_by", .string(t.createdBy)), ("expires_at", t.expiresAt.map { .number(String($0)) } ?? .null),
+        ])
+    }
+
+    private func records(prefix: String) async throws -> [JSONValue] {
+        try await storage.all(tenant: Revision.defaultTenant, environment: EntryNames.identityEnvironment)
+            .filter { $0.key.hasPrefix(prefix) }.compactMap(unseal)
+    }
+
+    private func record(_ key: String) async throws -> JSONValue? {
+        guard let entry = try await storage.entry(name(key)) else { return nil }
+        return unseal(entry)
+    }
+
+    private func write(_ key: String, _ value: JSONValue, caller: Caller?, status: Int, exists: Bool) async throws {
+        let audit = caller?.audit.recordForWrite(status: status)
+        if exists {
+            _ = try await storage.update(name(key), category: nil, ciphertext: seal(value), actor: nil, audit: audit) { _ in true }
+        } else {
+            _ = try await storage.create(name(key), category: nil, ciphertext: seal(value), actor: nil, audit: audit)
+        }
+        caller?.audit.written()
+        committed()
+    }
+
+    private func remove(_ key: String, caller: Caller?, status: Int) async throws {
+        let audit = caller?.audit.recordForWrite(status: status)
+        try await storage.delete(name(key), actor: nil, audit: audit) { _ in true }
+        caller?.audit.written()
+        committed()
+    }
+
+    // MARK: Names
+
+    /// User and token names: 1–64 of letters, digits, `.`, `_`, `-`, `@`.
+    public static func checkName(_ name: String, field: String) throws(ServiceError) {
+        let allowed = name.unicodeScalars.allSatisfy { s in
+            (s.value < 128) && (CharacterSet.alphanumerics.contains(s) || "._-@".unicodeScalars.contains(s))
+        }
+        guard (1...64).contains(name.unicodeScalars.count), allowed else {
+            throw ServiceError.unprocessable("\(field) must be 1 to 64 letters, digits, '.', '_', '-' or '@'")
+        }
+    }
+
+    /// Tenants other than `default` need storage that keeps tenants apart: not yet built.
+    public static func checkTenant(_ tenant: String?) throws(ServiceError) -> String {
+        guard let tenant, tenant != Revision.defaultTenant else { return Revision.defaultTenant }
+        throw ServiceError.unprocessable("tenant must be 'default': tenants of their own are not available yet")
+    }
+
+    static func checkPassword(_ password: String) throws(ServiceError) {
+        guard (8...1024).contains(password.utf8.count) else { throw ServiceError.unprocessable("password must be 8 to 1024 bytes long") }
+    }
+
+    // MARK: Users
+
+    /// Creates a user (400 when the name is taken).
+    @discardableResult
+    public func addUser(name: String, password: String, role: Role, tenant: String?, policies: Policy?, caller: Caller?) async throws -> User {
+        try Self.checkName(name, field: "username")
+        try Self.checkPassword(password)
+        let tenant = try Self.checkTenant(tenant)
+        if try await record(Self.userKey(name)) != nil { throw ServiceError(.alreadyExists, "User '\(name)' already exists") }
+        let parameters = settings.passwordParameters
+        let hash = try await keys.runBounded { PasswordHash.make(password, parameters: parameters) }
+        let user = User(
+            name: name,
+            role: role,
+            tenant: tenant,
+            policies: policies,
+            createdAt: Timestamp.iso8601(micros: AuditClock.nowMicros()),
+            passwordHash: hash
+        )
+        do {
+            try await write(Self.userKey(name), userJSON(user), caller: caller, status: 201, exists: false)
+        } catch let error as StoreError {
+            if case .alreadyExists = error { throw ServiceError(.alreadyExists, "User '\(name)' already exists") }
+            throw error
+        }
+        return user
+    }
+
+    public func users() async throws -> [User] {
+        try await records(prefix: "user.").compactMap(user(from:)).sorted { $0.name < $1.name }
+    }
+
+    public func user(named name: String) async throws -> User? {
+        try await record(Self.userKey(name)).flatMap(user(from:))
+    }
+
+    /// Changes a user's role, policies (`.some(nil)` back to the role's) or password.
+    public func updateUser(name: String, role: Role?, policies: Policy??, password: String?, caller: Caller?) async throws -> User {
+        guard var user = try await user(named: name) else { throw ServiceError(.notFound, "User '\(name)' not found") }
+        if let role { user.role = role }
+        if let policies { user.policies = policies }
+        if let password {
+            try Self.checkPassword(password)
+            let parameters = settings.passwordParameters
+            user.passwordHash = try await keys.runBounded { PasswordHash.make(password, parameters: parameters) }
+        }
+        try await write(Self.userKey(name), userJSON(user), caller: caller, status: 200, exists: true)
+        forget { $0.principal.subject == "user:\(name)" }
+        return user
+    }
+
+    /// Deletes a user; its login tokens stop working at once (they name a user that is gone).
+    public func deleteUser(name: String, caller: Caller?) async throws {
+        guard try await record(Self.userKey(name)) != nil else { throw ServiceError(.notFound, "User '\(name)' not found") }
+        try await remove(Self.userKey(name), caller: caller, status: 200)
+        forget { $0.principal.subject == "user:\(name)" }
+    }
+
+    // MARK: Tokens
+
+    /// Checks `password` (through the failed-attempt limiter, on the key-derivation threads)
+    /// and issues a login token.
+    public func login(username: String, password: String, caller: Caller) async throws -> (token: String, expiresIn: Int, user: User) {
+        try limiter.acquire(caller.client)
+        let found = try await user(named: username)
+        let hash = found?.passwordHash ?? decoyHash
+        let matches: Bool
+        do {
+            matches = try await keys.runBounded { PasswordHash.verify(password, against: hash) }
+        } catch {
+            limiter.refund(caller.client)
+            throw error
+        }
+        guard matches, let user = found else {
+            caller.audit.actor("user:" + String(username.prefix(64)))
+            throw ServiceError(.wrongPassword, "Invalid username or password")
+        }
+        limiter.refund(caller.client)
+        caller.audit.actor("user:" + user.name)
+        let lifetime = settings.tokenLifetimeSeconds
+        let (token, secret) = newToken(
+            name: "login",
+            kind: .login,
+            user: user.name,
+            role: user.role,
+            tenant: user.tenant,
+            policies: nil,
+            createdBy: "user:" + user.name,
+            expiresAt: Int64(Date().timeIntervalSince1970) + Int64(lifetime)
+        )
+        try await write(Self.tokenKey(token.id), tokenJSON(token), caller: caller, status: 200, exists: false)
+        return (secret, lifetime, user)
+    }
+
+    /// Creates a named service token; its secret is in the returned string only.
+    public func createServiceToken(
+        name: String,
+        role: Role,
+        policies: Policy?,
+        expiresInSeconds: Int?,
+        by principal: Principal,
+        caller: Caller
+    ) async throws -> (token: String, record: Token) {
+        try Self.checkName(name, field: "name")
+        if let expiresInSeconds, !(60...(10 * 365 * 86400)).contains(expiresInSeconds) {
+            throw ServiceError.unprocessable("expires_in must be 60 to 315360000 seconds")
+        }
+        let expiresAt = expiresInSeconds.map { Int64(Date().timeIntervalSince1970) + Int64($0) }
+        let (token, secret) = newToken(
+            name: name,
+            kind: .service,
+            user: nil,
+            role: role,
+            tenant: principal.tenant,
+            policies: policies,
+            createdBy: principal.subject,
+            expiresAt: expiresAt
+        )
+        try await write(Self.tokenKey(token.id), tokenJSON(token), caller: caller, status: 201, exists: false)
+        return (secret, token)
+    }
+
+    public func serviceTokens() async throws -> [Token] {
+        try await records(prefix: "token.").compactMap(token(from:)).filter { $0.kind == .service }.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    /// Revokes a token by id (404 when there is none).
+    public func revoke(tokenID: String, caller: Caller?) async throws {
+        guard Self.isTokenID(tokenID), try await record(Self.tokenKey(tokenID)) != nil else {
+            throw ServiceError(.notFound, "Token '\(tokenID.prefix(40))' not found")
+        }
+        try await remove(Self.tokenKey(tokenID), caller: caller, status: 200)
+        forget { $0.principal.tokenID == tokenID }
+    }
+
+    private func newToken(
+        name: String,
+        kind: Token.Kind,
+        user: String?,
+        role: Role,
+        tenant: String,
+        policies: Policy?,
+        createdBy: String,
+        expiresAt: Int64?
+    ) -> (Token, String) {
+        let id = Hex.encode(OpenSSL.randomBytes(8))
+        let secret = Base64URL.encode(OpenSSL.randomBytes(32))
+        let token = Token(
+            id: id,
+            name: name,
+            kind: kind,
+            user: user,
+            role: role,
+            tenant: tenant,
+            policies: policies,
+            createdAt: Timestamp.iso8601(micros: AuditClock.nowMicros()),
+            createdBy: createdBy,
+            expiresAt: expiresAt,
+            secretHash: Hex.encode(OpenSSL.sha256(Array(secret.utf8)))
+        )
+        return (token, "sct_\(id)_\(secret)")
+    }
+
+    static func isTokenID(_ s: String) -> Bool { s.utf8.count == 16 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) } }
+
+    // MARK: Verification
+
+    private let lastUse = Mutex<[String: Int64]>([:])
+
+    /// When this node last saw each token used (microseconds), since it started.
+    public func lastUsed(_ tokenID: String) -> String? {
+        lastUse.withLock { $0[tokenID] }.map(Timestamp.iso8601(micros:))
+    }
+
+    /// The principal a bearer token stands for; 401 for anything else, 503 while a returning
+    /// cluster node has not caught up.
+    public func verify(bearer: String) async throws -> Principal {
+        guard ready() else {
+            throw ServiceError(.identitySyncing, "This node is catching up with the cluster before it accepts tokens; retry shortly", retryAfter: 1)
+        }
+        let parts = bearer.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "sct", Self.isTokenID(String(parts[1])), (40...48).contains(parts[2].utf8.count) else {
+            throw Self.invalidToken
+        }
+        let id = String(parts[1])
+        let hash = OpenSSL.sha256(Array(parts[2].utf8))
+        let now = ContinuousClock.now
+        let seconds = Int64(Date().timeIntervalSince1970)
+        if let cached = cache.withLock({ $0[id] }), now - cached.checkedAt < settings.recheckInterval {
+            guard OpenSSL.constantTimeEquals(cached.secretHash, hash) else { throw Self.invalidToken }
+            if let expires = cached.expiresAt, expires <= seconds { throw Self.invalidToken }
+            noteUse(id)
+            return cached.principal
+        }
+        guard let token = try await record(Self.tokenKey(id)).flatMap(token(from:)), let stored = Hex.decode(token.secretHash),
+            OpenSSL.constantTimeEquals(stored, hash)
+        else {
+            cache.withLock { _ = $0.removeValue(forKey: id) }
+            throw Self.invalidToken
+        }
+        if let expires = token.expiresAt, expires <= seconds { throw Self.invalidToken }
+        var principal = Principal(
+            subject: token.subject,
+            role: token.role,
+            tenant: token.tenant,
+            policy: token.policies ?? token.role.policy,
+            tokenID: id
+        )
+        if token.kind == .login {
+            guard let name = token.user, let user = try await user(named: name) else { throw Self.invalidToken }
+            principal.role = user.role
+            principal.tenant = user.tenant
+            principal.policy = user.effectivePolicy
+        }
+        cache.withLock { c in
+            if c.count >= settings.cacheCapacity { c.removeAll(keepingCapacity: true) }
+            c[id] = Verified(principal: principal, secretHash: hash, expiresAt: token.expiresAt, checkedAt: now)
+        }
+        noteUse(id)
+        return principal
+    }
+
+    private func noteUse(_ id: String) {
+        let micros = AuditClock.nowMicros()
+        lastUse.withLock { uses in
+            if uses.count >= settings.cacheCapacity { uses.removeAll(keepingCapacity: true) }
+            uses[id] = micros
+        }
+    }
+
+    private func forget(_ matching: (Verified) -> Bool) {
+        cache.withLock { c in c = c.filter { !matching($0.value) } }
+    }
+
+    static let invalidToken = ServiceError(.invalidToken, "Invalid or expired token")
+}
