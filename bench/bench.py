@@ -621,6 +621,49 @@ def phase_single_node(binary: Path, root: Path, duration: int, quick: bool, resu
         results["single_node_shutdown"] = {"exit_code": code, "seconds": round(time.monotonic() - t0, 3)}
 
 
+def phase_auth(binary: Path, root: Path, duration: int, results: dict) -> None:
+    """Warm reads of one key on a node in apikey mode and on one in tokens mode (a login
+    token on every request), alternated three times; the overhead of token verification is
+    the difference of the best runs."""
+    user_key = "bench-" + random_token(24)
+    password = "bench-" + random_token(16)
+    plain = Node(binary, root / "auth-apikey", free_ports(1)[0])
+    tokens = Node(binary, root / "auth-tokens", free_ports(1)[0], {"OSC_AUTH_MODE": "tokens"})
+    created = subprocess.run([str(binary), "users", "add", "bench", "--role", "admin"], cwd=tokens.workdir,
+                             env=dict(tokens.env, SECURECONF_PASSWORD=password), capture_output=True, text=True, timeout=60)
+    if created.returncode != 0:
+        raise BenchError(f"users add: {created.stderr.strip()}")
+    runs: dict[str, list[dict]] = {"apikey": [], "tokens": []}
+    for node in (plain, tokens):
+        log(f"auth: starting a node in {'tokens' if node is tokens else 'apikey'} mode on port {node.port}")
+        node.start()
+    try:
+        c = Client(tokens.port, {"Content-Type": "application/json"})
+        token = c.json("POST", "/auth/login", {"username": "bench", "password": password})["access_token"]
+        c.close()
+        envs = {}
+        for name, node, extra in (("apikey", plain, {}), ("tokens", tokens, {"Authorization": "Bearer " + token})):
+            c = Client(node.port, {"X-User-Key": user_key, **extra})
+            c.json("POST", "/configs", {"key": "hot", "value": {"password": "s3cret"}, "environment": "hot"}, expect=(201,))
+            c.json("GET", "/configs/hot?environment=hot")
+            c.close()
+            envs[name] = {"BENCH_USER_KEY": user_key, "BENCH_ENV": "hot", "BENCH_KEY": "hot",
+                          **({"BENCH_BEARER": token} if name == "tokens" else {})}
+            run_wrk("read_one.lua", node.port, 1, envs[name])
+        for i in range(3):
+            for name, node in (("apikey", plain), ("tokens", tokens)):
+                log(f"auth: warm reads, {name} mode, run {i + 1} of 3 ({duration} s)")
+                runs[name].append(run_wrk("read_one.lua", node.port, duration, envs[name]))
+    finally:
+        for node in (plain, tokens):
+            node.stop()
+    best = {name: max(rs, key=lambda w: w["ok_per_s"]) for name, rs in runs.items()}
+    overhead = (best["apikey"]["ok_per_s"] - best["tokens"]["ok_per_s"]) / best["apikey"]["ok_per_s"] * 100
+    results["auth"] = {"read_one_apikey": best["apikey"], "read_one_tokens": best["tokens"],
+                       "runs_per_s": {n: [round(w["ok_per_s"]) for w in rs] for n, rs in runs.items()},
+                       "token_overhead_pct": round(overhead, 2)}
+
+
 def phase_startup(binary: Path, root: Path, n: int, runs: int, results: dict) -> None:
     user_key = "bench-" + random_token(24)
     node = Node(binary, root / "startup", free_ports(1)[0])
@@ -796,7 +839,7 @@ def mark(ok) -> str:
     return "—" if ok is None else ("met" if ok else "NOT MET")
 
 
-ROW_PHASE = {"kdf": "kdf", "startup_100k": "startup", "cluster": "cluster"}
+ROW_PHASE = {"kdf": "kdf", "startup_100k": "startup", "cluster": "cluster", "auth": "auth"}
 
 
 def build_rows(r: dict, phase_errors: dict[str, str] | None = None) -> list[dict]:
@@ -877,6 +920,16 @@ def build_rows(r: dict, phase_errors: dict[str, str] | None = None) -> list[dict
         row("start-up, 100,000 entries", r.get("startup_skipped", "not measured"), target=f"≤ {TARGET_STARTUP_S:g} s",
             key="startup_100k")
 
+    auth = r.get("auth") or {}
+    if auth:
+        for mode in ("apikey", "tokens"):
+            w = auth[f"read_one_{mode}"]
+            row(f"warm reads, one key, {mode} mode (best of 3)", f"{fmt_int(w['ok_per_s'])} reads/s",
+                fmt_ms(w["latency_ms"]["p50"]), fmt_ms(w["latency_ms"]["p99"]), key="auth")
+        row("token verification overhead on warm reads", f"{auth['token_overhead_pct']:.1f} %", target="< 5 %",
+            met=auth["token_overhead_pct"] < 5, key="auth")
+    else:
+        row("token verification overhead on warm reads", "not measured", target="< 5 %", key="auth")
     cl = r.get("cluster") or {}
     reason = cl.get("skipped") or r.get("cluster_skipped")
     writes_target = f"≥ {TARGET_CLUSTER_WRITES_PER_S:,}/s"
@@ -924,14 +977,15 @@ def main() -> int:
     parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
     parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
     parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
-    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, startup, cluster")
+    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (node logs, databases)")
     args = parser.parse_args()
 
     duration = args.duration or (3 if args.quick else 10)
     only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else set()
-    if only - {"kdf", "single", "startup", "cluster"}:
-        parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - {'kdf', 'single', 'startup', 'cluster'}))}")
+    known = {"kdf", "single", "auth", "startup", "cluster"}
+    if only - known:
+        parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - known))}")
     if duration < 1:
         parser.error("--duration must be at least 1")
     source = Path(args.bin or os.environ.get("SECURECONF_BIN") or REPO_ROOT / ".build" / "release" / "secureconf")
@@ -970,7 +1024,8 @@ def main() -> int:
                 "machine will depress the figures")
 
         phases = [("kdf", lambda: results.__setitem__("kdf", phase_kdf(binary))),
-                  ("single", lambda: phase_single_node(binary, root, duration, args.quick, results))]
+                  ("single", lambda: phase_single_node(binary, root, duration, args.quick, results)),
+                  ("auth", lambda: phase_auth(binary, root, duration, results))]
         if args.skip_startup:
             results["startup_skipped"] = "skipped (--skip-startup)"
         else:

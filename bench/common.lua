@@ -5,6 +5,7 @@
 -- Configured by environment variables (bench.py sets them):
 --   BENCH_USER_KEY    X-User-Key sent on every request
 --   BENCH_API_KEY     X-API-Key, sent only when set and non-empty
+--   BENCH_BEARER      Authorization: Bearer token (OSC_AUTH_MODE=tokens), sent only when set
 --   BENCH_ENV         environment of the keys ("" or unset: the default environment)
 --   BENCH_KEY         the key read_one.lua reads
 --   BENCH_KEY_PREFIX  preloaded keys are named BENCH_KEY_PREFIX .. i, i = 0 .. BENCH_KEYS - 1
@@ -36,6 +37,8 @@ bench.nthreads = tonumber(getenv("BENCH_THREADS", "1"))
 
 bench.headers = { ["X-User-Key"] = bench.user_key, ["Content-Type"] = "application/json" }
 if bench.api_key then bench.headers["X-API-Key"] = bench.api_key end
+bench.bearer = getenv("BENCH_BEARER", nil)
+if bench.bearer then bench.headers["Authorization"] = "Bearer " .. bench.bearer end
 
 -- "?environment=..." for paths, ',"environment":"..."' for create bodies.
 bench.query = bench.env and ("?environment=" .. bench.env) or ""
