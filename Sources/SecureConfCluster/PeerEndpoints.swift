@@ -85,7 +85,8 @@ public struct PeerEndpoints: Sendable {
         let head = try await store.lastChangeSeq()
         guard limit > 0, after < head else { return ChangePage(through: max(0, min(after, head)), head: head, changes: []) }
         let page = try await store.changes(after: max(0, after), limit: min(limit, 512))
-        let own = page.changes.filter { $0.revision.origin == coordinator.settings.nodeID }
+        // Federated nodes relay the default tenant's changes (tenants of their own stay on their node).
+        let own = page.changes.filter { $0.revision.origin == coordinator.settings.nodeID && $0.revision.tenant == Revision.defaultTenant }
         var kept: [ChangeRecord] = []
         var bytes = 0
         for change in own {

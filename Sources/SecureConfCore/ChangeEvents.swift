@@ -19,11 +19,13 @@ public struct EventFilter: Sendable, Equatable {
 
     /// The subscriber's policy (`tokens` mode): only changes it allows `events` on are sent.
     public var policy: Policy?
+    /// The subscriber's tenant: only its changes are sent.
+    public var tenant = Revision.defaultTenant
 
     public var isWildcard: Bool { key == nil && environment == nil && category == nil }
 
     func matches(_ r: Revision) -> Bool {
-        (key == nil || key == r.key) && (environment == nil || environment == r.environment)
+        r.tenant == tenant && (key == nil || key == r.key) && (environment == nil || environment == r.environment)
             && (category == nil || category == r.category)
             && (policy?.allows(.events, environment: r.environment, key: r.key) ?? true)
     }
@@ -103,8 +105,8 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
 
     struct Ticket {
         let key: CachedKey?
-        /// The issuer's policy (`tokens` mode), in force on the stream it opens.
-        let policy: Policy?
+        /// The issuer (`tokens` mode): its policy and tenant are in force on the stream it opens.
+        let principal: Principal?
         let client: String
         let expires: ContinuousClock.Instant
     }
@@ -348,7 +350,7 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
     /// A single-use ticket that opens one stream within `ticketLifetime`, from the same
     /// client address, with the credentials it was issued under (for browsers' `EventSource`,
     /// which cannot send headers).
-    public func issueTicket(key: CachedKey?, policy: Policy? = nil, client: String) throws(ServiceError) -> String {
+    public func issueTicket(key: CachedKey?, principal: Principal? = nil, client: String) throws(ServiceError) -> String {
         let ticket = Base64URL.encode(OpenSSL.randomBytes(32))
         let now = ContinuousClock.now
         try state.withLock { s throws(ServiceError) in
@@ -356,14 +358,14 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
             guard s.tickets.count < settings.maxTickets else {
                 throw ServiceError(.subscribersFull, "Too many event tickets outstanding; retry shortly", retryAfter: 5)
             }
-            s.tickets[Self.ticketName(ticket)] = Ticket(key: key, policy: policy, client: client, expires: now.advanced(by: settings.ticketLifetime))
+            s.tickets[Self.ticketName(ticket)] = Ticket(key: key, principal: principal, client: client, expires: now.advanced(by: settings.ticketLifetime))
         }
         return ticket
     }
 
-    /// Redeems a ticket (once): the key and policy it was issued with. 401 for a ticket that
-    /// is unknown, used, expired, or presented from another address.
-    public func redeem(ticket: String, client: String) throws(ServiceError) -> (key: CachedKey?, policy: Policy?) {
+    /// Redeems a ticket (once): the key and principal it was issued with. 401 for a ticket
+    /// that is unknown, used, expired, or presented from another address.
+    public func redeem(ticket: String, client: String) throws(ServiceError) -> (key: CachedKey?, principal: Principal?) {
         let invalid = ServiceError(.invalidTicket, "Invalid, expired or already used event ticket")
         guard ticket.utf8.count <= 128 else { throw invalid }
         let name = Self.ticketName(ticket)
@@ -375,7 +377,7 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
             return t.expires > now ? t : nil
         }
         guard let found else { throw invalid }
-        return (found.key, found.policy)
+        return (found.key, found.principal)
     }
 
     /// Whether `ticket` would open a stream for `client` (HEAD), without spending it.

@@ -1,4 +1,5 @@
 import SecureConfCrypto
+import SecureConfStore
 
 /// Change-event streams through the one path: authorization, the caller's key through the
 /// limiter, the operation count.
@@ -9,11 +10,12 @@ extension ConfigService {
         let events = try eventHub()
         return try await perform(.subscribe, caller, environment: filter.environment, key: filter.key) { scope in
             var filter = filter
-            filter.policy = caller.principal?.policy
+            (filter.policy, filter.tenant) = (caller.principal?.policy, caller.tenant)
             let key: CachedKey?
             if let ticket {
                 let redeemed = try events.redeem(ticket: ticket, client: caller.client)
-                (key, filter.policy) = (redeemed.key, redeemed.policy)
+                key = redeemed.key
+                (filter.policy, filter.tenant) = (redeemed.principal?.policy, redeemed.principal?.tenant ?? Revision.defaultTenant)
             } else {
                 key = caller.userKey != nil ? try await scope.callerKey() : nil
             }
@@ -26,7 +28,7 @@ extension ConfigService {
         let events = try eventHub()
         return try await perform(.subscribe, caller, environment: nil, key: nil) { scope in
             let key: CachedKey? = caller.userKey == nil ? nil : try await scope.callerKey()
-            let ticket = try events.issueTicket(key: key, policy: caller.principal?.policy, client: caller.client)
+            let ticket = try events.issueTicket(key: key, principal: caller.principal, client: caller.client)
             return (ticket, Int(events.settings.ticketLifetime.components.seconds))
         }
     }

@@ -84,17 +84,22 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// `tenant`: the tenant the operation addresses (nil: the caller's). Another tenant than the
+    /// caller's is answered as not found: nothing of one tenant is visible from another.
     func perform<T>(
         _ operation: ConfigOperation,
         _ caller: Caller,
-        tenant: String = Revision.defaultTenant,
+        tenant: String? = nil,
         environment: String?,
         key: String?,
         _ body: (Scope) async throws -> T
     ) async throws -> T {
         let scope = Scope(service: self, caller: caller)
         do {
-            try authorizer.authorize(caller, operation, tenant: tenant, environment: environment, key: key)
+            if let tenant, tenant != caller.tenant {
+                throw ServiceError(.notFound, "Configuration with key '\(key ?? "")' not found in environment '\(environment ?? "")'")
+            }
+            try authorizer.authorize(caller, operation, tenant: caller.tenant, environment: environment, key: key)
             let result = try await body(scope)
             if scope.didCommit {
                 caller.audit.written()
@@ -220,7 +225,9 @@ public final class ConfigService: Sendable {
     /// revision of each (environment, key) wins, tombstones included, so the list agrees
     /// with what a read of each key answers.
     public func list(_ caller: Caller, _ query: ListQuery) async throws -> ListPage {
-        try await perform(.list, caller, tenant: query.tenant, environment: query.environment, key: nil) { scope in
+        var query = query
+        query.tenant = caller.tenant
+        return try await perform(.list, caller, environment: query.environment, key: nil) { scope in
             let key = try await scope.callerKey()
             let entries: [ConfigEntry]
             if federated {
@@ -252,8 +259,9 @@ public final class ConfigService: Sendable {
     /// The entries the caller's key opens, counted (OpenSecureConf's `/stats`, limited to what
     /// the caller may see: entries under other user keys are not counted, and a key that opens
     /// nothing where there are entries is wrong, 401).
-    public func statistics(_ caller: Caller, tenant: String = Revision.defaultTenant) async throws -> EntryStatistics {
-        try await perform(.stats, caller, tenant: tenant, environment: nil, key: nil) { scope in
+    public func statistics(_ caller: Caller) async throws -> EntryStatistics {
+        let tenant = caller.tenant
+        return try await perform(.stats, caller, environment: nil, key: nil) { scope in
             let key = try await scope.callerKey()
             var stats = EntryStatistics()
             for (entry, _) in try opened(visible(try await storage.all(tenant: tenant), to: caller, .list), with: key) {
@@ -273,13 +281,14 @@ public final class ConfigService: Sendable {
             guard let cluster else { throw ServiceError.badRequest("Clustering is not enabled") }
             let key = try await scope.callerKey()
             func opened(_ tokens: [String]) -> Int { tokens.reduce(0) { $0 + (cipher.tryDecrypt($1, with: key, count: false) == nil ? 0 : 1) } }
-            let local = visible(try await storage.all(tenant: Revision.defaultTenant), to: caller, .list)
+            let local = visible(try await storage.all(tenant: caller.tenant), to: caller, .list)
             var nodes = [
                 Distribution.Node(nodeID: cluster.settings.nodeID, isLocal: true, isHealthy: true, keysCount: opened(local.map(\.ciphertext)))
             ]
             var tried = local.count
             let health = Dictionary(cluster.peerStatuses.map { ($0.nodeID, $0.healthy) }, uniquingKeysWith: { a, _ in a })
-            for (peer, entries) in await cluster.entriesByPeer() {
+            // Peers answer for the default tenant: another tenant's distribution is this node's.
+            for (peer, entries) in caller.tenant == Revision.defaultTenant ? await cluster.entriesByPeer() : [] {
                 let live = (entries ?? []).filter { !$0.deleted && caller.may(.list, environment: $0.environment, key: $0.key) }.map(\.ciphertext)
                 tried += live.count
                 nodes.append(
@@ -307,7 +316,7 @@ public final class ConfigService: Sendable {
             let key = try await scope.callerKey()
             var records: [JSONValue] = []
             for (entry, plaintext) in try opened(
-                visible(try await storage.all(tenant: Revision.defaultTenant, environment: environment, category: category), to: caller, .read),
+                visible(try await storage.all(tenant: caller.tenant, environment: environment, category: category), to: caller, .read),
                 with: key
             ) {
                 records.append(
@@ -377,7 +386,7 @@ public final class ConfigService: Sendable {
                         if let problem = EntryNames.nameProblem(c, field: "category") { throw ServiceError.unprocessable(problem) }
                         category = c
                     }
-                    let address = EntryAddress(environment: environment, key: name)
+                    let address = EntryAddress(tenant: caller.tenant, environment: environment, key: name)
                     let ciphertext = try cipher.encrypt(value, with: key)
                     caller.audit.target(environment: environment, key: name)
                     if try await storage.entry(address) != nil {
@@ -422,7 +431,8 @@ public final class ConfigService: Sendable {
 
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
     private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
-        guard let cluster, federated,
+        // Federated peers answer for the default tenant only.
+        guard let cluster, federated, address.tenant == Revision.defaultTenant,
             let revision = await cluster.federatedLookup(environment: address.environment, key: address.key), !revision.deleted
         else { return nil }
         return ConfigEntry(remote: revision)
@@ -433,7 +443,8 @@ public final class ConfigService: Sendable {
         for entry in try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category, includeDeleted: true) {
             newest[entry.environment + "\u{0}" + entry.key] = entry
         }
-        for revision in await cluster?.federatedEntries(environment: query.environment, category: query.category) ?? [] {
+        let peers = query.tenant == Revision.defaultTenant ? await cluster?.federatedEntries(environment: query.environment, category: query.category) : nil
+        for revision in peers ?? [] {
             let id = revision.environment + "\u{0}" + revision.key
             if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
             newest[id] = ConfigEntry(remote: revision)
@@ -546,8 +557,9 @@ public final class ConfigService: Sendable {
     /// are deleted. Keys the caller's key cannot open (then or now) are left alone and
     /// counted (never named); keys whose old value was pruned are listed. A key that opens
     /// nothing where something could be opened is refused (401).
-    public func restore(_ caller: Caller, tenant: String = Revision.defaultTenant, environment: String, at: Int64) async throws -> RestoreReport {
-        try await perform(.restore, caller, tenant: tenant, environment: environment, key: nil) { scope in
+    public func restore(_ caller: Caller, environment: String, at: Int64) async throws -> RestoreReport {
+        let tenant = caller.tenant
+        return try await perform(.restore, caller, environment: environment, key: nil) { scope in
             let key = try await scope.callerKey()
             var attempt = 0
             while true {

@@ -28,6 +28,9 @@ public struct Caller: Sendable, CustomStringConvertible, CustomDebugStringConver
         self.principal = principal
     }
 
+    /// The tenant whose entries the caller addresses: its principal's (`default` without one).
+    public var tenant: String { principal?.tenant ?? Revision.defaultTenant }
+
     /// Whether the caller's policy allows `capability` on this entry (always, without one).
     public func may(_ capability: Capability, environment: String, key: String) -> Bool {
         principal?.policy.allows(capability, environment: environment, key: key) ?? true

@@ -122,15 +122,19 @@ public protocol MetadataStorage: Sendable {
 public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage & ChangeFeedStorage
 
 extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage {
-    /// This store keeps the default tenant only (until access control adds tenants): a name
-    /// in another tenant is not here.
+    /// A tenant's name must be one (`TenantNames`): anything else is not here.
     private func local(_ tenant: String) throws {
-        guard tenant == Revision.defaultTenant else { throw StoreError.unknownTenant(tenant) }
+        if tenant != Revision.defaultTenant, TenantNames.problem(tenant) != nil { throw StoreError.unknownTenant(tenant) }
+    }
+
+    /// The stored environment of a name (its tenant folded in).
+    private func stored(_ name: EntryName) throws -> String {
+        try local(name.tenant)
+        return TenantNames.stored(tenant: name.tenant, environment: name.environment)
     }
 
     public func entry(_ name: EntryName) async throws -> ConfigEntry? {
-        try local(name.tenant)
-        return try await entry(environment: name.environment, key: name.key)
+        return try await entry(environment: try stored(name), key: name.key)
     }
 
     public func list(
@@ -144,7 +148,8 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
     ) async throws -> [ConfigEntry] {
         try local(tenant)
         return try await list(
-            environment: environment,
+            storedIn: tenant,
+            environment: environment.map { TenantNames.stored(tenant: tenant, environment: $0) },
             category: category,
             limit: limit,
             offset: offset,
@@ -155,8 +160,7 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
 
     public func create(_ name: EntryName, category: String?, ciphertext: String, actor: String?, audit: AuditRecordDraft?) async throws -> ConfigEntry
     {
-        try local(name.tenant)
-        return try await create(environment: name.environment, key: name.key, category: category, ciphertext: ciphertext, actor: actor, audit: audit)
+        return try await create(environment: try stored(name), key: name.key, category: category, ciphertext: ciphertext, actor: actor, audit: audit)
     }
 
     public func update(
@@ -167,9 +171,8 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
         audit: AuditRecordDraft?,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws -> ConfigEntry {
-        try local(name.tenant)
         return try await update(
-            environment: name.environment,
+            environment: try stored(name),
             key: name.key,
             category: category,
             ciphertext: ciphertext,
@@ -181,23 +184,19 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
 
     public func delete(_ name: EntryName, actor: String?, audit: AuditRecordDraft?, authenticates: @escaping @Sendable (String) -> Bool) async throws
     {
-        try local(name.tenant)
-        try await delete(environment: name.environment, key: name.key, actor: actor, audit: audit, authenticates: authenticates)
+        try await delete(environment: try stored(name), key: name.key, actor: actor, audit: audit, authenticates: authenticates)
     }
 
     public func history(_ name: EntryName) async throws -> KeyHistory? {
-        try local(name.tenant)
-        return try await history(environment: name.environment, key: name.key)
+        return try await history(environment: try stored(name), key: name.key)
     }
 
     public func version(_ version: Int, of name: EntryName) async throws -> (NumberedRevision, entryID: Int64) {
-        try local(name.tenant)
-        return try await self.version(version, environment: name.environment, key: name.key)
+        return try await self.version(version, environment: try stored(name), key: name.key)
     }
 
     public func pastState(of name: EntryName, atOrBeforeMicros micros: Int64) async throws -> (PastState, entryID: Int64?) {
-        try local(name.tenant)
-        return try await pastState(environment: name.environment, key: name.key, atOrBeforeMicros: micros)
+        return try await pastState(environment: try stored(name), key: name.key, atOrBeforeMicros: micros)
     }
 
     public func pastStates(
@@ -206,7 +205,7 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
         atOrBeforeMicros micros: Int64
     ) async throws -> [(current: ConfigEntry, past: PastState)] {
         try local(tenant)
-        return try await pastStates(environment: environment, atOrBeforeMicros: micros)
+        return try await pastStates(environment: TenantNames.stored(tenant: tenant, environment: environment), atOrBeforeMicros: micros)
     }
 
     public func rollback(
@@ -217,9 +216,8 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
         audit: AuditRecordDraft?,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws -> (ConfigEntry, version: Int) {
-        try local(name.tenant)
         return try await rollback(
-            environment: name.environment,
+            environment: try stored(name),
             key: name.key,
             category: category,
             ciphertext: ciphertext,
@@ -231,11 +229,10 @@ extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationSt
 
     public func restore(tenant: String, environment: String, changes: [PlannedRestore], actor: String?, audit: AuditRecordDraft?) async throws {
         try local(tenant)
-        try await restore(environment: environment, changes: changes, actor: actor, audit: audit)
+        try await restore(environment: TenantNames.stored(tenant: tenant, environment: environment), changes: changes, actor: actor, audit: audit)
     }
 
     public func newestRevision(_ name: EntryName) async throws -> Revision? {
-        guard name.tenant == Revision.defaultTenant else { return nil }
-        return try await newestRevision(environment: name.environment, key: name.key)
+        return try await newestRevision(environment: try stored(name), key: name.key)
     }
 }

@@ -70,9 +70,11 @@ extension ConfigStore: ChangeFeedStorage {
                 let localSeq: Int64 = row["seq"]
                 through = localSeq
                 if row["beaten"] as Bool { continue }
-                let revision = Revision(row: row)
+                var revision = Revision(row: row)
                 // Users and tokens are no configuration: never a change event, never relayed.
                 if revision.environment == EntryNames.identityEnvironment { continue }
+                // Changes leave the store with the tenant split from the stored name.
+                (revision.tenant, revision.environment) = TenantNames.split(revision.environment)
                 let before: Bool? = row["before_deleted"] ?? row["pruned_before_deleted"]
                 let kind: ChangeKind =
                     if revision.deleted {

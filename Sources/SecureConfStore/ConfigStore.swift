@@ -181,6 +181,7 @@ public final class ConfigStore: Sendable {
     /// Live entries in creation order, optionally filtered, paginated by `afterID` (cursor) or `offset`.
     /// `includeDeleted` adds tombstoned entries (federated merges need them).
     public func list(
+        storedIn tenant: String = Revision.defaultTenant,
         environment: String?,
         category: String?,
         limit: Int? = nil,
@@ -194,10 +195,15 @@ public final class ConfigStore: Sendable {
             if let environment {
                 sql += " AND environment = ?"
                 arguments += [environment]
-            } else {
-                // Users and tokens are no configuration: only asked for by their environment.
-                sql += " AND environment <> ?"
+            } else if tenant == Revision.defaultTenant {
+                // Users and tokens are no configuration (only asked for by their environment);
+                // other tenants' names start with the separator.
+                sql += " AND environment <> ? AND substr(environment, 1, 1) <> char(2)"
                 arguments += [EntryNames.identityEnvironment]
+            } else {
+                // The tenant's stored names: from "\u{2}tenant\u{2}" up to "\u{2}tenant\u{3}".
+                sql += " AND environment > ? AND environment < ?"
+                arguments += [TenantNames.stored(tenant: tenant, environment: ""), "\u{2}\(tenant)\u{3}"]
             }
             if let category { sql += " AND category = ?"; arguments += [category] }
             if let afterID { sql += " AND id > ?"; arguments += [afterID] }
@@ -340,7 +346,7 @@ public final class ConfigStore: Sendable {
                     format:
                         "configuration '%@' in environment '%@' was last written with a stamp %.0f s ahead of this node's clock; writes to it wait until the clock catches up (check NTP)",
                     String(key.prefix(100)),
-                    String(environment.prefix(100)),
+                    String(TenantNames.split(environment).environment.prefix(100)),
                     ahead
                 )
             )
@@ -505,6 +511,7 @@ public final class ConfigStore: Sendable {
 extension ConfigEntry {
     public init(
         id: Int64,
+        tenant: String = Revision.defaultTenant,
         environment: String,
         key: String,
         category: String?,
@@ -516,6 +523,7 @@ extension ConfigEntry {
         updatedAt: Int64
     ) {
         self.id = id
+        self.tenant = tenant
         self.environment = environment
         self.key = key
         self.category = category

@@ -230,7 +230,7 @@ extension ConfigStore {
                     current.hlc == change.expectedHLC, current.origin == change.expectedOrigin
                 else {
                     throw StoreError.conflict(
-                        "Configuration '\(change.key)' in environment '\(environment)' changed during the restore; nothing was restored, retry"
+                        "Configuration '\(change.key)' in environment '\(TenantNames.split(environment).environment)' changed during the restore; nothing was restored, retry"
                     )
                 }
                 let now = Self.nowMicros()

@@ -4,6 +4,8 @@ import GRDB
 /// The newest revision of one (environment, key): what reads and lists return.
 public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
     public var id: Int64
+    /// The tenant and environment, split from the stored name (`TenantNames`).
+    public var tenant: String = Revision.defaultTenant
     public var environment: String
     public var key: String
     public var category: String?
@@ -18,7 +20,7 @@ public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
     /// Columns in `ConfigEntry.columns` order.
     public init(row: Row) {
         id = row[0]
-        environment = row[1]
+        (tenant, environment) = TenantNames.split(row[1])
         key = row[2]
         category = row[3]
         ciphertext = row[4]
@@ -34,9 +36,11 @@ public struct ConfigEntry: Sendable, Equatable, FetchableRecord {
 
     /// The entry a revision makes current, under the entry's row id.
     public init(_ r: Revision, id: Int64) {
+        let (tenant, environment) = TenantNames.split(r.environment)
         self.init(
             id: id,
-            environment: r.environment,
+            tenant: tenant,
+            environment: environment,
             key: r.key,
             category: r.category,
             ciphertext: r.ciphertext,
@@ -208,13 +212,13 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(env)'"
-        case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(env)' was pruned (OSC_MAX_VERSIONS)"
+        case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(TenantNames.split(env).environment)'"
+        case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was pruned (OSC_MAX_VERSIONS)"
         case let .versionIsDelete(env, key, n):
-            "version \(n) is a delete: configuration '\(key)' in environment '\(env)' has no value at that version"
+            "version \(n) is a delete: configuration '\(key)' in environment '\(TenantNames.split(env).environment)' has no value at that version"
         case let .conflict(why): why
-        case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(env)'"
-        case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(env)'"
+        case let .alreadyExists(env, key): "Configuration with key '\(key)' already exists in environment '\(TenantNames.split(env).environment)'"
+        case let .notFound(env, key): "Configuration with key '\(key)' not found in environment '\(TenantNames.split(env).environment)'"
         case .wrongKey: "Invalid user key: unable to decrypt configuration"
         case let .unavailable(why): "storage unavailable: \(why)"
         case let .unknownTenant(tenant): "Tenant '\(tenant)' not found"

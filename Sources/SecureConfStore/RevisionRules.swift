@@ -87,10 +87,8 @@ public struct RevisionRules: Sendable {
     public func check(_ r: Revision) throws(Refusal) {
         guard r.tenant == Revision.defaultTenant else { throw .invalid("tenant '\(r.tenant.prefix(40))' is not known here") }
         if let p = EntryNames.keyProblem(r.key) { throw .invalid(p) }
-        if r.environment != EntryNames.identityEnvironment, let p = EntryNames.nameProblem(r.environment, field: "environment") {
-            throw .invalid(p)
-        }
-        if r.environment.isEmpty { throw .invalid("environment must not be empty") }
+        // A tenant's environment is stored (and shipped) with its tenant folded in.
+        if let p = TenantNames.storedProblem(r.environment) { throw .invalid(p) }
         if let c = r.category {
             if let p = EntryNames.nameProblem(c, field: "category") { throw .invalid(p) }
         }

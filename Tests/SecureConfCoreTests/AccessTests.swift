@@ -174,10 +174,25 @@ import Testing
         await #expect(throws: ServiceError.self, "its user is gone") { _ = try await identity.verify(bearer: second.token) }
     }
 
-    @Test func otherTenantsAreRefusedUntilTheyExist() async throws {
+    @Test func usersAndTokensBelongToATenantThatOnlyItsAdministratorsManage() async throws {
         let (identity, _, _) = try fixture()
+        let acmeAdmin = try await identity.addUser(name: "ann", password: "tenant-pass", role: .admin, tenant: "acme", policies: nil, caller: nil)
+        #expect(acmeAdmin.tenant == "acme")
+        await #expect(throws: ServiceError.self, "not a tenant name") {
+            try await identity.addUser(name: "t", password: "tenant-pass", role: .reader, tenant: "Not Valid", policies: nil, caller: nil)
+        }
+        let ann = Principal(subject: "user:ann", role: .admin, tenant: "acme", policy: Role.admin.policy)
+        let asAnn = Caller(userKey: nil, client: "c", audit: AuditNote(), logger: Logger(label: "t"), principal: ann)
+        let made = try await identity.addUser(name: "bo", password: "tenant-pass", role: .reader, tenant: nil, policies: nil, caller: asAnn)
+        #expect(made.tenant == "acme", "a tenant administrator's users are its tenant's")
         await #expect {
-            try await identity.addUser(name: "t", password: "tenant-pass", role: .reader, tenant: "acme", policies: nil, caller: nil)
-        } throws: { ($0 as? ServiceError)?.kind == .validation }
+            try await identity.addUser(name: "cy", password: "tenant-pass", role: .reader, tenant: "default", policies: nil, caller: asAnn)
+        } throws: { ($0 as? ServiceError)?.kind == .forbidden }
+        try await identity.addUser(name: "dee", password: "tenant-pass", role: .reader, tenant: nil, policies: nil, caller: nil)
+        #expect(try await identity.users(visibleTo: ann).map(\.name) == ["ann", "bo"])
+        #expect(try await identity.users(visibleTo: nil).count == 3)
+        await #expect {
+            try await identity.deleteUser(name: "dee", caller: asAnn)
+        } throws: { ($0 as? ServiceError)?.kind == .notFound }
     }
 }

@@ -49,20 +49,28 @@ func temporaryDirectory() -> String {
         #expect(ConfigEntry.columns == (["id"] + revision.filter { $0 != "actor" }).joined(separator: ", "))
     }
 
-    @Test func namesInATenantThisStoreDoesNotHoldAreRefused() async throws {
+    @Test func tenantsKeepTheirEntriesApart() async throws {
         let store = try open()
-        let elsewhere = EntryName(tenant: "acme", environment: "prod", key: "db")
-        await #expect(throws: StoreError.unknownTenant("acme")) {
-            try await store.create(elsewhere, category: nil, ciphertext: "t1", actor: nil, audit: nil)
-        }
-        await #expect(throws: StoreError.unknownTenant("acme")) { try await store.entry(elsewhere) }
-        #expect(try await store.newestRevision(elsewhere) == nil)
+        let acme = EntryName(tenant: "acme", environment: "prod", key: "db")
         let here = EntryName(environment: "prod", key: "db")
-        _ = try await store.create(here, category: nil, ciphertext: "t1", actor: nil, audit: nil)
-        #expect(try await store.entry(here)?.ciphertext == "t1")
-        await #expect(throws: StoreError.unknownTenant("acme")) {
-            try await store.list(tenant: "acme", environment: nil, category: nil, limit: nil, offset: 0, afterID: nil, includeDeleted: true)
+        _ = try await store.create(here, category: nil, ciphertext: "t-default", actor: nil, audit: nil)
+        #expect(try await store.entry(acme) == nil, "the same key in another tenant is another entry")
+        let created = try await store.create(acme, category: "c", ciphertext: "t-acme", actor: nil, audit: nil)
+        #expect(created.tenant == "acme" && created.environment == "prod")
+        #expect(try await store.entry(acme)?.ciphertext == "t-acme")
+        #expect(try await store.entry(here)?.ciphertext == "t-default")
+        _ = try await store.create(EntryName(tenant: "acme2", environment: "prod", key: "x"), category: nil, ciphertext: "t2", actor: nil, audit: nil)
+        let defaults = try await store.all(tenant: Revision.defaultTenant)
+        #expect(defaults.map(\.ciphertext) == ["t-default"], "other tenants are in no default listing")
+        let acmes = try await store.all(tenant: "acme")
+        #expect(acmes.map(\.ciphertext) == ["t-acme"] && acmes[0].tenant == "acme" && acmes[0].environment == "prod")
+        #expect(try await store.all(tenant: "acme", environment: "prod").count == 1)
+        #expect(try await store.history(acme)?.versions.count == 1)
+        #expect(try await store.newestRevision(acme)?.environment == TenantNames.stored(tenant: "acme", environment: "prod"))
+        await #expect(throws: StoreError.unknownTenant("Not A Tenant")) {
+            try await store.entry(EntryName(tenant: "Not A Tenant", environment: "prod", key: "db"))
         }
+        #expect(TenantNames.split(TenantNames.stored(tenant: "acme", environment: "a\u{2}b")) == ("acme", "a\u{2}b"))
     }
 
     @Test func writesAreRevisionsAndDeletesAreTombstones() async throws {

@@ -207,8 +207,9 @@ def test_service_tokens_rotate_with_an_overlap_and_secrets_stay_out_of_logs_and_
         assert not any(s.encode() in b for b in blobs), "a password or token secret was written in the clear"
 
 
-def test_a_wrong_password_flood_gets_429_while_valid_users_keep_reading(single):
-    node = single
+def test_a_wrong_password_flood_gets_429_while_valid_users_keep_reading(factory):
+    node = factory.cluster(1, "replica", {"OSC_AUTH_MODE": "tokens", "OSC_AUTH_FAILURE_LIMIT": "20"})[0]
+    add_user(node, "root", "admin", ADMIN_PASSWORD)
     admin = login(node, "root", ADMIN_PASSWORD)
     assert call(node, "POST", "/configs", admin, json={"key": "hot", "value": "v", "environment": "flood"}).status_code in (201, 400)
     call(node, "GET", "/configs/hot", admin, params={"environment": "flood"})  # warm the user key
@@ -237,7 +238,8 @@ def test_a_wrong_password_flood_gets_429_while_valid_users_keep_reading(single):
     flooders = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
     for f in flooders:
         f.start()
-    time.sleep(0.5)
+    # Past the limit (OSC_AUTH_FAILURE_LIMIT, 20 by default): each wrong password costs a scrypt run first.
+    assert wait_until(lambda: 429 in statuses, 30), f"no 429 after {len(statuses)} wrong passwords"
     during = read_latencies(300)
     stop.set()
     for f in flooders:
@@ -265,6 +267,8 @@ def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(fa
     assert wait_until(lambda: requests.post(n2.url + "/auth/login", json={"username": "root", "password": ADMIN_PASSWORD},
                                             timeout=5).status_code == 200, 10)
     admin = login(n1, "root", ADMIN_PASSWORD)
+    # A login token made on one node is good on the others once it has replicated (milliseconds).
+    assert wait_until(lambda: call(n0, "GET", "/auth/me", admin, user_key=None).status_code == 200, 5)
     created = call(n0, "POST", "/auth/tokens", admin, user_key=None, json={"name": "svc", "role": "reader"}).json()
     token = created["token"]
     for n in cluster:
@@ -301,3 +305,66 @@ def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(fa
         time.sleep(0.02)
     print(f"returning node answered the revoked token: {sorted(set(answers))} (503 while catching up)")
     assert answers and answers[-1] == 401 and 200 not in answers, answers
+
+
+def test_tenants_see_nothing_of_each_other(single):
+    node = single
+    root = login(node, "root", ADMIN_PASSWORD)
+    r = call(node, "POST", "/auth/users", root, user_key=None,
+             json={"username": "ann", "password": "ann-pass-01", "role": "admin", "tenant": "acme"})
+    assert r.status_code == 201 and r.json()["tenant"] == "acme", r.text
+    assert call(node, "POST", "/auth/users", root, user_key=None,
+                json={"username": "bad", "password": "bad-pass-01", "tenant": "Not A Tenant"}).status_code == 422
+    ann = login(node, "ann", "ann-pass-01")
+    assert call(node, "GET", "/auth/me", ann, user_key=None).json()["tenant"] == "acme"
+    # The same key in two tenants is two entries; each sees its own.
+    assert call(node, "POST", "/configs", root, json={"key": "shared.db", "value": "default-value", "environment": "prod"}).status_code == 201
+    assert call(node, "POST", "/configs", root, json={"key": "only.default", "value": 1, "environment": "prod"}).status_code == 201
+    assert call(node, "POST", "/configs", ann, json={"key": "shared.db", "value": "acme-value", "environment": "prod"}).status_code == 201
+    assert call(node, "GET", "/configs/shared.db", ann, params={"environment": "prod"}).json()["value"] == "acme-value"
+    assert call(node, "GET", "/configs/shared.db", root, params={"environment": "prod"}).json()["value"] == "default-value"
+    # Another tenant's keys are not found (404, not 403), and cannot be written over.
+    r = call(node, "GET", "/configs/only.default", ann, params={"environment": "prod"})
+    assert r.status_code == 404, r.text
+    assert call(node, "PUT", "/configs/only.default", ann, params={"environment": "prod"}, json={"value": 2}).status_code == 404
+    assert call(node, "GET", "/configs/only.default/versions", ann, params={"environment": "prod"}).status_code == 404
+    # Listings, counts, backups, exports, events: the tenant's own only.
+    listed = call(node, "GET", "/configs", ann)
+    assert [(e["environment"], e["key"], e["value"]) for e in listed.json()] == [("prod", "shared.db", "acme-value")]
+    assert listed.headers.get("X-SecureConf-Skipped", "0") == "0"
+    assert call(node, "GET", "/stats", ann).json()["total_keys"] == 1
+    assert call(node, "POST", "/backup", ann, headers={"X-Backup-Password": "pw-123456"}).json()["total_keys"] == 1
+    export = subprocess.run([str(secureconf_binary()), "export", "--url", node.url, "--environment", "prod", "--format", "json"],
+                            env={"PATH": os.environ["PATH"], "SECURECONF_TOKEN": ann, "SECURECONF_USER_KEY": USER_KEY,
+                                 "HOME": str(node.workdir)}, capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stderr
+    assert json.loads(export.stdout) == {"shared.db": "acme-value"}
+    events = []
+    stream = requests.get(node.url + "/sse/subscribe", headers={"Authorization": "Bearer " + ann, "X-User-Key": USER_KEY},
+                          stream=True, timeout=10)
+
+    def read_stream():
+        try:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+        except Exception:
+            pass
+    threading.Thread(target=read_stream, daemon=True).start()
+    time.sleep(0.3)
+    assert call(node, "PUT", "/configs/shared.db", root, params={"environment": "prod"}, json={"value": "d2"}).status_code == 200
+    assert call(node, "PUT", "/configs/shared.db", ann, params={"environment": "prod"}, json={"value": "a2"}).status_code == 200
+    assert wait_until(lambda: any(e.get("key") == "shared.db" and (e.get("data") or {}).get("value") == "a2" for e in events), 5)
+    time.sleep(0.3)
+    stream.close()
+    assert not any((e.get("data") or {}).get("value") == "d2" for e in events), events
+    # What spans tenants stays with the default tenant's administrators.
+    assert call(node, "GET", "/audit", ann, user_key=None).status_code == 403
+    assert call(node, "GET", "/sse/subscriptions", ann, user_key=None).status_code == 403
+    assert [u["username"] for u in call(node, "GET", "/auth/users", ann, user_key=None).json()] == ["ann"]
+    assert call(node, "DELETE", "/auth/users/walt", ann, user_key=None).status_code == 404
+    created = call(node, "POST", "/auth/tokens", ann, user_key=None, json={"name": "acme-ci", "role": "reader"}).json()
+    assert created["tenant"] == "acme"
+    assert [e["key"] for e in call(node, "GET", "/configs", created["token"]).json()] == ["shared.db"]
+    # The default tenant's listing shows none of acme's.
+    assert all(e["value"] != "a2" for e in call(node, "GET", "/configs", root).json())

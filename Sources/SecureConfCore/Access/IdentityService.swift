@@ -233,10 +233,22 @@ public final class IdentityService: Sendable {
         }
     }
 
-    /// Tenants other than `default` need storage that keeps tenants apart: not yet built.
-    public static func checkTenant(_ tenant: String?) throws(ServiceError) -> String {
-        guard let tenant, tenant != Revision.defaultTenant else { return Revision.defaultTenant }
-        throw ServiceError.unprocessable("tenant must be 'default': tenants of their own are not available yet")
+    /// The tenant a new user or token goes into: the one asked for (a global administrator:
+    /// any; a tenant's administrator: its own), else the creator's.
+    public static func checkTenant(_ tenant: String?, by principal: Principal?) throws(ServiceError) -> String {
+        let own = principal?.tenant ?? Revision.defaultTenant
+        guard let tenant, !tenant.isEmpty else { return own }
+        if let problem = TenantNames.problem(tenant) { throw ServiceError.unprocessable(problem) }
+        guard tenant == own || principal?.isGlobalAdmin ?? true else {
+            throw ServiceError(.forbidden, "\(principal?.subject ?? "") administers tenant '\(own)' only")
+        }
+        return tenant
+    }
+
+    /// Whether `principal` may see and change what belongs to `tenant` (nil: the command line).
+    static func manages(_ principal: Principal?, _ tenant: String) -> Bool {
+        guard let principal else { return true }
+        return principal.isGlobalAdmin || principal.tenant == tenant
     }
 
     static func checkPassword(_ password: String) throws(ServiceError) {
@@ -250,7 +262,7 @@ public final class IdentityService: Sendable {
     public func addUser(name: String, password: String, role: Role, tenant: String?, policies: Policy?, caller: Caller?) async throws -> User {
         try Self.checkName(name, field: "username")
         try Self.checkPassword(password)
-        let tenant = try Self.checkTenant(tenant)
+        let tenant = try Self.checkTenant(tenant, by: caller?.principal)
         if try await record(Self.userKey(name)) != nil { throw ServiceError(.alreadyExists, "User '\(name)' already exists") }
         let parameters = settings.passwordParameters
         let hash = try await keys.runBounded { PasswordHash.make(password, parameters: parameters) }
@@ -271,17 +283,26 @@ public final class IdentityService: Sendable {
         return user
     }
 
-    public func users() async throws -> [User] {
-        try await records(prefix: "user.").compactMap(user(from:)).sorted { $0.name < $1.name }
+    /// The users `principal` administers (all of them for a global administrator).
+    public func users(visibleTo principal: Principal?) async throws -> [User] {
+        try await records(prefix: "user.").compactMap(user(from:)).filter { Self.manages(principal, $0.tenant) }.sorted { $0.name < $1.name }
     }
 
     public func user(named name: String) async throws -> User? {
         try await record(Self.userKey(name)).flatMap(user(from:))
     }
 
+    /// A user `principal` administers; another tenant's is not found.
+    private func managedUser(_ name: String, by principal: Principal?) async throws -> User {
+        guard let user = try await user(named: name), Self.manages(principal, user.tenant) else {
+            throw ServiceError(.notFound, "User '\(name.prefix(64))' not found")
+        }
+        return user
+    }
+
     /// Changes a user's role, policies (`.some(nil)` back to the role's) or password.
     public func updateUser(name: String, role: Role?, policies: Policy??, password: String?, caller: Caller?) async throws -> User {
-        guard var user = try await user(named: name) else { throw ServiceError(.notFound, "User '\(name)' not found") }
+        var user = try await managedUser(name, by: caller?.principal)
         if let role { user.role = role }
         if let policies { user.policies = policies }
         if let password {
@@ -296,7 +317,7 @@ public final class IdentityService: Sendable {
 
     /// Deletes a user; its login tokens stop working at once (they name a user that is gone).
     public func deleteUser(name: String, caller: Caller?) async throws {
-        guard try await record(Self.userKey(name)) != nil else { throw ServiceError(.notFound, "User '\(name)' not found") }
+        _ = try await managedUser(name, by: caller?.principal)
         try await remove(Self.userKey(name), caller: caller, status: 200)
         forget { $0.principal.subject == "user:\(name)" }
     }
@@ -340,6 +361,7 @@ public final class IdentityService: Sendable {
     /// Creates a named service token; its secret is in the returned string only.
     public func createServiceToken(
         name: String,
+        tenant: String? = nil,
         role: Role,
         policies: Policy?,
         expiresInSeconds: Int?,
@@ -350,13 +372,14 @@ public final class IdentityService: Sendable {
         if let expiresInSeconds, !(60...(10 * 365 * 86400)).contains(expiresInSeconds) {
             throw ServiceError.unprocessable("expires_in must be 60 to 315360000 seconds")
         }
+        let tenant = try Self.checkTenant(tenant, by: principal)
         let expiresAt = expiresInSeconds.map { Int64(Date().timeIntervalSince1970) + Int64($0) }
         let (token, secret) = newToken(
             name: name,
             kind: .service,
             user: nil,
             role: role,
-            tenant: principal.tenant,
+            tenant: tenant,
             policies: policies,
             createdBy: principal.subject,
             expiresAt: expiresAt
@@ -365,13 +388,17 @@ public final class IdentityService: Sendable {
         return (secret, token)
     }
 
-    public func serviceTokens() async throws -> [Token] {
-        try await records(prefix: "token.").compactMap(token(from:)).filter { $0.kind == .service }.sorted { $0.createdAt < $1.createdAt }
+    /// The service tokens `principal` administers.
+    public func serviceTokens(visibleTo principal: Principal?) async throws -> [Token] {
+        try await records(prefix: "token.").compactMap(token(from:)).filter { $0.kind == .service && Self.manages(principal, $0.tenant) }
+            .sorted { $0.createdAt < $1.createdAt }
     }
 
-    /// Revokes a token by id (404 when there is none).
+    /// Revokes a token by id (404 when there is none, or it is another tenant's).
     public func revoke(tokenID: String, caller: Caller?) async throws {
-        guard Self.isTokenID(tokenID), try await record(Self.tokenKey(tokenID)) != nil else {
+        guard Self.isTokenID(tokenID), let token = try await record(Self.tokenKey(tokenID)).flatMap(token(from:)),
+            Self.manages(caller?.principal, token.tenant) || caller?.principal?.tokenID == tokenID
+        else {
             throw ServiceError(.notFound, "Token '\(tokenID.prefix(40))' not found")
         }
         try await remove(Self.tokenKey(tokenID), caller: caller, status: 200)

@@ -161,6 +161,8 @@ public struct Principal: Sendable, Equatable {
     }
 
     public var isAdmin: Bool { policy.allows(.admin, environment: nil, key: nil) }
+    /// An administrator of the default tenant: manages every tenant and reads the whole audit trail.
+    public var isGlobalAdmin: Bool { isAdmin && tenant == Revision.defaultTenant }
 
     public static let breakGlass = Principal(subject: "apikey", role: .admin, tenant: Revision.defaultTenant, policy: Role.admin.policy)
 }

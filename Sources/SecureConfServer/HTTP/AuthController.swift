@@ -105,7 +105,7 @@ struct AuthController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func listUsers(_ request: Request, context: Context) async throws -> Response {
-        let users = try await identity.users()
+        let users = try await identity.users(visibleTo: context.principal)
         return JSONResponse.make { $0.write(.array(users.map(\.json))) }
     }
 
@@ -160,6 +160,7 @@ struct AuthController<Context: AuditedRequestContext>: Sendable {
         }
         let created = try await identity.createServiceToken(
             name: name,
+            tenant: try RequestInput.optionalString(body, "tenant"),
             role: try role(body, default: .reader)!,
             policies: try policies(body) ?? nil,
             expiresInSeconds: expires,
@@ -172,7 +173,7 @@ struct AuthController<Context: AuditedRequestContext>: Sendable {
     }
 
     @Sendable func listTokens(_ request: Request, context: Context) async throws -> Response {
-        let tokens = try await identity.serviceTokens()
+        let tokens = try await identity.serviceTokens(visibleTo: context.principal)
         return JSONResponse.make { $0.write(.array(tokens.map { $0.json(lastUsed: identity.lastUsed($0.id)) })) }
     }
 

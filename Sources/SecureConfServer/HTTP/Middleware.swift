@@ -111,12 +111,16 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     let identity: IdentityService
     let breakGlassKey: [UInt8]?
     var needs: Capability? = nil
+    /// Only the default tenant's principals: what spans every tenant (the audit trail, the
+    /// node's operation counters and event subscriptions).
+    var crossTenant = false
     var ticketStandsIn = false
 
-    init(node: SecureConfNode, needs: Capability? = nil, ticketStandsIn: Bool = false) {
+    init(node: SecureConfNode, needs: Capability? = nil, crossTenant: Bool = false, ticketStandsIn: Bool = false) {
         identity = node.identity
         breakGlassKey = node.configuration.apiKey.map { OpenSSL.sha256(Array($0.utf8)) }
         self.needs = needs
+        self.crossTenant = crossTenant
         self.ticketStandsIn = ticketStandsIn
     }
 
@@ -127,6 +131,9 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         context.audit.actor(principal.subject)
         if let needs, !principal.policy.allows(needs, environment: nil, key: nil) {
             throw ServiceError(.forbidden, "\(principal.subject) lacks the '\(needs.rawValue)' capability")
+        }
+        if crossTenant && principal.tenant != Revision.defaultTenant {
+            throw ServiceError(.forbidden, "this spans every tenant: only the default tenant's principals may read it")
         }
         context.principal = principal
         return try await next(request, context)

@@ -138,7 +138,7 @@ enum OpenAPIDocument {
             ("responses", .object(responses)),
         ]
         switch route.access {
-        case .client, .data, .eventStream: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
+        case .client, .data, .eventStream, .operations: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
         case .identity, .identityAdmin: operation.append(("security", .array([.object([("bearer", .array([]))]), .object([("apiKey", .array([]))])])))
         case .login: break
         case .auditReader: operation.append(("security", .array([.object([("apiKey", .array([]))])])))
@@ -225,7 +225,7 @@ enum OpenAPIDocument {
     static func tag(_ access: RouteAccess) -> String {
         switch access {
         case .open, .probe: "service"
-        case .client: "operators"
+        case .client, .operations: "operators"
         case .data: "configurations"
         case .eventStream: "events"
         case .peer: "node-to-node"

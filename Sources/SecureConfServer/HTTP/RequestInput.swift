@@ -80,10 +80,15 @@ enum RequestInput {
         return (key, query, try environment(query["environment"]))
     }
 
-    /// What a `/configs/{key}…` request addresses, and its query.
-    static func addressedEntry(_ request: Request, _ context: some RequestContext) throws(ServiceError) -> (EntryAddress, query: [String: String]) {
+    /// What a `/configs/{key}…` request addresses (in the tenant of its token), and its query.
+    static func addressedEntry(_ request: Request, _ context: some AuditedRequestContext) throws(ServiceError) -> (EntryAddress, query: [String: String]) {
         let (key, query, environment) = try addressedKey(request, context)
-        return (EntryAddress(environment: environment, key: key), query)
+        return (entryAddress(context, environment: environment, key: key), query)
+    }
+
+    /// An entry of the request's tenant (its token's; `default` without one).
+    static func entryAddress(_ context: some AuditedRequestContext, environment: String, key: String) -> EntryAddress {
+        EntryAddress(tenant: context.principal?.tenant ?? Revision.defaultTenant, environment: environment, key: key)
     }
 
     enum UserKeyNeed { case required, optional }

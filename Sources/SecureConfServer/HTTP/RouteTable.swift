@@ -20,6 +20,9 @@ enum RouteAccess: CaseIterable {
     /// As `data`, except that a request carrying `?ticket=` is let through without the API
     /// key: the ticket, checked and redeemed by the service, stands for it (`/sse/subscribe`).
     case eventStream
+    /// As `client` in `apikey` mode; in `tokens` mode a default-tenant token with `admin`:
+    /// what spans every tenant (operation counters, event subscriptions).
+    case operations
     /// `tokens` mode only (404 otherwise); audited; no credential: `POST /auth/login`.
     case login
     /// `tokens` mode only; audited; any valid token: `/auth/me`, `/auth/logout`.
@@ -108,12 +111,12 @@ enum RouteTable {
             Route(.post, "/backup", .data, action: "backup", listedAs: "backup", backups.backup),
             Route(.post, "/import", .data, action: "import", listedAs: "import", backups.importBackup),
             Route(.get, "/stats", .data, action: "stats", listedAs: "stats", stats.stats),
-            Route(.get, "/stats/operations", .client, action: "stats_operations", listedAs: "stats_operations", stats.operations),
+            Route(.get, "/stats/operations", .operations, action: "stats_operations", listedAs: "stats_operations", stats.operations),
 
             Route(.get, "/sse/subscribe", .eventStream, action: "subscribe", listedAs: "sse_subscribe", events.subscribe),
             Route(.post, "/sse/ticket", .data, action: "sse_ticket", listedAs: "sse_ticket", events.ticket),
-            Route(.get, "/sse/stats", .client, action: "sse_stats", listedAs: "sse_stats", events.stats),
-            Route(.get, "/sse/subscriptions", .client, action: "sse_subscriptions", listedAs: "sse_subscriptions", events.subscriptions),
+            Route(.get, "/sse/stats", .operations, action: "sse_stats", listedAs: "sse_stats", events.stats),
+            Route(.get, "/sse/subscriptions", .operations, action: "sse_subscriptions", listedAs: "sse_subscriptions", events.subscriptions),
             Route(.get, "/sse/health", .open, listedAs: "sse_health", events.health),
 
             Route(.get, "/audit", .auditReader, action: "audit_search", listedAs: "audit", audit.search),
@@ -183,9 +186,11 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     // The credential gate: the API key (`apikey` mode, OpenSecureConf's), or a bearer token
     // (`tokens` mode), in which the /auth routes exist.
     let tokens = node.configuration.authMode == .tokens
-    func credential(needs: Capability? = nil, ticketStandsIn: Bool = false) -> RouterGroup<Context> {
+    func credential(needs: Capability? = nil, crossTenant: Bool = false, ticketStandsIn: Bool = false) -> RouterGroup<Context> {
         tokens
-            ? audited.group().add(middleware: TokenMiddleware<Context>(node: node, needs: needs, ticketStandsIn: ticketStandsIn))
+            ? audited.group().add(
+                middleware: TokenMiddleware<Context>(node: node, needs: needs, crossTenant: crossTenant, ticketStandsIn: ticketStandsIn)
+            )
             : audited.group().add(middleware: APIKeyMiddleware(configuration: node.configuration, ticketStandsIn: ticketStandsIn))
     }
     let client = credential()
@@ -199,7 +204,8 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
         .data: gated(client.group()),
         .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
         .auditReader: tokens
-            ? credential(needs: .audit) : audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+            ? credential(needs: .audit, crossTenant: true) : audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+        .operations: tokens ? credential(needs: .admin, crossTenant: true) : client,
         .eventStream: gated(credential(ticketStandsIn: true)),
         .login: audited.group().add(middleware: ServingGateMiddleware(node: node)),
         .identity: credential().add(middleware: ServingGateMiddleware(node: node)),
