@@ -588,6 +588,58 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// Re-encrypts, under `newUserKey`, every current value of `environment` that the caller's
+    /// key opens (and its policy lets it restore), as one write: one audit record, replicated
+    /// like a restore. Values under other user keys are left as they are and counted. The old
+    /// revisions keep their old ciphertext (the history stays whole; OSC_MAX_VERSIONS prunes it).
+    public func rekey(_ caller: Caller, environment: String, newUserKey: String) async throws -> RekeyReport {
+        let tenant = caller.tenant
+        return try await perform(.rekey, caller, environment: environment, key: nil) { scope in
+            let old = try await scope.callerKey()
+            let new = try await credentials.derivedKey(for: newUserKey, client: caller.client)
+            guard new.index != old.index else { throw ServiceError.unprocessable("the new user key is the old one") }
+            var attempt = 0
+            while true {
+                attempt += 1
+                var report = RekeyReport(environment: environment)
+                var changes: [PlannedRestore] = []
+                let entries = visible(try await storage.all(tenant: tenant, environment: environment), to: caller, .restore)
+                for entry in entries {
+                    guard let plaintext = cipher.tryDecrypt(entry.ciphertext, with: old) else {
+                        report.otherKeys += 1
+                        continue
+                    }
+                    changes.append(
+                        PlannedRestore(
+                            key: entry.key,
+                            expectedHLC: entry.hlc,
+                            expectedOrigin: entry.origin,
+                            change: .put(category: entry.category, ciphertext: cipher.encrypt(plaintext: plaintext, with: new))
+                        )
+                    )
+                    report.rekeyed.append(entry.key)
+                }
+                if changes.isEmpty && !entries.isEmpty { throw ServiceError.wrongUserKey }
+                do {
+                    if !changes.isEmpty {
+                        try await storage.restore(
+                            tenant: tenant,
+                            environment: environment,
+                            changes: changes,
+                            actor: scope.actor,
+                            audit: scope.auditRecord(status: 200)
+                        )
+                        scope.committed()
+                        credentials.keys.markProven(new.index)
+                    }
+                    return report
+                } catch StoreError.conflict where attempt < 3 {
+                    continue
+                }
+            }
+        }
+    }
+
     struct RestorePlan {
         var report: RestoreReport
         var changes: [PlannedRestore] = []

@@ -56,11 +56,11 @@ public enum ConfigOperation: String, Sendable, CaseIterable {
     case importBackup = "import"
     case readVersion = "read_version"
     case readAt = "read_at"
-    case rollback, diff, restore, subscribe
+    case rollback, diff, restore, subscribe, rekey
 
     public var writes: Bool {
         switch self {
-        case .create, .update, .delete, .rollback, .restore, .importBackup: true
+        case .create, .update, .delete, .rollback, .restore, .importBackup, .rekey: true
         default: false
         }
     }
@@ -142,6 +142,14 @@ public struct RestoreReport: Sendable {
     public var unchanged = 0
     public var undecryptable = 0
     public var pruned: [String] = []
+}
+
+/// What a rekey did: the keys whose values now open with the new user key; values under
+/// other user keys are only counted.
+public struct RekeyReport: Sendable {
+    public var environment: String
+    public var rekeyed: [String] = []
+    public var otherKeys = 0
 }
 
 /// How an operation ended, as counted.

@@ -368,3 +368,32 @@ def test_tenants_see_nothing_of_each_other(single):
     assert [e["key"] for e in call(node, "GET", "/configs", created["token"]).json()] == ["shared.db"]
     # The default tenant's listing shows none of acme's.
     assert all(e["value"] != "a2" for e in call(node, "GET", "/configs", root).json())
+
+
+def test_rekey_retires_a_user_key_across_the_cluster(factory):
+    cluster = factory.cluster(3)
+    cluster.wait_healthy(timeout=15)
+    n0, n1, n2 = cluster[0], cluster[1], cluster[2]
+    old, new, other = "leaked-user-key-01", "fresh-user-key-001", "someone-elses-key"
+    for i in range(3):
+        assert n0.request("POST", "/configs", old, json={"key": f"k{i}", "value": {"n": i}, "environment": "prod"}).status_code == 201
+    assert n0.request("POST", "/configs", other, json={"key": "theirs", "value": "t", "environment": "prod"}).status_code == 201
+    assert n0.request("POST", "/configs", old, json={"key": "elsewhere", "value": 1, "environment": "dev"}).status_code == 201
+    r = n1.request("POST", "/rekey", old, params={"environment": "prod"}, headers={"X-New-User-Key": "short"})
+    assert r.status_code == 422 and "X-New-User-Key" in r.json()["detail"]
+    assert n1.request("POST", "/rekey", old, params={"environment": "prod"}).status_code == 422
+    assert n1.request("POST", "/rekey", "a-wrong-user-key", params={"environment": "prod"},
+                      headers={"X-New-User-Key": new}).status_code == 401
+    cluster.wait_converged()
+    r = n1.request("POST", "/rekey", old, params={"environment": "prod"}, headers={"X-New-User-Key": new})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"environment": "prod", "rekeyed": ["k0", "k1", "k2"], "other_keys": 1}
+    cluster.wait_converged()
+    for n in cluster:
+        assert n.request("GET", "/configs/k1", new, params={"environment": "prod"}).json()["value"] == {"n": 1}
+        assert n.request("GET", "/configs/k1", old, params={"environment": "prod"}).status_code == 401
+        assert n.request("GET", "/configs/theirs", other, params={"environment": "prod"}).json()["value"] == "t"
+        assert n.request("GET", "/configs/elsewhere", old, params={"environment": "dev"}).status_code == 200, "another environment"
+    records = n1.request("GET", "/audit", params={"action": "rekey"}).json()["records"]
+    assert [(r["status"], r["outcome"]) for r in records] == [(422, "failure"), (422, "failure"), (401, "denied"), (200, "success")], records
+    assert new not in n1.log_text() and old not in n1.log_text()

@@ -18,7 +18,7 @@ public enum Capability: String, Sendable, CaseIterable, Comparable {
         case .delete: .delete
         case .versions, .diff: .history
         case .rollback: .rollback
-        case .restore: .restore
+        case .restore, .rekey: .restore
         case .subscribe: .events
         }
     }

@@ -296,6 +296,11 @@ enum RouteDocs {
             userKey: .optional,
             produces: "text/event-stream"
         ),
+        "POST /rekey": RouteDoc(
+            summary: "Re-encrypt every value the user key opens under X-New-User-Key (a leaked user key retired), as one write",
+            query: [environment],
+            userKey: .required
+        ),
         "POST /auth/login": RouteDoc(summary: "Log in with a username and password (JSON or a form): a bearer token", body: .json(required: true)),
         "POST /auth/logout": RouteDoc(summary: "Revoke the token this request carries"),
         "GET /auth/me": RouteDoc(summary: "Who this request's token is: subject, role, tenant, policies"),

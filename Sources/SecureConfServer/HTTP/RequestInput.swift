@@ -180,17 +180,25 @@ enum RequestInput {
     }
 
     /// The caller's user key, present and long enough, else 401.
-    static func userKey(_ request: Request, minimumLength: Int) throws(ServiceError) -> String {
+    static func userKey(_ request: Request, minimumLength: Int, header: HTTPField.Name = userKeyHeader) throws(ServiceError) -> String {
         let key: String
-        switch latin1Header(request, userKeyHeader) {
-        case .absent: throw ServiceError.missingUserKey
+        switch latin1Header(request, header) {
+        case .absent:
+            if header == userKeyHeader { throw ServiceError.missingUserKey }
+            throw ServiceError.unprocessable("\(header.rawName) header is required")
         case .undecodable:
-            throw ServiceError(.undecodableUserKey, "X-User-Key holds bytes that are not UTF-8; use an ASCII or UTF-8 key")
+            throw ServiceError(.undecodableUserKey, "\(header.rawName) holds bytes that are not UTF-8; use an ASCII or UTF-8 key")
         case .value(let v): key = v
         }
-        guard key.unicodeScalars.count >= minimumLength else { throw ServiceError.shortUserKey(minimumLength) }
+        guard key.unicodeScalars.count >= minimumLength else {
+            if header == userKeyHeader { throw ServiceError.shortUserKey(minimumLength) }
+            throw ServiceError.unprocessable("\(header.rawName) must be at least \(minimumLength) characters long")
+        }
         return key
     }
+
+    /// `POST /rekey`'s new user key (a header, as the user key is: never in a URL or a log).
+    static var newUserKeyHeader: HTTPField.Name { HTTPField.Name("X-New-User-Key")! }
 
     /// The body as a JSON object, within the size limit and nesting depth.
     static func jsonObject(_ request: Request, maxBytes: Int) async throws -> JSONValue {

@@ -108,6 +108,7 @@ enum RouteTable {
             Route(.post, "/configs/{key}/rollback", .data, action: "rollback", listedAs: "rollback", history.rollback),
             Route(.get, "/configs/{key}/diff", .data, action: "diff", listedAs: "diff", history.diff),
             Route(.post, "/restore", .data, action: "restore", listedAs: "restore", history.restore),
+            Route(.post, "/rekey", .data, action: "rekey", listedAs: "rekey", history.rekey),
             Route(.post, "/backup", .data, action: "backup", listedAs: "backup", backups.backup),
             Route(.post, "/import", .data, action: "import", listedAs: "import", backups.importBackup),
             Route(.get, "/stats", .data, action: "stats", listedAs: "stats", stats.stats),
