@@ -125,6 +125,8 @@ let package = Package(
             name: "secureconf",
             dependencies: [
                 "SecureConfServer",
+                "SecureConfCore",
+                "SecureConfStore",
                 "SecureConfClient",
                 "SecureConfCrypto",
                 "SecureConfJSON",

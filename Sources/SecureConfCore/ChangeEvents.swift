@@ -358,7 +358,12 @@ public final class ChangeEventHub: ChangeRelaying, Sendable {
             guard s.tickets.count < settings.maxTickets else {
                 throw ServiceError(.subscribersFull, "Too many event tickets outstanding; retry shortly", retryAfter: 5)
             }
-            s.tickets[Self.ticketName(ticket)] = Ticket(key: key, principal: principal, client: client, expires: now.advanced(by: settings.ticketLifetime))
+            s.tickets[Self.ticketName(ticket)] = Ticket(
+                key: key,
+                principal: principal,
+                client: client,
+                expires: now.advanced(by: settings.ticketLifetime)
+            )
         }
         return ticket
     }

@@ -443,7 +443,8 @@ public final class ConfigService: Sendable {
         for entry in try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category, includeDeleted: true) {
             newest[entry.environment + "\u{0}" + entry.key] = entry
         }
-        let peers = query.tenant == Revision.defaultTenant ? await cluster?.federatedEntries(environment: query.environment, category: query.category) : nil
+        let peers =
+            query.tenant == Revision.defaultTenant ? await cluster?.federatedEntries(environment: query.environment, category: query.category) : nil
         for revision in peers ?? [] {
             let id = revision.environment + "\u{0}" + revision.key
             if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
@@ -564,7 +565,9 @@ public final class ConfigService: Sendable {
             var attempt = 0
             while true {
                 attempt += 1
-                let plan = try await plan(tenant: tenant, environment: environment, atOrBeforeMicros: at, key: key) { caller.may(.restore, environment: environment, key: $0) }
+                let plan = try await plan(tenant: tenant, environment: environment, atOrBeforeMicros: at, key: key) {
+                    caller.may(.restore, environment: environment, key: $0)
+                }
                 do {
                     if !plan.changes.isEmpty {
                         try await storage.restore(
@@ -658,7 +661,8 @@ public final class ConfigService: Sendable {
         allowed: (String) -> Bool
     ) async throws -> RestorePlan {
         var plan = RestorePlan(report: RestoreReport(environment: environment, at: at))
-        for (current, past) in try await storage.pastStates(tenant: tenant, environment: environment, atOrBeforeMicros: at) where allowed(current.key) {
+        for (current, past) in try await storage.pastStates(tenant: tenant, environment: environment, atOrBeforeMicros: at) where allowed(current.key)
+        {
             let expected = (hlc: current.hlc, origin: current.origin)
             if !current.deleted { plan.sawLive = true }
             func open(_ token: String) -> [UInt8]? {

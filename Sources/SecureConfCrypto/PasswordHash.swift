@@ -44,7 +44,18 @@ public enum PasswordHash {
         let ok = password.withUnsafeBufferPointer { pw in
             salt.withUnsafeBufferPointer { s in
                 pw.withMemoryRebound(to: CChar.self) { pwc in
-                    EVP_PBE_scrypt(pwc.baseAddress, pw.count, s.baseAddress, s.count, n, UInt64(parameters.r), UInt64(parameters.p), maxMemory, &out, out.count)
+                    EVP_PBE_scrypt(
+                        pwc.baseAddress,
+                        pw.count,
+                        s.baseAddress,
+                        s.count,
+                        n,
+                        UInt64(parameters.r),
+                        UInt64(parameters.p),
+                        maxMemory,
+                        &out,
+                        out.count
+                    )
                 }
             }
         }

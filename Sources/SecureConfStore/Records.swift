@@ -212,8 +212,10 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .versionNotFound(env, key, n): "Version \(n) of configuration '\(key)' not found in environment '\(TenantNames.split(env).environment)'"
-        case let .versionPruned(env, key, n): "Version \(n) of configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was pruned (OSC_MAX_VERSIONS)"
+        case let .versionNotFound(env, key, n):
+            "Version \(n) of configuration '\(key)' not found in environment '\(TenantNames.split(env).environment)'"
+        case let .versionPruned(env, key, n):
+            "Version \(n) of configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was pruned (OSC_MAX_VERSIONS)"
         case let .versionIsDelete(env, key, n):
             "version \(n) is a delete: configuration '\(key)' in environment '\(TenantNames.split(env).environment)' has no value at that version"
         case let .conflict(why): why

@@ -68,7 +68,8 @@ struct Users: AsyncParsableCommand {
 
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Log in to a node in tokens mode and keep the token in a 0600 file (default ~/.config/secureconf/token, or $SECURECONF_TOKEN_FILE).",
+        abstract:
+            "Log in to a node in tokens mode and keep the token in a 0600 file (default ~/.config/secureconf/token, or $SECURECONF_TOKEN_FILE).",
         discussion: "The password comes from SECURECONF_PASSWORD or is typed at the terminal. Later client commands send the token."
     )
     @Option(help: "The node's base URL.") var url: String = "http://127.0.0.1:9000"
@@ -90,7 +91,9 @@ struct Login: AsyncParsableCommand {
             }
             let path = tokenFile ?? Credentials.tokenFilePath()
             let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+            if !directory.isEmpty {
+                try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
             try AtomicFile.write(Data((token + "\n").utf8), to: path)
             print("logged in as \(username); token kept in \(path)")
         }

@@ -10,7 +10,8 @@ struct SecureConfCommand: AsyncParsableCommand {
         commandName: "secureconf",
         abstract: "A clustered, encrypted configuration and secrets node (OpenSecureConf-compatible).",
         subcommands: [
-            Serve.self, Version.self, Variables.self, KDFBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self, Audit.self,
+            Serve.self, Version.self, Variables.self, KDFBenchmark.self, TokenBenchmark.self, Versions.self, Diff.self, Rollback.self, Restore.self,
+            Audit.self,
             ImportOSC.self, Backup.self, RestoreBackup.self, ExportValues.self, Run.self, Agent.self, Users.self, Login.self,
         ],
         defaultSubcommand: Serve.self

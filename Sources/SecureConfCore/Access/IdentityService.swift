@@ -433,7 +433,9 @@ public final class IdentityService: Sendable {
         return (token, "sct_\(id)_\(secret)")
     }
 
-    static func isTokenID(_ s: String) -> Bool { s.utf8.count == 16 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) } }
+    static func isTokenID(_ s: String) -> Bool {
+        s.utf8.count == 16 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
 
     // MARK: Verification
 
@@ -444,26 +446,47 @@ public final class IdentityService: Sendable {
         lastUse.withLock { $0[tokenID] }.map(Timestamp.iso8601(micros:))
     }
 
-    /// The principal a bearer token stands for; 401 for anything else, 503 while a returning
-    /// cluster node has not caught up.
-    public func verify(bearer: String) async throws -> Principal {
-        guard ready() else {
-            throw ServiceError(.identitySyncing, "This node is catching up with the cluster before it accepts tokens; retry shortly", retryAfter: 1)
-        }
+    /// A bearer token taken apart: its id and the hash of its secret.
+    public struct Bearer: Sendable {
+        let id: String
+        let secretHash: [UInt8]
+    }
+
+    /// Parses a bearer token (401 when it is not one of ours).
+    public static func parse(bearer: String) throws(ServiceError) -> Bearer {
         let parts = bearer.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0] == "sct", Self.isTokenID(String(parts[1])), (40...48).contains(parts[2].utf8.count) else {
             throw Self.invalidToken
         }
-        let id = String(parts[1])
-        let hash = OpenSSL.sha256(Array(parts[2].utf8))
+        return Bearer(id: String(parts[1]), secretHash: OpenSSL.sha256(Array(parts[2].utf8)))
+    }
+
+    /// The principal of a token verified within `recheckInterval`, without suspending (the
+    /// warm path of every request); nil when its records must be read (`verify`).
+    public func cachedPrincipal(_ bearer: Bearer) throws(ServiceError) -> Principal? {
+        guard ready() else {
+            throw ServiceError(.identitySyncing, "This node is catching up with the cluster before it accepts tokens; retry shortly", retryAfter: 1)
+        }
+        guard let cached = cache.withLock({ $0[bearer.id] }), ContinuousClock.now - cached.checkedAt < settings.recheckInterval else { return nil }
+        guard OpenSSL.constantTimeEquals(cached.secretHash, bearer.secretHash) else { throw Self.invalidToken }
+        if let expires = cached.expiresAt, expires <= Int64(Date().timeIntervalSince1970) { throw Self.invalidToken }
+        noteUse(bearer.id)
+        return cached.principal
+    }
+
+    /// The principal a bearer token stands for; 401 for anything else, 503 while a returning
+    /// cluster node has not caught up.
+    public func verify(bearer text: String) async throws -> Principal {
+        let bearer = try Self.parse(bearer: text)
+        if let principal = try cachedPrincipal(bearer) { return principal }
+        return try await verifyFromRecords(bearer)
+    }
+
+    /// Reads the token's record (and its user's), checks them, and caches the principal.
+    public func verifyFromRecords(_ bearer: Bearer) async throws -> Principal {
+        let (id, hash) = (bearer.id, bearer.secretHash)
         let now = ContinuousClock.now
         let seconds = Int64(Date().timeIntervalSince1970)
-        if let cached = cache.withLock({ $0[id] }), now - cached.checkedAt < settings.recheckInterval {
-            guard OpenSSL.constantTimeEquals(cached.secretHash, hash) else { throw Self.invalidToken }
-            if let expires = cached.expiresAt, expires <= seconds { throw Self.invalidToken }
-            noteUse(id)
-            return cached.principal
-        }
         guard let token = try await record(Self.tokenKey(id)).flatMap(token(from:)), let stored = Hex.decode(token.secretHash),
             OpenSSL.constantTimeEquals(stored, hash)
         else {

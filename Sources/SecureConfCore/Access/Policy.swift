@@ -74,7 +74,9 @@ public struct PolicyRule: Sendable, Equatable {
             return out
         }
         guard case .array(let raw)? = value["capabilities"], !raw.isEmpty else {
-            throw ServiceError.unprocessable("capabilities must be a non-empty list of \(Capability.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ServiceError.unprocessable(
+                "capabilities must be a non-empty list of \(Capability.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         var capabilities = Set<Capability>()
         for item in raw {

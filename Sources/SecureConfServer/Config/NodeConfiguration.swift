@@ -160,7 +160,10 @@ public struct NodeConfiguration: Sendable {
         ("OSC_SSE_MAX_SUBSCRIBERS", "change-event streams at most on this node; more get 503 (default 1000)"),
         ("OSC_SSE_QUEUE_SIZE", "events a subscriber may fall behind before it is dropped and told to resume (default 256)"),
         ("OSC_SSE_KEEPALIVE_SECONDS", "seconds between keep-alive comments on an idle event stream, 0.1 to 60 (default 15)"),
-        ("OSC_AUTH_MODE", "apikey (default: the API key alone, as OpenSecureConf) or tokens (users, login and service tokens, policies; README: access control)"),
+        (
+            "OSC_AUTH_MODE",
+            "apikey (default: the API key alone, as OpenSecureConf) or tokens (users, login and service tokens, policies; README: access control)"
+        ),
         ("OSC_TOKEN_TTL", "seconds a login token is valid, 60 to 2592000 (default 3600)"),
         ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]

@@ -155,7 +155,9 @@ struct AuthController<Context: AuditedRequestContext>: Sendable {
         context.audit.target(key: name)
         var expires: Int?
         if let raw = body["expires_in"], !raw.isNull {
-            guard case .number(let text) = raw, let n = Int(text) else { throw ServiceError.unprocessable("expires_in must be a whole number of seconds") }
+            guard case .number(let text) = raw, let n = Int(text) else {
+                throw ServiceError.unprocessable("expires_in must be a whole number of seconds")
+            }
             expires = n
         }
         let created = try await identity.createServiceToken(

@@ -23,7 +23,12 @@ struct ConfigController<Context: AuditedRequestContext>: Sendable {
         let category = try RequestInput.category(body)
         let environment = try RequestInput.environment(try RequestInput.optionalString(body, "environment"))
         context.audit.target(environment: environment)
-        let record = try await service.create(caller, RequestInput.entryAddress(context, environment: environment, key: configKey), category: category, value: value)
+        let record = try await service.create(
+            caller,
+            RequestInput.entryAddress(context, environment: environment, key: configKey),
+            category: category,
+            value: value
+        )
         return JSONResponse.make(.created) { $0.record(record) }
     }
 

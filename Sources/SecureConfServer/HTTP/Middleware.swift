@@ -127,7 +127,17 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if ticketStandsIn && request.uri.queryParameters["ticket"] != nil { return try await next(request, context) }
         var context = context
-        let principal = try await Self.principal(request, identity: identity, breakGlassKey: breakGlassKey)
+        // The warm path does not suspend: a cached token is a hash and a lookup.
+        let principal: Principal
+        switch try credential(request) {
+        case .bearer(let bearer):
+            if let cached = try identity.cachedPrincipal(bearer) {
+                principal = cached
+            } else {
+                principal = try await identity.verifyFromRecords(bearer)
+            }
+        case .breakGlass: principal = .breakGlass
+        }
         context.audit.actor(principal.subject)
         if let needs, !principal.policy.allows(needs, environment: nil, key: nil) {
             throw ServiceError(.forbidden, "\(principal.subject) lacks the '\(needs.rawValue)' capability")
@@ -139,13 +149,28 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 
-    static func principal(_ request: Request, identity: IdentityService, breakGlassKey: [UInt8]?) async throws -> Principal {
+    enum Credential {
+        case bearer(IdentityService.Bearer)
+        case breakGlass
+    }
+
+    /// The token of `Bearer <token>` (the scheme in any case, spaces around the token), or nil.
+    static func bearerToken(_ header: String) -> String? {
+        let bytes = Array(header.utf8)
+        let scheme = Array("bearer".utf8)
+        guard bytes.count > scheme.count + 1, zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }), bytes[scheme.count] == 0x20 else { return nil }
+        var start = scheme.count + 1
+        var end = bytes.count
+        while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
+        while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
+        return start < end ? String(decoding: bytes[start..<end], as: UTF8.self) : nil
+    }
+
+    /// The request's credential: a bearer token, or the break-glass API key.
+    func credential(_ request: Request) throws(ServiceError) -> Credential {
         if let header = request.headers[.authorization] {
-            let parts = header.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-                throw ServiceError(.invalidToken, "Authorization must be 'Bearer <token>'")
-            }
-            return try await identity.verify(bearer: String(parts[1]).trimmingCharacters(in: .whitespaces))
+            guard let token = Self.bearerToken(header) else { throw ServiceError(.invalidToken, "Authorization must be 'Bearer <token>'") }
+            return .bearer(try IdentityService.parse(bearer: token))
         }
         if let breakGlassKey, case .value(let given) = RequestInput.latin1Header(request, RequestInput.apiKeyHeader) {
             guard OpenSSL.constantTimeEquals(OpenSSL.sha256(Array(given.utf8)), breakGlassKey) else { throw ServiceError.wrongAPIKey }
@@ -154,4 +179,3 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         throw ServiceError(.missingToken, "Authorization: Bearer <token> is required (POST /auth/login, or a service token)")
     }
 }
-

@@ -139,7 +139,8 @@ enum OpenAPIDocument {
         ]
         switch route.access {
         case .client, .data, .eventStream, .operations: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
-        case .identity, .identityAdmin: operation.append(("security", .array([.object([("bearer", .array([]))]), .object([("apiKey", .array([]))])])))
+        case .identity, .identityAdmin:
+            operation.append(("security", .array([.object([("bearer", .array([]))]), .object([("apiKey", .array([]))])])))
         case .login: break
         case .auditReader: operation.append(("security", .array([.object([("apiKey", .array([]))])])))
         case .peer: operation.append(("security", .array([.object([("peer", .array([]))]), .object([("apiKey", .array([]))])])))

@@ -81,7 +81,10 @@ enum RequestInput {
     }
 
     /// What a `/configs/{key}…` request addresses (in the tenant of its token), and its query.
-    static func addressedEntry(_ request: Request, _ context: some AuditedRequestContext) throws(ServiceError) -> (EntryAddress, query: [String: String]) {
+    static func addressedEntry(
+        _ request: Request,
+        _ context: some AuditedRequestContext
+    ) throws(ServiceError) -> (EntryAddress, query: [String: String]) {
         let (key, query, environment) = try addressedKey(request, context)
         return (entryAddress(context, environment: environment, key: key), query)
     }
