@@ -53,7 +53,7 @@ import Testing
                     Self.uri(route.path),
                     userKey: "yet-another-wrong-key",
                     apiKey: "the-api-key-0123456789",
-                    headers: [HTTPField.Name("X-Backup-Password")!: "a-backup-password"],
+                    headers: [HTTPField.Name("X-Backup-Password")!: "a-backup-password", HTTPField.Name("X-New-User-Key")!: "a-new-user-key-01"],
                     body: route.method == .get ? nil : #"{"key":"k2","value":1}"#
                 )
                 #expect(r.status == .tooManyRequests, "\(route.method) \(route.path): \(r.status) \(r.body)")
