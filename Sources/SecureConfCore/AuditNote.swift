@@ -15,6 +15,8 @@ public final class AuditNote: Sendable {
         /// quorum: the trail must say what the client received, 503 included).
         public var deferred = false
         public var handedOut = false
+        /// The tenant the request acts in (`tokens` mode): its record is that tenant's.
+        public var tenant: String?
     }
 
     private let state = Mutex(State())
@@ -47,6 +49,26 @@ public final class AuditNote: Sendable {
         state.withLock { $0.actor = id }
     }
 
+    /// The tenant the request acts in.
+    public func tenant(_ name: String) {
+        state.withLock { $0.tenant = name }
+    }
+
+    /// `draft` as the trail keeps it: another tenant's record names its environment as the
+    /// store does (`TenantNames`), so a tenant's records are found, and hashed, as its own.
+    /// Names a client sent are kept without control characters: no request can make its
+    /// record look like another tenant's (whose stored names begin with one).
+    public static func scoped(_ draft: AuditRecordDraft, tenant: String?) -> AuditRecordDraft {
+        func printable(_ text: String?) -> String? {
+            text.map { String(String.UnicodeScalarView($0.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F })) }
+        }
+        var scoped = draft
+        (scoped.environment, scoped.key) = (printable(draft.environment), printable(draft.key))
+        guard let tenant, tenant != Revision.defaultTenant else { return scoped }
+        scoped.environment = TenantNames.stored(tenant: tenant, environment: scoped.environment ?? "")
+        return scoped
+    }
+
     /// A finished success record for a write to commit with its data; nil when audit is off.
     /// Call `written()` once that write has committed.
     public func recordForWrite(status: Int) -> AuditRecordDraft? {
@@ -57,7 +79,7 @@ public final class AuditNote: Sendable {
             draft.status = status
             draft.outcome = AuditOutcome.of(status: status)
             draft.time = AuditClock.nowMicros()
-            return draft
+            return Self.scoped(draft, tenant: s.tenant)
         }
     }
 

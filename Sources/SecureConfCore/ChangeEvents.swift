@@ -21,6 +21,8 @@ public struct EventFilter: Sendable, Equatable {
     public var policy: Policy?
     /// The subscriber's tenant: only its changes are sent.
     public var tenant = Revision.defaultTenant
+    /// The token the stream was opened with: the stream ends once it is revoked.
+    public var tokenID: String?
 
     public var isWildcard: Bool { key == nil && environment == nil && category == nil }
 
@@ -625,7 +627,9 @@ public final class EventSubscription: Sendable {
     private func deliver(_ change: StoredChange, relayed: Bool = false) -> EventStreamStep {
         let key = state.withLock { $0.key }
         hub.sent(change.kind)
-        return .change(id: relayed ? nil : hub.eventID(change.seq), change: change, payload: hub.payload(change, key: key))
+        // A value goes only to a subscriber whose policy may read it (events alone: no value).
+        let readable = filter.policy?.allows(.read, environment: change.revision.environment, key: change.revision.key) ?? true
+        return .change(id: relayed ? nil : hub.eventID(change.seq), change: change, payload: readable ? hub.payload(change, key: key) : .null)
     }
 
     /// The next missed change from history, reading it a page at a time.

@@ -10,12 +10,13 @@ extension ConfigService {
         let events = try eventHub()
         return try await perform(.subscribe, caller, environment: filter.environment, key: filter.key) { scope in
             var filter = filter
-            (filter.policy, filter.tenant) = (caller.principal?.policy, caller.tenant)
+            (filter.policy, filter.tenant, filter.tokenID) = (caller.principal?.policy, caller.tenant, caller.principal?.tokenID)
             let key: CachedKey?
             if let ticket {
                 let redeemed = try events.redeem(ticket: ticket, client: caller.client)
                 key = redeemed.key
-                (filter.policy, filter.tenant) = (redeemed.principal?.policy, redeemed.principal?.tenant ?? Revision.defaultTenant)
+                (filter.policy, filter.tenant, filter.tokenID) =
+                    (redeemed.principal?.policy, redeemed.principal?.tenant ?? Revision.defaultTenant, redeemed.principal?.tokenID)
             } else {
                 key = caller.userKey != nil ? try await scope.callerKey() : nil
             }

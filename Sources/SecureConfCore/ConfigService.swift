@@ -136,9 +136,9 @@ public final class ConfigService: Sendable {
     /// The entries the caller's policy lets it see with `capability`: all of them without
     /// access control. Every listing filters through here before it decrypts or counts, so
     /// that what a policy hides is neither shown nor counted.
-    func visible(_ entries: [ConfigEntry], to caller: Caller, _ capability: Capability) -> [ConfigEntry] {
+    func visible(_ entries: [ConfigEntry], to caller: Caller, _ capabilities: Capability...) -> [ConfigEntry] {
         guard caller.principal != nil else { return entries }
-        return entries.filter { caller.may(capability, environment: $0.environment, key: $0.key) }
+        return entries.filter { e in capabilities.allSatisfy { caller.may($0, environment: e.environment, key: e.key) } }
     }
 
     /// The entries the caller's key opens, with their plaintexts, in order: the others are left
@@ -248,7 +248,8 @@ public final class ConfigService: Sendable {
                     includeDeleted: false
                 )
             }
-            let shown = visible(entries, to: caller, .list)
+            // A listing carries values: what it shows, the policy lets the caller list and read.
+            let shown = visible(entries, to: caller, .list, .read)
             let records = try opened(shown, with: key).map { ConfigRecord(entry: $0.entry, valueJSON: ValueCipher.jsonText($0.plaintext)) }
             var nextAfter: Int64?
             if let limit = query.limit, entries.count == limit, let last = entries.last, !federated { nextAfter = last.id }
@@ -387,6 +388,8 @@ public final class ConfigService: Sendable {
                         category = c
                     }
                     let address = EntryAddress(tenant: caller.tenant, environment: environment, key: name)
+                    // Each configuration of the backup as a write of its own: the policy decides per entry.
+                    try authorizer.authorize(caller, .create, tenant: caller.tenant, environment: environment, key: name)
                     let ciphertext = try cipher.encrypt(value, with: key)
                     caller.audit.target(environment: environment, key: name)
                     if try await storage.entry(address) != nil {
@@ -546,7 +549,15 @@ public final class ConfigService: Sendable {
     }
 
     /// A version's value: decrypted, or 404 for a delete.
+    /// A past value, for the operations that reveal one (a version, a diff, a rollback's
+    /// answer): the caller's policy must let it read the key, whatever else it allows.
     private func value(of numbered: NumberedRevision, _ address: EntryAddress, _ scope: Scope) async throws -> [UInt8] {
+        if let principal = scope.caller.principal, !principal.policy.allows(.read, environment: address.environment, key: address.key) {
+            throw ServiceError(
+                .forbidden,
+                "\(principal.subject) lacks the 'read' capability on environment '\(address.environment.prefix(100))', key '\(address.key.prefix(100))'"
+            )
+        }
         guard !numbered.revision.deleted else {
             throw StoreError.versionIsDelete(environment: address.environment, key: address.key, version: numbered.version)
         }

@@ -86,6 +86,8 @@ public struct AuditFilter: Sendable, Equatable {
     /// Inclusive bounds, microseconds since 1970.
     public var since: Int64?
     public var until: Int64?
+    /// Only this tenant's records (nil: every tenant's).
+    public var tenant: String?
 
     public init(
         key: String? = nil,
@@ -221,7 +223,18 @@ extension ConfigStore {
             var sql = "SELECT \(AuditRecord.columns) FROM audit_log WHERE 1 = 1"
             var arguments: StatementArguments = []
             if let v = filter.key { sql += " AND key = ?"; arguments += [v] }
-            if let v = filter.environment { sql += " AND environment = ?"; arguments += [v] }
+            if let v = filter.environment {
+                sql += " AND environment = ?"
+                arguments += [filter.tenant.map { TenantNames.stored(tenant: $0, environment: v) } ?? v]
+            }
+            if let tenant = filter.tenant {
+                if tenant == Revision.defaultTenant {
+                    sql += " AND (environment IS NULL OR substr(environment, 1, 1) <> char(2))"
+                } else {
+                    sql += " AND environment >= ? AND environment < ?"
+                    arguments += [TenantNames.stored(tenant: tenant, environment: ""), "\u{2}\(tenant)\u{3}"]
+                }
+            }
             if let v = filter.action { sql += " AND action = ?"; arguments += [v] }
             if let v = filter.actor { sql += " AND actor = ?"; arguments += [v] }
             if let v = filter.outcome { sql += " AND outcome = ?"; arguments += [v] }

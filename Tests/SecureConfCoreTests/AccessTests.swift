@@ -50,6 +50,19 @@ import Testing
         #expect(throws: ServiceError.self) { _ = try Policy.parse(try JSONParser.parse(Array(many.utf8))) }
     }
 
+    @Test func aScopedAdminRuleMakesNoAdministratorAndGlobsAreBounded() throws {
+        let scoped = try Policy.parse(try JSONParser.parse(Array(#"[{"environments":["dev"],"capabilities":["admin"]}]"#.utf8)))
+        #expect(scoped.allows(.write, environment: "dev", key: "k"), "admin in its scope grants the data capabilities there")
+        #expect(!scoped.allowsEverywhere(.admin) && !scoped.allowsEverywhere(.audit))
+        #expect(!Principal(subject: "user:x", role: .reader, tenant: "default", policy: scoped).isAdmin)
+        #expect(Role.admin.policy.allowsEverywhere(.audit))
+        let stars = #"[{"keys":["\#(String(repeating: "*a", count: PolicyRule.maxStars + 1))"],"capabilities":["read"]}]"#
+        #expect(throws: ServiceError.self) { _ = try Policy.parse(try JSONParser.parse(Array(stars.utf8))) }
+        let rule = #"{"keys":["\#(String(repeating: "k", count: 200))"],"capabilities":["read"]}"#
+        let long = "[" + Array(repeating: rule, count: 50).joined(separator: ",") + "]"
+        #expect(throws: ServiceError.self, "over the policy's pattern characters") { _ = try Policy.parse(try JSONParser.parse(Array(long.utf8))) }
+    }
+
     @Test func theAuthorizerNamesTheMissingCapabilityAndScope() throws {
         let caller = Caller(
             userKey: nil,

@@ -358,8 +358,21 @@ def test_tenants_see_nothing_of_each_other(single):
     time.sleep(0.3)
     stream.close()
     assert not any((e.get("data") or {}).get("value") == "d2" for e in events), events
+    # A tenant's audit trail is its own; the default tenant's administrators see every tenant's.
+    mine = call(node, "GET", "/audit", ann, user_key=None, params={"limit": 1000})
+    assert mine.status_code == 200, mine.text
+    records = mine.json()["records"]
+    assert records and all(r["tenant"] == "acme" for r in records), records
+    assert {"login", "create", "update", "list", "stats", "backup"} <= {r["action"] for r in records}
+    assert not any(r["actor"] == "user:root" for r in records), "nothing of the default tenant"
+    assert all(r["environment"] is None or r["environment"].endswith("prod") or r["environment"] == "\u0002acme\u0002"
+               for r in records)
+    assert call(node, "GET", "/audit/verify", ann, user_key=None).status_code == 403
+    everyone = call(node, "GET", "/audit", root, user_key=None, params={"actor": "user:ann", "limit": 1000}).json()["records"]
+    assert len(everyone) >= len([r for r in records if r["actor"] == "user:ann"]) > 0
+    only_acme = call(node, "GET", "/audit", root, user_key=None, params={"tenant": "acme", "limit": 1000}).json()["records"]
+    assert only_acme and all(r.get("tenant") == "acme" for r in only_acme)
     # What spans tenants stays with the default tenant's administrators.
-    assert call(node, "GET", "/audit", ann, user_key=None).status_code == 403
     assert call(node, "GET", "/sse/subscriptions", ann, user_key=None).status_code == 403
     assert [u["username"] for u in call(node, "GET", "/auth/users", ann, user_key=None).json()] == ["ann"]
     assert call(node, "DELETE", "/auth/users/walt", ann, user_key=None).status_code == 404
@@ -397,3 +410,82 @@ def test_rekey_retires_a_user_key_across_the_cluster(factory):
     records = n1.request("GET", "/audit", params={"action": "rekey"}).json()["records"]
     assert [(r["status"], r["outcome"]) for r in records] == [(422, "failure"), (422, "failure"), (401, "denied"), (200, "success")], records
     assert new not in n1.log_text() and old not in n1.log_text()
+
+
+def test_what_a_scoped_token_cannot_reach_sideways(single):
+    """The ways round a policy that a review found, each closed: values through a listing,
+    a diff or an event without `read`; an import into an environment without `write`; a
+    scoped `admin` rule taken for an administrator; a deleted (or re-created) user's login
+    token; a forged tenant name in an audit record; a revoked token's open event stream;
+    a policy whose globs would cost minutes to match."""
+    node = single
+    root = login(node, "root", ADMIN_PASSWORD)
+    for env in ("side-prod", "side-dev"):
+        assert call(node, "POST", "/configs", root, json={"key": "db", "value": f"{env}-secret", "environment": env}).status_code == 201
+    assert call(node, "PUT", "/configs/db", root, params={"environment": "side-prod"}, json={"value": "v2"}).status_code == 200
+    policy = [{"capabilities": ["list", "history", "events"]}, {"environments": ["side-dev"], "capabilities": ["read", "write", "admin"]}]
+    r = call(node, "POST", "/auth/users", root, user_key=None, json={"username": "sid", "password": "sid-pass-01", "policies": policy})
+    assert r.status_code == 201, r.text
+    sid = login(node, "sid", "sid-pass-01")
+    listed = call(node, "GET", "/configs", sid).json()
+    assert {(e["environment"], e["value"]) for e in listed if e["environment"].startswith("side-")} == {("side-dev", "side-dev-secret")}
+    r = call(node, "GET", "/configs/db/diff", sid, params={"environment": "side-prod", "from": 1, "to": 2})
+    assert r.status_code == 403 and "'read'" in r.json()["detail"], r.text
+    assert call(node, "GET", "/configs/db/versions", sid, params={"environment": "side-prod"}).status_code == 200
+    # A scoped admin rule is no administrator.
+    assert call(node, "GET", "/auth/users", sid, user_key=None).status_code == 403
+    assert call(node, "POST", "/auth/users", sid, user_key=None,
+                json={"username": "escalated", "password": "long-enough", "role": "admin"}).status_code == 403
+    # Import writes only where the policy lets it.
+    backup = call(node, "POST", "/backup", root, params={"environment": "side-prod"}, headers={"X-Backup-Password": "pw-123456"}).json()
+    assert call(node, "DELETE", "/configs/db", root, params={"environment": "side-prod"}).status_code == 200
+    report = call(node, "POST", "/import", sid, headers={"X-Backup-Password": "pw-123456"},
+                  json={"backup_data": backup["backup_data"], "overwrite": True}).json()
+    assert report["imported"] == 0 and report["failed_keys"][0]["key"] == "db" and "write" in report["failed_keys"][0]["error"], report
+    assert call(node, "GET", "/configs/db", root, params={"environment": "side-prod"}).status_code == 404
+    # Events without read carry no value.
+    events = []
+    stream = requests.get(node.url + "/sse/subscribe", headers={"Authorization": "Bearer " + sid, "X-User-Key": USER_KEY},
+                          stream=True, timeout=10)
+
+    def read_stream():
+        try:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                elif line and "revoked" in line:
+                    events.append({"revoked": True})
+        except Exception:
+            pass
+    threading.Thread(target=read_stream, daemon=True).start()
+    time.sleep(0.3)
+    assert call(node, "POST", "/configs", root, json={"key": "db", "value": "again", "environment": "side-prod"}).status_code == 201
+    assert call(node, "PUT", "/configs/db", root, params={"environment": "side-dev"}, json={"value": "dev2"}).status_code == 200
+    assert wait_until(lambda: any(e.get("environment") == "side-dev" for e in events), 5)
+    prod = [e for e in events if e.get("environment") == "side-prod"]
+    dev = [e for e in events if e.get("environment") == "side-dev"]
+    assert prod and all(e["data"] is None for e in prod), prod
+    assert dev[-1]["data"] == {"value": "dev2"}
+    # Deleting the user ends its token, and its open stream; a new user of the same name is not it.
+    assert call(node, "DELETE", "/auth/users/sid", root, user_key=None).status_code == 200
+    assert call(node, "GET", "/configs", sid).status_code == 401
+    time.sleep(1.1)  # the stream checks its token at most once a second, before it sends anything
+    assert call(node, "PUT", "/configs/db", root, params={"environment": "side-dev"}, json={"value": "dev3"}).status_code == 200
+    assert wait_until(lambda: {"revoked": True} in events, 20), events[-3:]
+    assert not any((e.get("data") or {}).get("value") == "dev3" for e in events if "revoked" not in e)
+    stream.close()
+    assert call(node, "POST", "/auth/users", root, user_key=None,
+                json={"username": "sid", "password": "sid-pass-01", "role": "admin"}).status_code == 201
+    assert call(node, "GET", "/configs", sid).status_code == 401, "the old token is not the new user's"
+    # A password change ends the sessions of the old one.
+    fresh = login(node, "sid", "sid-pass-01")
+    assert call(node, "PUT", "/auth/users/sid", root, user_key=None, json={"password": "sid-pass-02"}).status_code == 200
+    assert call(node, "GET", "/configs", fresh).status_code == 401
+    # A control character in a name cannot make a record another tenant's.
+    requests.get(node.url + "/configs/k", params={"environment": "\x02acme\x02prod"}, timeout=5)
+    forged = call(node, "GET", "/audit", root, user_key=None, params={"tenant": "acme", "limit": 1000}).json()["records"]
+    assert not any(r["actor"] == "anonymous" for r in forged)
+    # Globs are bounded.
+    r = call(node, "POST", "/auth/users", root, user_key=None,
+             json={"username": "globby", "password": "long-enough", "policies": [{"keys": ["*a" * 9], "capabilities": ["read"]}]})
+    assert r.status_code == 422 and "'*'" in r.json()["detail"]

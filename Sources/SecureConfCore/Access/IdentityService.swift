@@ -84,6 +84,9 @@ public final class IdentityService: Sendable {
     // MARK: Records
 
     public struct User: Sendable, Equatable {
+        /// Random, made with the user: a login token names it, so a token outlives neither its
+        /// user nor a later user of the same name.
+        public var id: String
         public var name: String
         public var role: Role
         public var tenant: String
@@ -107,8 +110,9 @@ public final class IdentityService: Sendable {
         public var id: String
         public var name: String
         public var kind: Kind
-        /// The user a login token belongs to.
+        /// The user a login token belongs to, and that user's id.
         public var user: String?
+        public var userID: String?
         public var role: Role
         public var tenant: String
         public var policies: Policy?
@@ -151,12 +155,21 @@ public final class IdentityService: Sendable {
             let hash = value["password"]?.stringValue
         else { return nil }
         let policies = value["policies"].flatMap { $0.isNull ? nil : try? Policy.parse($0) }
-        return User(name: name, role: role, tenant: tenant, policies: policies, createdAt: value["created_at"]?.stringValue ?? "", passwordHash: hash)
+        return User(
+            id: value["id"]?.stringValue ?? "",
+            name: name,
+            role: role,
+            tenant: tenant,
+            policies: policies,
+            createdAt: value["created_at"]?.stringValue ?? "",
+            passwordHash: hash
+        )
     }
 
     private func userJSON(_ u: User) -> JSONValue {
         .object([
-            ("type", .string("user")), ("name", .string(u.name)), ("role", .string(u.role.rawValue)), ("tenant", .string(u.tenant)),
+            ("type", .string("user")), ("id", .string(u.id)), ("name", .string(u.name)), ("role", .string(u.role.rawValue)),
+            ("tenant", .string(u.tenant)),
             ("policies", Self.policyJSON(u.policies)), ("password", .string(u.passwordHash)), ("created_at", .string(u.createdAt)),
         ])
     }
@@ -174,6 +187,7 @@ public final class IdentityService: Sendable {
             name: name,
             kind: kind,
             user: value["user"]?.stringValue,
+            userID: value["user_id"]?.stringValue,
             role: role,
             tenant: tenant,
             policies: value["policies"].flatMap { $0.isNull ? nil : try? Policy.parse($0) },
@@ -187,7 +201,8 @@ public final class IdentityService: Sendable {
     private func tokenJSON(_ t: Token) -> JSONValue {
         .object([
             ("type", .string("token")), ("id", .string(t.id)), ("name", .string(t.name)), ("kind", .string(t.kind.rawValue)),
-            ("user", t.user.map(JSONValue.string) ?? .null), ("role", .string(t.role.rawValue)), ("tenant", .string(t.tenant)),
+            ("user", t.user.map(JSONValue.string) ?? .null), ("user_id", t.userID.map(JSONValue.string) ?? .null),
+            ("role", .string(t.role.rawValue)), ("tenant", .string(t.tenant)),
             ("policies", Self.policyJSON(t.policies)), ("hash", .string(t.secretHash)), ("created_at", .string(t.createdAt)),
             ("created_by", .string(t.createdBy)), ("expires_at", t.expiresAt.map { .number(String($0)) } ?? .null),
         ])
@@ -267,6 +282,7 @@ public final class IdentityService: Sendable {
         let parameters = settings.passwordParameters
         let hash = try await keys.runBounded { PasswordHash.make(password, parameters: parameters) }
         let user = User(
+            id: Hex.encode(OpenSSL.randomBytes(8)),
             name: name,
             role: role,
             tenant: tenant,
@@ -311,14 +327,24 @@ public final class IdentityService: Sendable {
             user.passwordHash = try await keys.runBounded { PasswordHash.make(password, parameters: parameters) }
         }
         try await write(Self.userKey(name), userJSON(user), caller: caller, status: 200, exists: true)
+        // A new password ends every session of the old one.
+        if password != nil { try await revokeLoginTokens(of: user) }
         forget { $0.principal.subject == "user:\(name)" }
         return user
     }
 
+    /// Deletes the records of `user`'s login tokens (replicated like any delete).
+    private func revokeLoginTokens(of user: User) async throws {
+        for token in try await records(prefix: "token.").compactMap(token(from:)) where token.kind == .login && token.user == user.name {
+            try await remove(Self.tokenKey(token.id), caller: nil, status: 200)
+        }
+    }
+
     /// Deletes a user; its login tokens stop working at once (they name a user that is gone).
     public func deleteUser(name: String, caller: Caller?) async throws {
-        _ = try await managedUser(name, by: caller?.principal)
+        let user = try await managedUser(name, by: caller?.principal)
         try await remove(Self.userKey(name), caller: caller, status: 200)
+        try await revokeLoginTokens(of: user)
         forget { $0.principal.subject == "user:\(name)" }
     }
 
@@ -343,11 +369,12 @@ public final class IdentityService: Sendable {
         }
         limiter.refund(caller.client)
         caller.audit.actor("user:" + user.name)
+        caller.audit.tenant(user.tenant)
         let lifetime = settings.tokenLifetimeSeconds
         let (token, secret) = newToken(
             name: "login",
             kind: .login,
-            user: user.name,
+            user: user,
             role: user.role,
             tenant: user.tenant,
             policies: nil,
@@ -408,7 +435,7 @@ public final class IdentityService: Sendable {
     private func newToken(
         name: String,
         kind: Token.Kind,
-        user: String?,
+        user: User?,
         role: Role,
         tenant: String,
         policies: Policy?,
@@ -421,7 +448,8 @@ public final class IdentityService: Sendable {
             id: id,
             name: name,
             kind: kind,
-            user: user,
+            user: user?.name,
+            userID: user?.id,
             role: role,
             tenant: tenant,
             policies: policies,
@@ -502,7 +530,9 @@ public final class IdentityService: Sendable {
             tokenID: id
         )
         if token.kind == .login {
-            guard let name = token.user, let user = try await user(named: name) else { throw Self.invalidToken }
+            guard let name = token.user, let user = try await user(named: name), user.id == (token.userID ?? user.id) else {
+                throw Self.invalidToken
+            }
             principal.role = user.role
             principal.tenant = user.tenant
             principal.policy = user.effectivePolicy
@@ -513,6 +543,17 @@ public final class IdentityService: Sendable {
         }
         noteUse(id)
         return principal
+    }
+
+    /// Whether the token `id` still stands (not revoked or expired; its user, for a login
+    /// token, still the one it was issued to): long-lived streams ask it as they go.
+    public func isLive(tokenID id: String) async -> Bool {
+        guard let token = try? await record(Self.tokenKey(id)).flatMap(token(from:)) else { return false }
+        if let expires = token.expiresAt, expires <= Int64(Date().timeIntervalSince1970) { return false }
+        if token.kind == .login {
+            guard let name = token.user, let user = try? await user(named: name), user.id == (token.userID ?? user.id) else { return false }
+        }
+        return true
     }
 
     private func noteUse(_ id: String) {

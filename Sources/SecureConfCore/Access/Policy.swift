@@ -55,6 +55,10 @@ public struct PolicyRule: Sendable, Equatable {
     public static let maxRules = 64
     public static let maxPatterns = 64
     public static let maxPatternLength = 256
+    /// Wildcards per pattern and pattern characters per policy: matching stays cheap (a
+    /// glob's cost grows with its stars) whatever a policy holds.
+    public static let maxStars = 8
+    public static let maxPolicyCharacters = 8192
 
     /// Parses one rule as a client sends it; the detail names what is wrong.
     public static func parse(_ value: JSONValue) throws(ServiceError) -> PolicyRule {
@@ -68,6 +72,9 @@ public struct PolicyRule: Sendable, Equatable {
             for item in items {
                 guard let text = item.stringValue, !text.isEmpty, text.unicodeScalars.count <= maxPatternLength else {
                     throw ServiceError.unprocessable("\(name) must hold non-empty strings of at most \(maxPatternLength) characters")
+                }
+                guard text.unicodeScalars.filter({ $0 == "*" }).count <= maxStars else {
+                    throw ServiceError.unprocessable("\(name): a pattern may hold at most \(maxStars) '*'")
                 }
                 out.append(text)
             }
@@ -112,6 +119,15 @@ public struct Policy: Sendable, Equatable {
         rules.contains { $0.covers(capability, environment: environment, key: key) }
     }
 
+    /// Whether a rule over every environment and key allows `capability`: what `admin` and
+    /// `audit` need, since they reach beyond any one environment (users, tokens, the trail).
+    public func allowsEverywhere(_ capability: Capability) -> Bool {
+        rules.contains { rule in
+            (rule.capabilities.contains(capability) || rule.capabilities.contains(.admin)) && rule.environments.contains("*")
+                && rule.keys.contains("*")
+        }
+    }
+
     /// Whether some rule allows `capability` at all, in some environment.
     public func allowsSomewhere(_ capability: Capability) -> Bool {
         rules.contains { $0.capabilities.contains(capability) || $0.capabilities.contains(.admin) }
@@ -125,6 +141,10 @@ public struct Policy: Sendable, Equatable {
         }
         var rules: [PolicyRule] = []
         for item in items { rules.append(try PolicyRule.parse(item)) }
+        let characters = rules.reduce(0) { $0 + ($1.environments + $1.keys).reduce(0) { $0 + $1.unicodeScalars.count } }
+        guard characters <= PolicyRule.maxPolicyCharacters else {
+            throw ServiceError.unprocessable("policies may hold at most \(PolicyRule.maxPolicyCharacters) pattern characters in all")
+        }
         return Policy(rules: rules)
     }
 }
@@ -162,7 +182,9 @@ public struct Principal: Sendable, Equatable {
         self.tokenID = tokenID
     }
 
-    public var isAdmin: Bool { policy.allows(.admin, environment: nil, key: nil) }
+    /// An administrator: `admin` on every environment and key (a scoped `admin` rule grants
+    /// the data capabilities in its scope, never users, tokens or the trail).
+    public var isAdmin: Bool { policy.allowsEverywhere(.admin) }
     /// An administrator of the default tenant: manages every tenant and reads the whole audit trail.
     public var isGlobalAdmin: Bool { isAdmin && tenant == Revision.defaultTenant }
 

@@ -8,7 +8,7 @@ import SecureConfStore
 
 /// `/audit`: search, export (JSON Lines or CSV, streamed) and chain verification. Guarded by
 /// `AuditAdminMiddleware` (the API key).
-struct AuditController<Context: RequestContext>: Sendable {
+struct AuditController<Context: AuditedRequestContext>: Sendable {
     let node: SecureConfNode
 
     static var pageSize: Int { 1000 }
@@ -35,11 +35,21 @@ struct AuditController<Context: RequestContext>: Sendable {
         )
     }
 
+    /// Whose records a reader sees: a tenant's principal, its tenant's only; the default
+    /// tenant's administrators (and the API key), every tenant's, or one named by `tenant`.
+    static func tenant(_ query: [String: String], _ context: Context) throws(ServiceError) -> String? {
+        if let principal = context.principal, principal.tenant != Revision.defaultTenant { return principal.tenant }
+        guard let named = query["tenant"], !named.isEmpty else { return nil }
+        if let problem = TenantNames.problem(named), named != Revision.defaultTenant { throw ServiceError.unprocessable(problem) }
+        return named
+    }
+
     /// `{"records":[...],"next_cursor":"<id>"|null}`, oldest first; `limit` 1–1000 (default
     /// 100); pass `next_cursor` back as `cursor` for the next page.
     @Sendable func search(_ request: Request, context: Context) async throws -> Response {
         let query = try RequestInput.query(request)
-        let filter = try Self.filter(query)
+        var filter = try Self.filter(query)
+        filter.tenant = try Self.tenant(query, context)
         var limit = 100
         if let raw = query["limit"], !raw.isEmpty {
             guard let n = Int(raw), (1...Self.pageSize).contains(n) else {
@@ -72,7 +82,9 @@ struct AuditController<Context: RequestContext>: Sendable {
     /// export stops at the last record committed when it began.
     @Sendable func export(_ request: Request, context: Context) async throws -> Response {
         let query = try RequestInput.query(request)
-        let filter = try Self.filter(query)
+        var filtered = try Self.filter(query)
+        filtered.tenant = try Self.tenant(query, context)
+        let filter = filtered
         let format = query["format"].flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? "jsonl"
         guard format == "jsonl" || format == "csv" else { throw ServiceError.unprocessable("format must be jsonl or csv") }
         let last = try await node.store.auditRecordCount()
@@ -111,6 +123,10 @@ struct AuditController<Context: RequestContext>: Sendable {
 
     /// `{"valid","records","first_broken","head_hash"}`: the whole chain re-computed.
     @Sendable func verify(_ request: Request, context: Context) async throws -> Response {
+        // The chain spans every tenant (its length and head say how much happened).
+        if let principal = context.principal, principal.tenant != Revision.defaultTenant {
+            throw ServiceError(.forbidden, "the audit chain spans every tenant: only the default tenant's administrators verify it")
+        }
         let result = try await node.store.verifyAudit()
         if !result.valid {
             node.metrics.auditVerificationFailures.increment()
@@ -145,6 +161,10 @@ extension JSONWriter {
         member("client"); string(d.client)
         member("action"); string(d.action)
         member("environment"); optionalString(d.environment)
+        // Another tenant's record: its environment as stored (and hashed), and its tenant.
+        if let stored = d.environment, stored.hasPrefix("\u{2}") {
+            member("tenant"); string(TenantNames.split(stored).tenant)
+        }
         member("key"); optionalString(d.key)
         member("outcome"); string(d.outcome)
         member("status"); integer(d.status)

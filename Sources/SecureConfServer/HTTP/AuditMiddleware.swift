@@ -65,6 +65,7 @@ struct AuditMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
             draft.status = status
             draft.outcome = AuditOutcome.of(status: status)
             draft.time = AuditClock.nowMicros()
+            draft = AuditNote.scoped(draft, tenant: note.tenant)
             do {
                 try await node.store.appendAudit(draft)
                 node.metrics.auditRecords.increment()

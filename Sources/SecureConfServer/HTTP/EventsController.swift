@@ -48,6 +48,7 @@ struct EventsController<Context: AuditedRequestContext>: Sendable {
         }
         let subscription = try await node.service.subscribe(caller, filter: filter, lastEventID: lastEventID, ticket: ticket)
         let hub = self.hub
+        let identity = node.identity
         let nodeID = node.configuration.nodeID
         let keepAlive = Duration.milliseconds(Int64(node.configuration.sseKeepAliveSeconds * 1000))
         return Response(
@@ -67,8 +68,19 @@ struct EventsController<Context: AuditedRequestContext>: Sendable {
                                 )
                             )
                         }
+                        var checked = ContinuousClock.now
                         streaming: while true {
-                            switch await subscription.next(timeout: keepAlive) {
+                            let step = await subscription.next(timeout: keepAlive)
+                            // A stream opened with a token lasts as long as the token does.
+                            if let tokenID = subscription.filter.tokenID, ContinuousClock.now - checked >= .seconds(1) {
+                                checked = ContinuousClock.now
+                                if !(await identity.isLive(tokenID: tokenID)) {
+                                    try await writer.write(Self.comment("the token was revoked or has expired"))
+                                    clientLeft = false
+                                    break streaming
+                                }
+                            }
+                            switch step {
                             case .change(let id, let change, let payload):
                                 try await writer.write(Self.change(id: id, change, payload: payload))
                             case .idle:

@@ -139,8 +139,9 @@ struct TokenMiddleware<Context: AuditedRequestContext>: RouterMiddleware {
         case .breakGlass: principal = .breakGlass
         }
         context.audit.actor(principal.subject)
-        if let needs, !principal.policy.allows(needs, environment: nil, key: nil) {
-            throw ServiceError(.forbidden, "\(principal.subject) lacks the '\(needs.rawValue)' capability")
+        context.audit.tenant(principal.tenant)
+        if let needs, !principal.policy.allowsEverywhere(needs) {
+            throw ServiceError(.forbidden, "\(principal.subject) lacks the '\(needs.rawValue)' capability on every environment and key")
         }
         if crossTenant && principal.tenant != Revision.defaultTenant {
             throw ServiceError(.forbidden, "this spans every tenant: only the default tenant's principals may read it")

@@ -205,7 +205,7 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
         .data: gated(client.group()),
         .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
         .auditReader: tokens
-            ? credential(needs: .audit, crossTenant: true) : audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
+            ? credential(needs: .audit) : audited.group().add(middleware: AuditAdminMiddleware(configuration: node.configuration)),
         .operations: tokens ? credential(needs: .admin, crossTenant: true) : client,
         .eventStream: gated(credential(ticketStandsIn: true)),
         .login: audited.group().add(middleware: ServingGateMiddleware(node: node)),
