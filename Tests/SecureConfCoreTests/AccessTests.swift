@@ -176,13 +176,17 @@ import Testing
     }
 
     @Test func aLoginTokenEndsWithItsLifetimeAndItsUser() async throws {
-        let (identity, _, _) = try fixture(lifetime: 1, recheck: .zero)
+        let (identity, store, _) = try fixture(lifetime: 1, recheck: .zero)
         try await identity.addUser(name: "eve", password: "eve-pass-1", role: .reader, tenant: nil, policies: nil, caller: nil)
         let first = try await identity.login(username: "eve", password: "eve-pass-1", caller: caller())
         #expect(try await identity.verify(bearer: first.token).subject == "user:eve")
         try await Task.sleep(for: .milliseconds(2100))
         await #expect(throws: ServiceError.self, "expired") { _ = try await identity.verify(bearer: first.token) }
         let second = try await identity.login(username: "eve", password: "eve-pass-1", caller: caller())
+        let tokens = try await store.all(tenant: Revision.defaultTenant, environment: EntryNames.identityEnvironment).filter {
+            $0.key.hasPrefix("token.")
+        }
+        #expect(tokens.count == 1, "the expired login token's record went as the user logged in again")
         try await identity.deleteUser(name: "eve", caller: nil)
         await #expect(throws: ServiceError.self, "its user is gone") { _ = try await identity.verify(bearer: second.token) }
     }

@@ -50,6 +50,9 @@ public final class IdentityService: Sendable {
     /// Called after each committed write (wakes replication, so a revocation ships at once).
     private let committed: @Sendable () -> Void
     private let cache = Mutex<[String: Verified]>([:])
+    /// Bumped by every revocation here: a verification that read its records before one is
+    /// not cached after it.
+    private let revocations = Atomic<UInt64>(0)
     /// A hash of a password nobody has, checked for unknown users so that a login costs the
     /// same whether or not the user exists.
     private let decoyHash: String
@@ -333,6 +336,15 @@ public final class IdentityService: Sendable {
         return user
     }
 
+    /// Deletes the records of `user`'s expired login tokens.
+    private func purgeExpiredLoginTokens(of user: User) async throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        for token in try await records(prefix: "token.").compactMap(token(from:))
+        where token.kind == .login && token.user == user.name && (token.expiresAt ?? Int64.max) <= now {
+            try await remove(Self.tokenKey(token.id), caller: nil, status: 200)
+        }
+    }
+
     /// Deletes the records of `user`'s login tokens (replicated like any delete).
     private func revokeLoginTokens(of user: User) async throws {
         for token in try await records(prefix: "token.").compactMap(token(from:)) where token.kind == .login && token.user == user.name {
@@ -382,6 +394,8 @@ public final class IdentityService: Sendable {
             expiresAt: Int64(Date().timeIntervalSince1970) + Int64(lifetime)
         )
         try await write(Self.tokenKey(token.id), tokenJSON(token), caller: caller, status: 200, exists: false)
+        // Each login leaves a record: the user's expired ones go as it logs in again.
+        try await purgeExpiredLoginTokens(of: user)
         return (secret, lifetime, user)
     }
 
@@ -513,6 +527,7 @@ public final class IdentityService: Sendable {
     /// Reads the token's record (and its user's), checks them, and caches the principal.
     public func verifyFromRecords(_ bearer: Bearer) async throws -> Principal {
         let (id, hash) = (bearer.id, bearer.secretHash)
+        let generation = revocations.load(ordering: .sequentiallyConsistent)
         let now = ContinuousClock.now
         let seconds = Int64(Date().timeIntervalSince1970)
         guard let token = try await record(Self.tokenKey(id)).flatMap(token(from:)), let stored = Hex.decode(token.secretHash),
@@ -538,6 +553,7 @@ public final class IdentityService: Sendable {
             principal.policy = user.effectivePolicy
         }
         cache.withLock { c in
+            guard revocations.load(ordering: .sequentiallyConsistent) == generation else { return }
             if c.count >= settings.cacheCapacity { c.removeAll(keepingCapacity: true) }
             c[id] = Verified(principal: principal, secretHash: hash, expiresAt: token.expiresAt, checkedAt: now)
         }
@@ -565,6 +581,7 @@ public final class IdentityService: Sendable {
     }
 
     private func forget(_ matching: (Verified) -> Bool) {
+        revocations.add(1, ordering: .sequentiallyConsistent)
         cache.withLock { c in c = c.filter { !matching($0.value) } }
     }
 
