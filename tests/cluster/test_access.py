@@ -54,6 +54,26 @@ def call(node, method, path, token=None, user_key=USER_KEY, **kw):
     return requests.request(method, node.url + path, headers=headers, timeout=10, **kw)
 
 
+def follow(node, headers, on_line=None):
+    """Opens /sse/subscribe with `headers` and reads it in a thread: the list of the events'
+    data, growing as they arrive (`on_line` may add entries for other lines)."""
+    events = []
+    stream = requests.get(node.url + "/sse/subscribe", headers=headers, stream=True, timeout=10)
+    assert stream.status_code == 200, stream.text
+
+    def read_stream():
+        try:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                elif line and on_line:
+                    on_line(line, events)
+        except Exception:
+            pass
+    threading.Thread(target=read_stream, daemon=True).start()
+    return stream, events
+
+
 @pytest.fixture(scope="module")
 def single(module_factory):
     """One node in tokens mode (a cluster of one: the harness's node with OSC_AUTH_MODE=tokens)."""
@@ -122,19 +142,7 @@ def test_roles_and_scoped_policies_decide_what_each_user_may_do_and_see(single):
     assert backup.status_code == 200 and backup.json()["total_keys"] == 1
 
     # Events: walt's stream carries staging changes only.
-    events = []
-    stream = requests.get(node.url + "/sse/subscribe", headers={"Authorization": "Bearer " + walt}, stream=True, timeout=10)
-    assert stream.status_code == 200
-
-    def read_stream():
-        try:
-            for line in stream.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-        except Exception:
-            pass
-    reader = threading.Thread(target=read_stream, daemon=True)
-    reader.start()
+    stream, events = follow(node, {"Authorization": "Bearer " + walt})
     time.sleep(0.3)
     assert call(node, "PUT", "/configs/db.password", admin, params={"environment": "production"}, json={"value": "p2"}).status_code == 200
     assert call(node, "PUT", "/configs/feature.flag", admin, params={"environment": "staging"}, json={"value": "s2"}).status_code == 200
@@ -339,18 +347,7 @@ def test_tenants_see_nothing_of_each_other(single):
                                  "HOME": str(node.workdir)}, capture_output=True, text=True, timeout=60)
     assert export.returncode == 0, export.stderr
     assert json.loads(export.stdout) == {"shared.db": "acme-value"}
-    events = []
-    stream = requests.get(node.url + "/sse/subscribe", headers={"Authorization": "Bearer " + ann, "X-User-Key": USER_KEY},
-                          stream=True, timeout=10)
-
-    def read_stream():
-        try:
-            for line in stream.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-        except Exception:
-            pass
-    threading.Thread(target=read_stream, daemon=True).start()
+    stream, events = follow(node, {"Authorization": "Bearer " + ann, "X-User-Key": USER_KEY})
     time.sleep(0.3)
     assert call(node, "PUT", "/configs/shared.db", root, params={"environment": "prod"}, json={"value": "d2"}).status_code == 200
     assert call(node, "PUT", "/configs/shared.db", ann, params={"environment": "prod"}, json={"value": "a2"}).status_code == 200
@@ -444,20 +441,8 @@ def test_what_a_scoped_token_cannot_reach_sideways(single):
     assert report["imported"] == 0 and report["failed_keys"][0]["key"] == "db" and "write" in report["failed_keys"][0]["error"], report
     assert call(node, "GET", "/configs/db", root, params={"environment": "side-prod"}).status_code == 404
     # Events without read carry no value.
-    events = []
-    stream = requests.get(node.url + "/sse/subscribe", headers={"Authorization": "Bearer " + sid, "X-User-Key": USER_KEY},
-                          stream=True, timeout=10)
-
-    def read_stream():
-        try:
-            for line in stream.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                elif line and "revoked" in line:
-                    events.append({"revoked": True})
-        except Exception:
-            pass
-    threading.Thread(target=read_stream, daemon=True).start()
+    stream, events = follow(node, {"Authorization": "Bearer " + sid, "X-User-Key": USER_KEY},
+                            on_line=lambda line, out: out.append({"revoked": True}) if "revoked" in line else None)
     time.sleep(0.3)
     assert call(node, "POST", "/configs", root, json={"key": "db", "value": "again", "environment": "side-prod"}).status_code == 201
     assert call(node, "PUT", "/configs/db", root, params={"environment": "side-dev"}, json={"value": "dev2"}).status_code == 200
