@@ -21,9 +21,6 @@ public enum TenantNames {
         return (String(rest[..<end]), String(rest[rest.index(after: end)...]))
     }
 
-    /// Whether a stored name is in `tenant` (the SQL of a listing says the same with a range).
-    static func belongs(_ stored: String, to tenant: String) -> Bool { split(stored).tenant == tenant }
-
     /// Why `tenant` is not a tenant name, or nil: 1–64 of lowercase letters, digits, `-`, `_`, `.`.
     public static func problem(_ tenant: String) -> String? {
         let allowed = tenant.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }

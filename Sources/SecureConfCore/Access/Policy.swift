@@ -128,11 +128,6 @@ public struct Policy: Sendable, Equatable {
         }
     }
 
-    /// Whether some rule allows `capability` at all, in some environment.
-    public func allowsSomewhere(_ capability: Capability) -> Bool {
-        rules.contains { $0.capabilities.contains(capability) || $0.capabilities.contains(.admin) }
-    }
-
     public var json: JSONValue { .array(rules.map(\.json)) }
 
     public static func parse(_ value: JSONValue) throws(ServiceError) -> Policy {
