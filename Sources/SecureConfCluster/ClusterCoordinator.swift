@@ -124,10 +124,17 @@ public final class ClusterCoordinator: Service, Sendable {
 
     private var safety: (any ClusterSafetyObserver)? { observer as? any ClusterSafetyObserver }
 
-    /// Called after a local write commits: wakes the shippers.
+    /// Called after a local write commits: wakes the shippers (a federated node's ship only
+    /// its users and tokens).
     public func localWriteCommitted() {
-        guard settings.mode == .replica else { return }
         for signal in wakeups.values { signal.signal() }
+    }
+
+    /// What this node ships to its peers and accepts from them: everything in replica mode;
+    /// in federated mode only the users and tokens, which every node must know (a login
+    /// works on any node; a revocation holds on every node).
+    func replicates(_ r: Revision) -> Bool {
+        settings.mode == .replica || r.environment == EntryNames.identityEnvironment
     }
 
     /// Waits until `settings.writeQuorum` nodes hold this node's revisions up to `seq`.
@@ -151,14 +158,17 @@ public final class ClusterCoordinator: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.healthLoop() }
+                for peer in self.settings.peers {
+                    group.addTask { await self.shipLoop(peer) }
+                }
                 if self.settings.mode == .replica {
-                    for peer in self.settings.peers {
-                        group.addTask { await self.shipLoop(peer) }
-                    }
                     group.addTask { await self.antiEntropyLoop() }
-                } else if self.changeRelay != nil {
-                    for peer in self.settings.peers {
-                        group.addTask { await self.changeRelayLoop(peer) }
+                } else {
+                    group.addTask { await self.identitySyncLoop() }
+                    if self.changeRelay != nil {
+                        for peer in self.settings.peers {
+                            group.addTask { await self.changeRelayLoop(peer) }
+                        }
                     }
                 }
                 await group.waitForAll()
@@ -305,7 +315,7 @@ public final class ClusterCoordinator: Service, Sendable {
         }
     }
 
-    // MARK: Replication (replica mode)
+    // MARK: Replication (replica mode; a federated node's users and tokens)
 
     private func shipLoop(_ peer: String) async {
         guard let wakeup = wakeups[peer] else { return }
@@ -328,7 +338,7 @@ public final class ClusterCoordinator: Service, Sendable {
             // Revisions the peer refused for good are not sent to it again (they stay in this
             // node's history; the cursor moves past them, so a restart does not resend them).
             let refused = peers.withLock { $0[peer]?.refusedSeqs ?? [] }
-            let batch = fetched.filter { !refused.contains($0.seq) }
+            let batch = fetched.filter { !refused.contains($0.seq) && replicates($0.revision) }
             do {
                 if !batch.isEmpty {
                     _ = try await transport.json(
@@ -424,6 +434,17 @@ public final class ClusterCoordinator: Service, Sendable {
                 rejected.append(.init(index: i, reason: "revision origin differs from the sender", ahead: false, aheadSeconds: nil))
                 continue
             }
+            guard replicates(r) else {
+                rejected.append(
+                    .init(
+                        index: i,
+                        reason: "a federated node keeps its own entries: only users and tokens replicate",
+                        ahead: false,
+                        aheadSeconds: nil
+                    )
+                )
+                continue
+            }
             do {
                 try rules.check(r)
             } catch let refusal {
@@ -464,8 +485,8 @@ public final class ClusterCoordinator: Service, Sendable {
     // MARK: Anti-entropy (replica mode)
 
     private let synced = Atomic<Bool>(false)
-    /// Whether this node has completed an anti-entropy pull from a peer since it started: it
-    /// holds everything that peer held then (revocations included).
+    /// Whether this node has completed an anti-entropy pull (federated: of users and tokens)
+    /// from a peer since it started: it holds what that peer held then, revocations included.
     public var hasSynced: Bool { synced.load(ordering: .relaxed) }
 
     private func antiEntropyLoop() async {
@@ -552,6 +573,39 @@ public final class ClusterCoordinator: Service, Sendable {
             }
         }
         return repaired
+    }
+
+    // MARK: Federated users and tokens
+
+    /// A federated node's catch-up on users and tokens (what the shippers push, pulled from
+    /// each peer's current records, tombstones included): soon after start, then every
+    /// `OSC_CLUSTER_SYNC_INTERVAL`. A returning node trusts no token before the first pull.
+    private func identitySyncLoop() async {
+        guard await sleep(.milliseconds(500)) else { return }
+        repeat {
+            await identitySyncRound()
+        } while await sleep(hasSynced ? settings.syncInterval : .seconds(1))
+    }
+
+    /// Pulls every healthy peer's users and tokens and applies them (last writer wins).
+    public func identitySyncRound() async {
+        guard saltIsConsistent.consistent else { return }
+        let sameSalt = peers.withLock { $0.values.filter { $0.healthy && $0.saltFingerprint == saltFingerprint }.map(\.nodeID) }.sorted()
+        guard !sameSalt.isEmpty else { return }
+        for (peer, records) in await entriesByPeer(environment: EntryNames.identityEnvironment, peers: sameSalt) {
+            // Checked like pushed revisions (`entriesByPeer`), and only records of users and tokens.
+            guard let records = records?.filter({ $0.environment == EntryNames.identityEnvironment }) else { continue }
+            do {
+                let outcome = try await store.apply(batch: records)
+                if outcome.applied > 0 { observer?.antiEntropyRepaired(peer: peer, count: outcome.applied) }
+                if outcome.identityConflicts > 0 { reportIdentityConflicts(outcome.identityConflicts, peer: peer) }
+                peers.withLock { $0[peer]?.lastSync = Date() }
+                synced.store(true, ordering: .relaxed)
+            } catch {
+                logger.debug("users and tokens of a peer not applied", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+        }
+        lastSyncTime.withLock { $0 = Date() }
     }
 
     // MARK: Federated change events
@@ -641,11 +695,13 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Each peer's current entries (tombstones included; each checked like a replicated
     /// revision), or nil for a peer that did not answer; every configured peer by default.
     public func entriesByPeer(
+        tenant: String = Revision.defaultTenant,
         environment: String? = nil,
         category: String? = nil,
         peers: [String]? = nil
     ) async -> [(peer: String, entries: [Revision]?)] {
         var query: [String] = []
+        if tenant != Revision.defaultTenant { query.append("tenant=\(Self.percentEncode(tenant))") }
         if let environment { query.append("environment=\(Self.percentEncode(environment))") }
         if let category { query.append("category=\(Self.percentEncode(category))") }
         let path = "/cluster/entries" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))

@@ -99,19 +99,20 @@ public struct PeerEndpoints: Sendable {
         return ChangePage(through: page.through, head: head, changes: kept)
     }
 
-    /// `GET /cluster/entries`: current entries, tombstones included (a newer delete here must
-    /// hide an older copy on another node).
-    public func entries(environment: String?, category: String?) async throws -> RevisionList {
-        let entries = try await store.all(tenant: Revision.defaultTenant, environment: environment, category: category, includeDeleted: true)
+    /// `GET /cluster/entries`: a tenant's current entries, tombstones included (a newer delete
+    /// here must hide an older copy on another node), named as stored (`TenantNames`).
+    public func entries(tenant: String = Revision.defaultTenant, environment: String?, category: String?) async throws -> RevisionList {
+        let entries = try await store.all(tenant: tenant, environment: environment, category: category, includeDeleted: true)
         return RevisionList(revisions: entries.map(\.revision))
     }
 }
 
 extension ConfigEntry {
-    /// The current revision this entry holds.
+    /// The current revision this entry holds, as it is stored and replicated (its tenant
+    /// folded into the environment's name).
     public var revision: Revision {
         Revision(
-            environment: environment,
+            environment: TenantNames.stored(tenant: tenant, environment: environment),
             key: key,
             category: category,
             ciphertext: ciphertext,

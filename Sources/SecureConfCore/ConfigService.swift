@@ -237,7 +237,7 @@ public final class ConfigService: Sendable {
                     )
                 }
                 entries = try await federatedList(query)
-            } else {
+            } else if caller.principal.map({ $0.policy.allowsEverywhere(.list) && $0.policy.allowsEverywhere(.read) }) ?? true {
                 entries = try await storage.list(
                     tenant: query.tenant,
                     environment: query.environment,
@@ -247,6 +247,16 @@ public final class ConfigService: Sendable {
                     afterID: query.after,
                     includeDeleted: false
                 )
+            } else {
+                // A scoped policy pages what it may see: offset, after and limit count only
+                // those entries, so a page's length and its next id say nothing of the others.
+                let all = visible(
+                    try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category),
+                    to: caller,
+                    .list,
+                    .read
+                )
+                entries = Array(all.filter { e in query.after.map { e.id > $0 } ?? true }.dropFirst(query.offset).prefix(query.limit ?? Int.max))
             }
             // A listing carries values: what it shows, the policy lets the caller list and read.
             let shown = visible(entries, to: caller, .list, .read)
@@ -288,9 +298,12 @@ public final class ConfigService: Sendable {
             ]
             var tried = local.count
             let health = Dictionary(cluster.peerStatuses.map { ($0.nodeID, $0.healthy) }, uniquingKeysWith: { a, _ in a })
-            // Peers answer for the default tenant: another tenant's distribution is this node's.
-            for (peer, entries) in caller.tenant == Revision.defaultTenant ? await cluster.entriesByPeer() : [] {
-                let live = (entries ?? []).filter { !$0.deleted && caller.may(.list, environment: $0.environment, key: $0.key) }.map(\.ciphertext)
+            // Each peer answers with the caller's tenant's entries, named as stored.
+            for (peer, entries) in await cluster.entriesByPeer(tenant: caller.tenant) {
+                let live = (entries ?? []).filter { r in
+                    let (tenant, environment) = TenantNames.split(r.environment)
+                    return !r.deleted && tenant == caller.tenant && caller.may(.list, environment: environment, key: r.key)
+                }.map(\.ciphertext)
                 tried += live.count
                 nodes.append(
                     Distribution.Node(

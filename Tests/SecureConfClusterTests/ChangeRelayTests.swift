@@ -70,4 +70,35 @@ final class RelayRecorder: ChangeRelaying, Sendable {
         }
         await cluster.stop()
     }
+
+    @Test func aFederatedNodeTakesOnlyUsersAndTokensFromItsPeers() async throws {
+        let cluster = try TestCluster(["a:1", "b:1"], running: false, mode: .federated)
+        let b = cluster.coordinators["b:1"]!
+        let micros = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        func revision(_ environment: String) -> Revision {
+            Revision(
+                environment: environment,
+                key: "k",
+                category: nil,
+                ciphertext: Fernet.encrypt(Array("1".utf8), key: TestCluster.key),
+                hlc: cluster.stores["a:1"]!.clock.now(),
+                origin: "a:1",
+                deleted: false,
+                createdAt: micros,
+                updatedAt: micros
+            )
+        }
+        // A peer's data write is its own (federated nodes keep their entries): refused whole.
+        await #expect(throws: ReplicationRefusal.self) {
+            _ = try await b.receive(
+                ReplicationBatch(origin: "a:1", revisions: [revision(EntryNames.identityEnvironment), revision("prod")]),
+                sender: "a:1"
+            )
+        }
+        #expect(try await cluster.stores["b:1"]!.all(tenant: Revision.defaultTenant, environment: EntryNames.identityEnvironment).isEmpty)
+        // Users and tokens are everyone's.
+        let ack = try await b.receive(ReplicationBatch(origin: "a:1", revisions: [revision(EntryNames.identityEnvironment)]), sender: "a:1")
+        #expect(ack.applied == 1)
+        await cluster.stop()
+    }
 }

@@ -32,7 +32,7 @@ import Testing
                     reply.detail != "Not Found" && reply.status != .methodNotAllowed,
                     "\(name): \(endpoint) is routed, got \(reply.status) \(reply.body)"
                 )
-                if [.data, .client, .operations, .auditReader, .eventStream].contains(route.access) {
+                if [.data, .operations, .auditReader, .eventStream].contains(route.access) {
                     let refused = try await client.send(method, Self.uri(parts[1]), apiKey: nil, body: method == .get ? nil : "{}")
                     #expect(refused.status == .forbidden, "\(endpoint) without the API key: \(refused.status)")
                 }

@@ -131,6 +131,17 @@ def test_roles_and_scoped_policies_decide_what_each_user_may_do_and_see(single):
     assert sorted((e["environment"], e["key"]) for e in listed.json()) == [("staging", "db.password"), ("staging", "feature.flag")]
     assert listed.headers.get("X-SecureConf-Skipped", "0") == "0", "what the policy hides is not counted either"
     assert [e["key"] for e in call(node, "GET", "/configs", kim).json()] == ["feature.flag"]
+    # Pages count only what the policy shows: no short page, and no next id, betrays hidden entries.
+    pages, after = [], None
+    while True:
+        page = call(node, "GET", "/configs", walt, params={"limit": 1, **({"after": after} if after else {})})
+        assert page.status_code == 200, page.text
+        pages.append([(e["environment"], e["key"]) for e in page.json()])
+        after = page.headers.get("X-SecureConf-Next-After")
+        if not after:
+            break
+    assert pages == [[("staging", "db.password")], [("staging", "feature.flag")], []], pages
+    assert [len(call(node, "GET", "/configs", walt, params={"limit": 1, "offset": i}).json()) for i in range(3)] == [1, 1, 0]
     stats = call(node, "GET", "/stats", walt).json()
     assert stats["total_keys"] == 2 and "production" not in json.dumps(stats)
     # Walt has no delete, no audit, no admin.
@@ -266,8 +277,11 @@ def test_apikey_mode_has_no_auth_routes(factory):
     assert "auth_login" not in json.dumps(requests.get(node.url + "/", timeout=5).json())
 
 
-def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(factory):
-    cluster = factory.cluster(3, "replica", {"OSC_AUTH_MODE": "tokens"})
+@pytest.mark.parametrize("mode", ["replica", "federated"])
+def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(factory, mode):
+    """Users and tokens replicate in both cluster modes (a federated node keeps its own
+    entries, but a login works on every node and a revocation holds on every node)."""
+    cluster = factory.cluster(3, mode, {"OSC_AUTH_MODE": "tokens"})
     cluster.wait_healthy(timeout=15)
     n0, n1, n2 = cluster[0], cluster[1], cluster[2]
     add_user(n0, "root", "admin", ADMIN_PASSWORD)
@@ -290,8 +304,28 @@ def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(fa
             if n.node_id not in seen and call(n, "GET", "/configs", token).status_code == 401:
                 seen[n.node_id] = time.monotonic() - revoked_at
         time.sleep(0.02)
-    print("revocation enforced on the other nodes after " + ", ".join(f"{v * 1000:.0f} ms" for v in seen.values()))
+    print(f"{mode}: revocation enforced on the other nodes after " + ", ".join(f"{v * 1000:.0f} ms" for v in seen.values()))
     assert len(seen) == 2 and max(seen.values()) < 1.0, seen
+
+    # Another tenant's distribution: each node counts that tenant's entries (replica: all of
+    # them everywhere; federated: where they were written), and nothing of the default tenant.
+    assert call(n0, "POST", "/configs", admin, json={"key": "default.only", "value": 1}).status_code == 201
+    assert call(n0, "POST", "/auth/users", admin, user_key=None,
+                json={"username": "ann", "password": "ann-pass-01", "role": "writer", "tenant": "acme"}).status_code == 201
+    assert wait_until(lambda: requests.post(n1.url + "/auth/login", json={"username": "ann", "password": "ann-pass-01"},
+                                            timeout=5).status_code == 200, 10)
+    ann = login(n1, "ann", "ann-pass-01")
+    for i in range(2):
+        assert call(n1, "POST", "/configs", ann, json={"key": f"acme.{i}", "value": i}).status_code == 201
+    expected = {n.node_id: (2 if mode == "replica" or n is n1 else 0) for n in cluster}
+
+    def distribution():
+        r = call(n0, "GET", "/cluster/distribution", ann)
+        assert r.status_code == 200, r.text
+        return {d["node_id"]: d["keys_count"] for d in r.json()["nodes_distribution"]}
+    assert wait_until(lambda: distribution() == expected, 10), (distribution(), expected)
+    assert call(n0, "GET", "/cluster/status", ann, user_key=None).status_code == 403, "entry counts span every tenant"
+    assert call(n0, "GET", "/cluster/status", admin, user_key=None).status_code == 200
 
     # A node down while a token is revoked refuses it as soon as it is back.
     second = call(n0, "POST", "/auth/tokens", admin, user_key=None, json={"name": "svc2", "role": "reader"}).json()
@@ -311,7 +345,7 @@ def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(fa
         if status == 401:
             break
         time.sleep(0.02)
-    print(f"returning node answered the revoked token: {sorted(set(answers))} (503 while catching up)")
+    print(f"{mode}: returning node answered the revoked token: {sorted(set(answers))} (503 while catching up)")
     assert answers and answers[-1] == 401 and 200 not in answers, answers
 
 

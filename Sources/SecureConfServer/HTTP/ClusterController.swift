@@ -77,8 +77,11 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
     @Sendable func entries(_ request: Request, context: Context) async throws -> Response {
         let endpoints = try endpoints()
         let query = try RequestInput.query(request)
+        let tenant = query["tenant"] ?? Revision.defaultTenant
+        if tenant != Revision.defaultTenant, let problem = TenantNames.problem(tenant) { throw ServiceError.badRequest(problem) }
         return try encode(
             try await endpoints.entries(
+                tenant: tenant,
                 environment: query["environment"].flatMap { $0.isEmpty ? nil : $0 },
                 category: query["category"].flatMap { $0.isEmpty ? nil : $0 }
             )

@@ -138,7 +138,7 @@ enum OpenAPIDocument {
             ("responses", .object(responses)),
         ]
         switch route.access {
-        case .client, .data, .eventStream, .operations: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
+        case .data, .eventStream, .operations: operation.append(("security", .array([.object([]), .object([("apiKey", .array([]))])])))
         case .identity, .identityAdmin:
             operation.append(("security", .array([.object([("bearer", .array([]))]), .object([("apiKey", .array([]))])])))
         case .login: break
@@ -226,7 +226,7 @@ enum OpenAPIDocument {
     static func tag(_ access: RouteAccess) -> String {
         switch access {
         case .open, .probe: "service"
-        case .client, .operations: "operators"
+        case .operations: "operators"
         case .data: "configurations"
         case .eventStream: "events"
         case .peer: "node-to-node"

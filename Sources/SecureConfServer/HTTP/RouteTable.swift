@@ -8,8 +8,6 @@ enum RouteAccess: CaseIterable {
     case open
     /// Anyone, and a peer's signed probe is answered signed; not audited: `/cluster/health`.
     case probe
-    /// Audited; `X-API-Key` when `OSC_API_KEY_REQUIRED`.
-    case client
     /// Audited; `X-API-Key` when required; the serving gate (salt, clock) and the
     /// failed-user-key limiter: every route that reads or writes data.
     case data
@@ -20,8 +18,8 @@ enum RouteAccess: CaseIterable {
     /// As `data`, except that a request carrying `?ticket=` is let through without the API
     /// key: the ticket, checked and redeemed by the service, stands for it (`/sse/subscribe`).
     case eventStream
-    /// As `client` in `apikey` mode; in `tokens` mode a default-tenant token with `admin`:
-    /// what spans every tenant (operation counters, event subscriptions).
+    /// Audited; in `apikey` mode `X-API-Key` when `OSC_API_KEY_REQUIRED`; in `tokens` mode a default-tenant token with `admin`:
+    /// what spans every tenant (operation counters, event subscriptions, cluster status).
     case operations
     /// `tokens` mode only (404 otherwise); audited; no credential: `POST /auth/login`.
     case login
@@ -124,7 +122,7 @@ enum RouteTable {
             Route(.get, "/audit/export", .auditReader, action: "audit_export", listedAs: "audit_export", audit.export),
             Route(.get, "/audit/verify", .auditReader, action: "audit_verify", listedAs: "audit_verify", audit.verify),
 
-            Route(.get, "/cluster/status", .client, action: "cluster_status", listedAs: "cluster_status", system.clusterStatus),
+            Route(.get, "/cluster/status", .operations, action: "cluster_status", listedAs: "cluster_status", system.clusterStatus),
             Route(.get, "/cluster/distribution", .data, action: "cluster_distribution", listedAs: "cluster_distribution", stats.distribution),
             Route(.get, "/cluster/configs", .data, action: "cluster_configs", listedAs: "cluster_configs", stats.clusterConfigs),
             Route(.get, "/cluster/salt", .peer, action: "cluster_salt_read", system.salt),
@@ -201,7 +199,6 @@ public func buildRouter(node: SecureConfNode) -> Router<SecureConfRequestContext
     let groups: [RouteAccess: RouterGroup<Context>] = [
         .open: router.group(),
         .probe: router.group().add(middleware: PeerAuthMiddleware<Context>(node: node, optional: true)),
-        .client: client,
         .data: gated(client.group()),
         .peer: audited.group().add(middleware: PeerAuthMiddleware<Context>(node: node)),
         .auditReader: tokens

@@ -152,16 +152,16 @@ public final class SecureConfNode: Sendable {
             events: events
         )
         // Users and tokens, sealed under a secret every node of the cluster shares and no
-        // client API exposes (the actor key's). A replica node trusts its tokens only once it
+        // client API exposes (the actor key's). A cluster node trusts its tokens only once it
         // has caught up with a peer since it started (it may have missed a revocation).
-        let replica = cluster.flatMap { $0.settings.mode == .replica && !$0.settings.peers.isEmpty ? $0 : nil }
+        let clustered = cluster.flatMap { $0.settings.peers.isEmpty ? nil : $0 }
         identity = IdentityService(
             storage: store,
             keys: keys,
             limiter: credentials.limiter,
             sealSecret: actorKey,
             settings: .init(tokenLifetimeSeconds: configuration.tokenTTLSeconds),
-            ready: { replica?.hasSynced ?? true },
+            ready: { clustered?.hasSynced ?? true },
             committed: { [cluster] in cluster?.localWriteCommitted() }
         )
     }
