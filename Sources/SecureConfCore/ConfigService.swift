@@ -617,9 +617,11 @@ public final class ConfigService: Sendable {
 
     /// Re-encrypts, under `newUserKey`, every current value of `environment` that the caller's
     /// key opens (and its policy lets it restore), as one write: one audit record, replicated
-    /// like a restore. Values under other user keys are left as they are and counted. The old
-    /// revisions keep their old ciphertext (the history stays whole; OSC_MAX_VERSIONS prunes it).
-    public func rekey(_ caller: Caller, environment: String, newUserKey: String) async throws -> RekeyReport {
+    /// like a restore. Values under other user keys are left as they are and counted. With
+    /// `purge`, the rekeyed keys' older revisions (the old ciphertexts) leave history on every
+    /// node that holds the new ones (`Revision.purgesOlder`); without it they stay (the
+    /// history stays whole; OSC_MAX_VERSIONS prunes it).
+    public func rekey(_ caller: Caller, environment: String, newUserKey: String, purge: Bool = false) async throws -> RekeyReport {
         let tenant = caller.tenant
         return try await perform(.rekey, caller, environment: environment, key: nil) { scope in
             let old = try await scope.callerKey()
@@ -641,7 +643,8 @@ public final class ConfigService: Sendable {
                             key: entry.key,
                             expectedHLC: entry.hlc,
                             expectedOrigin: entry.origin,
-                            change: .put(category: entry.category, ciphertext: cipher.encrypt(plaintext: plaintext, with: new))
+                            change: .put(category: entry.category, ciphertext: cipher.encrypt(plaintext: plaintext, with: new)),
+                            purgesOlder: purge
                         )
                     )
                     report.rekeyed.append(entry.key)

@@ -173,6 +173,7 @@ extension ConfigStore {
             }
         }
         let keep = maxVersions
+        defer { if revisions.contains(where: \.purgesOlder) { eraseLogAfterPurge() } }
         return try await commit(audit: nil) { db in
             var outcome = ApplyOutcome()
             var delta = 0
@@ -200,6 +201,7 @@ extension ConfigStore {
                     guard theirs.lexicographicallyPrecedes(ours) else { continue }
                     try Self.removeRevision(seq: row["seq"], Revision(row: row), db: db)
                     try Self.insertRevision(r, db: db)
+                    try Self.prune(environment: r.environment, key: r.key, keep: keep, db: db)
                     delta += try Self.refreshEntry(environment: r.environment, key: r.key, db: db)
                     continue
                 }

@@ -48,6 +48,9 @@ public final class ConfigStore: Sendable {
         config.prepareDatabase { db in
             // FULL: a commit is on disk before the write is acknowledged, even across power loss.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // What is deleted or overwritten (a purged revision, an entry's previous value) is
+            // zeroed in the file, not left in free space for whoever copies it.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
         }
         _ = WALRecovery.installed
         let walPath = configuration.path + "-wal"
@@ -117,6 +120,16 @@ public final class ConfigStore: Sendable {
         liveEntries = Mutex(count)
         clock = HybridLogicalClock(startingAfter: maxHLC, maxAheadMillis: configuration.maxClockAheadMillis)
         writer = GroupCommitWriter(pool: pool, maxBatch: configuration.maxBatch, logger: logger)
+    }
+
+    /// After a purge: the write-ahead log is checkpointed and emptied, so the purged
+    /// ciphertexts' old pages are not left in it either (in the background; best effort, a
+    /// later purge or the close at shutdown does it otherwise).
+    func eraseLogAfterPurge() {
+        let pool = self.pool
+        Task.detached(priority: .background) {
+            try? await pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        }
     }
 
     /// Closes the database after pending writes have finished.
@@ -369,7 +382,7 @@ public final class ConfigStore: Sendable {
     /// Everything of an entry but its identity (environment, key), by row id.
     static let updateEntrySQL =
         "UPDATE entries SET "
-        + Revision.Columns.allCases.filter { $0 != .environment && $0 != .key && $0 != .actor }.map { "\($0.rawValue) = ?" }
+        + Revision.Columns.allCases.filter { $0.inEntries && $0 != .environment && $0 != .key }.map { "\($0.rawValue) = ?" }
         .joined(separator: ", ") + " WHERE id = ?"
 
     static func insertRevision(_ r: Revision, db: Database) throws {
@@ -390,20 +403,44 @@ public final class ConfigStore: Sendable {
         )
     }
 
-    /// Drops the oldest revisions of (environment, key) beyond the newest `keep`, remembering
-    /// their identities so version numbers stay put. The current revision is the newest, so
-    /// it is never dropped.
+    /// Drops the revisions of (environment, key) older than its newest purging revision
+    /// (`Revision.purgesOlder`), then the oldest beyond the newest `keep`, remembering their
+    /// identities so version numbers stay put and no peer brings them back. The current
+    /// revision is the newest, so it is never dropped.
     static func prune(environment: String, key: String, keep: Int?, db: Database) throws {
-        guard let keep else { return }
-        let surplus = try Row.fetchAll(
+        var surplus: [Row] = []
+        if let purge = try Row.fetchOne(
             db.cachedStatement(
                 sql: """
-                    SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
-                    ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
+                    SELECT hlc, origin FROM revisions WHERE environment = ? AND key = ? AND purges_older = 1
+                    ORDER BY hlc DESC, origin DESC LIMIT 1
                     """
             ),
-            arguments: [environment, key, max(1, keep)]
-        )
+            arguments: [environment, key]
+        ) {
+            let (hlc, origin): (Int64, String) = (purge["hlc"], purge["origin"])
+            surplus = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
+                        AND (hlc < ? OR (hlc = ? AND origin < ?))
+                        """
+                ),
+                arguments: [environment, key, hlc, hlc, origin]
+            )
+        }
+        if let keep {
+            let seen = Set(surplus.map { $0["seq"] as Int64 })
+            surplus += try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
+                        ORDER BY hlc DESC, origin DESC LIMIT -1 OFFSET ?
+                        """
+                ),
+                arguments: [environment, key, max(1, keep)]
+            ).filter { !seen.contains($0["seq"]) }
+        }
         for row in surplus {
             let pruned = Revision(row: row)
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")

@@ -43,8 +43,11 @@ public struct PlannedRestore: Sendable, Equatable {
     public var expectedHLC: Int64
     public var expectedOrigin: String
     public var change: Change
+    /// The new revision removes every older one of the key from history, on every node.
+    public var purgesOlder = false
 
-    public init(key: String, expectedHLC: Int64, expectedOrigin: String, change: Change) {
+    public init(key: String, expectedHLC: Int64, expectedOrigin: String, change: Change, purgesOlder: Bool = false) {
+        self.purgesOlder = purgesOlder
         self.key = key
         self.expectedHLC = expectedHLC
         self.expectedOrigin = expectedOrigin
@@ -223,6 +226,7 @@ extension ConfigStore {
         let origin = nodeID
         let clock = self.clock
         let keep = maxVersions
+        defer { if changes.contains(where: \.purgesOlder) { eraseLogAfterPurge() } }
         _ = try await commit(audit: audit) { db in
             var delta = 0
             for change in changes {
@@ -247,7 +251,8 @@ extension ConfigStore {
                         deleted: false,
                         createdAt: current.deleted ? now : current.createdAt,
                         updatedAt: max(now, current.updatedAt),
-                        actor: actor
+                        actor: actor,
+                        purgesOlder: change.purgesOlder
                     )
                     if current.deleted { delta += 1 }
                 case .delete:

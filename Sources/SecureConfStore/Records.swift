@@ -72,11 +72,16 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
     public var createdAt: Int64
     public var updatedAt: Int64
     public var actor: String?
+    /// Written by a rekey that purges: every older revision of its key is removed from
+    /// history, on every node that holds this one (and any that arrives later is pruned on
+    /// arrival), so a retired user key's ciphertexts leave the whole cluster.
+    public var purgesOlder: Bool
 
     enum CodingKeys: String, CodingKey {
         case tenant, environment, key, category, ciphertext, hlc, origin, deleted, actor
         case createdAt = "created_at"
         case updatedAt = "updated_at"
+        case purgesOlder = "purges_older"
     }
 
     public init(
@@ -90,7 +95,8 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         deleted: Bool,
         createdAt: Int64,
         updatedAt: Int64,
-        actor: String? = nil
+        actor: String? = nil,
+        purgesOlder: Bool = false
     ) {
         self.tenant = tenant
         self.environment = environment
@@ -103,6 +109,7 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         self.createdAt = createdAt
         self.updatedAt = updatedAt
         self.actor = actor
+        self.purgesOlder = purgesOlder
     }
 
     public init(from decoder: any Decoder) throws {
@@ -118,6 +125,24 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         createdAt = try c.decode(Int64.self, forKey: .createdAt)
         updatedAt = try c.decode(Int64.self, forKey: .updatedAt)
         actor = try c.decodeIfPresent(String.self, forKey: .actor)
+        purgesOlder = try c.decodeIfPresent(Bool.self, forKey: .purgesOlder) ?? false
+    }
+
+    /// `purges_older` only when set: every other revision travels as it always has.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(tenant, forKey: .tenant)
+        try c.encode(environment, forKey: .environment)
+        try c.encode(key, forKey: .key)
+        try c.encodeIfPresent(category, forKey: .category)
+        try c.encode(ciphertext, forKey: .ciphertext)
+        try c.encode(hlc, forKey: .hlc)
+        try c.encode(origin, forKey: .origin)
+        try c.encode(deleted, forKey: .deleted)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(updatedAt, forKey: .updatedAt)
+        try c.encodeIfPresent(actor, forKey: .actor)
+        if purgesOlder { try c.encode(true, forKey: .purgesOlder) }
     }
 
     /// About how many bytes the revision takes in a replication message.
@@ -146,32 +171,38 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
 }
 
 /// The one record model of a revision row: its columns, listed once. `revisions` and
-/// `set_aside_revisions` hold all of them, `entries` the entry columns (all but `actor`),
-/// and every query and insert is written from these lists.
+/// `set_aside_revisions` hold all of them, `entries` the entry columns (all but `actor` and
+/// `purges_older`), and every query and insert is written from these lists.
 extension Revision {
     public enum Columns: String, CaseIterable, Sendable {
         case environment, key, category, ciphertext, hlc, origin, deleted
         case createdAt = "created_at"
         case updatedAt = "updated_at"
         case actor
+        case purgesOlder = "purges_older"
+
+        /// Whether `entries` has the column too.
+        var inEntries: Bool { self != .actor && self != .purgesOlder }
     }
 
-    /// `environment, key, …, actor`: a revision's columns, in `Columns` order.
+    /// `environment, key, …, actor, purges_older`: a revision's columns, in `Columns` order.
     public static let columns = Columns.allCases.map(\.rawValue).joined(separator: ", ")
-    /// The columns an entry shares with its revision (all but `actor`), in `Columns` order.
-    public static let entryColumns = Columns.allCases.filter { $0 != .actor }.map(\.rawValue).joined(separator: ", ")
+    /// The columns an entry shares with its revision, in `Columns` order.
+    public static let entryColumns = Columns.allCases.filter(\.inEntries).map(\.rawValue).joined(separator: ", ")
 
     /// The values of `columns`, in order.
     var columnValues: [(any DatabaseValueConvertible)?] {
-        [environment, key, category, ciphertext, hlc, origin, deleted, createdAt, updatedAt, actor]
+        [environment, key, category, ciphertext, hlc, origin, deleted, createdAt, updatedAt, actor, purgesOlder]
     }
     /// The values of `entryColumns`, in order.
-    var entryColumnValues: [(any DatabaseValueConvertible)?] { Array(columnValues.dropLast()) }
+    var entryColumnValues: [(any DatabaseValueConvertible)?] {
+        zip(Columns.allCases, columnValues).filter { $0.0.inEntries }.map(\.1)
+    }
 
     /// `INSERT INTO table(<columns>, extra…) VALUES (?, …)`.
     static func insertSQL(_ table: String, entry: Bool = false, extra: [String] = [], or verb: String = "INSERT") -> String {
         let names = (entry ? entryColumns : columns) + extra.map { ", " + $0 }.joined()
-        let count = (entry ? Columns.allCases.count - 1 : Columns.allCases.count) + extra.count
+        let count = (entry ? Columns.allCases.filter(\.inEntries).count : Columns.allCases.count) + extra.count
         return "\(verb) INTO \(table)(\(names)) VALUES (\(Array(repeating: "?", count: count).joined(separator: ", ")))"
     }
 
@@ -187,7 +218,8 @@ extension Revision {
             deleted: row[Columns.deleted.rawValue],
             createdAt: row[Columns.createdAt.rawValue],
             updatedAt: row[Columns.updatedAt.rawValue],
-            actor: row[Columns.actor.rawValue]
+            actor: row[Columns.actor.rawValue],
+            purgesOlder: row[Columns.purgesOlder.rawValue] ?? false
         )
     }
 }
@@ -215,7 +247,7 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         case let .versionNotFound(env, key, n):
             "Version \(n) of configuration '\(key)' not found in environment '\(TenantNames.split(env).environment)'"
         case let .versionPruned(env, key, n):
-            "Version \(n) of configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was pruned (OSC_MAX_VERSIONS)"
+            "Version \(n) of configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was pruned (OSC_MAX_VERSIONS, or a rekey that purged the old values)"
         case let .versionIsDelete(env, key, n):
             "version \(n) is a delete: configuration '\(key)' in environment '\(TenantNames.split(env).environment)' has no value at that version"
         case let .conflict(why): why

@@ -84,6 +84,8 @@ public enum RevisionDigest {
         field(r.category); field(r.ciphertext)
         integer(r.createdAt); integer(r.updatedAt)
         field(r.actor)
+        // Only a purging revision says so (every other revision's hash is as it always was).
+        if r.purgesOlder { bytes += Array("purges older".utf8) }
         return OpenSSL.sha256(bytes)
     }
 
@@ -112,7 +114,10 @@ public enum RevisionDigest {
     /// Recomputes every bucket from the revisions table (migrations).
     static func rebuild(db: Database) throws {
         try db.execute(sql: "DELETE FROM digest_buckets")
-        let rows = try Row.fetchCursor(db, sql: "SELECT seq, \(ConfigStore.revisionColumns) FROM revisions")
+        // Migrations older than a column run before it exists (a revision without it reads as unset).
+        let present = Set(try db.columns(in: "revisions").map(\.name))
+        let columns = Revision.Columns.allCases.map(\.rawValue).filter(present.contains).joined(separator: ", ")
+        let rows = try Row.fetchCursor(db, sql: "SELECT seq, \(columns) FROM revisions")
         while let row = try rows.next() {
             let r = Revision(row: row)
             let hash = contentHash(r)

@@ -106,6 +106,8 @@ public struct RevisionRules: Sendable {
         guard stampMillis - r.updatedAt / 1000 <= maxAheadMillis + 1000 else { throw .invalid("updated_at is far earlier than the revision's stamp") }
         if r.deleted {
             guard r.ciphertext.isEmpty else { throw .invalid("a delete carries no ciphertext") }
+            // Only a rekey's new value purges what came before it.
+            guard !r.purgesOlder else { throw .invalid("a delete does not purge older revisions") }
         } else {
             guard r.ciphertext.utf8.count <= maxCiphertextBytes else { throw .invalid("ciphertext larger than \(maxCiphertextBytes) bytes") }
             guard let issued = Fernet.wellFormedTimestamp(of: r.ciphertext) else { throw .invalid("ciphertext is not a Fernet token") }

@@ -178,6 +178,16 @@ enum Schema {
                     """
             )
         }
+        migrator.registerMigration("v5-purging-revisions") { db in
+            // A rekey that purges marks its revisions: older ones of the key leave history everywhere.
+            try db.execute(
+                sql: """
+                    ALTER TABLE revisions ADD COLUMN purges_older INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE set_aside_revisions ADD COLUMN purges_older INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX revisions_purging ON revisions(environment, key, hlc, origin) WHERE purges_older = 1;
+                    """
+            )
+        }
         return migrator
     }
 }

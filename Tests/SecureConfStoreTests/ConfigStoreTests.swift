@@ -29,7 +29,7 @@ func temporaryDirectory() -> String {
         #expect(
             migrations == [
                 "v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit",
-                "v4-change-feed-horizon",
+                "v4-change-feed-horizon", "v5-purging-revisions",
             ]
         )
         let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
@@ -45,8 +45,11 @@ func temporaryDirectory() -> String {
         let revision = Revision.Columns.allCases.map(\.rawValue)
         #expect(Set(revision).isSubset(of: try columns("revisions")), "every revision column is in revisions")
         #expect(Set(revision).isSubset(of: try columns("set_aside_revisions")), "and in set_aside_revisions")
-        #expect(try columns("entries") == ["id"] + revision.filter { $0 != "actor" }, "an entry is a revision's columns under a row id")
-        #expect(ConfigEntry.columns == (["id"] + revision.filter { $0 != "actor" }).joined(separator: ", "))
+        #expect(
+            try columns("entries") == ["id"] + revision.filter { $0 != "actor" && $0 != "purges_older" },
+            "an entry is a revision's columns under a row id"
+        )
+        #expect(ConfigEntry.columns == (["id"] + revision.filter { $0 != "actor" && $0 != "purges_older" }).joined(separator: ", "))
     }
 
     @Test func tenantsKeepTheirEntriesApart() async throws {

@@ -86,6 +86,56 @@ import Testing
         #expect(try await store.history(environment: "e", key: "k")?.versions.map(\.version) == [4, 5])
     }
 
+    @Test func aPurgingRevisionRemovesOlderOnesOnEveryStoreInAnyOrder() async throws {
+        let a = try open()
+        func store(_ name: String, _ node: String) throws -> ConfigStore {
+            try ConfigStore(configuration: .init(path: directory + "/\(name).db", nodeID: node))
+        }
+        let (b, c) = (try store("b", "127.0.0.1:9002"), try store("c", "127.0.0.1:9003"))
+        _ = try await a.create(environment: "e", key: "k", category: nil, ciphertext: "t1")
+        let second = try await a.update(environment: "e", key: "k", category: nil, ciphertext: "t2") { _ in true }
+        _ = try await a.create(environment: "e", key: "other", category: nil, ciphertext: "o1")
+        let older = try await a.ownRevisions(after: 0, limit: 100, maxBytes: 1 << 20).map(\.revision)
+        _ = try await b.apply(batch: older)
+        try await a.restore(
+            environment: "e",
+            changes: [
+                PlannedRestore(
+                    key: "k",
+                    expectedHLC: second.hlc,
+                    expectedOrigin: second.origin,
+                    change: .put(category: nil, ciphertext: "t3"),
+                    purgesOlder: true
+                )
+            ]
+        )
+        let history = try #require(try await a.history(environment: "e", key: "k"))
+        #expect(history.prunedCount == 2 && history.versions.map(\.revision.ciphertext) == ["t3"])
+        #expect(try await a.history(environment: "e", key: "other")?.versions.count == 1, "other keys keep their history")
+        let purging = try #require(try await a.ownRevisions(after: 0, limit: 100, maxBytes: 1 << 20).map(\.revision).last)
+        #expect(purging.purgesOlder && purging.ciphertext == "t3")
+        // On the wire the flag travels only when set.
+        let wire = try JSONDecoder().decode(Revision.self, from: JSONEncoder().encode(purging))
+        #expect(wire == purging)
+        #expect(!String(decoding: try JSONEncoder().encode(older[0]), as: UTF8.self).contains("purges_older"))
+        // A peer holding the old revisions drops them when the purging one arrives; a peer that
+        // gets the purging one first never keeps the old ones it receives later.
+        _ = try await b.apply(batch: [purging])
+        _ = try await c.apply(batch: [purging])
+        _ = try await c.apply(batch: older)
+        for peer in [b, c] {
+            let h = try #require(try await peer.history(environment: "e", key: "k"))
+            #expect(h.prunedCount == 2 && h.versions.map(\.version) == [3] && h.versions[0].revision.ciphertext == "t3")
+            #expect(try await peer.digest().digest == (try await a.digest().digest), "purged stores compare equal")
+        }
+        let files = try [path, directory + "/b.db", directory + "/c.db"].map { try DatabaseQueue(path: $0) }
+        for file in files {
+            let old = try await file.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revisions WHERE ciphertext IN ('t1', 't2')") }
+            #expect(old == 0)
+        }
+        for s in [a, b, c] { await s.close() }
+    }
+
     @Test func pastStatesFollowTheOriginsWallClock() async throws {
         let store = try open()
         let first = try await store.create(environment: "e", key: "k", category: nil, ciphertext: "t1")

@@ -431,15 +431,55 @@ def test_rekey_retires_a_user_key_across_the_cluster(factory):
     cluster.wait_converged()
     r = n1.request("POST", "/rekey", old, params={"environment": "prod"}, headers={"X-New-User-Key": new})
     assert r.status_code == 200, r.text
-    assert r.json() == {"environment": "prod", "rekeyed": ["k0", "k1", "k2"], "other_keys": 1}
+    assert r.json() == {"environment": "prod", "rekeyed": ["k0", "k1", "k2"], "other_keys": 1, "purged": False}
     cluster.wait_converged()
     for n in cluster:
         assert n.request("GET", "/configs/k1", new, params={"environment": "prod"}).json()["value"] == {"n": 1}
         assert n.request("GET", "/configs/k1", old, params={"environment": "prod"}).status_code == 401
         assert n.request("GET", "/configs/theirs", other, params={"environment": "prod"}).json()["value"] == "t"
         assert n.request("GET", "/configs/elsewhere", old, params={"environment": "dev"}).status_code == 200, "another environment"
+    assert [v["version"] for v in n0.request("GET", "/configs/k1/versions", new, params={"environment": "prod"}).json()["versions"]] == [1, 2]
+
+    # With purge=true the old values leave history on every node: their ciphertexts are gone
+    # from every node's database, and the old versions answer 404 (pruned).
+    for i in range(2):
+        assert n0.request("POST", "/configs", old, json={"key": f"s{i}", "value": "v1", "environment": "stage"}).status_code == 201
+        assert n0.request("PUT", f"/configs/s{i}", old, params={"environment": "stage"}, json={"value": "v2"}).status_code == 200
+    cluster.wait_converged()
+    import sqlite3
+
+    def ciphertexts(n, key):
+        db = sqlite3.connect(f"file:{n.workdir / 'configurations.db'}?mode=ro", uri=True)
+        try:
+            return {row[0] for row in db.execute("SELECT ciphertext FROM revisions WHERE key = ?", (key,))}
+        finally:
+            db.close()
+    retired = ciphertexts(n0, "s0") | ciphertexts(n0, "s1")
+    assert len(retired) == 4
+    assert n2.request("POST", "/rekey", old, params={"environment": "stage", "purge": "maybe"},
+                      headers={"X-New-User-Key": new}).status_code == 422
+    r = n2.request("POST", "/rekey", old, params={"environment": "stage", "purge": "true"}, headers={"X-New-User-Key": new})
+    assert r.status_code == 200 and r.json() == {"environment": "stage", "rekeyed": ["s0", "s1"], "other_keys": 0, "purged": True}, r.text
+    cluster.wait_converged()
+    for n in cluster:
+        versions = n.request("GET", "/configs/s0/versions", new, params={"environment": "stage"}).json()["versions"]
+        assert [v["version"] for v in versions] == [3], versions
+        gone = n.request("GET", "/configs/s0/versions/1", new, params={"environment": "stage"})
+        assert gone.status_code == 404 and "pruned" in gone.json()["detail"], gone.text
+        assert n.request("GET", "/configs/s1", new, params={"environment": "stage"}).json()["value"] == "v2"
+        left = ciphertexts(n, "s0") | ciphertexts(n, "s1")
+        assert len(left) == 2 and not (left & retired), n.node_id
     records = n1.request("GET", "/audit", params={"action": "rekey"}).json()["records"]
     assert [(r["status"], r["outcome"]) for r in records] == [(422, "failure"), (422, "failure"), (401, "denied"), (200, "success")], records
+    records = n2.request("GET", "/audit", params={"action": "rekey"}).json()["records"]
+    assert [(r["environment"], r["status"]) for r in records] == [("stage", 422), ("stage", 200)], records
+    # Nor are they left in the files' free space (secure_delete) or write-ahead log (emptied
+    # after a purge), while the nodes run.
+    time.sleep(0.5)
+    for n in cluster:
+        files = [p for p in n.workdir.iterdir() if p.name.startswith("configurations.db")]
+        holding = [p.name for p in files if any(c.encode() in p.read_bytes() for c in retired)]
+        assert not holding, (n.node_id, holding)
     assert new not in n1.log_text() and old not in n1.log_text()
 
 

@@ -107,20 +107,22 @@ struct HistoryController<Context: AuditedRequestContext>: Sendable {
         }
     }
 
-    /// `POST /rekey?environment=`: X-User-Key (the old key) and X-New-User-Key.
+    /// `POST /rekey?environment=&purge=`: X-User-Key (the old key) and X-New-User-Key.
     @Sendable func rekey(_ request: Request, context: Context) async throws -> Response {
         let query = try RequestInput.query(request)
         let environment = try RequestInput.environment(query["environment"])
         context.audit.target(environment: environment)
         let caller = try RequestInput.caller(request, context, node)
         let newKey = try RequestInput.userKey(request, minimumLength: node.configuration.minUserKeyLength, header: RequestInput.newUserKeyHeader)
-        let report = try await service.rekey(caller, environment: environment, newUserKey: newKey)
+        let purge = try RequestInput.flag(query, "purge")
+        let report = try await service.rekey(caller, environment: environment, newUserKey: newKey, purge: purge)
         return JSONResponse.make { w in
             w.raw("{")
             w.member("environment", first: true); w.string(report.environment)
             w.member("rekeyed"); w.write(.array(report.rekeyed.map { .string($0) }))
             // A count, never names: nothing is learnt of values under other user keys.
             w.member("other_keys"); w.integer(report.otherKeys)
+            w.member("purged"); w.raw(purge ? "true" : "false")
             w.raw("}")
         }
     }

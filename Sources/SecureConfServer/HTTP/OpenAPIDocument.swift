@@ -298,8 +298,9 @@ enum RouteDocs {
             produces: "text/event-stream"
         ),
         "POST /rekey": RouteDoc(
-            summary: "Re-encrypt every value the user key opens under X-New-User-Key (a leaked user key retired), as one write",
-            query: [environment],
+            summary:
+                "Re-encrypt every value the user key opens under X-New-User-Key (a leaked user key retired), as one write; purge=true also removes those keys' older revisions (their old ciphertexts) from history on every node",
+            query: [environment, ("purge", false)],
             userKey: .required
         ),
         "POST /auth/login": RouteDoc(summary: "Log in with a username and password (JSON or a form): a bearer token", body: .json(required: true)),

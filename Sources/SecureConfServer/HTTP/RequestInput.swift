@@ -132,6 +132,15 @@ enum RequestInput {
         }
     }
 
+    /// A yes/no query parameter: `true` or `false` (absent: `false`; anything else 422).
+    static func flag(_ query: [String: String], _ name: String) throws(ServiceError) -> Bool {
+        switch query[name] {
+        case nil, "", "false": return false
+        case "true": return true
+        case let other?: throw ServiceError.unprocessable("\(name) must be true or false, not '\(other.prefix(40))'")
+        }
+    }
+
     /// An RFC 3339 time as microseconds since the epoch (422 when missing or malformed).
     static func time(_ raw: String?, _ name: String) throws(ServiceError) -> Int64 {
         guard let raw, !raw.isEmpty else { throw ServiceError.unprocessable("\(name) is required (an RFC 3339 time such as 2025-01-31T12:00:00Z)") }
