@@ -351,8 +351,11 @@ public final class ClusterCoordinator: Service, Sendable {
                 }
                 cursor = fetched.last?.seq ?? cursor
                 try await store.setPeerCursor(peer, to: cursor)
+                let answered = !batch.isEmpty
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
+                    // Only a peer that answered is seen (a federated node's data writes send nothing).
+                    guard answered else { return }
                     s[peer]?.healthy = true
                     s[peer]?.lastSeen = Date()
                     s[peer]?.replicationError = nil

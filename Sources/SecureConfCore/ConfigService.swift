@@ -236,7 +236,7 @@ public final class ConfigService: Sendable {
                         "after pages by this node's entry ids, which differ between federated nodes; use offset and limit"
                     )
                 }
-                entries = try await federatedList(query)
+                entries = try await federatedList(query) { visible([$0], to: caller, .list, .read).count == 1 }
             } else if caller.principal.map({ $0.policy.allowsEverywhere(.list) && $0.policy.allowsEverywhere(.read) }) ?? true {
                 entries = try await storage.list(
                     tenant: query.tenant,
@@ -454,7 +454,9 @@ public final class ConfigService: Sendable {
         return ConfigEntry(remote: revision)
     }
 
-    private func federatedList(_ query: ListQuery) async throws -> [ConfigEntry] {
+    /// The merged entries that `shown` keeps, paged by offset and limit (so a scoped policy's
+    /// pages count only what it may see).
+    private func federatedList(_ query: ListQuery, shown: (ConfigEntry) -> Bool) async throws -> [ConfigEntry] {
         var newest: [String: ConfigEntry] = [:]
         for entry in try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category, includeDeleted: true) {
             newest[entry.environment + "\u{0}" + entry.key] = entry
@@ -466,7 +468,7 @@ public final class ConfigService: Sendable {
             if let current = newest[id], !revision.supersedes(hlc: current.hlc, origin: current.origin) { continue }
             newest[id] = ConfigEntry(remote: revision)
         }
-        let merged = newest.values.filter { !$0.deleted }
+        let merged = newest.values.filter { !$0.deleted && shown($0) }
             .sorted { ($0.createdAt, $0.environment, $0.key) < ($1.createdAt, $1.environment, $1.key) }
         // Paged like a single node's list: offset, then at most limit entries of the merged order.
         return Array(merged.dropFirst(query.offset).prefix(query.limit ?? Int.max))
@@ -619,7 +621,7 @@ public final class ConfigService: Sendable {
     /// key opens (and its policy lets it restore), as one write: one audit record, replicated
     /// like a restore. Values under other user keys are left as they are and counted. With
     /// `purge`, the rekeyed keys' older revisions (the old ciphertexts) leave history on every
-    /// node that holds the new ones (`Revision.purgesOlder`); without it they stay (the
+    /// node that holds the new ones (`Revision.purgesThrough`); without it they stay (the
     /// history stays whole; OSC_MAX_VERSIONS prunes it).
     public func rekey(_ caller: Caller, environment: String, newUserKey: String, purge: Bool = false) async throws -> RekeyReport {
         let tenant = caller.tenant

@@ -173,7 +173,7 @@ extension ConfigStore {
             }
         }
         let keep = maxVersions
-        defer { if revisions.contains(where: \.purgesOlder) { eraseLogAfterPurge() } }
+        defer { if revisions.contains(where: { $0.purgesThrough != nil }) { eraseLogAfterPurge() } }
         return try await commit(audit: nil) { db in
             var outcome = ApplyOutcome()
             var delta = 0

@@ -128,7 +128,13 @@ public final class ConfigStore: Sendable {
     func eraseLogAfterPurge() {
         let pool = self.pool
         Task.detached(priority: .background) {
-            try? await pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            try? await pool.writeWithoutTransaction { db in
+                // Waiting for readers holds up the writes queued behind: 100 ms at most, then
+                // it is left to the next purge or to the close.
+                try db.execute(sql: "PRAGMA busy_timeout = 100")
+                defer { try? db.execute(sql: "PRAGMA busy_timeout = 10000") }
+                try db.checkpoint(.truncate)
+            }
         }
     }
 
@@ -403,31 +409,37 @@ public final class ConfigStore: Sendable {
         )
     }
 
-    /// Drops the revisions of (environment, key) older than its newest purging revision
-    /// (`Revision.purgesOlder`), then the oldest beyond the newest `keep`, remembering their
-    /// identities so version numbers stay put and no peer brings them back. The current
+    /// Drops the revisions of (environment, key) up to the furthest purge bound among its
+    /// revisions (`Revision.purgesThrough`; set-aside copies too), then the oldest beyond the
+    /// newest `keep`, remembering their identities so version numbers stay put and no peer
+    /// brings them back. A bound is older than the revision that carries it, and the current
     /// revision is the newest, so it is never dropped.
     static func prune(environment: String, key: String, keep: Int?, db: Database) throws {
         var surplus: [Row] = []
-        if let purge = try Row.fetchOne(
+        if let bound = try Row.fetchOne(
             db.cachedStatement(
                 sql: """
-                    SELECT hlc, origin FROM revisions WHERE environment = ? AND key = ? AND purges_older = 1
-                    ORDER BY hlc DESC, origin DESC LIMIT 1
+                    SELECT purges_through_hlc, purges_through_origin FROM revisions
+                    WHERE environment = ? AND key = ? AND purges_through_hlc IS NOT NULL
+                    ORDER BY purges_through_hlc DESC, purges_through_origin DESC LIMIT 1
                     """
             ),
             arguments: [environment, key]
         ) {
-            let (hlc, origin): (Int64, String) = (purge["hlc"], purge["origin"])
+            let (hlc, origin): (Int64, String) = (bound[0], bound[1])
+            let through: StatementArguments = [environment, key, hlc, hlc, origin]
             surplus = try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
                         SELECT seq, \(revisionColumns) FROM revisions WHERE environment = ? AND key = ?
-                        AND (hlc < ? OR (hlc = ? AND origin < ?))
+                        AND (hlc < ? OR (hlc = ? AND origin <= ?))
                         """
                 ),
-                arguments: [environment, key, hlc, hlc, origin]
+                arguments: through
             )
+            try db.cachedStatement(
+                sql: "DELETE FROM set_aside_revisions WHERE environment = ? AND key = ? AND (hlc < ? OR (hlc = ? AND origin <= ?))"
+            ).execute(arguments: through)
         }
         if let keep {
             let seen = Set(surplus.map { $0["seq"] as Int64 })

@@ -43,7 +43,7 @@ public struct PlannedRestore: Sendable, Equatable {
     public var expectedHLC: Int64
     public var expectedOrigin: String
     public var change: Change
-    /// The new revision removes every older one of the key from history, on every node.
+    /// The new revision removes the key's revisions up to the current one from history, on every node.
     public var purgesOlder = false
 
     public init(key: String, expectedHLC: Int64, expectedOrigin: String, change: Change, purgesOlder: Bool = false) {
@@ -252,7 +252,7 @@ extension ConfigStore {
                         createdAt: current.deleted ? now : current.createdAt,
                         updatedAt: max(now, current.updatedAt),
                         actor: actor,
-                        purgesOlder: change.purgesOlder
+                        purgesThrough: change.purgesOlder ? RevisionStamp(hlc: current.hlc, origin: current.origin) : nil
                     )
                     if current.deleted { delta += 1 }
                 case .delete:

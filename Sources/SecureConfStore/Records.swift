@@ -72,16 +72,17 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
     public var createdAt: Int64
     public var updatedAt: Int64
     public var actor: String?
-    /// Written by a rekey that purges: every older revision of its key is removed from
-    /// history, on every node that holds this one (and any that arrives later is pruned on
-    /// arrival), so a retired user key's ciphertexts leave the whole cluster.
-    public var purgesOlder: Bool
+    /// Written by a rekey that purges: the revision it replaced, (hlc, origin). Every
+    /// revision of its key up to that one is removed from history on every node that holds
+    /// this one (and one that arrives later is pruned on arrival), so a retired user key's
+    /// ciphertexts leave the whole cluster; a concurrent write after that bound is kept.
+    public var purgesThrough: RevisionStamp?
 
     enum CodingKeys: String, CodingKey {
         case tenant, environment, key, category, ciphertext, hlc, origin, deleted, actor
         case createdAt = "created_at"
         case updatedAt = "updated_at"
-        case purgesOlder = "purges_older"
+        case purgesThrough = "purges_through"
     }
 
     public init(
@@ -96,7 +97,7 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         createdAt: Int64,
         updatedAt: Int64,
         actor: String? = nil,
-        purgesOlder: Bool = false
+        purgesThrough: RevisionStamp? = nil
     ) {
         self.tenant = tenant
         self.environment = environment
@@ -109,7 +110,7 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         self.createdAt = createdAt
         self.updatedAt = updatedAt
         self.actor = actor
-        self.purgesOlder = purgesOlder
+        self.purgesThrough = purgesThrough
     }
 
     public init(from decoder: any Decoder) throws {
@@ -125,10 +126,10 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         createdAt = try c.decode(Int64.self, forKey: .createdAt)
         updatedAt = try c.decode(Int64.self, forKey: .updatedAt)
         actor = try c.decodeIfPresent(String.self, forKey: .actor)
-        purgesOlder = try c.decodeIfPresent(Bool.self, forKey: .purgesOlder) ?? false
+        purgesThrough = try c.decodeIfPresent(RevisionStamp.self, forKey: .purgesThrough)
     }
 
-    /// `purges_older` only when set: every other revision travels as it always has.
+    /// `purges_through` only when set: every other revision travels as it always has.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(tenant, forKey: .tenant)
@@ -142,7 +143,7 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(updatedAt, forKey: .updatedAt)
         try c.encodeIfPresent(actor, forKey: .actor)
-        if purgesOlder { try c.encode(true, forKey: .purgesOlder) }
+        try c.encodeIfPresent(purgesThrough, forKey: .purgesThrough)
     }
 
     /// About how many bytes the revision takes in a replication message.
@@ -172,27 +173,28 @@ public struct Revision: Sendable, Equatable, Codable, FetchableRecord {
 
 /// The one record model of a revision row: its columns, listed once. `revisions` and
 /// `set_aside_revisions` hold all of them, `entries` the entry columns (all but `actor` and
-/// `purges_older`), and every query and insert is written from these lists.
+/// the purge bound), and every query and insert is written from these lists.
 extension Revision {
     public enum Columns: String, CaseIterable, Sendable {
         case environment, key, category, ciphertext, hlc, origin, deleted
         case createdAt = "created_at"
         case updatedAt = "updated_at"
         case actor
-        case purgesOlder = "purges_older"
+        case purgesThroughHLC = "purges_through_hlc"
+        case purgesThroughOrigin = "purges_through_origin"
 
         /// Whether `entries` has the column too.
-        var inEntries: Bool { self != .actor && self != .purgesOlder }
+        var inEntries: Bool { self != .actor && self != .purgesThroughHLC && self != .purgesThroughOrigin }
     }
 
-    /// `environment, key, …, actor, purges_older`: a revision's columns, in `Columns` order.
+    /// `environment, key, …, actor, purges_through_hlc, purges_through_origin`: a revision's columns, in `Columns` order.
     public static let columns = Columns.allCases.map(\.rawValue).joined(separator: ", ")
     /// The columns an entry shares with its revision, in `Columns` order.
     public static let entryColumns = Columns.allCases.filter(\.inEntries).map(\.rawValue).joined(separator: ", ")
 
     /// The values of `columns`, in order.
     var columnValues: [(any DatabaseValueConvertible)?] {
-        [environment, key, category, ciphertext, hlc, origin, deleted, createdAt, updatedAt, actor, purgesOlder]
+        [environment, key, category, ciphertext, hlc, origin, deleted, createdAt, updatedAt, actor, purgesThrough?.hlc, purgesThrough?.origin]
     }
     /// The values of `entryColumns`, in order.
     var entryColumnValues: [(any DatabaseValueConvertible)?] {
@@ -219,8 +221,25 @@ extension Revision {
             createdAt: row[Columns.createdAt.rawValue],
             updatedAt: row[Columns.updatedAt.rawValue],
             actor: row[Columns.actor.rawValue],
-            purgesOlder: row[Columns.purgesOlder.rawValue] ?? false
+            purgesThrough: RevisionStamp(hlc: row[Columns.purgesThroughHLC.rawValue], origin: row[Columns.purgesThroughOrigin.rawValue])
         )
+    }
+}
+
+/// A revision's place in its key's order, (hlc, origin).
+public struct RevisionStamp: Sendable, Equatable, Codable {
+    public var hlc: Int64
+    public var origin: String
+
+    public init(hlc: Int64, origin: String) {
+        self.hlc = hlc
+        self.origin = origin
+    }
+
+    /// Both columns, or nil when either is NULL.
+    init?(hlc: Int64?, origin: String?) {
+        guard let hlc, let origin else { return nil }
+        self.init(hlc: hlc, origin: origin)
     }
 }
 

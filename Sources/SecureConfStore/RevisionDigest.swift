@@ -85,7 +85,10 @@ public enum RevisionDigest {
         integer(r.createdAt); integer(r.updatedAt)
         field(r.actor)
         // Only a purging revision says so (every other revision's hash is as it always was).
-        if r.purgesOlder { bytes += Array("purges older".utf8) }
+        if let bound = r.purgesThrough {
+            bytes += Array("purges through".utf8)
+            integer(bound.hlc); field(bound.origin)
+        }
         return OpenSSL.sha256(bytes)
     }
 

@@ -104,10 +104,16 @@ public struct RevisionRules: Sendable {
         guard r.createdAt > 0, r.updatedAt >= r.createdAt else { throw .invalid("created_at and updated_at must be positive and ordered") }
         guard r.updatedAt / 1000 <= stampMillis + 1000 else { throw .invalid("updated_at is later than the revision's stamp") }
         guard stampMillis - r.updatedAt / 1000 <= maxAheadMillis + 1000 else { throw .invalid("updated_at is far earlier than the revision's stamp") }
+        if let bound = r.purgesThrough {
+            guard r.environment != EntryNames.identityEnvironment else { throw .invalid("users and tokens are not purged") }
+            guard bound.hlc > 0, Self.isNodeID(bound.origin), r.supersedes(hlc: bound.hlc, origin: bound.origin) else {
+                throw .invalid("purges_through must name an earlier revision (a positive hlc and a node id)")
+            }
+        }
         if r.deleted {
             guard r.ciphertext.isEmpty else { throw .invalid("a delete carries no ciphertext") }
             // Only a rekey's new value purges what came before it.
-            guard !r.purgesOlder else { throw .invalid("a delete does not purge older revisions") }
+            guard r.purgesThrough == nil else { throw .invalid("a delete does not purge older revisions") }
         } else {
             guard r.ciphertext.utf8.count <= maxCiphertextBytes else { throw .invalid("ciphertext larger than \(maxCiphertextBytes) bytes") }
             guard let issued = Fernet.wellFormedTimestamp(of: r.ciphertext) else { throw .invalid("ciphertext is not a Fernet token") }

@@ -179,12 +179,16 @@ enum Schema {
             )
         }
         migrator.registerMigration("v5-purging-revisions") { db in
-            // A rekey that purges marks its revisions: older ones of the key leave history everywhere.
+            // A rekey that purges marks its revisions with the revision each replaced: the key's
+            // revisions up to that one leave history everywhere.
             try db.execute(
                 sql: """
-                    ALTER TABLE revisions ADD COLUMN purges_older INTEGER NOT NULL DEFAULT 0;
-                    ALTER TABLE set_aside_revisions ADD COLUMN purges_older INTEGER NOT NULL DEFAULT 0;
-                    CREATE INDEX revisions_purging ON revisions(environment, key, hlc, origin) WHERE purges_older = 1;
+                    ALTER TABLE revisions ADD COLUMN purges_through_hlc INTEGER;
+                    ALTER TABLE revisions ADD COLUMN purges_through_origin TEXT;
+                    ALTER TABLE set_aside_revisions ADD COLUMN purges_through_hlc INTEGER;
+                    ALTER TABLE set_aside_revisions ADD COLUMN purges_through_origin TEXT;
+                    CREATE INDEX revisions_purging ON revisions(environment, key, purges_through_hlc, purges_through_origin)
+                        WHERE purges_through_hlc IS NOT NULL;
                     """
             )
         }

@@ -113,11 +113,11 @@ import Testing
         #expect(history.prunedCount == 2 && history.versions.map(\.revision.ciphertext) == ["t3"])
         #expect(try await a.history(environment: "e", key: "other")?.versions.count == 1, "other keys keep their history")
         let purging = try #require(try await a.ownRevisions(after: 0, limit: 100, maxBytes: 1 << 20).map(\.revision).last)
-        #expect(purging.purgesOlder && purging.ciphertext == "t3")
-        // On the wire the flag travels only when set.
+        #expect(purging.purgesThrough == RevisionStamp(hlc: second.hlc, origin: second.origin) && purging.ciphertext == "t3")
+        // On the wire the bound travels only when set.
         let wire = try JSONDecoder().decode(Revision.self, from: JSONEncoder().encode(purging))
         #expect(wire == purging)
-        #expect(!String(decoding: try JSONEncoder().encode(older[0]), as: UTF8.self).contains("purges_older"))
+        #expect(!String(decoding: try JSONEncoder().encode(older[0]), as: UTF8.self).contains("purges_through"))
         // A peer holding the old revisions drops them when the purging one arrives; a peer that
         // gets the purging one first never keeps the old ones it receives later.
         _ = try await b.apply(batch: [purging])
@@ -133,6 +133,12 @@ import Testing
             let old = try await file.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revisions WHERE ciphertext IN ('t1', 't2')") }
             #expect(old == 0)
         }
+        // A concurrent write after the bound (another node's, stamped before the purge) is kept.
+        var concurrent = older.first { $0.key == "k" }!
+        (concurrent.hlc, concurrent.origin, concurrent.ciphertext) = (second.hlc + 1, "127.0.0.1:9009", "x")
+        #expect(concurrent.hlc < purging.hlc)
+        _ = try await a.apply(batch: [concurrent])
+        #expect(try await a.history(environment: "e", key: "k")?.versions.map(\.revision.ciphertext) == ["x", "t3"])
         for s in [a, b, c] { await s.close() }
     }
 

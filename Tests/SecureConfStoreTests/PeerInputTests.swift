@@ -135,6 +135,21 @@ import Testing
         #expect(refused { $0.deleted = true } != nil, "a tombstone carries no ciphertext")
         #expect(refused { $0.actor = "root" } != nil)
         #expect(refused { $0.origin = "not a node" } != nil)
+        // A purge bound names an earlier revision of a value (not a delete, not a user's record).
+        #expect(refused { $0.purgesThrough = RevisionStamp(hlc: (now << 16) - 1, origin: "127.0.0.1:9002") } == nil)
+        #expect(refused { $0.purgesThrough = RevisionStamp(hlc: now << 16, origin: "127.0.0.1:9002") } != nil, "not after itself")
+        #expect(refused { $0.purgesThrough = RevisionStamp(hlc: 0, origin: "127.0.0.1:9002") } != nil)
+        #expect(refused { $0.purgesThrough = RevisionStamp(hlc: 5, origin: "nowhere") } != nil)
+        #expect(
+            refused {
+                $0.purgesThrough = RevisionStamp(hlc: 5, origin: "127.0.0.1:9002"); $0.environment = EntryNames.identityEnvironment
+            } != nil
+        )
+        #expect(
+            refused {
+                $0.purgesThrough = RevisionStamp(hlc: 5, origin: "127.0.0.1:9002"); $0.deleted = true; $0.ciphertext = ""
+            } != nil
+        )
         #expect(
             refused {
                 $0.hlc = (now + 3_600_000) << 16; $0.updatedAt = (now + 3_600_000) * 1000; $0.createdAt = $0.updatedAt

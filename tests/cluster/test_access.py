@@ -325,28 +325,64 @@ def test_a_revocation_reaches_every_node_within_a_second_and_a_returning_node(fa
         return {d["node_id"]: d["keys_count"] for d in r.json()["nodes_distribution"]}
     assert wait_until(lambda: distribution() == expected, 10), (distribution(), expected)
     assert call(n0, "GET", "/cluster/status", ann, user_key=None).status_code == 403, "entry counts span every tenant"
+
+    # A scoped policy's pages count only what it may see, merged across federated nodes too.
+    for env in ("hidden", "seen"):
+        for i in range(2):
+            assert call(n0, "POST", "/configs", admin, json={"key": f"{env}.{i}", "value": i, "environment": env}).status_code == 201
+    assert call(n0, "POST", "/auth/users", admin, user_key=None, json={
+        "username": "sam", "password": "sam-pass-01", "policies": [{"environments": ["seen"], "capabilities": ["read", "list"]}]}).status_code == 201
+    assert wait_until(lambda: requests.post(n1.url + "/auth/login", json={"username": "sam", "password": "sam-pass-01"},
+                                            timeout=5).status_code == 200, 10)
+    sam = login(n1, "sam", "sam-pass-01")
+    pages = [[e["key"] for e in call(n1, "GET", "/configs", sam, params={"limit": 1, "offset": i}).json()] for i in range(3)]
+    assert pages == [["seen.0"], ["seen.1"], []], pages
     assert call(n0, "GET", "/cluster/status", admin, user_key=None).status_code == 200
 
     # A node down while a token is revoked refuses it as soon as it is back.
     second = call(n0, "POST", "/auth/tokens", admin, user_key=None, json={"name": "svc2", "role": "reader"}).json()
     assert wait_until(lambda: call(n2, "GET", "/configs", second["token"]).status_code == 200, 5)
     n2.stop()
+
+    def n2_healthy_on_n0():
+        return next(n for n in n0.status()["nodes"] if n["node_id"] == n2.node_id)["healthy"]
+    assert wait_until(lambda: not n2_healthy_on_n0(), 10)
     assert call(n0, "DELETE", f"/auth/tokens/{second['id']}", admin, user_key=None).status_code == 200
+    # A write that sends nothing to the stopped node (a federated node's data) does not make it look alive.
+    assert call(n0, "POST", "/configs", admin, json={"key": "while.down", "value": 1}).status_code == 201
+    time.sleep(0.5)
+    assert not n2_healthy_on_n0(), "a stopped peer shown healthy after a local write"
     n2.launch()
     answers = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
+            # Ready first: once it says ready, the node has caught up and takes tokens again.
+            ready = requests.get(n2.url + "/ready", timeout=5).status_code
             status = call(n2, "GET", "/configs", second["token"]).status_code
         except requests.RequestException:
             time.sleep(0.02)
             continue
         answers.append(status)
+        assert not (ready == 200 and status == 503), "ready while it refuses tokens"
         if status == 401:
             break
         time.sleep(0.02)
     print(f"{mode}: returning node answered the revoked token: {sorted(set(answers))} (503 while catching up)")
     assert answers and answers[-1] == 401 and 200 not in answers, answers
+
+    # A node that comes back while no peer answers trusts no token, issues none, and says it
+    # is not ready; once a peer is back it catches up and serves again.
+    for n in (n1, n2, n0):
+        n.stop()
+    n0.launch()
+    time.sleep(1.5)
+    assert requests.get(n0.url + "/ready", timeout=5).status_code == 503
+    r = requests.post(n0.url + "/auth/login", json={"username": "root", "password": ADMIN_PASSWORD}, timeout=10)
+    assert r.status_code == 503 and "catching up" in r.json()["detail"], r.text
+    n1.launch()
+    assert wait_until(lambda: requests.get(n0.url + "/ready", timeout=5).status_code == 200, 15)
+    assert call(n0, "GET", "/auth/me", login(n0, "root", ADMIN_PASSWORD), user_key=None).status_code == 200
 
 
 def test_tenants_see_nothing_of_each_other(single):

@@ -365,6 +365,8 @@ public final class IdentityService: Sendable {
     /// Checks `password` (through the failed-attempt limiter, on the key-derivation threads)
     /// and issues a login token.
     public func login(username: String, password: String, caller: Caller) async throws -> (token: String, expiresIn: Int, user: User) {
+        // A token this node would not yet accept is not issued either.
+        try ensureReady()
         try limiter.acquire(caller.client)
         let found = try await user(named: username)
         let hash = found?.passwordHash ?? decoyHash
@@ -494,6 +496,14 @@ public final class IdentityService: Sendable {
         let secretHash: [UInt8]
     }
 
+    /// 503 while this cluster node has not caught up with a peer since it started: it may
+    /// hold a revoked token's record, so it takes no token (and issues none) until it has.
+    public func ensureReady() throws(ServiceError) {
+        guard ready() else {
+            throw ServiceError(.identitySyncing, "This node is catching up with the cluster before it accepts tokens; retry shortly", retryAfter: 1)
+        }
+    }
+
     /// Parses a bearer token (401 when it is not one of ours).
     public static func parse(bearer: String) throws(ServiceError) -> Bearer {
         let parts = bearer.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
@@ -506,9 +516,7 @@ public final class IdentityService: Sendable {
     /// The principal of a token verified within `recheckInterval`, without suspending (the
     /// warm path of every request); nil when its records must be read (`verify`).
     public func cachedPrincipal(_ bearer: Bearer) throws(ServiceError) -> Principal? {
-        guard ready() else {
-            throw ServiceError(.identitySyncing, "This node is catching up with the cluster before it accepts tokens; retry shortly", retryAfter: 1)
-        }
+        try ensureReady()
         guard let cached = cache.withLock({ $0[bearer.id] }), ContinuousClock.now - cached.checkedAt < settings.recheckInterval else { return nil }
         guard OpenSSL.constantTimeEquals(cached.secretHash, bearer.secretHash) else { throw Self.invalidToken }
         if let expires = cached.expiresAt, expires <= Int64(Date().timeIntervalSince1970) { throw Self.invalidToken }

@@ -61,6 +61,7 @@ struct SystemController<Context: RequestContext>: Sendable {
 
     @Sendable func ready(_ request: Request, context: Context) async throws -> Response {
         try node.ensureServing()
+        if node.configuration.authMode == .tokens { try node.identity.ensureReady() }
         if let refusal = await node.store.writeRefusal() {
             throw ServiceError(.storageUnavailable, "Not ready: \(refusal)", retryAfter: 5)
         }
