@@ -114,8 +114,12 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
-            swiftSettings: swiftSettings
+            exclude: ["Console"],
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedConsole"]
         ),
+        .executableTarget(name: "ConsoleEmbedder", swiftSettings: swiftSettings),
+        .plugin(name: "EmbedConsole", capability: .buildTool(), dependencies: ["ConsoleEmbedder"]),
         .target(
             name: "SecureConfClient",
             dependencies: ["SecureConfJSON", "SecureConfHTTP"],

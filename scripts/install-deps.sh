@@ -7,7 +7,8 @@ packages=(libssl-dev libsqlite3-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
   # Test-only tools: Prometheus/promtool for the metrics checks, wrk for the benchmark, openssl for TLS fixtures,
   # gcc: the cluster suite compiles tests/cluster/fakeclock.c, its wall-clock shim.
-  packages+=(prometheus wrk openssl sqlite3 gcc)
+  # chromium + chromium-driver: the web console's browser suite (tests/cluster/test_console.py, Selenium).
+  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -21,7 +22,7 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # Python's cryptography is the interop reference for the Swift crypto tests.
   # python-dotenv reads back `secureconf export --format dotenv`; kubernetes-validate checks deploy/kubernetes offline.
-  python3 -c "import cryptography, pytest, requests, yaml, dotenv, kubernetes_validate" 2>/dev/null \
-    || python3 -m pip install -q cryptography pytest requests pyyaml python-dotenv kubernetes-validate 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages cryptography pytest requests pyyaml python-dotenv kubernetes-validate
+  python3 -c "import cryptography, pytest, requests, yaml, dotenv, kubernetes_validate, selenium" 2>/dev/null \
+    || python3 -m pip install -q cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium
 fi

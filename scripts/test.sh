@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 # The code's format (.swift-format, Hummingbird's with JSON-writer pairs kept on one line).
-swift format lint --strict --parallel --recursive Sources Tests fuzz/Sources Package.swift
+swift format lint --strict --parallel --recursive Sources Tests fuzz/Sources Package.swift Plugins
 swift build --build-tests
 swift test --skip-build
 swift build -c release --product secureconf

@@ -80,6 +80,8 @@ public struct NodeConfiguration: Sendable {
     public var authMode = AuthMode.apikey
     /// Lifetime of a login token in seconds (`OSC_TOKEN_TTL`).
     public var tokenTTLSeconds = 3600
+    /// Minutes without activity after which the web console forgets its keys (`OSC_UI_IDLE_MINUTES`).
+    public var uiIdleMinutes = 15
 
     public init() {}
 
@@ -165,6 +167,7 @@ public struct NodeConfiguration: Sendable {
             "apikey (default: the API key alone, as OpenSecureConf) or tokens (users, login and service tokens, policies; README: access control)"
         ),
         ("OSC_TOKEN_TTL", "seconds a login token is valid, 60 to 2592000 (default 3600)"),
+        ("OSC_UI_IDLE_MINUTES", "minutes of inactivity after which the web console (/ui/) signs out, 1 to 1440 (default 15)"),
         ("CORS_ORIGINS", "browser origins allowed to call the node, comma-separated http(s)://host[:port] or * (default *; empty allows none)"),
     ]
 
@@ -336,6 +339,7 @@ public struct NodeConfiguration: Sendable {
             c.authMode = mode
         }
         if let v = try integer("OSC_TOKEN_TTL", 60...2_592_000) { c.tokenTTLSeconds = v }
+        if let v = try integer("OSC_UI_IDLE_MINUTES", 1...1440) { c.uiIdleMinutes = v }
         if let raw = values["CORS_ORIGINS"] {
             guard let origins = CORSOrigins.parse(raw) else {
                 throw ConfigurationError(

@@ -247,6 +247,9 @@ enum RouteDocs {
         "GET /cluster/health": RouteDoc(summary: "Node health, salt fingerprint and clock (for load balancers and peers)"),
         "GET /openapi.json": RouteDoc(summary: "This document"),
         "GET /docs": RouteDoc(summary: "This document, rendered", produces: "text/html"),
+        "GET /ui": RouteDoc(summary: "The web console (sign in with the user key and the node's credential)", produces: "text/html"),
+        "GET /ui/config.json": RouteDoc(summary: "What the web console needs before sign-in: the node's auth mode and idle timeout"),
+        "GET /ui/{file}": RouteDoc(summary: "A script, style sheet or image of the web console"),
         "POST /configs": RouteDoc(summary: "Create an entry", userKey: .required, body: .json(required: true), success: 201),
         "GET /configs": RouteDoc(
             summary: "List the entries the user key opens",

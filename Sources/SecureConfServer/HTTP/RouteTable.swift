@@ -71,6 +71,7 @@ enum RouteTable {
         let backups = BackupController<Context>(node: node)
         let events = EventsController<Context>(node: node)
         let auth = AuthController<Context>(node: node)
+        let console = ConsoleController<Context>(node: node)
         // The /auth routes exist in `tokens` mode only: in `apikey` mode the node is OpenSecureConf's.
         let identityRoutes: [Route<Context>] =
             node.configuration.authMode != .tokens
@@ -95,6 +96,9 @@ enum RouteTable {
             Route(.get, "/cluster/health", .probe, listedAs: "cluster_health", system.clusterHealth),
             Route(.get, "/openapi.json", .open, listedAs: "openapi", system.openAPI),
             Route(.get, "/docs", .open, listedAs: "docs", system.docs),
+            Route(.get, "/ui", .open, listedAs: "console", console.index),
+            Route(.get, "/ui/config.json", .open, console.config),
+            Route(.get, "/ui/{file}", .open, console.asset),
 
             Route(.post, "/configs", .data, action: "create", listedAs: "create", configs.create),
             Route(.get, "/configs", .data, action: "list", listedAs: "list", configs.list),
