@@ -133,8 +133,10 @@ public final class ClusterCoordinator: Service, Sendable {
     /// What this node ships to its peers and accepts from them: everything in replica mode;
     /// in federated mode only the users and tokens, which every node must know (a login
     /// works on any node; a revocation holds on every node).
-    func replicates(_ r: Revision) -> Bool {
-        settings.mode == .replica || r.environment == EntryNames.identityEnvironment
+    func replicates(_ r: Revision) -> Bool { replicates(environment: r.environment) }
+
+    func replicates(environment: String) -> Bool {
+        settings.mode == .replica || environment == EntryNames.identityEnvironment
     }
 
     /// Waits until `settings.writeQuorum` nodes hold this node's revisions up to `seq`.
@@ -324,13 +326,18 @@ public final class ClusterCoordinator: Service, Sendable {
         var failures = 0
         while !stopping {
             let fetched: [(seq: Int64, revision: Revision)]
+            let prunedHere: [(seq: Int64, marker: PrunedMarker)]
             do {
                 fetched = try await store.ownRevisions(after: cursor, limit: Self.batchSize, maxBytes: settings.maxBatchBytes)
+                // Own revisions pruned in the same range of sequence numbers (all after the cursor
+                // when no revision is left): a peer that never had them numbers versions alike.
+                prunedHere = try await store.ownPruned(after: cursor, through: fetched.last?.seq ?? Int64.max, limit: Self.batchSize)
+                    .filter { replicates(environment: $0.marker.environment) }
             } catch {
                 if !(await sleep(.seconds(1))) { return }
                 continue
             }
-            if fetched.isEmpty || !saltIsConsistent.consistent {
+            if (fetched.isEmpty && prunedHere.isEmpty) || !saltIsConsistent.consistent {
                 // Sleep until a local write or a periodic re-check (never ship under a foreign salt).
                 await wakeup.wait(timeout: .seconds(1))
                 continue
@@ -340,18 +347,22 @@ public final class ClusterCoordinator: Service, Sendable {
             let refused = peers.withLock { $0[peer]?.refusedSeqs ?? [] }
             let batch = fetched.filter { !refused.contains($0.seq) && replicates($0.revision) }
             do {
-                if !batch.isEmpty {
+                if !batch.isEmpty || !prunedHere.isEmpty {
                     _ = try await transport.json(
                         peer,
                         "POST",
                         "/cluster/replicate",
-                        body: ReplicationBatch(origin: settings.nodeID, revisions: batch.map(\.revision)),
+                        body: ReplicationBatch(
+                            origin: settings.nodeID,
+                            revisions: batch.map(\.revision),
+                            pruned: prunedHere.isEmpty ? nil : prunedHere.map(\.marker)
+                        ),
                         as: ReplicationAck.self
                     )
                 }
-                cursor = fetched.last?.seq ?? cursor
+                cursor = max(fetched.last?.seq ?? cursor, prunedHere.last?.seq ?? cursor)
                 try await store.setPeerCursor(peer, to: cursor)
-                let answered = !batch.isEmpty
+                let answered = !batch.isEmpty || !prunedHere.isEmpty
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     // Only a peer that answered is seen (a federated node's data writes send nothing).
@@ -458,6 +469,14 @@ public final class ClusterCoordinator: Service, Sendable {
                 }
             }
         }
+        let markers = batch.pruned ?? []
+        for m in markers {
+            let why: String? =
+                if m.origin != origin { "a pruned revision's origin differs from the sender" } else if !replicates(environment: m.environment) {
+                    "a federated node keeps its own entries: only users and tokens replicate"
+                } else { (try? rules.check(m)) == nil ? "a pruned revision's names or stamp are out of bounds" : nil }
+            if let why { rejected.append(.init(index: batch.revisions.count, reason: why, ahead: false, aheadSeconds: nil)) }
+        }
         if !rejected.isEmpty {
             let refusal = ReplicationRefusal(
                 detail: "\(rejected.count) of \(batch.revisions.count) revisions refused (first: \(rejected[0].reason)); nothing was applied",
@@ -470,7 +489,7 @@ public final class ClusterCoordinator: Service, Sendable {
             )
             throw refusal
         }
-        let outcome = try await store.apply(batch: batch.revisions)
+        let outcome = try await store.apply(batch: batch.revisions, pruned: markers)
         observer?.revisionsReceived(peer: origin, count: outcome.applied)
         if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
         if outcome.identityConflicts > 0 { reportIdentityConflicts(outcome.identityConflicts, peer: origin) }
@@ -564,7 +583,7 @@ public final class ClusterCoordinator: Service, Sendable {
                         safety?.revisionsRefused(peer: peer, reason: "anti_entropy", count: refused)
                         logger.warning("anti-entropy refused revisions from a peer", metadata: ["peer": "\(peer)", "refused": "\(refused)"])
                     }
-                    let outcome = try await store.apply(batch: accepted)
+                    let outcome = try await store.apply(batch: accepted, pruned: [])
                     repaired += outcome.applied
                     if outcome.conflicts > 0 { observer?.conflictsResolved(outcome.conflicts) }
                     if outcome.identityConflicts > 0 {
@@ -599,7 +618,7 @@ public final class ClusterCoordinator: Service, Sendable {
             // Checked like pushed revisions (`entriesByPeer`), and only records of users and tokens.
             guard let records = records?.filter({ $0.environment == EntryNames.identityEnvironment }) else { continue }
             do {
-                let outcome = try await store.apply(batch: records)
+                let outcome = try await store.apply(batch: records, pruned: [])
                 if outcome.applied > 0 { observer?.antiEntropyRepaired(peer: peer, count: outcome.applied) }
                 if outcome.identityConflicts > 0 { reportIdentityConflicts(outcome.identityConflicts, peer: peer) }
                 peers.withLock { $0[peer]?.lastSync = Date() }

@@ -28,8 +28,8 @@ public struct PeerEndpoints: Sendable {
     /// (`ReplicationRefusal`, naming each), and nothing is applied.
     public func replicate(_ batch: ReplicationBatch, sender: String?, senderSaltFingerprint: String?) async throws -> ReplicationAck {
         try checkSalt(of: senderSaltFingerprint)
-        guard batch.revisions.count <= Self.maxBatchRevisions else {
-            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions per batch")
+        guard batch.revisions.count <= Self.maxBatchRevisions, (batch.pruned?.count ?? 0) <= Self.maxBatchRevisions else {
+            throw PeerInputError(kind: .malformed, description: "At most \(Self.maxBatchRevisions) revisions (and pruned revisions) per batch")
         }
         return try await coordinator.receive(batch, sender: sender)
     }

@@ -6,9 +6,12 @@ import SecureConfStore
 public struct ReplicationBatch: Codable, Sendable {
     public var origin: String
     public var revisions: [Revision]
-    public init(origin: String, revisions: [Revision]) {
+    /// The origin's own revisions it pruned before this peer had them (absent when none).
+    public var pruned: [PrunedMarker]?
+    public init(origin: String, revisions: [Revision], pruned: [PrunedMarker]? = nil) {
         self.origin = origin
         self.revisions = revisions
+        self.pruned = pruned
     }
 }
 

@@ -94,6 +94,8 @@ public protocol AuditStorage: Sendable {
 public protocol ReplicationStorage: Sendable {
     var clock: HybridLogicalClock { get }
     func ownRevisions(after seq: Int64, limit: Int, maxBytes: Int) async throws -> [(seq: Int64, revision: Revision)]
+    /// This node's own revisions pruned here, after `seq` and at most `through`, oldest first.
+    func ownPruned(after seq: Int64, through: Int64, limit: Int) async throws -> [(seq: Int64, marker: PrunedMarker)]
     /// The sequence number of the newest revision this node originated (what a quorum waits for).
     func lastOwnSeq() async throws -> Int64
     func oldestOwnRevisionTime(after seq: Int64) async throws -> Int64?
@@ -104,7 +106,7 @@ public protocol ReplicationStorage: Sendable {
     func revisionIDs(bucket: Int) async throws -> [RevisionID]
     func revisions(ids: [RevisionID]) async throws -> [Revision]
     func newestRevision(_ name: EntryName) async throws -> Revision?
-    func apply(batch revisions: [Revision]) async throws -> ApplyOutcome
+    func apply(batch revisions: [Revision], pruned: [PrunedMarker]) async throws -> ApplyOutcome
     func setAsideCount() async throws -> Int
 }
 

@@ -29,6 +29,32 @@ extension ConfigStore {
         }
     }
 
+    public func ownPruned(after seq: Int64, through: Int64, limit: Int) async throws -> [(seq: Int64, marker: PrunedMarker)] {
+        let origin = nodeID
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT seq, environment, key, hlc, origin, deleted FROM pruned_revisions
+                        WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?
+                        """
+                ),
+                arguments: [origin, seq, through, limit]
+            ).map { row in
+                (
+                    seq: row["seq"] as Int64,
+                    marker: PrunedMarker(
+                        environment: row["environment"],
+                        key: row["key"],
+                        hlc: row["hlc"],
+                        origin: row["origin"],
+                        deleted: row["deleted"]
+                    )
+                )
+            }
+        }
+    }
+
     /// When the oldest of this node's revisions after `seq` was written (microseconds), if any.
     public func oldestOwnRevisionTime(after seq: Int64) async throws -> Int64? {
         let origin = nodeID
@@ -165,8 +191,11 @@ extension ConfigStore {
     /// Applies revisions from peers in one transaction, by last-writer-wins on (hlc,
     /// origin). The caller validates them first (`RevisionRules`); a stamp beyond the
     /// clock's bound is refused here too and never reaches the clock.
-    public func apply(batch revisions: [Revision]) async throws -> ApplyOutcome {
-        guard !revisions.isEmpty else { return ApplyOutcome() }
+    /// `pruned`: revisions their origin pruned (identities only); one this node does not hold
+    /// is remembered as pruned, so it numbers the key's versions as the origin does and never
+    /// takes that revision back. One it holds it keeps, to prune by its own rules.
+    public func apply(batch revisions: [Revision], pruned: [PrunedMarker] = []) async throws -> ApplyOutcome {
+        guard !revisions.isEmpty || !pruned.isEmpty else { return ApplyOutcome() }
         for r in revisions {
             guard r.hlc > 0, clock.observe(r.hlc) else {
                 throw StoreError.unavailable("revision stamped outside the clock's bound (hlc \(r.hlc)) refused")
@@ -189,6 +218,15 @@ extension ConfigStore {
                     SELECT seq, content_hash, \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
                     """
             )
+            let held = try db.cachedStatement(
+                sql: "SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)"
+            )
+            for m in pruned {
+                let identity: StatementArguments = [m.environment, m.key, m.hlc, m.origin]
+                if try Bool.fetchOne(held, arguments: identity) ?? false { continue }
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
+                    .execute(arguments: identity + [m.deleted])
+            }
             for r in revisions {
                 let identity: StatementArguments = [r.environment, r.key, r.hlc, r.origin]
                 if try Bool.fetchOne(known, arguments: identity + identity) ?? false { continue }

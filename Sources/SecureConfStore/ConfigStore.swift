@@ -455,8 +455,10 @@ public final class ConfigStore: Sendable {
         }
         for row in surplus {
             let pruned = Revision(row: row)
-            try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
-                .execute(arguments: [environment, key, pruned.hlc, pruned.origin, pruned.deleted])
+            try db.cachedStatement(
+                sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted, seq) VALUES (?, ?, ?, ?, ?, ?)"
+            )
+            .execute(arguments: [environment, key, pruned.hlc, pruned.origin, pruned.deleted, row["seq"] as Int64])
             // Pruned revisions leave the digest too, so pruned nodes still compare equal.
             try removeRevision(seq: row["seq"], pruned, db: db)
             try db.cachedStatement(sql: "UPDATE counters SET value = MAX(value, ?) WHERE name = 'pruned_through_seq'")

@@ -226,6 +226,24 @@ extension Revision {
     }
 }
 
+/// A revision its origin pruned from history (`OSC_MAX_VERSIONS`, a purge), by identity:
+/// what a peer that never received it needs to number the key's versions alike.
+public struct PrunedMarker: Sendable, Equatable, Codable {
+    public var environment: String
+    public var key: String
+    public var hlc: Int64
+    public var origin: String
+    public var deleted: Bool
+
+    public init(environment: String, key: String, hlc: Int64, origin: String, deleted: Bool) {
+        self.environment = environment
+        self.key = key
+        self.hlc = hlc
+        self.origin = origin
+        self.deleted = deleted
+    }
+}
+
 /// A revision's place in its key's order, (hlc, origin).
 public struct RevisionStamp: Sendable, Equatable, Codable {
     public var hlc: Int64

@@ -83,6 +83,16 @@ public struct RevisionRules: Sendable {
         return parts[1].utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
+    /// Refuses a pruned revision's marker unless its names, origin and stamp are within bounds.
+    public func check(_ m: PrunedMarker) throws(Refusal) {
+        if let p = EntryNames.keyProblem(m.key) { throw .invalid(p) }
+        if let p = TenantNames.storedProblem(m.environment) { throw .invalid(p) }
+        guard Self.isNodeID(m.origin) else { throw .invalid("origin is not a node id (host:port)") }
+        guard m.hlc > 0 else { throw .invalid("hlc must be positive") }
+        let (limit, _) = wallClockMillis().addingReportingOverflow(maxAheadMillis)
+        guard HybridLogicalClock.millis(of: m.hlc) <= limit else { throw .invalid("a pruned revision stamped ahead of this node's clock") }
+    }
+
     /// Refuses `r` unless every field is within bounds.
     public func check(_ r: Revision) throws(Refusal) {
         guard r.tenant == Revision.defaultTenant else { throw .invalid("tenant '\(r.tenant.prefix(40))' is not known here") }

@@ -189,6 +189,10 @@ enum Schema {
                     ALTER TABLE set_aside_revisions ADD COLUMN purges_through_origin TEXT;
                     CREATE INDEX revisions_purging ON revisions(environment, key, purges_through_hlc, purges_through_origin)
                         WHERE purges_through_hlc IS NOT NULL;
+                    -- This node's own revisions pruned before every peer had them are shipped as
+                    -- markers (by their original sequence number), so every node numbers versions alike.
+                    ALTER TABLE pruned_revisions ADD COLUMN seq INTEGER;
+                    CREATE INDEX pruned_revisions_own ON pruned_revisions(origin, seq) WHERE seq IS NOT NULL;
                     """
             )
         }

@@ -86,6 +86,30 @@ import Testing
         #expect(try await store.history(environment: "e", key: "k")?.versions.map(\.version) == [4, 5])
     }
 
+    @Test func ownPrunedRevisionsTravelAsMarkersAndNumberVersionsAlike() async throws {
+        let a = try open(maxVersions: 2)
+        var configuration = ConfigStore.Configuration(path: directory + "/b.db", nodeID: "127.0.0.1:9002")
+        configuration.maxVersions = 2
+        let b = try ConfigStore(configuration: configuration)
+        let first = try await a.create(environment: "e", key: "k", category: nil, ciphertext: "t1")
+        _ = try await b.apply(batch: try await a.ownRevisions(after: 0, limit: 10, maxBytes: 1 << 20).map(\.revision))
+        for i in 2...4 { _ = try await a.update(environment: "e", key: "k", category: nil, ciphertext: "t\(i)") { _ in true } }
+        // b missed t2 (pruned on a before it was shipped): it arrives as a marker, by its sequence number.
+        let shipped = try await a.ownRevisions(after: 1, limit: 10, maxBytes: 1 << 20)
+        #expect(shipped.map(\.revision.ciphertext) == ["t3", "t4"])
+        let markers = try await a.ownPruned(after: 1, through: .max, limit: 10)
+        #expect(markers.count == 1 && markers[0].seq == 2)
+        let held = PrunedMarker(environment: "e", key: "k", hlc: first.hlc, origin: first.origin, deleted: false)
+        _ = try await b.apply(batch: shipped.map(\.revision), pruned: markers.map(\.marker) + [held])
+        for store in [a, b] {
+            let h = try #require(try await store.history(environment: "e", key: "k"))
+            #expect(h.prunedCount == 2 && h.versions.map(\.version) == [3, 4], "one count: a held revision's marker is not counted twice")
+        }
+        #expect(try await a.digest().digest == (try await b.digest().digest))
+        await a.close()
+        await b.close()
+    }
+
     @Test func aPurgingRevisionRemovesOlderOnesOnEveryStoreInAnyOrder() async throws {
         let a = try open()
         func store(_ name: String, _ node: String) throws -> ConfigStore {

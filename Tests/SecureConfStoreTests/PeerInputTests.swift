@@ -135,6 +135,18 @@ import Testing
         #expect(refused { $0.deleted = true } != nil, "a tombstone carries no ciphertext")
         #expect(refused { $0.actor = "root" } != nil)
         #expect(refused { $0.origin = "not a node" } != nil)
+        // A pruned revision's marker: names, origin and stamp within bounds.
+        let marker = PrunedMarker(environment: "default", key: "k", hlc: now << 16, origin: "127.0.0.1:9001", deleted: false)
+        try rules.check(marker)
+        for bad in [
+            PrunedMarker(environment: "a\u{7}", key: "k", hlc: 5, origin: "127.0.0.1:9001", deleted: false),
+            PrunedMarker(environment: "default", key: "a/b", hlc: 5, origin: "127.0.0.1:9001", deleted: false),
+            PrunedMarker(environment: "default", key: "k", hlc: 0, origin: "127.0.0.1:9001", deleted: false),
+            PrunedMarker(environment: "default", key: "k", hlc: Int64.max, origin: "127.0.0.1:9001", deleted: false),
+            PrunedMarker(environment: "default", key: "k", hlc: 5, origin: "nowhere", deleted: false),
+        ] {
+            #expect(throws: RevisionRules.Refusal.self) { try rules.check(bad) }
+        }
         // A purge bound names an earlier revision of a value (not a delete, not a user's record).
         #expect(refused { $0.purgesThrough = RevisionStamp(hlc: (now << 16) - 1, origin: "127.0.0.1:9002") } == nil)
         #expect(refused { $0.purgesThrough = RevisionStamp(hlc: now << 16, origin: "127.0.0.1:9002") } != nil, "not after itself")

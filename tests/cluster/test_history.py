@@ -4,6 +4,8 @@ everywhere."""
 
 from __future__ import annotations
 
+import pytest
+
 from harness import token, wait_until
 
 USER_KEY = "history-user-key-0001"
@@ -49,3 +51,38 @@ def test_history_is_listed_identically_on_every_node(replica3, report):
         r = n.request("GET", f"/configs/{key}/versions/{newest}", USER_KEY)
         assert r.status_code == 200 and r.json()["value"] == {"v": 1}, r.text
     report("history: versions listed identically on 3 nodes", f"{len(listings[0]['versions'])} versions from {len(origins)} origins")
+
+
+
+@pytest.mark.parametrize("how", ["purge", "max_versions"])
+def test_a_node_down_while_revisions_were_pruned_numbers_versions_alike(factory, how):
+    """A revision pruned on its origin before a stopped peer received it (by a rekey that
+    purges, or by OSC_MAX_VERSIONS) reaches that peer as a marker when it returns, so every
+    node numbers the key's versions alike."""
+    extra = {"OSC_MAX_VERSIONS": "2"} if how == "max_versions" else {}
+    cluster = factory.cluster(3, "replica", extra)
+    cluster.wait_healthy(timeout=15)
+    n0, n1, n2 = cluster.nodes
+    key, new_key = token("pruned-"), "history-user-key-new1"
+    assert n0.create(USER_KEY, key, {"v": 1}).status_code == 201
+    assert n0.update(USER_KEY, key, {"v": 2}).status_code == 200
+    cluster.wait_converged()
+    n2.stop()
+    for v in (3, 4, 5):
+        assert n0.update(USER_KEY, key, {"v": v}).status_code == 200
+    if how == "purge":
+        r = n0.request("POST", "/rekey", USER_KEY, params={"environment": "default", "purge": "true"},
+                       headers={"X-New-User-Key": new_key})
+        assert r.status_code == 200 and r.json()["rekeyed"] == [key], r.text
+    n2.launch()
+    cluster.wait_healthy(timeout=15)
+    cluster.wait_converged(timeout=20)
+    reader = new_key if how == "purge" else USER_KEY
+
+    def listing(node):
+        r = node.request("GET", f"/configs/{key}/versions", reader)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body["current_version"], body["pruned"], [v["version"] for v in body["versions"]]
+    expected = (6, 5, [6]) if how == "purge" else (5, 3, [4, 5])
+    assert wait_until(lambda: all(listing(n) == expected for n in cluster.nodes), 10), [listing(n) for n in cluster.nodes]
