@@ -237,6 +237,10 @@ def test_a_user_manages_configurations_in_the_browser(factory, browsers):
     b.text_in("#feed", "prod/db.password", timeout=10)
     assert b.find('#feed li[data-key="db.password"]').get_attribute("data-kind") == "updated"
     assert "second-secret" not in b.driver.page_source, "the feed names changes, it does not show values"
+    # A change to an entry under another user key is counted in the feed, never named.
+    assert node.request("POST", "/configs", OTHER_KEY, json={"key": "other.secret", "value": "y", "environment": "prod"}).status_code == 201
+    b.text_in("#feed-locked", "1 change to entries your user key does not open")
+    assert "other.secret" not in b.driver.page_source
     b.text_in("#d-rate", "requests", timeout=15)  # two samples of /metrics: the chart has a line
     b.shoot("dashboard-live-feed")
 
@@ -326,6 +330,21 @@ def test_a_user_manages_configurations_in_the_browser(factory, browsers):
     assert a.driver.execute_script("return sessionStorage.length") == 0
     a.sign_in(api_key=node.api_key, remember=True)
     assert a.driver.execute_script("return sessionStorage.length") == 1, "kept in the tab only when asked"
+    # A reload keeps a remembered session, but is no activity: one idle too long is not restored.
+    a.driver.refresh()
+    a.visible("#page h1")
+    a.driver.execute_script(
+        "const s = JSON.parse(sessionStorage.getItem('secureconf.session')); s.lastActivity -= 16 * 60000;"
+        "sessionStorage.setItem('secureconf.session', JSON.stringify(s));")
+    a.driver.refresh()
+    a.visible("#userkey")
+    assert a.driver.execute_script("return sessionStorage.length") == 0
+    # A route named like an object's built-in property is no page (the dashboard opens).
+    a.sign_in(api_key=node.api_key, remember=True)
+    a.driver.get(f"{node.url}/ui/#/constructor")
+    a.text_in("#page h1", "Dashboard")
+    a.find('#nav a[data-page="audit"]').click()
+    a.text_in("#page h1", "Audit trail")
     a.driver.execute_script("const now = Date.now; Date.now = () => now() + 16 * 60000;")
     a.visible("#signin-error", timeout=15)
     assert "without activity" in a.find("#signin-error").text
@@ -391,3 +410,16 @@ def test_tokens_mode_signs_in_with_a_password_and_signing_out_revokes_the_token(
     browser.find("#signin-form button[type=submit]").click()
     browser.text_in("#signin-error", "Invalid")
     no_errors(browser, expected=[(401, "/auth/login")])
+
+
+def test_the_live_feed_reconnects_after_its_node_restarts(factory, browsers):
+    node = factory.cluster(1, "replica", {"OSC_CLUSTER_ENABLED": "false"})[0]
+    browser = browsers(node)
+    browser.sign_in(api_key=node.api_key)
+    browser.text_in("#feed-state", "Connected")
+    node.stop()
+    browser.text_in("#feed-state", "reconnecting", timeout=10)
+    node.launch()
+    browser.text_in("#feed-state", "Connected", timeout=30)
+    assert node.request("POST", "/configs", USER_KEY, json={"key": "after.restart", "value": 1}).status_code == 201
+    browser.text_in("#feed", "default/after.restart", timeout=10)

@@ -33,16 +33,23 @@ function persist() {
   else sessionStorage.removeItem(STORE);
 }
 
-export function restore() {
+/// A session kept in the tab, unless it has been idle past the timeout (a reload is no
+/// activity: the last key press or click is kept with it).
+export async function restore() {
   const raw = sessionStorage.getItem(STORE);
   if (!raw) return null;
   try {
     session = JSON.parse(raw);
   } catch {
-    sessionStorage.removeItem(STORE);
     session = null;
   }
-  if (session) startIdleTimer();
+  const minutes = (await loadConfig()).idle_minutes;
+  if (!session || !(Date.now() - (session.lastActivity || 0) < minutes * 60_000)) {
+    session = null;
+    sessionStorage.removeItem(STORE);
+    return null;
+  }
+  startIdleTimer(session.lastActivity);
   return session;
 }
 
@@ -74,6 +81,7 @@ export async function signIn({ username, password, apiKey, userKey, remember }) 
     candidate.apiKey = apiKey || undefined;
     candidate.label = apiKey ? "Signed in with a user key and the API key" : "Signed in with a user key";
   }
+  candidate.lastActivity = Date.now();
   session = candidate;
   try {
     await request("GET", "/configs", { query: { limit: 1 } });
@@ -100,11 +108,19 @@ export async function signOut(reason) {
   for (const listener of listeners) listener(reason);
 }
 
-export function touch() { lastActivity = Date.now(); }
+export function touch() {
+  const now = Date.now();
+  // Kept with a remembered session (at most every 10 s), so a reload cannot outlive the timeout.
+  if (session && session.remember && now - (session.lastActivity || 0) > 10_000) {
+    session.lastActivity = now;
+    persist();
+  }
+  lastActivity = now;
+}
 
-function startIdleTimer() {
+function startIdleTimer(since = Date.now()) {
   clearInterval(idleTimer);
-  lastActivity = Date.now();
+  lastActivity = since;
   idleTimer = setInterval(() => {
     const minutes = (config && config.idle_minutes) || 15;
     if (session && Date.now() - lastActivity > minutes * 60_000) signOut("idle");

@@ -21,7 +21,7 @@ async function route() {
     return;
   }
   const [path, search] = (location.hash.slice(2) || "dashboard").split("?");
-  const name = pages[path] ? path : "dashboard";
+  const name = Object.hasOwn(pages, path) ? path : "dashboard";
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.dataset.page === name || (name === "history" && a.dataset.page === "configs")) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -88,7 +88,7 @@ async function start() {
   });
   for (const type of ["keydown", "pointerdown"]) document.addEventListener(type, api.touch, { passive: true });
   window.addEventListener("hashchange", route);
-  const restored = api.restore();
+  const restored = await api.restore();
   if (restored) $("who").textContent = restored.label || "Signed in";
   route();
 }

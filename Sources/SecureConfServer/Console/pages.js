@@ -51,7 +51,8 @@ async function dashboard(root) {
   const samples = [];
   let previous = null;
   async function sample() {
-    const totals = requestTotals(await api.metrics());
+    let totals;
+    try { totals = requestTotals(await api.metrics()); } catch { previous = null; return; }
     if (previous) {
       samples.push({ requests: Math.max(0, totals.requests - previous.requests), errors: Math.max(0, totals.errors - previous.errors) });
       if (samples.length > 60) samples.shift();
@@ -65,34 +66,65 @@ async function dashboard(root) {
   const timer = setInterval(sample, 5000);
 
   // The change feed: a ticket (POST, with the keys as headers) opens the event stream.
+  // Changes to entries the user key does not open are counted, never named (as in the list).
   let source = null;
   let closed = false;
-  async function connect() {
-    try {
-      const ticket = (await api.request("POST", "/sse/ticket")).body.ticket;
-      if (closed) return;
-      source = new EventSource(api.url("/sse/subscribe", { ticket }));
-      source.addEventListener("connected", () => { feedState.textContent = "Connected: changes appear here as they happen."; });
-      for (const kind of ["created", "updated", "deleted"]) {
-        source.addEventListener(kind, (event) => {
-          const change = JSON.parse(event.data);
-          feed.prepend(h("li", { "data-kind": kind, "data-key": change.key },
-            h("strong", {}, kind), " ", h("a", { href: historyLink(change.environment, change.key) }, `${change.environment}/${change.key}`),
-            h("span", { class: "muted" }, ` on ${change.node_id}, ${when(change.timestamp)}`)));
-          while (feed.children.length > 100) feed.lastChild.remove();
-        });
-      }
-      source.onerror = () => {
-        feedState.textContent = "Disconnected; reconnecting…";
-        source.close();
-        if (!closed) setTimeout(connect, 3000);
-      };
-    } catch (e) {
-      feedState.textContent = e.message;
-    }
+  let retry = null;
+  let backoff = 3000;
+  let locked = 0;
+  const openable = new Set();
+  const lockedNote = h("p", { class: "warn", id: "feed-locked", hidden: true });
+  feedCard.append(lockedNote);
+  function reconnect(message) {
+    feedState.textContent = message;
+    if (closed) return;
+    // With jitter, doubling to a minute: a node that is down is not hammered.
+    retry = setTimeout(connect, backoff * (0.75 + Math.random() / 2));
+    backoff = Math.min(60_000, backoff * 2);
   }
+  async function connect() {
+    let ticket;
+    try {
+      ticket = (await api.request("POST", "/sse/ticket")).body.ticket;
+    } catch (e) {
+      if (e.status === 401 || e.status === 403) { feedState.textContent = e.message; return; }
+      return reconnect(`${e.message}; retrying…`);
+    }
+    if (closed) return;
+    source = new EventSource(api.url("/sse/subscribe", { ticket }));
+    source.addEventListener("connected", () => {
+      backoff = 3000;
+      feedState.textContent = "Connected: changes appear here as they happen.";
+    });
+    for (const kind of ["created", "updated", "deleted"]) {
+      source.addEventListener(kind, (event) => {
+        const change = JSON.parse(event.data);
+        const id = `${change.environment}\u0000${change.key}`;
+        if (change.data) openable.add(id);
+        if (!openable.has(id)) {
+          locked += 1;
+          lockedNote.textContent = `${locked} ${locked === 1 ? "change" : "changes"} to entries your user key does not open.`;
+          lockedNote.hidden = false;
+          return;
+        }
+        feed.prepend(h("li", { "data-kind": kind, "data-key": change.key },
+          h("strong", {}, kind), " ", h("a", { href: historyLink(change.environment, change.key) }, `${change.environment}/${change.key}`),
+          h("span", { class: "muted" }, ` on ${change.node_id}, ${when(change.timestamp)}`)));
+        while (feed.children.length > 100) feed.lastChild.remove();
+      });
+    }
+    for (const kind of ["reset", "resync"]) {
+      source.addEventListener(kind, () => { source.close(); reconnect("The stream restarted; reconnecting…"); });
+    }
+    source.onerror = () => {
+      source.close();
+      reconnect("Disconnected; reconnecting…");
+    };
+  }
+  // Entries the list shows open with this key: their deletes are named too.
+  api.request("GET", "/configs").then((r) => { for (const e of r.body) openable.add(`${e.environment}\u0000${e.key}`); }).catch(() => {});
   connect();
-  return () => { closed = true; clearInterval(timer); if (source) source.close(); };
+  return () => { closed = true; clearInterval(timer); clearTimeout(retry); if (source) source.close(); };
 }
 
 // ---------------------------------------------------------------- configurations
@@ -123,11 +155,15 @@ async function configs(root, params) {
   const notice = h("p", { class: "notice", role: "status", hidden: true });
   const locked = h("p", { class: "warn", id: "locked", hidden: true });
   const list = h("div", { id: "list" });
+  const more = h("button", { type: "button", id: "list-more", hidden: true }, "More");
+  let after = null;
+  let shown = [];
   const detail = h("section", { class: "card", id: "detail", hidden: true, "aria-live": "polite" });
   const createButton = h("button", { type: "button", class: "primary", id: "new-entry" }, "New entry");
-  root.append(h("h1", {}, "Configurations"), filters, h("div", { class: "actions" }, createButton), notice, status, locked, detail, list);
+  root.append(h("h1", {}, "Configurations"), filters, h("div", { class: "actions" }, createButton), notice, status, locked, detail, list, more);
 
-  async function load() {
+  // Pages of 500: the first on each filter, the next with More.
+  async function load(next = false) {
     status.hidden = true;
     locked.hidden = true;
     const environment = document.getElementById("f-environment").value.trim();
@@ -135,7 +171,7 @@ async function configs(root, params) {
     const needle = document.getElementById("f-key").value.trim().toLowerCase();
     let page;
     try {
-      page = await api.request("GET", "/configs", { query: { environment, category } });
+      page = await api.request("GET", "/configs", { query: { environment, category, limit: 500, after: next ? after : null } });
     } catch (e) {
       list.replaceChildren();
       return fail(status, e);
@@ -145,11 +181,16 @@ async function configs(root, params) {
       locked.textContent = `${skipped} ${skipped === 1 ? "entry is" : "entries are"} locked: written with another user key.`;
       locked.hidden = false;
     }
-    const entries = page.body.filter((e) => !needle || e.key.toLowerCase().includes(needle));
+    after = page.headers.get("X-SecureConf-Next-After");
+    more.hidden = !after;
+    shown = (next ? shown : []).concat(page.body);
+    const entries = shown.filter((e) => !needle || e.key.toLowerCase().includes(needle));
+    // A browser resolves "." and ".." in a path: such keys are shown, and managed through the API.
+    const addressable = (e) => e.key !== "." && e.key !== "..";
     const rows = entries.map((e) => h("tr", { "data-key": e.key, "data-environment": e.environment },
       h("td", {}, h("code", {}, e.key)), h("td", {}, e.environment), h("td", { class: "hide-narrow" }, e.category || ""),
       h("td", { class: "hide-narrow" }, when(e.updated_at)),
-      h("td", {},
+      !addressable(e) ? h("td", { class: "muted" }, "not addressable in a URL: use the API") : h("td", {},
         h("button", { type: "button", class: "link", onclick: () => view(e), "aria-label": `View ${e.key}` }, "View"),
         h("button", { type: "button", class: "link", onclick: () => edit(e), "aria-label": `Edit ${e.key}` }, "Edit"),
         h("a", { href: historyLink(e.environment, e.key), "aria-label": `History of ${e.key}` }, "History"),
@@ -216,6 +257,7 @@ async function configs(root, params) {
   }
 
   filters.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+  more.addEventListener("click", () => load(true));
   createButton.addEventListener("click", () => form(null));
   await load();
 }
@@ -354,6 +396,7 @@ async function cluster(root) {
     try {
       const s = (await api.request("GET", "/cluster/status", { userKey: false })).body;
       status.hidden = true;
+      allowed = true;
       if (!s.enabled) {
         nodes.replaceChildren(h("p", {}, `A single node (${s.node_id}), not a cluster: ${s.entries} entries.`));
         distribution.replaceChildren(h("p", { class: "muted" }, "Clustering is not enabled."));
@@ -369,17 +412,27 @@ async function cluster(root) {
         h("td", { class: "hide-narrow" }, n.replication_error || n.last_error || "")));
       nodes.replaceChildren(h("p", {}, `${s.mode} mode: ${s.healthy_nodes} of ${s.total_nodes} nodes healthy; ${s.entries} entries here; salt ${s.salt_fingerprint}.`),
         table(["Node", "Health", { title: "Salt", narrow: true }, "Replication queue", { title: "Last seen / sync", narrow: true }, { title: "Problem", narrow: true }], rows));
-    } catch (e) { fail(status, e); }
+    } catch (e) {
+      fail(status, e);
+      if (e.status === 401 || e.status === 403) allowed = false;
+    }
     try {
       const d = (await api.request("GET", "/cluster/distribution")).body;
       distribution.replaceChildren(table(["Node", "Health", "Entries"], d.nodes_distribution.map((n) => h("tr", { "data-node": n.node_id },
         h("td", {}, h("code", {}, n.node_id), n.is_local ? " (this node)" : ""), h("td", {}, n.is_healthy ? "healthy" : "unreachable"), h("td", {}, String(n.keys_count))))));
     } catch (e) { distribution.replaceChildren(h("p", { class: "muted" }, e.message)); }
-    updated.textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every 3 seconds.`;
+    updated.textContent = allowed ? `Updated ${new Date().toLocaleTimeString()}; refreshes every 3 seconds.` : "";
   }
-  await refresh();
-  const timer = setInterval(refresh, 3000);
-  return () => clearInterval(timer);
+  // The next refresh 3 s after the last one ended (never two at once); none without access.
+  let allowed = true;
+  let timer = null;
+  let stopped = false;
+  async function loop() {
+    await refresh();
+    if (!stopped && allowed) timer = setTimeout(loop, 3000);
+  }
+  await loop();
+  return () => { stopped = true; clearTimeout(timer); };
 }
 
 // ---------------------------------------------------------------- backups
