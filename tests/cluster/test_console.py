@@ -276,6 +276,15 @@ def test_a_user_manages_configurations_in_the_browser(factory, browsers):
     a.confirm()
     a.text_in("[role=status]", "Brought back")
     assert node.request("GET", "/configs/db.password", USER_KEY, params={"environment": "prod"}).json()["value"] == "second-secret"
+    # The longest key a node takes still fits a phone's width on its history page.
+    long_key = "long." + "x" * 250
+    assert node.request("POST", "/configs", USER_KEY, json={"key": long_key, "value": 1, "environment": "wide"}).status_code == 201
+    a.driver.get(f"{node.url}/ui/#/history?environment=wide&key={long_key}")
+    a.visible('tr[data-version="1"]')
+    a.viewport("phone")
+    assert a.driver.execute_script("return document.documentElement.scrollWidth") <= 390
+    a.viewport("desktop")
+    assert node.request("DELETE", f"/configs/{long_key}", USER_KEY, params={"environment": "wide"}).status_code == 200
 
     # The audit trail: a search, and the chain verified.
     a.go("audit")
