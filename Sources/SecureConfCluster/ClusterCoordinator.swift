@@ -109,6 +109,11 @@ public final class ClusterCoordinator: Service, Sendable {
 
     public var healthyPeers: [String] { peers.withLock { $0.values.filter(\.healthy).map(\.nodeID) }.sorted() }
 
+    /// The healthy peers whose salt is this node's: the ones whose revisions it takes.
+    var healthyPeersWithOurSalt: [String] {
+        peers.withLock { $0.values.filter { $0.healthy && $0.saltFingerprint == saltFingerprint }.map(\.nodeID) }
+    }
+
     /// This node's clock against its healthy peers' median (ms, positive: ahead), and whether
     /// that is beyond `OSC_CLUSTER_MAX_CLOCK_SKEW`.
     public var clockStatus: (offsetMillis: Int64?, ahead: Bool) { clockState.withLock { $0 } }
@@ -523,7 +528,7 @@ public final class ClusterCoordinator: Service, Sendable {
     public func antiEntropyRound() async {
         let started = ContinuousClock.now
         guard saltIsConsistent.consistent else { return }
-        let sameSalt = peers.withLock { $0.values.filter { $0.healthy && $0.saltFingerprint == saltFingerprint }.map(\.nodeID) }
+        let sameSalt = healthyPeersWithOurSalt
         for peer in settings.peers where sameSalt.contains(peer) {
             do {
                 let repaired = try await pull(from: peer)
@@ -612,7 +617,7 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Pulls every healthy peer's users and tokens and applies them (last writer wins).
     public func identitySyncRound() async {
         guard saltIsConsistent.consistent else { return }
-        let sameSalt = peers.withLock { $0.values.filter { $0.healthy && $0.saltFingerprint == saltFingerprint }.map(\.nodeID) }.sorted()
+        let sameSalt = healthyPeersWithOurSalt.sorted()
         guard !sameSalt.isEmpty else { return }
         for (peer, records) in await entriesByPeer(environment: EntryNames.identityEnvironment, peers: sameSalt) {
             // Checked like pushed revisions (`entriesByPeer`), and only records of users and tokens.

@@ -236,7 +236,9 @@ public final class ConfigService: Sendable {
                         "after pages by this node's entry ids, which differ between federated nodes; use offset and limit"
                     )
                 }
-                entries = try await federatedList(query) { visible([$0], to: caller, .list, .read).count == 1 }
+                entries = try await federatedList(query) { e in
+                    caller.may(.list, environment: e.environment, key: e.key) && caller.may(.read, environment: e.environment, key: e.key)
+                }
             } else if caller.principal.map({ $0.policy.allowsEverywhere(.list) && $0.policy.allowsEverywhere(.read) }) ?? true {
                 entries = try await storage.list(
                     tenant: query.tenant,

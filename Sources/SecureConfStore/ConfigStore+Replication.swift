@@ -218,12 +218,9 @@ extension ConfigStore {
                     SELECT seq, content_hash, \(Self.revisionColumns) FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?
                     """
             )
-            let held = try db.cachedStatement(
-                sql: "SELECT EXISTS(SELECT 1 FROM revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)"
-            )
             for m in pruned {
                 let identity: StatementArguments = [m.environment, m.key, m.hlc, m.origin]
-                if try Bool.fetchOne(held, arguments: identity) ?? false { continue }
+                if try Row.fetchOne(stored, arguments: identity) != nil { continue }
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruned_revisions(environment, key, hlc, origin, deleted) VALUES (?, ?, ?, ?, ?)")
                     .execute(arguments: identity + [m.deleted])
             }

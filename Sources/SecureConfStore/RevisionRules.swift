@@ -85,27 +85,29 @@ public struct RevisionRules: Sendable {
 
     /// Refuses a pruned revision's marker unless its names, origin and stamp are within bounds.
     public func check(_ m: PrunedMarker) throws(Refusal) {
-        if let p = EntryNames.keyProblem(m.key) { throw .invalid(p) }
-        if let p = TenantNames.storedProblem(m.environment) { throw .invalid(p) }
-        guard Self.isNodeID(m.origin) else { throw .invalid("origin is not a node id (host:port)") }
-        guard m.hlc > 0 else { throw .invalid("hlc must be positive") }
+        try checkPlace(environment: m.environment, key: m.key, origin: m.origin, hlc: m.hlc)
         let (limit, _) = wallClockMillis().addingReportingOverflow(maxAheadMillis)
         guard HybridLogicalClock.millis(of: m.hlc) <= limit else { throw .invalid("a pruned revision stamped ahead of this node's clock") }
+    }
+
+    /// A revision's (or a pruned one's) place: its names, its origin, a positive stamp. A
+    /// tenant's environment is stored (and shipped) with its tenant folded in.
+    private func checkPlace(environment: String, key: String, origin: String, hlc: Int64) throws(Refusal) {
+        if let p = EntryNames.keyProblem(key) { throw .invalid(p) }
+        if let p = TenantNames.storedProblem(environment) { throw .invalid(p) }
+        guard Self.isNodeID(origin) else { throw .invalid("origin is not a node id (host:port)") }
+        guard hlc > 0 else { throw .invalid("hlc must be positive") }
     }
 
     /// Refuses `r` unless every field is within bounds.
     public func check(_ r: Revision) throws(Refusal) {
         guard r.tenant == Revision.defaultTenant else { throw .invalid("tenant '\(r.tenant.prefix(40))' is not known here") }
-        if let p = EntryNames.keyProblem(r.key) { throw .invalid(p) }
-        // A tenant's environment is stored (and shipped) with its tenant folded in.
-        if let p = TenantNames.storedProblem(r.environment) { throw .invalid(p) }
+        try checkPlace(environment: r.environment, key: r.key, origin: r.origin, hlc: r.hlc)
         if let c = r.category {
             if let p = EntryNames.nameProblem(c, field: "category") { throw .invalid(p) }
         }
-        guard Self.isNodeID(r.origin) else { throw .invalid("origin is not a node id (host:port)") }
         if let actor = r.actor, !Self.isActor(actor) { throw .invalid("actor is not an actor id") }
         let now = wallClockMillis()
-        guard r.hlc > 0 else { throw .invalid("hlc must be positive") }
         let stampMillis = HybridLogicalClock.millis(of: r.hlc)
         let (limit, _) = now.addingReportingOverflow(maxAheadMillis)
         if stampMillis > limit { throw .ahead(seconds: Double(stampMillis - now) / 1000) }

@@ -93,6 +93,20 @@ class Browser:
         self.find("#userkey").send_keys(Keys.ENTER)  # the form submits from the keyboard
         self.visible("#page h1")
 
+    def new_entry(self, key: str, value: str, environment: str | None = None, category: str | None = None,
+                  json_value: bool = False) -> None:
+        """Opens the configurations page's new-entry form, fills it in and submits it."""
+        self.visible("#new-entry").click()
+        self.fill("#e-key", key)
+        if environment is not None:
+            self.fill("#e-environment", environment)
+        if category is not None:
+            self.fill("#e-category", category)
+        self.fill("#e-value", value)
+        if json_value:
+            self.find("#e-json").click()
+        self.find("#entry-form button[type=submit]").click()
+
     def confirm(self) -> None:
         self.visible("#confirm[open] #confirm-ok").click()
         self.wait(lambda d: not d.find_element(By.ID, "confirm").get_attribute("open"))
@@ -190,19 +204,9 @@ def test_a_user_manages_configurations_in_the_browser(factory, browsers):
 
     # Create two entries: a text value and a JSON value.
     a.go("configs")
-    a.visible("#new-entry").click()
-    a.fill("#e-key", "db.password")
-    a.fill("#e-environment", "prod")
-    a.fill("#e-category", "database")
-    a.fill("#e-value", "first-secret")
-    a.find("#entry-form button[type=submit]").click()
+    a.new_entry("db.password", "first-secret", environment="prod", category="database")
     a.text_in("#list", "db.password")
-    a.find("#new-entry").click()
-    a.fill("#e-key", "feature.flags")
-    a.fill("#e-environment", "prod")
-    a.fill("#e-value", '{"beta": true, "limit": 3}')
-    a.find("#e-json").click()
-    a.find("#entry-form button[type=submit]").click()
+    a.new_entry("feature.flags", '{"beta": true, "limit": 3}', environment="prod", json_value=True)
     a.text_in("#list", "feature.flags")
     assert node.request("GET", "/configs/feature.flags", USER_KEY, params={"environment": "prod"}).json()["value"] == {"beta": True, "limit": 3}
     # An entry under another user key is a count, never a name.
@@ -211,11 +215,7 @@ def test_a_user_manages_configurations_in_the_browser(factory, browsers):
     a.text_in("#locked", "1 entry is locked")
     assert "not.yours" not in a.driver.page_source
     # Validation: invalid JSON is refused in the page; a duplicate key gets the node's detail.
-    a.find("#new-entry").click()
-    a.fill("#e-key", "broken")
-    a.fill("#e-value", "{not json")
-    a.find("#e-json").click()
-    a.find("#entry-form button[type=submit]").click()
+    a.new_entry("broken", "{not json", json_value=True)
     a.text_in("#entry-form .error", "not valid JSON")
     assert node.request("GET", "/configs/broken", USER_KEY).status_code == 404
     a.fill("#e-key", "db.password")
@@ -401,10 +401,7 @@ def test_tokens_mode_signs_in_with_a_password_and_signing_out_revokes_the_token(
     token = json.loads(browser.driver.execute_script("return sessionStorage.getItem('secureconf.session')"))["token"]
     assert requests.get(node.url + "/auth/me", headers={"Authorization": "Bearer " + token}, timeout=5).status_code == 200
     browser.go("configs")
-    browser.visible("#new-entry").click()
-    browser.fill("#e-key", "api.token")
-    browser.fill("#e-value", "t0ken")
-    browser.find("#entry-form button[type=submit]").click()
+    browser.new_entry("api.token", "t0ken")
     browser.text_in("#list", "api.token")
     browser.go("audit")
     browser.text_in("#audit-results", "user:root")
