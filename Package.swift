@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "secureconf", targets: ["secureconf"]),
+        .executable(name: "secureconf-ceiling", targets: ["BenchCeiling"]),
         .library(name: "SecureConfCrypto", targets: ["SecureConfCrypto"]),
         .library(name: "SecureConfStore", targets: ["SecureConfStore"]),
         .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
@@ -119,6 +120,16 @@ let package = Package(
             plugins: ["EmbedConsole"]
         ),
         .executableTarget(name: "ConsoleEmbedder", swiftSettings: swiftSettings),
+        // The benchmark's HTTP ceiling (bench/bench.py): Hummingbird answering a constant body.
+        .executableTarget(
+            name: "BenchCeiling",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .plugin(name: "EmbedConsole", capability: .buildTool(), dependencies: ["ConsoleEmbedder"]),
         .target(
             name: "SecureConfClient",

@@ -718,7 +718,8 @@ def check_alive(nodes: list[Node]) -> None:
             raise BenchError(f"node on port {n.port} exited with {n.proc.returncode}:\n{n.log_tail()}")
 
 
-def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> None:
+def replica_cluster(binary: Path, root: Path, name: str, extra_env: dict[str, str] | None = None) -> tuple[list[Node], str, str]:
+    """Three replica nodes (not started) sharing one salt and one API key; returns them, the API key and a user key."""
     ports = free_ports(3)
     api_key = random_token(32)
     user_key = "bench-" + random_token(24)
@@ -727,7 +728,7 @@ def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> Non
     salt = secrets.token_bytes(64)
     nodes = []
     for i, port in enumerate(ports):
-        workdir = root / f"cluster-{i}"
+        workdir = root / f"{name}-{i}"
         workdir.mkdir(parents=True)
         # One salt for the whole cluster, as a deployment would provision it.
         salt_path = workdir / "encryption.salt"
@@ -737,17 +738,29 @@ def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> Non
             "OSC_CLUSTER_ENABLED": "true", "OSC_CLUSTER_MODE": "replica",
             "OSC_CLUSTER_NODE_ID": f"{HOST}:{port}", "OSC_CLUSTER_NODES": members,
             "OSC_API_KEY_REQUIRED": "true", "OSC_API_KEY": api_key, "OSC_CLUSTER_SYNC_INTERVAL": "2",
+            **(extra_env or {}),
         }))
-    out: dict = {"nodes": members}
-    results["cluster"] = out
+    return nodes, api_key, user_key
+
+
+def run_replica_cluster(binary: Path, root: Path, name: str, duration: int, out: dict, spread: bool,
+                        extra_env: dict[str, str] | None = None) -> None:
+    """Starts three replica nodes, loads them (see cluster_load) and stops them; figures go into `out`."""
+    nodes, api_key, user_key = replica_cluster(binary, root, name, extra_env)
+    out["nodes"] = ",".join(f"{HOST}:{n.port}" for n in nodes)
     try:
-        cluster_load(nodes, api_key, user_key, run_id, root, duration, out)
+        cluster_load(nodes, api_key, user_key, random_token(8), root, duration, out, spread)
     except (OSError, http.client.HTTPException, ValueError) as e:
         check_alive(nodes)   # a node that died explains the error better than the error does
         raise BenchError(f"cluster: {type(e).__name__}: {e}") from e
     finally:
         check_alive_note(nodes, out)
         stop_processes([n.proc for n in nodes if n.proc is not None])
+
+
+def phase_cluster(binary: Path, root: Path, duration: int, results: dict) -> None:
+    results["cluster"] = {}
+    run_replica_cluster(binary, root, "cluster", duration, results["cluster"], spread=True)
 
 
 def check_alive_note(nodes: list[Node], out: dict) -> None:
@@ -757,7 +770,11 @@ def check_alive_note(nodes: list[Node], out: dict) -> None:
         out["nodes_exited"] = dead
 
 
-def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, root: Path, duration: int, out: dict) -> None:
+def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, root: Path, duration: int, out: dict,
+                 spread: bool = True) -> None:
+    """Unique-key creates for `duration` seconds: with `spread`, one wrk -t1 -c16 per node;
+    otherwise one wrk -t2 -c32 on the first node (as etcd's three members are loaded). Then
+    the time until the three digests agree."""
     log(f"cluster: starting three replica nodes on ports {', '.join(str(n.port) for n in nodes)}")
     for node in nodes:
         node.start()
@@ -774,11 +791,14 @@ def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, ro
     out["revisions_before"] = [c.json("GET", "/cluster/digest")["revisions"] for c in clients]
 
     stop_file = root / f"cluster-stop-{run_id}"
-    log(f"cluster: unique-key writes on all three nodes ({duration} s, wrk -t1 -c16 per node)")
+    loaded = nodes if spread else nodes[:1]
+    shape = (1, 16) if spread else (2, 32)
+    log(f"cluster: unique-key writes on {'all three nodes' if spread else 'the first node'} "
+        f"({duration} s, wrk -t{shape[0]} -c{shape[1]} per loaded node)")
     t_start = time.monotonic()
-    loads = [Wrk("write_unique.lua", n.port, 1, 16, duration + 120, {
+    loads = [Wrk("write_unique.lua", n.port, shape[0], shape[1], duration + 120, {
         "BENCH_USER_KEY": user_key, "BENCH_API_KEY": api_key, "BENCH_PREFIX": f"c-{run_id}-n{i}",
-        "BENCH_STOP_FILE": str(stop_file)}) for i, n in enumerate(nodes)]
+        "BENCH_STOP_FILE": str(stop_file)}) for i, n in enumerate(loaded)]
     time.sleep(max(0.0, t_start + duration - time.monotonic()))
     stop_file.touch()
     t_stop = time.monotonic()
@@ -793,7 +813,7 @@ def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, ro
     deadline = t_stop + 60.0
     while time.monotonic() < deadline:
         tick = time.monotonic()
-        if drained_at is None and len(list(root.glob(stop_file.name + ".stopped.*"))) == len(nodes):
+        if drained_at is None and len(list(root.glob(stop_file.name + ".stopped.*"))) == shape[0] * len(loaded):
             drained_at = time.monotonic()
         try:
             last = [c.json("GET", "/cluster/digest") for c in clients]
@@ -823,6 +843,7 @@ def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, ro
     out.update({
         "write_seconds": round(write_seconds, 3),
         "acknowledged_writes": acked, "sent_writes": sent, "non2xx": non2xx,
+        "last_non2xx_status": [r["last_non2xx_status"] for r in per_node],
         "writes_per_s": round(acked / write_seconds, 1),
         "per_node_writes_per_s": [round(r["ok"] / write_seconds, 1) for r in per_node],
         "per_node_latency_ms": [{k: r["latency_ms"][k] for k in ("p50", "p99")} for r in per_node],
@@ -840,6 +861,256 @@ def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, ro
     out["revisions_equal_acknowledged"] = bool(agreed_at is not None and revs == acked + out["revisions_before"][0])
     for c in clients:
         c.close()
+
+
+# --------------------------------------------------------------------------- peers (issue 14)
+
+class EtcdMember:
+    """One etcd 3.4 member (Debian's etcd-server) on 127.0.0.1, data in `workdir`."""
+
+    def __init__(self, workdir: Path, name: str, client_port: int, peer_port: int):
+        self.workdir = workdir
+        self.name = name
+        self.port = client_port
+        self.peer_port = peer_port
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    def start(self, initial_cluster: str, token: str) -> None:
+        logfile = open(self.workdir / "etcd.log", "ab")
+        try:
+            self.proc = spawn([
+                "etcd", "--name", self.name, "--data-dir", str(self.workdir / "data"),
+                "--listen-client-urls", f"http://{HOST}:{self.port}", "--advertise-client-urls", f"http://{HOST}:{self.port}",
+                "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+                "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", token, "--log-level", "error",
+            ], cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
+        finally:
+            logfile.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BenchError(f"etcd {self.name} exited with {self.proc.returncode}: "
+                                 f"{(self.workdir / 'etcd.log').read_text(errors='replace')[-500:]}")
+            try:
+                c = Client(self.port, timeout=2.0)
+                status, _, payload = c.request("GET", "/health")
+                c.close()
+                if status == 200 and json.loads(payload).get("health") == "true":
+                    return
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            time.sleep(0.05)
+        raise BenchError(f"etcd {self.name} not healthy after {timeout:.0f} s")
+
+    def put(self, key: str, value: str) -> None:
+        import base64
+        c = Client(self.port, {"Content-Type": "application/json"})
+        try:
+            c.json("POST", "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                          "value": base64.b64encode(value.encode()).decode()})
+        finally:
+            c.close()
+
+
+def etcd_cluster(root: Path, name: str, size: int) -> list[EtcdMember]:
+    ports = free_ports(2 * size)
+    members = [EtcdMember(root / f"{name}-{i}", f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    token = "bench-" + random_token(8)   # one per cluster: members with different tokens never form one
+    for m in members:
+        m.start(initial, token)
+    for m in members:
+        m.wait_ready()
+    return members
+
+
+def snapshot_ceiling(source: Path, root: Path) -> Path | None:
+    """The HTTP ceiling program beside the secureconf binary (secureconf-ceiling), copied like it."""
+    if not (source.exists() and os.access(source, os.X_OK)):
+        return None
+    dest = root / "secureconf-ceiling"
+    shutil.copy2(source, dest)
+    dest.chmod(0o755)
+    return dest
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The median run (by 2xx/s) of several, with every run's figure beside it."""
+    ordered = sorted(runs, key=lambda w: w["ok_per_s"])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["runs_per_s"] = [round(w["ok_per_s"]) for w in runs]
+    return chosen
+
+
+def phase_peers(binary: Path, ceiling_source: Path, root: Path, duration: int, rounds: int, results: dict) -> None:
+    """The same load, in one run, against the HTTP ceiling, etcd 3.4 and SecureConf with the
+    audit trail on and off (reads of one key, unique-key writes), then three etcd members
+    beside three SecureConf nodes at quorum 1 and majority (writes sent to one of them).
+    Reads alternate between the servers `rounds` times; the median run of each is kept."""
+    out: dict = {"rounds": rounds, "load": "wrk -t2 -c32", "duration_s": duration}
+    results["peers"] = out
+    user_key = "bench-" + random_token(24)
+    value = '{"host":"db.internal","port":5432,"password":"s3cret-1","pool":{"min":2,"max":16}}'
+    servers: dict[str, int] = {}
+    ceiling = snapshot_ceiling(ceiling_source, root)
+    etcd_ok = shutil.which("etcd") is not None
+    if not etcd_ok:
+        out["etcd_skipped"] = "etcd not found: apt-get install etcd-server"
+        log("peers: " + out["etcd_skipped"])
+    on = Node(binary, root / "peers-audit-on", free_ports(1)[0])
+    off = Node(binary, root / "peers-audit-off", free_ports(1)[0], {"OSC_AUDIT_ENABLED": "false"})
+    try:
+        for node in (on, off):
+            node.start()
+            c = Client(node.port, {"X-User-Key": user_key})
+            c.json("POST", "/configs", {"key": "hot", "value": json.loads(value), "environment": "hot"}, expect=(201,))
+            status, _, payload = c.request("GET", "/configs/hot?environment=hot")
+            c.close()
+            out["read_body_bytes"] = len(payload)
+        servers["secureconf_audit_on"] = on.port
+        servers["secureconf_audit_off"] = off.port
+        if ceiling is not None:
+            port = free_ports(1)[0]
+            spawn([str(ceiling), str(port), str(out["read_body_bytes"])], stdin=subprocess.DEVNULL,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while not health_ok(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            servers["ceiling"] = port
+        else:
+            out["ceiling_skipped"] = f"{ceiling_source} not found: swift build -c release --product secureconf-ceiling"
+            log("peers: " + out["ceiling_skipped"])
+        etcd1: list[EtcdMember] = []
+        if etcd_ok:
+            etcd1 = etcd_cluster(root, "peers-etcd", 1)
+            etcd1[0].put("hot", value)
+            servers["etcd"] = etcd1[0].port
+        scripts = {"ceiling": "read_one.lua", "etcd": "etcd_read.lua",
+                   "secureconf_audit_on": "read_one.lua", "secureconf_audit_off": "read_one.lua"}
+        read_env = {"BENCH_USER_KEY": user_key, "BENCH_ENV": "hot", "BENCH_KEY": "hot"}
+        reads: dict[str, list[dict]] = {name: [] for name in servers}
+        for name, port in servers.items():
+            run_wrk(scripts[name], port, 1, read_env)   # warm-up
+        for i in range(rounds):
+            order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
+            for name, port in order:
+                log(f"peers: warm reads of one key, {name}, round {i + 1} of {rounds} ({duration} s)")
+                reads[name].append(run_wrk(scripts[name], port, duration, read_env))
+        out["reads"] = {name: best_of(rs) for name, rs in reads.items()}
+        writes: dict[str, dict] = {}
+        for name, port, script in (("etcd", servers.get("etcd"), "etcd_put.lua"),
+                                   ("secureconf_audit_on", on.port, "write_unique.lua"),
+                                   ("secureconf_audit_off", off.port, "write_unique.lua")):
+            if port is None:
+                continue
+            log(f"peers: unique-key writes, {name} ({duration} s)")
+            writes[name] = run_wrk(script, port, duration, dict(read_env, BENCH_PREFIX=f"u-{random_token(6)}"))
+        out["writes"] = writes
+        out["rss_mb"] = {"secureconf_audit_on": mb(on.hwm_kb()), "secureconf_audit_off": mb(off.hwm_kb())}
+    finally:
+        stop_all_children()
+
+    three: dict = {}
+    out["three_nodes"] = three
+    if etcd_ok:
+        members = etcd_cluster(root, "peers-etcd3", 3)
+        try:
+            log(f"peers: three etcd members, unique-key puts to one of them ({duration} s)")
+            three["etcd"] = run_wrk("etcd_put.lua", members[0].port, duration, {"BENCH_PREFIX": f"e3-{random_token(6)}"})
+        finally:
+            stop_all_children()
+    for quorum in ("1", "majority"):
+        r: dict = {}
+        three[f"secureconf_quorum_{quorum}"] = r
+        run_replica_cluster(binary, root, f"peers-q{quorum}", duration, r, spread=False,
+                            extra_env={"OSC_CLUSTER_WRITE_QUORUM": quorum})
+
+
+def ratio(a, b):
+    return None if not a or not b else round(a / b, 3)
+
+
+def peer_rows(r: dict) -> list[dict]:
+    """The side-by-side table: each figure, each ratio, each target of issue 14."""
+    p = r.get("peers") or {}
+    rows: list[dict] = []
+    if not p:
+        return rows
+    reads, writes, three = p.get("reads", {}), p.get("writes", {}), p.get("three_nodes", {})
+
+    def ok_per_s(w):
+        return None if not w else w["ok_per_s"]
+
+    def figure(name, w, unit):
+        if not w:
+            rows.append({"measurement": name, "value": "not measured", "p50": None, "p99": None, "target": "—", "met": None})
+            return
+        v = f"{fmt_int(w['ok_per_s'])} {unit}"
+        if w.get("non2xx"):
+            v += f" ({w['non2xx']:,} non-2xx)"
+        lat = w.get("latency_ms") or {}
+        rows.append({"measurement": name, "value": v, "p50": fmt_ms(lat.get("p50")) if lat else None,
+                     "p99": fmt_ms(lat.get("p99")) if lat else None, "target": "—", "met": None})
+
+    def target(name, value, want, label):
+        rows.append({"measurement": name, "value": "not measured" if value is None else f"{value:.2f}×",
+                     "p50": None, "p99": None, "target": label, "met": None if value is None else value >= want})
+
+    figure("HTTP ceiling (Hummingbird, constant body)", reads.get("ceiling"), "req/s")
+    figure("etcd 3.4, serializable reads of one key", reads.get("etcd"), "reads/s")
+    figure("SecureConf, warm reads of one key, audit on", reads.get("secureconf_audit_on"), "reads/s")
+    figure("SecureConf, warm reads of one key, audit off", reads.get("secureconf_audit_off"), "reads/s")
+    figure("etcd 3.4, unique-key puts", writes.get("etcd"), "puts/s")
+    figure("SecureConf, unique-key creates, audit on", writes.get("secureconf_audit_on"), "writes/s")
+    figure("SecureConf, unique-key creates, audit off", writes.get("secureconf_audit_off"), "writes/s")
+    figure("etcd 3.4, three members, puts to one", three.get("etcd"), "puts/s")
+    for q in ("1", "majority"):
+        c = three.get(f"secureconf_quorum_{q}") or {}
+        lat = c.get("per_node_latency_ms") or []
+        rows.append({"measurement": f"SecureConf, three nodes, quorum {q}, writes to one",
+                     "value": "not measured" if "writes_per_s" not in c else
+                     f"{fmt_int(c['writes_per_s'])} writes/s ({c['non2xx']:,} non-2xx), agreed after "
+                     f"{'—' if c.get('agreement_ms') is None else fmt_ms(c['agreement_ms'])}",
+                     "p50": fmt_ms(lat[0]["p50"]) if lat else None, "p99": fmt_ms(lat[0]["p99"]) if lat else None,
+                     "target": "agreement ≤ 1,000 ms", "met": None if c.get("agreement_ms") is None and "writes_per_s" not in c
+                     else (c.get("agreement_ms") is not None and c["agreement_ms"] <= 1000 and c.get("revisions_equal_acknowledged", False))})
+
+    on, off = reads.get("secureconf_audit_on"), reads.get("secureconf_audit_off")
+    target("reads, audit on / HTTP ceiling", ratio(ok_per_s(on), ok_per_s(reads.get("ceiling"))), 0.5, "≥ 0.5×")
+    target("reads, audit on / etcd reads", ratio(ok_per_s(on), ok_per_s(reads.get("etcd"))), 2.0, "≥ 2×")
+    target("reads, audit on / audit off", ratio(ok_per_s(on), ok_per_s(off)), 0.85, "≥ 0.85×")
+    target("unique-key creates (audit on) / etcd puts", ratio(ok_per_s(writes.get("secureconf_audit_on")),
+                                                               ok_per_s(writes.get("etcd"))), 1.5, "≥ 1.5×")
+    if on:
+        p99 = on["latency_ms"]["p99"]
+        rows.append({"measurement": "p99 of warm reads, audit on, c32", "value": fmt_ms(p99), "p50": None, "p99": None,
+                     "target": "≤ 3 ms", "met": p99 <= 3.0})
+    creates = ok_per_s(r.get("writes_unique"))
+    target("updates / creates (single-node phase)", ratio(ok_per_s(r.get("updates")), creates), 1.0, "≥ 1×")
+    target("90/10 mix / creates (single-node phase)", ratio(ok_per_s(r.get("mix_90_10")), creates), 1.0, "≥ 1×")
+    target("reads of 10,000 random keys / of one key (single-node phase)",
+           ratio(ok_per_s(r.get("read_10k")), ok_per_s(r.get("read_one"))), 0.9, "≥ 0.9×")
+    q1, qm = three.get("secureconf_quorum_1") or {}, three.get("secureconf_quorum_majority") or {}
+    target("three nodes, quorum majority / etcd three members", ratio(qm.get("writes_per_s"), ok_per_s(three.get("etcd"))),
+           1.2, "≥ 1.2×")
+    v = q1.get("writes_per_s")
+    rows.append({"measurement": "three nodes, quorum 1", "value": "not measured" if v is None else f"{fmt_int(v)} writes/s",
+                 "p50": None, "p99": None, "target": "≥ 6,000/s", "met": None if v is None else v >= 6000})
+    kdf, fr = r.get("kdf"), r.get("first_request")
+    if kdf and fr:
+        x = fr["median_ms"] / kdf["sha256_limit_ms"]
+        rows.append({"measurement": "first request with a new user key / SHA-256 limit of the derivation",
+                     "value": f"{x:.2f}× ({fmt_ms(fr['median_ms'])} / {fmt_ms(kdf['sha256_limit_ms'])})",
+                     "p50": None, "p99": None, "target": "≤ 1.2×", "met": x <= 1.2})
+    return rows
 
 
 # --------------------------------------------------------------------------- report
@@ -1000,13 +1271,17 @@ def main() -> int:
     parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
     parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
     parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
-    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster")
+    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster, peers")
+    parser.add_argument("--skip-peers", action="store_true", help="skip the side-by-side run against the HTTP ceiling and etcd")
+    parser.add_argument("--rounds", type=int, default=None, help="read rounds of the peers phase (default 3, 1 with --quick)")
+    parser.add_argument("--ceiling-bin", metavar="PATH",
+                        help="the HTTP ceiling program (default: secureconf-ceiling beside the secureconf binary)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (node logs, databases)")
     args = parser.parse_args()
 
     duration = args.duration or (3 if args.quick else 10)
     only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else set()
-    known = {"kdf", "single", "auth", "startup", "cluster"}
+    known = {"kdf", "single", "auth", "startup", "cluster", "peers"}
     if only - known:
         parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - known))}")
     if duration < 1:
@@ -1057,6 +1332,12 @@ def main() -> int:
             results["cluster_skipped"] = "skipped (--skip-cluster)"
         else:
             phases.append(("cluster", lambda: phase_cluster(binary, root, duration, results)))
+        if args.skip_peers:
+            results["peers_skipped"] = "skipped (--skip-peers)"
+        else:
+            ceiling = Path(args.ceiling_bin) if args.ceiling_bin else source.parent / "secureconf-ceiling"
+            rounds = args.rounds or (1 if args.quick else 3)
+            phases.append(("peers", lambda: phase_peers(binary, ceiling, root, duration, rounds, results)))
         for name, phase in phases:
             if only and name not in only:
                 continue
@@ -1084,17 +1365,22 @@ def main() -> int:
     meta["loadavg_end"] = loadavg()
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     rows = build_rows(results, phase_errors)
+    side_by_side = peer_rows(results)
     document = {
         "meta": meta,
         "results": results,
         "targets": [{"measurement": r["measurement"], "value": r["value"], "target": r["target"],
-                     "met": r["met"]} for r in rows],
+                     "met": r["met"]} for r in rows + side_by_side],
     }
     if phase_errors:
         document["phase_errors"] = phase_errors
     if error:
         document["error"] = error
     print(render_table(rows))
+    if side_by_side:
+        print()
+        print("Side by side, one run, the same load (wrk -t2 -c32 on loopback):")
+        print(render_table(side_by_side))
     for name, message in phase_errors.items():
         print(f"error in {name}: {message}")
     print()

@@ -6,8 +6,10 @@ import Synchronization
 /// Turns a caller's user key into its derived key, always through the failed-attempt
 /// limiter, and names credentials for history and audit without revealing them.
 ///
-/// Every derivation (a cache miss) is counted as a failed attempt before it runs, so that
-/// concurrent guesses cannot all pass one check; it is refunded once the key is proven
+/// Every derivation (a cache miss with none in flight for that key) is counted as a failed
+/// attempt before it runs, so that concurrent guesses cannot all pass one check; requests that
+/// join a derivation in flight for the same key cost nothing more (so a burst of clients with
+/// one new key is not refused). The count is refunded once the key is proven
 /// (it opened a stored value), by the end of the request or by a later request. A wrong or
 /// unusable key that cost no derivation counts when the request fails with it.
 public final class CredentialGate: Sendable {
@@ -31,14 +33,21 @@ public final class CredentialGate: Sendable {
             DerivationTracker.current?.used(userKey)
             return cached
         }
-        try limiter.acquire(client)
+        let admitted = Mutex(false)
         do {
-            let key = try await keys.key(for: userKey)
-            DerivationTracker.current?.derived(userKey)
+            let key = try await keys.key(for: userKey) {
+                try limiter.acquire(client)
+                admitted.withLock { $0 = true }
+            }
+            if key.derived {
+                DerivationTracker.current?.derived(userKey)
+            } else {
+                DerivationTracker.current?.used(userKey)
+            }
             return key
         } catch {
-            // Not run (the derivation queue was full, the request was cancelled): no attempt made.
-            limiter.refund(client)
+            // Admitted but not run (the request was cancelled): no attempt made.
+            if admitted.withLock({ $0 }) { limiter.refund(client) }
             throw error
         }
     }

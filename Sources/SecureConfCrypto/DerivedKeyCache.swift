@@ -30,7 +30,7 @@ public struct CacheIndex: Hashable, Sendable {
 public struct CachedKey: Sendable {
     public let key: DerivedKey
     public let index: CacheIndex
-    /// true when this request (or one it joined) had to run PBKDF2.
+    /// true when this request started the PBKDF2 run (a request that joined another's is not).
     public let derived: Bool
 }
 
@@ -154,12 +154,17 @@ public final class DerivedKeyCache: Sendable {
     }
 
     /// The derived key for `userKey`, from the cache or from one shared derivation.
-    public func key(for userKey: String) async throws -> CachedKey {
+    ///
+    /// `admit` runs, under the cache's lock, only when this call would start a derivation
+    /// (a miss with none in flight for the key); what it throws refuses the call. Requests
+    /// that join a derivation in flight pay nothing: the one that started it was admitted.
+    public func key(for userKey: String, admit: () throws -> Void = {}) async throws -> CachedKey {
         let index = index(for: userKey)
         enum Step {
             case hit(DerivedKey)
-            case join(Task<DerivedKey, any Error>)
+            case join(Task<DerivedKey, any Error>, started: Bool)
             case refused
+            case denied(any Error)
         }
         let now = ContinuousClock.now
         let limit = configuration.maxConcurrentDerivations + configuration.maxQueuedDerivations
@@ -173,8 +178,9 @@ public final class DerivedKeyCache: Sendable {
                 }
                 s.entries[index] = nil
             }
-            if let task = s.inflight[index] { return .join(task) }
+            if let task = s.inflight[index] { return .join(task, started: false) }
             guard s.inflight.count < limit else { return .refused }
+            do { try admit() } catch { return .denied(error) }
             let password = Array(userKey.utf8)
             let task = Task { [pool, salt, configuration] in
                 try await pool.run {
@@ -185,7 +191,7 @@ public final class DerivedKeyCache: Sendable {
                 }
             }
             s.inflight[index] = task
-            return .join(task)
+            return .join(task, started: true)
         }
         switch step {
         case .hit(let key):
@@ -194,16 +200,21 @@ public final class DerivedKeyCache: Sendable {
         case .refused:
             observer?.derivationRefused()
             throw KeyDerivationOverloaded(retryAfterSeconds: 1)
-        case .join(let task):
+        case .denied(let error):
+            throw error
+        case .join(let task, let startedHere):
             observer?.cacheMiss()
             let started = ContinuousClock.now
             let result = await task.result
-            let key: DerivedKey
+            // The first waiter to wake ends the flight and caches the key in one step, so no
+            // waiter returns (and proves the key) before its entry exists.
             let ranHere: Bool = state.withLock { s in
                 guard let current = s.inflight[index], current == task else { return false }
                 s.inflight[index] = nil
+                if case .success(let key) = result { insert(key, at: index, into: &s) }
                 return true
             }
+            let key: DerivedKey
             switch result {
             case .failure(let error): throw error
             case .success(let k): key = k
@@ -211,17 +222,16 @@ public final class DerivedKeyCache: Sendable {
             if ranHere {
                 let elapsed = ContinuousClock.now - started
                 observer?.derivationFinished(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-                insert(key, at: index)
             }
-            return CachedKey(key: key, index: index, derived: true)
+            return CachedKey(key: key, index: index, derived: startedHere)
         }
     }
 
-    private func insert(_ key: DerivedKey, at index: CacheIndex) {
+    private func insert(_ key: DerivedKey, at index: CacheIndex, into s: inout State) {
         let capacity = configuration.capacity
         guard capacity > 0 else { return }
         let expires = ContinuousClock.now.advanced(by: .milliseconds(Int64(configuration.ttlSeconds * 1000)))
-        state.withLock { s in
+        do {
             if s.entries[index] == nil, s.entries.count >= capacity {
                 // Evict the least recently used provisional key, else the least recently used key.
                 var victim: (CacheIndex, Bool, UInt64)?
