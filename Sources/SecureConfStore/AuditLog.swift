@@ -189,32 +189,48 @@ public enum Hex {
 }
 
 extension ConfigStore {
-    /// Appends one record to the audit trail; returns once it is durable.
+    /// Appends one record to the audit trail; returns once it is durable. Records appended
+    /// together (the reads of many clients) share one savepoint and one update of the head.
     @discardableResult
     public func appendAudit(_ draft: AuditRecordDraft) async throws -> AuditRecord {
-        try await commit(audit: nil) { db in (try Self.appendAudit(draft, db: db), 0) }
+        try await writer.submitAudit(draft)
     }
 
     /// Appends within the caller's transaction: id = head + 1, hash chained on the head's hash.
     static func appendAudit(_ draft: AuditRecordDraft, db: Database) throws -> AuditRecord {
+        guard let record = try appendAudits([draft], db: db).first else { throw StoreError.unavailable("audit head missing") }
+        return record
+    }
+
+    /// Appends `drafts` in order, each its own record chained on the one before, with one read
+    /// and one update of the head.
+    static func appendAudits(_ drafts: [AuditRecordDraft], db: Database) throws -> [AuditRecord] {
         guard let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, hash FROM audit_head WHERE singleton = 1")) else {
             throw StoreError.unavailable("audit head missing")
         }
-        let lastID: Int64 = head[0]
-        let previous: String = head[1]
-        let id = lastID + 1
-        let hash = AuditChain.hash(previousHex: previous, id: id, draft)
-        try db.cachedStatement(
+        var lastID: Int64 = head[0]
+        var previous: String = head[1]
+        let insert = try db.cachedStatement(
             sql: """
                 INSERT INTO audit_log(id, time, node_id, actor, client, action, environment, key, outcome, status, request_id, hash)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
-        ).execute(arguments: [
-            id, draft.time, draft.nodeID, draft.actor, draft.client, draft.action, draft.environment, draft.key,
-            draft.outcome, draft.status, draft.requestID, hash,
-        ])
-        try db.cachedStatement(sql: "UPDATE audit_head SET last_id = ?, hash = ? WHERE singleton = 1").execute(arguments: [id, hash])
-        return AuditRecord(id: id, draft: draft, hash: hash)
+        )
+        var records: [AuditRecord] = []
+        records.reserveCapacity(drafts.count)
+        for draft in drafts {
+            let id = lastID + 1
+            let hash = AuditChain.hash(previousHex: previous, id: id, draft)
+            try insert.execute(arguments: [
+                id, draft.time, draft.nodeID, draft.actor, draft.client, draft.action, draft.environment, draft.key,
+                draft.outcome, draft.status, draft.requestID, hash,
+            ])
+            records.append(AuditRecord(id: id, draft: draft, hash: hash))
+            lastID = id
+            previous = hash
+        }
+        try db.cachedStatement(sql: "UPDATE audit_head SET last_id = ?, hash = ? WHERE singleton = 1").execute(arguments: [lastID, previous])
+        return records
     }
 
     /// Records matching `filter` with id > `afterID`, oldest first, at most `limit`.

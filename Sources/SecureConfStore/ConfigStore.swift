@@ -17,6 +17,10 @@ public final class ConfigStore: Sendable {
         public var maxVersions: Int?
         /// How far ahead of this node's wall clock a revision's stamp may be (`OSC_CLUSTER_MAX_CLOCK_SKEW`).
         public var maxClockAheadMillis: Int64 = 5000
+        /// Current entries kept in memory for reads (ciphertext only; `OSC_READ_CACHE_ENTRIES`, 0: none).
+        public var readCacheEntries = 50_000
+        /// The most ciphertext bytes the read cache holds.
+        public var readCacheBytes = 32 << 20
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -29,7 +33,9 @@ public final class ConfigStore: Sendable {
     /// Revisions kept per (environment, key), the current one always among them; nil keeps all.
     public let maxVersions: Int?
     let pool: DatabasePool
-    private let writer: GroupCommitWriter
+    let writer: GroupCommitWriter
+    /// Recently read current entries, kept exact by the writer connection (`EntryCache`).
+    let entryCache: EntryCache
     /// Signalled after every commit (the change feed's reader waits on it).
     public let commits = WakeSignal()
     private let liveEntries: Mutex<Int>
@@ -120,6 +126,9 @@ public final class ConfigStore: Sendable {
         liveEntries = Mutex(count)
         clock = HybridLogicalClock(startingAfter: maxHLC, maxAheadMillis: configuration.maxClockAheadMillis)
         writer = GroupCommitWriter(pool: pool, maxBatch: configuration.maxBatch, logger: logger)
+        let cache = EntryCache(capacity: configuration.readCacheEntries, maxBytes: configuration.readCacheBytes)
+        entryCache = cache
+        pool.writeWithoutTransaction { db in db.add(transactionObserver: cache) }
     }
 
     /// After a purge: the write-ahead log is checkpointed and emptied, so the purged
@@ -189,12 +198,17 @@ public final class ConfigStore: Sendable {
 
     /// The live entry for (environment, key), or nil when absent or deleted.
     public func entry(environment: String, key: String) async throws -> ConfigEntry? {
-        try await pool.read { db in
+        let name = EntryCache.Name(environment: environment, key: key)
+        let (cached, generation) = entryCache.lookup(name)
+        if let cached { return cached }
+        let found = try await pool.read { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT \(ConfigEntry.columns) FROM entries WHERE environment = ? AND key = ? AND deleted = 0"
             )
             return try ConfigEntry.fetchOne(statement, arguments: [environment, key])
         }
+        if let found { entryCache.fill(name, found, generation: generation) }
+        return found
     }
 
     /// Live entries in creation order, optionally filtered, paginated by `afterID` (cursor) or `offset`.

@@ -227,6 +227,51 @@ import Testing
         }
     }
 
+    /// Reads' records (folded: one savepoint and one head update per run of them in a batch)
+    /// interleaved with writes carrying their own records and with writes that fail: one chain,
+    /// every caller its own record, a failed write's record absent.
+    @Test func foldedAuditRecordsInterleaveWithWritesInOneChain() async throws {
+        let store = try open()
+        _ = try await store.create(environment: "e", key: "taken", category: nil, ciphertext: "t")
+        let ids = try await withThrowingTaskGroup(of: Int64?.self) { group in
+            for i in 0..<300 {
+                group.addTask {
+                    switch i % 3 {
+                    case 0: return try await store.appendAudit(draft("read", key: "r\(i)")).id
+                    case 1:
+                        _ = try await store.create(
+                            environment: "e",
+                            key: "w\(i)",
+                            category: nil,
+                            ciphertext: "c",
+                            audit: draft("create", key: "w\(i)", status: 201)
+                        )
+                        return nil
+                    default:
+                        // Fails (the key exists): its savepoint, record included, is rolled back.
+                        _ = try? await store.create(
+                            environment: "e",
+                            key: "taken",
+                            category: nil,
+                            ciphertext: "c",
+                            audit: draft("create", key: "x\(i)", status: 201)
+                        )
+                        return nil
+                    }
+                }
+            }
+            return try await group.reduce(into: [Int64]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(Set(ids).count == 100, "every read got a record of its own")
+        let all = try await store.auditRecords(AuditFilter(), limit: 1000)
+        #expect(all.map(\.id) == Array(1...200), "100 reads and 100 writes, ids without gaps")
+        let ofFailedWrites = all.filter { ($0.draft.key ?? "").hasPrefix("x") }
+        #expect(ofFailedWrites.isEmpty, "no record of a failed write")
+        let verification = try await store.verifyAudit()
+        #expect(verification.valid && verification.records == 200)
+        await store.close()
+    }
+
     @Test func auditChainVerifiesAndDetectsTampering() async throws {
         let store = try open()
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -42,6 +42,8 @@ public struct NodeConfiguration: Sendable {
     public var authFailureWindowSeconds = 60.0
     /// Revisions kept per (environment, key); nil keeps every one.
     public var maxVersions: Int?
+    /// Current entries kept in memory for warm reads (ciphertext only); 0 turns the cache off.
+    public var readCacheEntries = 50_000
     /// Whether requests are recorded in the audit trail.
     public var auditEnabled = true
 
@@ -128,6 +130,10 @@ public struct NodeConfiguration: Sendable {
         ("OSC_SSL_KEYFILE_PASSWORD", "the passphrase of an encrypted private key (PEM, PKCS#8 or traditional)"),
         ("OSC_CLUSTER_TLS_CA_FILE", "PEM CA bundle peers' certificates are verified against (default: the system store; alias OSC_SSL_CA_CERTS)"),
         ("OSC_MAX_VERSIONS", "revisions kept per key, oldest pruned first, the current one always kept (default: unset, keep all; 0 also keeps all)"),
+        (
+            "OSC_READ_CACHE_ENTRIES",
+            "current entries kept in memory for reads, as ciphertext, at most 32 MB of it, kept exact by every write (default 50000; 0 turns it off)"
+        ),
         ("OSC_AUDIT_ENABLED", "record every configuration, history, cluster and audit request in the hash-chained audit trail (default true)"),
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
@@ -234,6 +240,7 @@ public struct NodeConfiguration: Sendable {
         if let v = try integer("OSC_AUTH_FAILURE_LIMIT", 0...1_000_000) { c.authFailureLimit = v }
         if let v = try seconds("OSC_AUTH_FAILURE_WINDOW") { c.authFailureWindowSeconds = v }
         if let v = try integer("OSC_MAX_VERSIONS", 0...1_000_000) { c.maxVersions = v == 0 ? nil : v }
+        if let v = try integer("OSC_READ_CACHE_ENTRIES", 0...10_000_000) { c.readCacheEntries = v }
         if let v = try boolean("OSC_AUDIT_ENABLED") { c.auditEnabled = v }
 
         func readableFile(_ names: [String]) throws(ConfigurationError) -> String? {

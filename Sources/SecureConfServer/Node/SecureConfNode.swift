@@ -63,6 +63,7 @@ public final class SecureConfNode: Sendable {
         do {
             var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
             storeConfiguration.maxVersions = configuration.maxVersions
+            storeConfiguration.readCacheEntries = configuration.readCacheEntries
             storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
             store = try ConfigStore(configuration: storeConfiguration, logger: logger)
         } catch {
