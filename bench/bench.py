@@ -405,8 +405,9 @@ def mb(kb: int | None) -> float | None:
     return None if kb is None else round(kb * 1024 / 1e6, 1)
 
 
-def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, timeout: float = 300.0) -> dict:
-    """Creates keys key_prefix+0 .. key_prefix+(n-1) with wrk (populate.lua), stopping it once
+def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, timeout: float = 300.0,
+             first: int = 0) -> dict:
+    """Creates keys key_prefix+first .. key_prefix+(first+n-1) with wrk (populate.lua), stopping it once
     GET /ready counts them all, or once every wrk thread has sent its share and the count has
     not moved for a second; any key still missing then is created over http.client."""
     base = node.entries()
@@ -415,7 +416,7 @@ def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, 
     marker = node.workdir / f"populate-{random_token(8)}"
     w = Wrk("populate.lua", node.port, threads, 32, int(timeout) + 60, {
         "BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY_PREFIX": key_prefix,
-        "BENCH_KEYS": str(n), "BENCH_DONE_FILE": str(marker),
+        "BENCH_KEYS": str(n), "BENCH_DONE_FILE": str(marker), "BENCH_KEY_FIRST": str(first),
     })
     t0 = time.monotonic()
     client = Client(node.port)
@@ -438,7 +439,7 @@ def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, 
         # Creates lost to a dropped connection or refused (503): list what is there, create the rest.
         present: set[str] = set()
         after = None
-        for _ in range(n // 1000 + 100):
+        for _ in range((first + n) // 1000 + 100):
             q = f"/configs?environment={env_name}&limit=1000" + (f"&after={after}" if after else "")
             status, headers, payload = client.request("GET", q, headers={"X-User-Key": user_key})
             if status != 200:
@@ -447,7 +448,7 @@ def populate(node: Node, n: int, env_name: str, key_prefix: str, user_key: str, 
             after = headers.get("X-SecureConf-Next-After")
             if not after:
                 break
-        todo = [i for i in range(n) if f"{key_prefix}{i}" not in present]
+        todo = [i for i in range(first, first + n) if f"{key_prefix}{i}" not in present]
         missing = len(todo)
         log(f"populate: creating {missing:,} keys wrk did not get acknowledged")
 
@@ -744,12 +745,12 @@ def replica_cluster(binary: Path, root: Path, name: str, extra_env: dict[str, st
 
 
 def run_replica_cluster(binary: Path, root: Path, name: str, duration: int, out: dict, spread: bool,
-                        extra_env: dict[str, str] | None = None) -> None:
+                        extra_env: dict[str, str] | None = None, connections: int | None = None) -> None:
     """Starts three replica nodes, loads them (see cluster_load) and stops them; figures go into `out`."""
     nodes, api_key, user_key = replica_cluster(binary, root, name, extra_env)
     out["nodes"] = ",".join(f"{HOST}:{n.port}" for n in nodes)
     try:
-        cluster_load(nodes, api_key, user_key, random_token(8), root, duration, out, spread)
+        cluster_load(nodes, api_key, user_key, random_token(8), root, duration, out, spread, connections)
     except (OSError, http.client.HTTPException, ValueError) as e:
         check_alive(nodes)   # a node that died explains the error better than the error does
         raise BenchError(f"cluster: {type(e).__name__}: {e}") from e
@@ -771,7 +772,7 @@ def check_alive_note(nodes: list[Node], out: dict) -> None:
 
 
 def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, root: Path, duration: int, out: dict,
-                 spread: bool = True) -> None:
+                 spread: bool = True, connections: int | None = None) -> None:
     """Unique-key creates for `duration` seconds: with `spread`, one wrk -t1 -c16 per node;
     otherwise one wrk -t2 -c32 on the first node (as etcd's three members are loaded). Then
     the time until the three digests agree."""
@@ -793,6 +794,8 @@ def cluster_load(nodes: list[Node], api_key: str, user_key: str, run_id: str, ro
     stop_file = root / f"cluster-stop-{run_id}"
     loaded = nodes if spread else nodes[:1]
     shape = (1, 16) if spread else (2, 32)
+    if connections is not None:
+        shape = (1 if connections < 2 else 2, connections)
     log(f"cluster: unique-key writes on {'all three nodes' if spread else 'the first node'} "
         f"({duration} s, wrk -t{shape[0]} -c{shape[1]} per loaded node)")
     t_start = time.monotonic()
@@ -1113,6 +1116,222 @@ def peer_rows(r: dict) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- growth (issue 14, item 5)
+
+GROWTH_SIZES = [1_000, 10_000, 100_000, 1_000_000]
+GROWTH_CLIENTS = [1, 4, 16, 64]
+
+
+def metric_value(port: int, name: str, headers: dict[str, str]) -> float | None:
+    c = Client(port, headers)
+    try:
+        status, _, payload = c.request("GET", "/metrics")
+    finally:
+        c.close()
+    if status != 200:
+        return None
+    for line in payload.decode(errors="replace").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def anti_entropy_round(binary: Path, root: Path, source: Path, entries: int) -> dict:
+    """Two replica nodes started on copies of one store (so they agree): the mean duration of
+    their anti-entropy rounds (digest exchange and comparison), from
+    osc_cluster_sync_duration_seconds, over the rounds after the first two."""
+    ports = free_ports(2)
+    api_key = random_token(32)
+    members = ",".join(f"{HOST}:{p}" for p in ports)
+    nodes = []
+    for i, port in enumerate(ports):
+        workdir = root / f"growth-ae-{i}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        for name in ("configurations.db", "configurations.db-wal", "encryption.salt"):
+            if (source / name).exists():
+                shutil.copy2(source / name, workdir / name)
+        nodes.append(Node(binary, workdir, port, {
+            "OSC_CLUSTER_ENABLED": "true", "OSC_CLUSTER_MODE": "replica", "OSC_CLUSTER_NODE_ID": f"{HOST}:{port}",
+            "OSC_CLUSTER_NODES": members, "OSC_API_KEY_REQUIRED": "true", "OSC_API_KEY": api_key,
+            "OSC_CLUSTER_SYNC_INTERVAL": "1",
+        }))
+    headers = {"X-API-Key": api_key}
+    try:
+        for n in nodes:
+            n.start(ready_timeout=300)
+        # Rounds count only once each node sees the other healthy (its health probe runs every 5 s).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            healthy = []
+            for n in nodes:
+                c = Client(n.port, headers)
+                healthy.append(c.json("GET", "/cluster/status")["healthy_nodes"])
+                c.close()
+            if healthy == [2, 2]:
+                break
+            time.sleep(0.2)
+        else:
+            raise BenchError("anti-entropy: the two nodes never saw each other healthy")
+        name = "osc_cluster_sync_duration_seconds"
+        first = None
+        while time.monotonic() < deadline:
+            count = metric_value(nodes[0].port, name + "_count", headers) or 0
+            total = metric_value(nodes[0].port, name + "_sum", headers) or 0.0
+            if first is None:
+                first = (count, total)
+            elif first is not None and count >= first[0] + 3:
+                digests = set()
+                for n in nodes:
+                    c = Client(n.port, headers)
+                    digests.add(c.json("GET", "/cluster/digest")["digest"])
+                    c.close()
+                return {"entries": entries, "rounds": int(count - first[0]),
+                        "round_ms": round((total - first[1]) / (count - first[0]) * 1000, 2),
+                        "digests_equal": len(digests) == 1}
+            time.sleep(0.2)
+        raise BenchError("anti-entropy: fewer than 5 rounds in 120 s")
+    finally:
+        stop_processes([n.proc for n in nodes if n.proc is not None])
+        for n in nodes:
+            shutil.rmtree(n.workdir, ignore_errors=True)
+
+
+def list_page_ms(port: int, user_key: str, env_name: str, pages: int = 5) -> dict:
+    """Median time of one 1,000-entry page, over the first `pages` pages of a walk."""
+    c = Client(port, {"X-User-Key": user_key})
+    times = []
+    after = None
+    try:
+        for _ in range(pages):
+            q = f"/configs?environment={env_name}&limit=1000" + (f"&after={after}" if after else "")
+            t0 = time.perf_counter()
+            status, headers, payload = c.request("GET", q)
+            times.append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                raise BenchError(f"GET {q}: HTTP {status}")
+            after = headers.get("X-SecureConf-Next-After")
+            if not after:
+                break
+    finally:
+        c.close()
+    return {"pages": len(times), "median_ms": round(statistics.median(times), 2)}
+
+
+def phase_growth(binary: Path, root: Path, duration: int, sizes: list[int], clients: list[int], results: dict) -> None:
+    """How cost grows with the work: one store grown through the API to each size in turn;
+    at each, warm reads and updates of random keys, a list page, start-up, RSS, database size
+    and one anti-entropy round between two nodes; then three-node replicated writes (quorum
+    majority, to one node) at each number of concurrent clients."""
+    out: dict = {"sizes": [], "cluster_clients": []}
+    results["growth"] = out
+    user_key = "bench-" + random_token(24)
+    env_name, prefix = "growth", "g-"
+    node = Node(binary, root / "growth", free_ports(1)[0])
+    node.start()
+    have = 0
+    try:
+        for n in sizes:
+            log(f"growth: {n:,} entries (populating {n - have:,})")
+            pop = populate(node, n - have, env_name, prefix, user_key, timeout=max(300.0, (n - have) / 1000), first=have)
+            have = n
+            common = {"BENCH_USER_KEY": user_key, "BENCH_ENV": env_name, "BENCH_KEY_PREFIX": prefix, "BENCH_KEYS": str(n)}
+            run_wrk("read_random.lua", node.port, 1, common)
+            reads = run_wrk("read_random.lua", node.port, duration, common)
+            updates = run_wrk("update_random.lua", node.port, duration, common)
+            page = list_page_ms(node.port, user_key, env_name)
+            rss_loaded = mb(node.rss_kb())
+            node.stop()
+            db_bytes = sum(p.stat().st_size for p in node.workdir.glob("configurations.db*"))
+            log(f"growth: {n:,} entries: anti-entropy round between two copies")
+            ae = anti_entropy_round(binary, root, node.workdir, n)
+            node.port = free_ports(1)[0]
+            startup = node.start(ready_timeout=300)
+            time.sleep(1.0)
+            step = {"entries": n, "populate_writes_per_s": pop["writes_per_s"],
+                    "reads_per_s": reads["ok_per_s"], "read_p99_ms": reads["latency_ms"]["p99"],
+                    "updates_per_s": updates["ok_per_s"], "update_p99_ms": updates["latency_ms"]["p99"],
+                    "list_page_ms": page["median_ms"], "startup_ms": round(startup * 1000, 1),
+                    "rss_after_load_mb": rss_loaded, "rss_idle_after_restart_mb": mb(node.rss_kb()),
+                    "database_mb": round(db_bytes / 1e6, 1), "anti_entropy_round_ms": ae["round_ms"],
+                    "anti_entropy_digests_equal": ae["digests_equal"],
+                    "non2xx": reads["non2xx"] + updates["non2xx"]}
+            out["sizes"].append(step)
+            log(f"growth: {json.dumps(step)}")
+    finally:
+        node.stop()
+    for c in clients:
+        r: dict = {"clients": c}
+        log(f"growth: three nodes, quorum majority, {c} concurrent client(s)")
+        run_replica_cluster(binary, root, f"growth-c{c}", duration, r, spread=False,
+                            extra_env={"OSC_CLUSTER_WRITE_QUORUM": "majority"}, connections=c)
+        out["cluster_clients"].append(r)
+
+
+def growth_plot(growth: dict, path: Path) -> str | None:
+    """Draws the growth figures (matplotlib, PyPI); returns why not when it cannot."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install matplotlib): no plot"
+    steps = growth.get("sizes") or []
+    if not steps:
+        return "no growth figures"
+    xs = [s["entries"] for s in steps]
+    panels = [
+        ("warm reads and updates (req/s)", [("reads", "reads_per_s"), ("updates", "updates_per_s")]),
+        ("list page of 1,000 (ms)", [("page", "list_page_ms")]),
+        ("start-up (ms)", [("start-up", "startup_ms")]),
+        ("memory and disk (MB)", [("RSS after load", "rss_after_load_mb"), ("database", "database_mb")]),
+        ("anti-entropy round, two nodes (ms)", [("round", "anti_entropy_round_ms")]),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, (title, series) in zip(axes.flat, panels):
+        for label, key in series:
+            ax.plot(xs, [s[key] for s in steps], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("entries")
+        ax.grid(True, alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    ax = axes.flat[5]
+    cl = [c for c in growth.get("cluster_clients") or [] if "writes_per_s" in c]
+    if cl:
+        ax.plot([c["clients"] for c in cl], [c["writes_per_s"] for c in cl], marker="o")
+        ax.set_xscale("log", base=2)
+    ax.set_title("three nodes, quorum majority: writes/s", fontsize=10)
+    ax.set_xlabel("concurrent clients")
+    ax.grid(True, alpha=0.3)
+    fig.suptitle("SecureConf: how cost grows with the work (bench/bench.py --only growth)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def growth_rows(r: dict) -> list[dict]:
+    g = r.get("growth") or {}
+    rows = []
+    for s in g.get("sizes") or []:
+        rows.append({"measurement": f"{s['entries']:,} entries",
+                     "value": f"reads {fmt_int(s['reads_per_s'])}/s, updates {fmt_int(s['updates_per_s'])}/s, "
+                              f"page {fmt_ms(s['list_page_ms'])}, start-up {fmt_ms(s['startup_ms'])}, "
+                              f"RSS {s['rss_after_load_mb']} MB, db {s['database_mb']} MB, "
+                              f"anti-entropy round {fmt_ms(s['anti_entropy_round_ms'])}",
+                     "p50": None, "p99": fmt_ms(s["read_p99_ms"]), "target": "—", "met": None})
+    for c in g.get("cluster_clients") or []:
+        rows.append({"measurement": f"three nodes, majority, {c['clients']} client(s)",
+                     "value": "not measured" if "writes_per_s" not in c else
+                     f"{fmt_int(c['writes_per_s'])} writes/s ({c['non2xx']:,} non-2xx), agreed after "
+                     f"{'—' if c.get('agreement_ms') is None else fmt_ms(c['agreement_ms'])}",
+                     "p50": None, "p99": None, "target": "—", "met": None})
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 def fmt_int(x) -> str:
@@ -1271,8 +1490,12 @@ def main() -> int:
     parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
     parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
     parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
-    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster, peers")
+    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster, peers, growth")
     parser.add_argument("--skip-peers", action="store_true", help="skip the side-by-side run against the HTTP ceiling and etcd")
+    parser.add_argument("--growth", metavar="SIZES", nargs="?", const="1000,10000,100000,1000000",
+                        help="also measure how cost grows with the entries (default sizes 1000,10000,100000,1000000) "
+                             "and with concurrent clients on three nodes; --only growth runs it alone")
+    parser.add_argument("--plot-out", metavar="FILE", help="where the growth plot goes (default: growth.svg beside --json-out, else in the current directory)")
     parser.add_argument("--rounds", type=int, default=None, help="read rounds of the peers phase (default 3, 1 with --quick)")
     parser.add_argument("--ceiling-bin", metavar="PATH",
                         help="the HTTP ceiling program (default: secureconf-ceiling beside the secureconf binary)")
@@ -1281,7 +1504,7 @@ def main() -> int:
 
     duration = args.duration or (3 if args.quick else 10)
     only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else set()
-    known = {"kdf", "single", "auth", "startup", "cluster", "peers"}
+    known = {"kdf", "single", "auth", "startup", "cluster", "peers", "growth"}
     if only - known:
         parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - known))}")
     if duration < 1:
@@ -1338,6 +1561,9 @@ def main() -> int:
             ceiling = Path(args.ceiling_bin) if args.ceiling_bin else source.parent / "secureconf-ceiling"
             rounds = args.rounds or (1 if args.quick else 3)
             phases.append(("peers", lambda: phase_peers(binary, ceiling, root, duration, rounds, results)))
+        if args.growth or "growth" in only:
+            sizes = [int(x) for x in (args.growth or "1000,10000,100000,1000000").split(",") if x.strip()]
+            phases.append(("growth", lambda: phase_growth(binary, root, duration, sizes, GROWTH_CLIENTS, results)))
         for name, phase in phases:
             if only and name not in only:
                 continue
@@ -1366,6 +1592,13 @@ def main() -> int:
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     rows = build_rows(results, phase_errors)
     side_by_side = peer_rows(results)
+    growth = growth_rows(results)
+    if results.get("growth"):
+        plot = Path(args.plot_out) if args.plot_out else (
+            Path(args.json_out).with_name("growth.svg") if args.json_out else Path("growth.svg"))
+        why_not = growth_plot(results["growth"], plot)
+        results["growth"]["plot"] = why_not or str(plot)
+        log(why_not or f"growth plot written to {plot}")
     document = {
         "meta": meta,
         "results": results,
@@ -1381,6 +1614,10 @@ def main() -> int:
         print()
         print("Side by side, one run, the same load (wrk -t2 -c32 on loopback):")
         print(render_table(side_by_side))
+    if growth:
+        print()
+        print("How cost grows with the work:")
+        print(render_table(growth))
     for name, message in phase_errors.items():
         print(f"error in {name}: {message}")
     print()

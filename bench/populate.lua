@@ -6,13 +6,16 @@
 -- whatever is missing once every thread is done.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
+-- BENCH_KEY_FIRST (default 0): the first index, so a store can grow in steps.
+local first = tonumber(os.getenv("BENCH_KEY_FIRST") or "") or 0
+
 function bench.init()
-  next_i = tid - 1
+  next_i = first + tid - 1
 end
 
 bench.request(function()
   local i = next_i
-  if i < bench.nkeys then
+  if i < first + bench.nkeys then
     next_i = i + bench.nthreads
     local body = string.format('{"key":"%s%d","value":%s,"category":"preload"%s}',
       bench.key_prefix, i, bench.value(i), bench.env_field)

@@ -56,6 +56,8 @@ public final class ClusterCoordinator: Service, Sendable {
         (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment")
     )
     private let wakeups: [String: WakeSignal]
+    /// Writes waiting for their quorum, woken when a peer acknowledges more (`acknowledged()`).
+    private let quorumWaiters = QuorumWaiters()
     private let lastSyncTime = Mutex<Date?>(nil)
     /// This node's clock against the median of its healthy peers: (offset ms, positive when
     /// ahead; whether that is beyond the skew allowed).
@@ -149,13 +151,12 @@ public final class ClusterCoordinator: Service, Sendable {
         guard settings.mode == .replica else { return }
         let required = settings.writeQuorum.required(clusterSize: settings.peers.count + 1)
         guard required > 1 else { return }
+        let reached: @Sendable () -> Int = { 1 + self.peers.withLock { $0.values.filter { $0.holds(seq) }.count } }
+        if reached() >= required { return }
+        // Woken by each acknowledgement from a peer, not by polling; at the peer timeout, 503.
         let deadline = ContinuousClock.now + settings.peerTimeout
-        while true {
-            let reached = 1 + peers.withLock { $0.values.filter { $0.holds(seq) }.count }
-            if reached >= required { return }
-            if ContinuousClock.now >= deadline { throw QuorumNotReached(required: required, reached: reached) }
-            try await Task.sleep(for: .milliseconds(2))
-        }
+        let met = await quorumWaiters.wait(until: deadline) { reached() >= required }
+        if !met { throw QuorumNotReached(required: required, reached: reached()) }
     }
 
     // MARK: Service
@@ -366,8 +367,10 @@ public final class ClusterCoordinator: Service, Sendable {
                     )
                 }
                 cursor = max(fetched.last?.seq ?? cursor, prunedHere.last?.seq ?? cursor)
-                try await store.setPeerCursor(peer, to: cursor)
                 let answered = !batch.isEmpty || !prunedHere.isEmpty
+                // The peer holds the batch durably once it answered: writes waiting for their
+                // quorum go on at once. The cursor is saved after (lost in a crash, the batch is
+                // sent again and the peer ignores what it holds).
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     // Only a peer that answered is seen (a federated node's data writes send nothing).
@@ -377,6 +380,8 @@ public final class ClusterCoordinator: Service, Sendable {
                     s[peer]?.replicationError = nil
                     s[peer]?.replicationErrorAt = nil
                 }
+                quorumWaiters.check()
+                try await store.setPeerCursor(peer, to: cursor)
                 observer?.revisionsSent(peer: peer, count: batch.count)
                 failures = 0
             } catch {
@@ -751,5 +756,52 @@ public final class ClusterCoordinator: Service, Sendable {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")
         return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+    }
+}
+
+/// Writes waiting for their write quorum. `check()` (after a peer acknowledged more) resumes
+/// every waiter whose condition now holds; each waiter also ends at its deadline.
+final class QuorumWaiters: Sendable {
+    private struct Waiter {
+        let met: @Sendable () -> Bool
+        let continuation: CheckedContinuation<Bool, Never>
+    }
+
+    private let state = Mutex<(next: UInt64, waiters: [UInt64: Waiter])>((0, [:]))
+
+    /// true when `met` held before `deadline`.
+    func wait(until deadline: ContinuousClock.Instant, _ met: @escaping @Sendable () -> Bool) async -> Bool {
+        let id = state.withLock { s -> UInt64 in
+            s.next &+= 1
+            return s.next
+        }
+        let timer = Task {
+            try? await Task.sleep(until: deadline)
+            self.finish(id, false)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            state.withLock { $0.waiters[id] = Waiter(met: met, continuation: continuation) }
+            // An acknowledgement between the caller's check and the registration is not missed,
+            // nor a deadline that passed before it.
+            if met() {
+                finish(id, true)
+            } else if ContinuousClock.now >= deadline {
+                finish(id, false)
+            }
+        }
+    }
+
+    func check() {
+        let ready = state.withLock { s -> [Waiter] in
+            let ids = s.waiters.filter { $0.value.met() }.map(\.key)
+            return ids.compactMap { s.waiters.removeValue(forKey: $0) }
+        }
+        for waiter in ready { waiter.continuation.resume(returning: true) }
+    }
+
+    private func finish(_ id: UInt64, _ value: Bool) {
+        let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+        waiter?.continuation.resume(returning: value)
     }
 }

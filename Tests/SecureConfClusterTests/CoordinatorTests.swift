@@ -264,3 +264,34 @@ final class TestCluster {
         await cluster.stop()
     }
 }
+
+@Suite struct QuorumWaiterTests {
+    /// A write waiting for its quorum resumes as soon as an acknowledgement meets it (no
+    /// polling interval), and at its deadline when none does; no waiter is left behind.
+    @Test func waitersResumeOnTheAcknowledgementThatMeetsThemOrAtTheirDeadline() async throws {
+        let waiters = QuorumWaiters()
+        let acked = Acknowledged()
+        let started = ContinuousClock.now
+        async let first = waiters.wait(until: .now + .seconds(10)) { acked.value >= 1 }
+        async let second = waiters.wait(until: .now + .seconds(10)) { acked.value >= 2 }
+        async let never = waiters.wait(until: .now + .milliseconds(200)) { acked.value >= 99 }
+        try await Task.sleep(for: .milliseconds(50))
+        acked.set(1)
+        waiters.check()
+        #expect(await first)
+        acked.set(2)
+        waiters.check()
+        #expect(await second)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(await never == false)
+        // Already met before waiting, and a deadline already past.
+        #expect(await waiters.wait(until: .now + .seconds(10)) { true })
+        #expect(await waiters.wait(until: .now - .seconds(1)) { false } == false)
+    }
+}
+
+final class Acknowledged: Sendable {
+    private let state = Mutex(0)
+    var value: Int { state.withLock { $0 } }
+    func set(_ n: Int) { state.withLock { $0 = n } }
+}
