@@ -8,7 +8,8 @@ if [ "${1:-}" = "--test" ]; then
   # Test-only tools: Prometheus/promtool for the metrics checks, wrk for the benchmark, openssl for TLS fixtures,
   # gcc: the cluster suite compiles tests/cluster/fakeclock.c, its wall-clock shim.
   # chromium + chromium-driver: the web console's browser suite (tests/cluster/test_console.py, Selenium).
-  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver)
+  # etcd-server: the benchmark's peer (bench/bench.py --only peers), also in its bounded pass.
+  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver etcd-server)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -22,7 +23,8 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # Python's cryptography is the interop reference for the Swift crypto tests.
   # python-dotenv reads back `secureconf export --format dotenv`; kubernetes-validate checks deploy/kubernetes offline.
-  python3 -c "import cryptography, pytest, requests, yaml, dotenv, kubernetes_validate, selenium" 2>/dev/null \
-    || python3 -m pip install -q cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium
+  # matplotlib draws the benchmark's growth plot.
+  python3 -c "import cryptography, pytest, requests, yaml, dotenv, kubernetes_validate, selenium, matplotlib" 2>/dev/null \
+    || python3 -m pip install -q cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium matplotlib 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages cryptography pytest requests pyyaml python-dotenv kubernetes-validate selenium matplotlib
 fi

@@ -17,6 +17,14 @@ python3 -m pytest -q tests/deploy
 [ -x tests/cluster/run.sh ] && tests/cluster/run.sh
 tests/tls/run.sh
 tests/workloads/run.sh
+# The benchmark's bounded pass (about 2 minutes): the side-by-side phase and the growth phase at
+# 1,000 entries, 1 s per load. Its figures are printed, not asserted (a shared CI machine
+# measures nothing reliably); it fails only when a measurement cannot be made.
+swift build -c release --product secureconf-ceiling
+mkdir -p .artifacts/bench
+python3 bench/bench.py --duration 1 --rounds 1 --only peers,growth --growth 1000 \
+  --json-out .artifacts/bench/bench.json > .artifacts/bench/bench.txt
+tail -n +1 .artifacts/bench/bench.txt | sed -n '/Side by side/,/^{/p' | head -60
 if [ -x tests/reliability/run.sh ]; then
   if [ "${SECURECONF_FULL:-0}" = "1" ]; then tests/reliability/run.sh; else tests/reliability/run.sh --quick; fi
 fi

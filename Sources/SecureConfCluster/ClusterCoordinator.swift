@@ -329,6 +329,21 @@ public final class ClusterCoordinator: Service, Sendable {
         guard let wakeup = wakeups[peer] else { return }
         var cursor = (try? await store.peerCursor(peer)) ?? 0
         peers.withLock { $0[peer]?.ackedSeq = cursor }
+        // The cursor is saved at most every 250 ms (within a second when idle: the wait below
+        // times out), not after every batch: each save is a commit (an fsync) that would delay
+        // the next write's shipping. A crash loses at most that much of it, and the peer
+        // ignores revisions it already holds.
+        var savedCursor = cursor
+        var savedAt = ContinuousClock.now
+        func saveCursor() async {
+            guard cursor != savedCursor else { return }
+            do {
+                try await store.setPeerCursor(peer, to: cursor)
+                savedCursor = cursor
+                savedAt = ContinuousClock.now
+            } catch {}
+        }
+        defer { if cursor != savedCursor { let c = cursor; Task { try? await store.setPeerCursor(peer, to: c) } } }
         var failures = 0
         while !stopping {
             let fetched: [(seq: Int64, revision: Revision)]
@@ -344,6 +359,7 @@ public final class ClusterCoordinator: Service, Sendable {
                 continue
             }
             if (fetched.isEmpty && prunedHere.isEmpty) || !saltIsConsistent.consistent {
+                if ContinuousClock.now - savedAt >= .milliseconds(250) { await saveCursor() }
                 // Sleep until a local write or a periodic re-check (never ship under a foreign salt).
                 await wakeup.wait(timeout: .seconds(1))
                 continue
@@ -369,8 +385,7 @@ public final class ClusterCoordinator: Service, Sendable {
                 cursor = max(fetched.last?.seq ?? cursor, prunedHere.last?.seq ?? cursor)
                 let answered = !batch.isEmpty || !prunedHere.isEmpty
                 // The peer holds the batch durably once it answered: writes waiting for their
-                // quorum go on at once. The cursor is saved after (lost in a crash, the batch is
-                // sent again and the peer ignores what it holds).
+                // quorum go on at once.
                 peers.withLock { s in
                     s[peer]?.ackedSeq = cursor
                     // Only a peer that answered is seen (a federated node's data writes send nothing).
@@ -381,7 +396,7 @@ public final class ClusterCoordinator: Service, Sendable {
                     s[peer]?.replicationErrorAt = nil
                 }
                 quorumWaiters.check()
-                try await store.setPeerCursor(peer, to: cursor)
+                if ContinuousClock.now - savedAt >= .milliseconds(250) { await saveCursor() }
                 observer?.revisionsSent(peer: peer, count: batch.count)
                 failures = 0
             } catch {

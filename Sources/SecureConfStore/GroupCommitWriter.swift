@@ -145,11 +145,11 @@ final class GroupCommitWriter: Sendable {
                     return
                 }
             }
-            // Under concurrent load (the last batch folded several writes), wait a moment for
+            // Under concurrent load (the last batch folded several writes and several wait), wait a moment for
             // more before committing, as PostgreSQL's commit_delay does: on a busy machine one
             // fsync and one head update then acknowledge many more writes, for at most
             // `lingerMicros` more latency. A lone writer never waits.
-            if lastBatch > 1 && shared.state.pending.count < maxBatch && lingerMicros > 0 {
+            if lastBatch > 1 && (2..<maxBatch).contains(shared.state.pending.count) && lingerMicros > 0 {
                 let deadline = Date(timeIntervalSinceNow: Double(lingerMicros) / 1e6)
                 while shared.state.pending.count < maxBatch && shared.condition.wait(until: deadline) {}
             }
