@@ -196,6 +196,12 @@ enum Schema {
                     """
             )
         }
+        migrator.registerMigration("v6-entries-by-environment") { db in
+            // A page of an environment's list (environment = ?, id > ?, ORDER BY id LIMIT n) reads
+            // n rows of this index; through UNIQUE(environment, key) it sorted the whole
+            // environment for every page (80 ms a page at 100,000 entries: the growth benchmark).
+            try db.execute(sql: "CREATE INDEX entries_by_environment ON entries(environment, id)")
+        }
         return migrator
     }
 }
