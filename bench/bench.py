@@ -1495,6 +1495,8 @@ def main() -> int:
     parser.add_argument("--growth", metavar="SIZES", nargs="?", const="1000,10000,100000,1000000",
                         help="also measure how cost grows with the entries (default sizes 1000,10000,100000,1000000) "
                              "and with concurrent clients on three nodes; --only growth runs it alone")
+    parser.add_argument("--growth-clients", metavar="COUNTS", default=",".join(map(str, GROWTH_CLIENTS)),
+                        help="concurrent clients of the growth phase's three-node writes (default 1,4,16,64)")
     parser.add_argument("--plot-out", metavar="FILE", help="where the growth plot goes (default: growth.svg beside --json-out, else in the current directory)")
     parser.add_argument("--rounds", type=int, default=None, help="read rounds of the peers phase (default 3, 1 with --quick)")
     parser.add_argument("--ceiling-bin", metavar="PATH",
@@ -1563,7 +1565,8 @@ def main() -> int:
             phases.append(("peers", lambda: phase_peers(binary, ceiling, root, duration, rounds, results)))
         if args.growth or "growth" in only:
             sizes = [int(x) for x in (args.growth or "1000,10000,100000,1000000").split(",") if x.strip()]
-            phases.append(("growth", lambda: phase_growth(binary, root, duration, sizes, GROWTH_CLIENTS, results)))
+            clients = [int(x) for x in args.growth_clients.split(",") if x.strip()]
+            phases.append(("growth", lambda: phase_growth(binary, root, duration, sizes, clients, results)))
         for name, phase in phases:
             if only and name not in only:
                 continue

@@ -56,7 +56,7 @@ public final class ClusterCoordinator: Service, Sendable {
         (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment")
     )
     private let wakeups: [String: WakeSignal]
-    /// Writes waiting for their quorum, woken when a peer acknowledges more (`acknowledged()`).
+    /// Writes waiting for their quorum, woken when a peer acknowledges more (`check()`).
     private let quorumWaiters = QuorumWaiters()
     private let lastSyncTime = Mutex<Date?>(nil)
     /// This node's clock against the median of its healthy peers: (offset ms, positive when
