@@ -170,8 +170,11 @@ func take(_ sub: EventSubscription, _ count: Int, timeout: Duration = .milliseco
         let f = try Fixture(events: settings)
         defer { Task { await f.close() } }
         let key = try await f.gate.derivedKey(for: right, client: "t")
-        let subscribed = ContinuousClock.now
         let sub = try await f.events.subscribe(filter: EventFilter(), key: key, lastEventID: nil)
+        // Taken after the subscription returns: its key's lifetime started before this, so the
+        // sleep below always outlasts it (taken before, a slow subscribe on a busy machine
+        // left the key alive at 3.2 s).
+        let subscribed = ContinuousClock.now
         _ = try await f.service.create(f.caller(right), address("a"), category: nil, value: .number("1"))
         try await f.events.pump()
         #expect(await take(sub, 1) == [.event(id: "n:1.1", kind: .created, key: "a", value: "1")])

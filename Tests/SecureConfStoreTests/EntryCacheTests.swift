@@ -102,8 +102,10 @@ import Testing
                         #expect(seen >= last, "a reader saw \(seen) after \(last)")
                         last = max(last, seen)
                         if seen < floor || seen < last { return }
-                        // A cache hit does not suspend: let the writer run on the two-thread pool.
-                        await Task.yield()
+                        // A cache hit does not suspend: sleep a little, so that the writer, and the
+                        // other tests running in parallel, get the two-thread pool (yielding in a
+                        // tight loop starved them).
+                        try await Task.sleep(for: .microseconds(200))
                     }
                 }
             }
