@@ -88,8 +88,10 @@ final class EntryCache: TransactionObserver, Sendable {
 
     func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { eventKind.tableName == "entries" }
 
-    func databaseDidChange(with event: DatabaseEvent) {
-        let id = event.rowID
+    func databaseDidChange(with event: DatabaseEvent) { noteChanged(event.rowID) }
+
+    /// A row of `entries` changed in the transaction under way.
+    func noteChanged(_ id: Int64) {
         changed.withLock { _ = $0.insert(id) }
     }
 

@@ -115,6 +115,41 @@ import Testing
         await store.close()
     }
 
+    /// The window the race test once found, driven step by step: a row read from the snapshot
+    /// before a commit, filled while the commit is under way (after `willCommit`, before
+    /// `didCommit`), must not be cached; after the commit ends, fills are taken again.
+    @Test func nothingReadWhileACommitIsUnderWayIsCached() throws {
+        let cache = EntryCache(capacity: 10, maxBytes: 1 << 20)
+        let name = EntryCache.Name(environment: "e", key: "k")
+        func entry(_ ciphertext: String) -> ConfigEntry {
+            ConfigEntry(
+                id: 1,
+                environment: "e",
+                key: "k",
+                category: nil,
+                ciphertext: ciphertext,
+                hlc: 1,
+                origin: "n:1",
+                deleted: false,
+                createdAt: 1,
+                updatedAt: 1
+            )
+        }
+        let database = try DatabaseQueue()
+        cache.noteChanged(1)
+        try cache.databaseWillCommit()
+        let during = cache.lookup(name)
+        cache.fill(name, entry("old"), generation: during.generation)
+        #expect(cache.lookup(name).entry == nil, "a fill while a commit is under way is refused")
+        try database.inDatabase { cache.databaseDidCommit($0) }
+        #expect(cache.lookup(name).entry == nil)
+        cache.fill(name, entry("old"), generation: during.generation)
+        #expect(cache.lookup(name).entry == nil, "a fill from before the commit ended is refused")
+        let after = cache.lookup(name)
+        cache.fill(name, entry("new"), generation: after.generation)
+        #expect(cache.lookup(name).entry?.ciphertext == "new")
+    }
+
     @Test func theCacheIsBoundedAndInternalEnvironmentsStayOut() async throws {
         var configuration = ConfigStore.Configuration(path: directory + "/small.db", nodeID: "127.0.0.1:9001")
         configuration.readCacheEntries = 10
