@@ -74,9 +74,11 @@ final class RelayRecorder: ChangeRelaying, Sendable {
     @Test func aFederatedNodeTakesOnlyUsersAndTokensFromItsPeers() async throws {
         let cluster = try TestCluster(["a:1", "b:1"], running: false, mode: .federated)
         let b = cluster.coordinators["b:1"]!
-        let micros = Int64(Date().timeIntervalSince1970 * 1_000_000)
         func revision(_ environment: String) -> Revision {
-            Revision(
+            // Timestamps of when it is built, as a writer stamps them (taken once at the start,
+            // they fell too far behind the stamp on a loaded machine and were refused).
+            let micros = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            return Revision(
                 environment: environment,
                 key: "k",
                 category: nil,
