@@ -9,7 +9,8 @@ if [ "${1:-}" = "--test" ]; then
   # gcc: the cluster suite compiles tests/cluster/fakeclock.c, its wall-clock shim.
   # chromium + chromium-driver: the web console's browser suite (tests/cluster/test_console.py, Selenium).
   # etcd-server: the benchmark's peer (bench/bench.py --only peers), also in its bounded pass.
-  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver etcd-server)
+  # iproute2 + iptables: the fault suite's network namespaces and partitions (tests/faults).
+  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver etcd-server iproute2 iptables)
 fi
 missing=()
 for p in "${packages[@]}"; do

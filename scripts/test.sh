@@ -15,6 +15,9 @@ export SECURECONF_BIN="$PWD/.build/release/secureconf"
 tests/compat/run.sh
 python3 -m pytest -q tests/deploy
 [ -x tests/cluster/run.sh ] && tests/cluster/run.sh
+# Network faults in namespaces, checked by the history checker: each fault once for 5 s (about
+# a minute); tests/faults/run.sh --full runs each three times for 30 s.
+tests/faults/run.sh
 tests/tls/run.sh
 tests/workloads/run.sh
 # The benchmark's bounded pass (about a minute): the side-by-side phase and the growth phase at

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 #include <stdio.h>
+#include <stdatomic.h>
 
 typedef struct {
     unsigned char *data;
@@ -68,12 +69,42 @@ static void set_transport_options(CURL *curl, const char *ca_file) {
     if (ca_file && ca_file[0]) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
 }
 
+struct sc_http_abort {
+    atomic_int set;
+};
+
+sc_http_abort *sc_http_abort_new(void) {
+    sc_http_abort *flag = calloc(1, sizeof *flag);
+    if (flag) atomic_init(&flag->set, 0);
+    return flag;
+}
+
+void sc_http_abort_trigger(sc_http_abort *flag) {
+    if (flag) atomic_store(&flag->set, 1);
+}
+
+void sc_http_abort_free(sc_http_abort *flag) { free(flag); }
+
+static int aborted(const sc_http_abort *flag) {
+    return flag && atomic_load(&((sc_http_abort *)flag)->set);
+}
+
+static int on_request_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    return aborted((const sc_http_abort *)userdata) ? 1 : 0;
+}
+
 int sc_http_request(const char *method, const char *url,
                     const char *const *headers, size_t header_count,
                     const unsigned char *body, size_t body_length,
                     long timeout_ms, const char *ca_file,
+                    const sc_http_abort *abort_flag,
                     sc_http_result *result) {
     memset(result, 0, sizeof *result);
+    if (aborted(abort_flag)) {
+        strncpy(result->error, "aborted: shutting down", sizeof result->error - 1);
+        return 0;
+    }
     if (!thread_handle) thread_handle = curl_easy_init();
     CURL *curl = thread_handle;
     if (!curl) {
@@ -96,6 +127,11 @@ int sc_http_request(const char *method, const char *url,
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000);
     set_transport_options(curl, ca_file);
+    if (abort_flag) {
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_request_progress);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, (void *)abort_flag);
+    }
     if (body) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, (const char *)body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_length);
@@ -106,7 +142,9 @@ int sc_http_request(const char *method, const char *url,
     CURLcode code = curl_easy_perform(curl);
     curl_slist_free_all(list);
     if (code != CURLE_OK) {
-        const char *why = reply.overflow ? "reply too large" : curl_easy_strerror(code);
+        const char *why = reply.overflow ? "reply too large"
+            : (code == CURLE_ABORTED_BY_CALLBACK && aborted(abort_flag)) ? "aborted: shutting down"
+            : curl_easy_strerror(code);
         strncpy(result->error, why, sizeof result->error - 1);
         free(reply.data);
         return 0;

@@ -57,7 +57,11 @@ public final class ClusterCoordinator: Service, Sendable {
     )
     private let wakeups: [String: WakeSignal]
     /// Writes waiting for their quorum, woken when a peer acknowledges more (`check()`).
-    private let quorumWaiters = QuorumWaiters()
+    private let quorumWaiters = DeadlineWaiters()
+    /// The loops' sleeps between rounds, all ended at once when shutdown begins.
+    private let sleepers = DeadlineWaiters()
+    /// Set when shutdown begins (`beginShutdown()`), before the HTTP server drains.
+    private let shuttingDown = Atomic<Bool>(false)
     private let lastSyncTime = Mutex<Date?>(nil)
     /// This node's clock against the median of its healthy peers: (offset ms, positive when
     /// ahead; whether that is beyond the skew allowed).
@@ -137,6 +141,18 @@ public final class ClusterCoordinator: Service, Sendable {
         for signal in wakeups.values { signal.signal() }
     }
 
+    /// Shutdown begins (SIGTERM): writes waiting for their quorum get 503 at once (each is
+    /// committed here and stays in the durable outbox, shipped at the next start), requests to
+    /// peers end within about a second whatever the peer does, and the loops end. Called before
+    /// the HTTP server drains, so that the drain does not wait on an unreachable peer.
+    public func beginShutdown() {
+        shuttingDown.store(true, ordering: .sequentiallyConsistent)
+        quorumWaiters.stop()
+        sleepers.stop()
+        transport.stop()
+        for signal in wakeups.values { signal.signal() }
+    }
+
     /// What this node ships to its peers and accepts from them: everything in replica mode;
     /// in federated mode only the users and tokens, which every node must know (a login
     /// works on any node; a revocation holds on every node).
@@ -182,19 +198,20 @@ public final class ClusterCoordinator: Service, Sendable {
                 await group.waitForAll()
             }
         } onGracefulShutdown: {
+            self.sleepers.stop()
             for signal in self.wakeups.values { signal.signal() }
         }
         logger.info("cluster stopped")
     }
 
-    private var stopping: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+    private var stopping: Bool {
+        Task.isCancelled || Task.isShuttingDownGracefully || shuttingDown.load(ordering: .sequentiallyConsistent)
+    }
 
+    /// false when the loop should end instead (shutdown, cancellation), at once.
     private func sleep(_ duration: Duration) async -> Bool {
-        do {
-            try await Task.sleep(for: duration)
-        } catch {
-            return false
-        }
+        if stopping { return false }
+        _ = await sleepers.wait(until: .now + duration) { false }
         return !stopping
     }
 
@@ -774,36 +791,52 @@ public final class ClusterCoordinator: Service, Sendable {
     }
 }
 
-/// Writes waiting for their write quorum. `check()` (after a peer acknowledged more) resumes
-/// every waiter whose condition now holds; each waiter also ends at its deadline.
-final class QuorumWaiters: Sendable {
+/// Tasks waiting for a condition until a deadline: writes waiting for their write quorum
+/// (`check()` after a peer acknowledged more resumes every waiter whose condition now holds),
+/// and the loops' sleeps. Each waiter ends at its deadline, when its task is cancelled, or
+/// at `stop()` (shutdown).
+final class DeadlineWaiters: Sendable {
     private struct Waiter {
         let met: @Sendable () -> Bool
         let continuation: CheckedContinuation<Bool, Never>
     }
 
-    private let state = Mutex<(next: UInt64, waiters: [UInt64: Waiter])>((0, [:]))
+    private let state = Mutex<(next: UInt64, waiters: [UInt64: Waiter], stopped: Bool)>((0, [:], false))
 
-    /// true when `met` held before `deadline`.
+    /// true when `met` held before `deadline` (and before `stop()`).
     func wait(until deadline: ContinuousClock.Instant, _ met: @escaping @Sendable () -> Bool) async -> Bool {
-        let id = state.withLock { s -> UInt64 in
-            s.next &+= 1
-            return s.next
-        }
+        guard
+            let id = state.withLock({ s -> UInt64? in
+                if s.stopped { return nil }
+                s.next &+= 1
+                return s.next
+            })
+        else { return met() }
         let timer = Task {
             try? await Task.sleep(until: deadline)
             self.finish(id, false)
         }
         defer { timer.cancel() }
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            state.withLock { $0.waiters[id] = Waiter(met: met, continuation: continuation) }
-            // An acknowledgement between the caller's check and the registration is not missed,
-            // nor a deadline that passed before it.
-            if met() {
-                finish(id, true)
-            } else if ContinuousClock.now >= deadline {
-                finish(id, false)
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let stopped = state.withLock { s -> Bool in
+                    if !s.stopped { s.waiters[id] = Waiter(met: met, continuation: continuation) }
+                    return s.stopped
+                }
+                if stopped {
+                    continuation.resume(returning: met())
+                    return
+                }
+                // An acknowledgement between the caller's check and the registration is not
+                // missed, nor a deadline that passed before it, nor a cancellation.
+                if met() {
+                    finish(id, true)
+                } else if ContinuousClock.now >= deadline || Task.isCancelled {
+                    finish(id, false)
+                }
             }
+        } onCancel: {
+            self.finish(id, false)
         }
     }
 
@@ -813,6 +846,17 @@ final class QuorumWaiters: Sendable {
             return ids.compactMap { s.waiters.removeValue(forKey: $0) }
         }
         for waiter in ready { waiter.continuation.resume(returning: true) }
+    }
+
+    /// Ends every wait now and every later one at once (shutdown): each returns whether its
+    /// condition holds at that moment.
+    func stop() {
+        let all = state.withLock { s -> [Waiter] in
+            s.stopped = true
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for waiter in all { waiter.continuation.resume(returning: waiter.met()) }
     }
 
     private func finish(_ id: UInt64, _ value: Bool) {

@@ -34,9 +34,13 @@ public struct PeerReply: Sendable {
 /// is the real one; tests put the coordinator on an in-process transport.
 public protocol PeerTransporting: Sendable {
     func request(_ peer: String, _ method: String, _ path: String, body: Data?, contentType: String) async throws -> PeerReply
+    /// Shutdown: requests in flight end soon (failing), later ones fail at once.
+    func stop()
 }
 
 extension PeerTransporting {
+    public func stop() {}
+
     public func request(_ peer: String, _ method: String, _ path: String, body: Data? = nil) async throws -> PeerReply {
         try await request(peer, method, path, body: body, contentType: "application/json")
     }
@@ -89,6 +93,7 @@ public final class PeerTransport: PeerTransporting {
     private let nodeID: String
     private let credential: PeerCredential?
     private let requireSignedReplies: Bool
+    private let abort = CurlHTTP.Abort()
 
     /// `credential` signs every request and checks the signature of every 2xx reply (an
     /// unsigned one is refused unless `requireSignedReplies` is false: the upgrade window,
@@ -117,6 +122,10 @@ public final class PeerTransport: PeerTransporting {
     }
 
     deinit { pool.shutdownGracefully { _ in } }
+
+    /// Requests in flight end within about a second, later ones at once: a node shutting down
+    /// does not wait out the timeout of a peer that hangs.
+    public func stop() { abort.trigger() }
 
     public typealias Reply = PeerReply
 
@@ -148,8 +157,9 @@ public final class PeerTransport: PeerTransporting {
         let headers = headerLines
         let timeout = timeoutMillis
         let caFile = self.caFile
+        let abort = self.abort
         let outcome: Result<CurlHTTP.Reply, CurlFailure> = try await pool.runIfActive {
-            CurlHTTP.perform(method: method, url: url, headers: headers, body: body, timeoutMillis: timeout, caFile: caFile)
+            CurlHTTP.perform(method: method, url: url, headers: headers, body: body, timeoutMillis: timeout, caFile: caFile, abort: abort)
         }
         var reply: Reply
         switch outcome {

@@ -16,18 +16,30 @@ public enum CurlHTTP {
         public let signature: String
     }
 
+    /// Ends the requests given it, in flight (within about a second) or later (at once).
+    public final class Abort: @unchecked Sendable {
+        fileprivate let flag: OpaquePointer?
+
+        public init() { flag = sc_http_abort_new() }
+        deinit { sc_http_abort_free(flag) }
+
+        public func trigger() { sc_http_abort_trigger(flag) }
+    }
+
     /// One request: `headers` are `Name: value` lines. Fails (with curl's reason) only when no
-    /// reply arrived.
+    /// reply arrived, or when `abort` was triggered.
     public static func perform(
         method: String,
         url: String,
         headers: [String],
         body: Data?,
         timeoutMillis: Int,
-        caFile: String?
+        caFile: String?,
+        abort: Abort? = nil
     ) -> Result<Reply, CurlFailure> {
         initialised
         var result = sc_http_result()
+        let flag = abort?.flag
         let ok: Int32 = withCStrings(headers) { pointers in
             pointers.withUnsafeBufferPointer { hp in
                 if let body {
@@ -41,14 +53,18 @@ public enum CurlHTTP {
                             bp.count,
                             timeoutMillis,
                             caFile,
+                            flag,
                             &result
                         )
                     }
                 }
-                return sc_http_request(method, url, hp.baseAddress, hp.count, nil, 0, timeoutMillis, caFile, &result)
+                return sc_http_request(method, url, hp.baseAddress, hp.count, nil, 0, timeoutMillis, caFile, flag, &result)
             }
         }
-        defer { sc_http_result_free(&result) }
+        defer {
+            sc_http_result_free(&result)
+            withExtendedLifetime(abort) {}
+        }
         guard ok == 1 else { return .failure(CurlFailure(reason: cString(result.error))) }
         let data = result.body.map { Data(bytes: $0, count: result.body_length) } ?? Data()
         return .success(Reply(status: Int(result.status), body: data, signature: cString(result.signature)))

@@ -107,7 +107,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard case .success(let app) = built else { throw ExitCode(1) }
         do {
-            try await app.runService()
+            try await runUntilSignalled(app, node: node)
         } catch {
             logger.critical("server stopped with an error", metadata: ["error": "\(error)"])
             await node.close()

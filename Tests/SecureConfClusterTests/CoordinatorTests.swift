@@ -269,7 +269,7 @@ final class TestCluster {
     /// A write waiting for its quorum resumes as soon as an acknowledgement meets it (no
     /// polling interval), and at its deadline when none does; no waiter is left behind.
     @Test func waitersResumeOnTheAcknowledgementThatMeetsThemOrAtTheirDeadline() async throws {
-        let waiters = QuorumWaiters()
+        let waiters = DeadlineWaiters()
         let acked = Acknowledged()
         let started = ContinuousClock.now
         // Deadlines far beyond the bound checked below: only an acknowledgement can end these.
@@ -288,6 +288,28 @@ final class TestCluster {
         // Already met before waiting, and a deadline already past.
         #expect(await waiters.wait(until: .now + .seconds(120)) { true })
         #expect(await waiters.wait(until: .now - .seconds(1)) { false } == false)
+    }
+
+    /// Shutdown: `stop()` ends every wait at once with whether its condition holds then, and
+    /// every later wait returns at once; a cancelled waiter ends at once too. (Without them a
+    /// SIGTERM waited out quorum deadlines and the loops' sync intervals.)
+    @Test func stopAndCancellationEndWaitsAtOnce() async throws {
+        let waiters = DeadlineWaiters()
+        let started = ContinuousClock.now
+        let cancelled = Task { await waiters.wait(until: .now + .seconds(120)) { false } }
+        try await Task.sleep(for: .milliseconds(50))
+        cancelled.cancel()
+        #expect(await cancelled.value == false)
+        let acked = Acknowledged()
+        async let unmet = waiters.wait(until: .now + .seconds(120)) { false }
+        async let met = waiters.wait(until: .now + .seconds(120)) { acked.value == 1 }
+        try await Task.sleep(for: .milliseconds(50))
+        acked.set(1)
+        waiters.stop()
+        #expect(await unmet == false)
+        #expect(await met, "a waiter whose condition holds when stopped says so")
+        #expect(await waiters.wait(until: .now + .seconds(120)) { false } == false)
+        #expect(ContinuousClock.now - started < .seconds(60), "ended by stop and cancellation, not by a deadline")
     }
 }
 

@@ -233,8 +233,12 @@ class NodeProcess:
 
     def __init__(self, workdir: Path, port: int, env: dict[str, str], *, args: list[str] | None = None,
                  binary: Path | None = None, log_name: str = "node.log", registry: ProcessRegistry | None = None,
-                 preexec_fn=None):
+                 preexec_fn=None, host: str = "127.0.0.1", command_prefix: list[str] | None = None):
         self.workdir = Path(workdir)
+        # Where clients reach the node, and what runs it (`ip netns exec NS`, which execs the
+        # node itself, so its pid is the node's).
+        self.host = host
+        self.command_prefix = list(command_prefix or [])
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.env = env
@@ -254,11 +258,11 @@ class NodeProcess:
     @property
     def url(self) -> str:
         scheme = "https" if self.env.get("OSC_TLS_CERT_FILE") else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def node_id(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def log_text(self, tail: int | None = None) -> str:
         try:
@@ -298,7 +302,8 @@ class NodeProcess:
         started = time.monotonic()
         if self.first_launch is None:
             self.first_launch = started
-        self.proc = subprocess.Popen([str(self.binary or binary_path()), "serve", *self.args], cwd=self.workdir, env=self.env,
+        command = [*self.command_prefix, str(self.binary or binary_path()), "serve", *self.args]
+        self.proc = subprocess.Popen(command, cwd=self.workdir, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      start_new_session=self.preexec_fn is None, preexec_fn=self.preexec_fn)
         if self.registry is not None:

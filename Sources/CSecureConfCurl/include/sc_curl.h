@@ -12,14 +12,24 @@ typedef struct {
     char signature[160];
 } sc_http_result;
 
+/// A flag that ends every request given it, in flight or later (a node shutting down).
+typedef struct sc_http_abort sc_http_abort;
+sc_http_abort *sc_http_abort_new(void);
+/// Sets the flag: requests in flight end within about a second (libcurl asks at least that
+/// often, also while nothing arrives), later ones at once.
+void sc_http_abort_trigger(sc_http_abort *flag);
+void sc_http_abort_free(sc_http_abort *flag);
+
 /// Performs one HTTP request with libcurl on the calling thread, reusing that thread's
 /// easy handle (and so its connection cache). `ca_file` (PEM) replaces the system trust
-/// store when not NULL; peers are always verified for https. Returns 1 when a response
-/// arrived (any status), 0 on a transport error (then `error` says why).
+/// store when not NULL; peers are always verified for https. `abort_flag` (may be NULL) ends
+/// it early. Returns 1 when a response arrived (any status), 0 on a transport error or an
+/// abort (then `error` says why).
 int sc_http_request(const char *method, const char *url,
                     const char *const *headers, size_t header_count,
                     const unsigned char *body, size_t body_length,
                     long timeout_ms, const char *ca_file,
+                    const sc_http_abort *abort_flag,
                     sc_http_result *result);
 
 void sc_http_result_free(sc_http_result *result);

@@ -262,6 +262,32 @@ struct StoreLifecycleService: Service {
     }
 }
 
+/// Runs first when shutdown begins (listed after the application, and a service group stops
+/// its services in reverse order): the cluster ends its quorum waits and its requests to
+/// peers before the HTTP server drains, so that SIGTERM is answered in a second or two even
+/// while a peer hangs.
+struct ShutdownNotice: Service {
+    let node: SecureConfNode
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        node.cluster?.beginShutdown()
+    }
+}
+
+/// Runs a node's application until SIGTERM or SIGINT, then shuts it down in order: the
+/// cluster's waits, the HTTP server's drain, the cluster's loops, the event streams, the store.
+public func runUntilSignalled(_ app: some ApplicationProtocol, node: SecureConfNode) async throws {
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [.init(service: app), .init(service: ShutdownNotice(node: node))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: node.logger
+        )
+    )
+    try await group.run()
+}
+
 /// Reads the change feed for the event streams until shutdown (the streams themselves close
 /// with the HTTP server's graceful shutdown).
 struct ChangeEventService: Service {
