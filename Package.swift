@@ -107,6 +107,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -164,7 +165,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SecureConfClusterTests",
-            dependencies: ["SecureConfCluster", "SecureConfStore", "SecureConfCrypto", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SecureConfCluster", "SecureConfStore", "SecureConfCrypto", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

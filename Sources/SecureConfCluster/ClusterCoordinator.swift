@@ -55,7 +55,14 @@ public final class ClusterCoordinator: Service, Sendable {
     private let saltConsistency = Mutex<(consistent: Bool, reason: String?)>(
         (false, "this node has not yet compared its salt with the cluster's nodes; retry in a moment")
     )
-    private let wakeups: [String: WakeSignal]
+    /// Each peer's shipper wake-up; peers come and go with `setPeers` (SIGHUP).
+    private let wakeups: Mutex<[String: WakeSignal]>
+    /// The current peers, each with the generation of its loops (a peer removed and added
+    /// again gets new loops; the old ones see a different generation and end).
+    private let membership: Mutex<(peers: [String], generation: [String: Int], next: Int)>
+    /// Peers added while running, for `run()` to start their loops.
+    private let added: AsyncStream<String>
+    private let addedContinuation: AsyncStream<String>.Continuation
     /// Writes waiting for their quorum, woken when a peer acknowledges more (`check()`).
     private let quorumWaiters = DeadlineWaiters()
     /// The loops' sleeps between rounds, all ended at once when shutdown begins.
@@ -66,6 +73,8 @@ public final class ClusterCoordinator: Service, Sendable {
     /// This node's clock against the median of its healthy peers: (offset ms, positive when
     /// ahead; whether that is beyond the skew allowed).
     private let clockState = Mutex<(offsetMillis: Int64?, ahead: Bool)>((nil, false))
+    /// Health rounds left in which to sweep future-stamped own revisions aside.
+    private let clockSweeps = Mutex(0)
     public let rules: RevisionRules
     /// Where the changes of federated peers go (their writes are not replicated here).
     let changeRelay: (any ChangeRelaying)?
@@ -99,7 +108,9 @@ public final class ClusterCoordinator: Service, Sendable {
             signals[peer] = WakeSignal()
         }
         peers = Mutex(statuses)
-        wakeups = signals
+        wakeups = Mutex(signals)
+        membership = Mutex((settings.peers, Dictionary(uniqueKeysWithValues: settings.peers.map { ($0, 0) }), 1))
+        (added, addedContinuation) = AsyncStream.makeStream(of: String.self)
         rules = RevisionRules(maxAheadMillis: settings.maxClockSkewMillis, maxCiphertextBytes: settings.maxCiphertextBytes)
         observer?.membershipChanged(total: settings.peers.count + 1, healthy: 1)
     }
@@ -137,8 +148,59 @@ public final class ClusterCoordinator: Service, Sendable {
 
     /// Called after a local write commits: wakes the shippers (a federated node's ship only
     /// its users and tokens).
-    public func localWriteCommitted() {
-        for signal in wakeups.values { signal.signal() }
+    public func localWriteCommitted() { wakeAll() }
+
+    private func wakeAll() {
+        for signal in wakeups.withLock({ Array($0.values) }) { signal.signal() }
+    }
+
+    /// The peers now (`OSC_CLUSTER_NODES` at start, then each reload's).
+    public var currentPeers: [String] { membership.withLock { $0.peers } }
+
+    private func generation(_ peer: String) -> Int? { membership.withLock { $0.generation[peer] } }
+
+    /// Replaces the peers without a restart (SIGHUP): an added peer gets a shipper from the
+    /// start of this node's history (so it receives everything) and joins health checks,
+    /// anti-entropy and the write quorum; a removed one is no longer shipped to, probed or
+    /// counted, its outbox cursor is dropped, and its signed requests are refused (by the
+    /// caller's verifier). Returns what changed.
+    @discardableResult
+    public func setPeers(_ nodes: [String]) async -> (added: [String], removed: [String]) {
+        let wanted = Array(Set(nodes.filter { $0 != settings.nodeID })).sorted()
+        let (add, remove) = membership.withLock { m -> ([String], [String]) in
+            let add = wanted.filter { m.generation[$0] == nil }
+            let remove = m.peers.filter { !wanted.contains($0) }
+            for peer in remove { m.generation[peer] = nil }
+            for peer in add {
+                m.generation[peer] = m.next
+                m.next += 1
+            }
+            m.peers = wanted
+            return (add, remove)
+        }
+        guard !add.isEmpty || !remove.isEmpty else { return ([], []) }
+        peers.withLock { s in
+            for peer in remove { s[peer] = nil }
+            for peer in add { s[peer] = PeerStatus(nodeID: peer) }
+        }
+        let removedSignals = wakeups.withLock { w -> [WakeSignal] in
+            for peer in add { w[peer] = WakeSignal() }
+            return remove.compactMap { w.removeValue(forKey: $0) }
+        }
+        for signal in removedSignals { signal.signal() }
+        for peer in remove { try? await store.forgetPeer(peer) }
+        for peer in add { addedContinuation.yield(peer) }
+        // Fewer peers can meet a waiting write's quorum.
+        quorumWaiters.check()
+        updateSaltConsistency()
+        observer?.membershipChanged(total: wanted.count + 1, healthy: healthyPeers.count + 1)
+        logger.notice(
+            "cluster membership changed",
+            metadata: [
+                "added": "\(add.joined(separator: ","))", "removed": "\(remove.joined(separator: ","))", "peers": "\(wanted.joined(separator: ","))",
+            ]
+        )
+        return (add, remove)
     }
 
     /// Shutdown begins (SIGTERM): writes waiting for their quorum get 503 at once (each is
@@ -150,7 +212,8 @@ public final class ClusterCoordinator: Service, Sendable {
         quorumWaiters.stop()
         sleepers.stop()
         transport.stop()
-        for signal in wakeups.values { signal.signal() }
+        addedContinuation.finish()
+        wakeAll()
     }
 
     /// What this node ships to its peers and accepts from them: everything in replica mode;
@@ -165,14 +228,15 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Waits until `settings.writeQuorum` nodes hold this node's revisions up to `seq`.
     public func awaitQuorum(seq: Int64) async throws {
         guard settings.mode == .replica else { return }
-        let required = settings.writeQuorum.required(clusterSize: settings.peers.count + 1)
-        guard required > 1 else { return }
+        // The cluster's size now: a reload that adds or removes a peer applies to waiting writes.
+        let required: @Sendable () -> Int = { self.settings.writeQuorum.required(clusterSize: self.currentPeers.count + 1) }
+        guard required() > 1 else { return }
         let reached: @Sendable () -> Int = { 1 + self.peers.withLock { $0.values.filter { $0.holds(seq) }.count } }
-        if reached() >= required { return }
+        if reached() >= required() { return }
         // Woken by each acknowledgement from a peer, not by polling; at the peer timeout, 503.
         let deadline = ContinuousClock.now + settings.peerTimeout
-        let met = await quorumWaiters.wait(until: deadline) { reached() >= required }
-        if !met { throw QuorumNotReached(required: required, reached: reached()) }
+        let met = await quorumWaiters.wait(until: deadline) { reached() >= required() }
+        if !met { throw QuorumNotReached(required: required(), reached: reached()) }
     }
 
     // MARK: Service
@@ -182,27 +246,39 @@ public final class ClusterCoordinator: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.healthLoop() }
-                for peer in self.settings.peers {
-                    group.addTask { await self.shipLoop(peer) }
-                }
+                for peer in self.currentPeers { self.addPeerLoops(peer, to: &group) }
                 if self.settings.mode == .replica {
                     group.addTask { await self.antiEntropyLoop() }
                 } else {
                     group.addTask { await self.identitySyncLoop() }
-                    if self.changeRelay != nil {
-                        for peer in self.settings.peers {
-                            group.addTask { await self.changeRelayLoop(peer) }
-                        }
-                    }
                 }
+                // Peers added by a reload, until shutdown ends the stream.
+                for await peer in self.added { self.addPeerLoops(peer, to: &group) }
                 await group.waitForAll()
             }
         } onGracefulShutdown: {
             self.sleepers.stop()
-            for signal in self.wakeups.values { signal.signal() }
+            self.addedContinuation.finish()
+            self.wakeAll()
         }
         logger.info("cluster stopped")
+        // Loops ended early by `beginShutdown()` wait here for the service group's own
+        // shutdown: a service that returns before it makes the group cancel the HTTP server
+        // instead of draining it.
+        try? await gracefulShutdown()
     }
+
+    /// A peer's own loops: its shipper, and in federated mode its change relay. Each ends
+    /// when the peer is removed (or removed and added again: new loops take over).
+    private func addPeerLoops(_ peer: String, to group: inout TaskGroup<Void>) {
+        guard let generation = generation(peer) else { return }
+        group.addTask { await self.shipLoop(peer, generation: generation) }
+        if settings.mode == .federated, changeRelay != nil {
+            group.addTask { await self.changeRelayLoop(peer, generation: generation) }
+        }
+    }
+
+    private func isCurrent(_ peer: String, _ generation: Int) -> Bool { self.generation(peer) == generation }
 
     private var stopping: Bool {
         Task.isCancelled || Task.isShuttingDownGracefully || shuttingDown.load(ordering: .sequentiallyConsistent)
@@ -233,7 +309,7 @@ public final class ClusterCoordinator: Service, Sendable {
 
     public func checkHealth() async {
         await withTaskGroup(of: HealthProbe.self) { group in
-            for peer in settings.peers {
+            for peer in currentPeers {
                 group.addTask {
                     do {
                         let sent = Int64(Date().timeIntervalSince1970 * 1000)
@@ -267,7 +343,7 @@ public final class ClusterCoordinator: Service, Sendable {
                 }
             }
         }
-        for peer in settings.peers {
+        for peer in currentPeers {
             let acked = peers.withLock { $0[peer]?.ackedSeq ?? 0 }
             if let depth = try? await store.outboxDepth(after: acked) {
                 peers.withLock { $0[peer]?.outboxDepth = depth }
@@ -275,18 +351,24 @@ public final class ClusterCoordinator: Service, Sendable {
             }
         }
         updateSaltConsistency()
-        updateClockState()
+        await updateClockState()
         let healthy = peers.withLock { $0.values.filter(\.healthy).count } + (saltIsConsistent.consistent ? 1 : 0)
-        observer?.membershipChanged(total: settings.peers.count + 1, healthy: healthy)
+        observer?.membershipChanged(total: currentPeers.count + 1, healthy: healthy)
     }
 
-    /// Compares this node's clock with the median of its healthy peers' clocks.
-    private func updateClockState() {
-        let offsets = peers.withLock { $0.values.filter(\.healthy).compactMap(\.clockOffsetMillis) }.sorted()
+    /// Compares this node's clock with the median of the cluster's clocks: its healthy peers'
+    /// and its own (with two or more peers, so that one skewed peer does not move an honest
+    /// node's view of itself; with one, the peer's alone). Ahead beyond the skew allowed, the
+    /// node refuses client writes and sets aside what it stamped beyond the cluster's time
+    /// plus the skew (`setAsideFutureOwnRevisions`).
+    private func updateClockState() async {
+        var offsets = peers.withLock { $0.values.filter(\.healthy).compactMap(\.clockOffsetMillis) }
         guard !offsets.isEmpty else {
             clockState.withLock { $0 = (nil, false) }
             return
         }
+        if offsets.count >= 2 { offsets.append(0) }
+        offsets.sort()
         let median = offsets.count % 2 == 1 ? offsets[offsets.count / 2] : (offsets[offsets.count / 2 - 1] + offsets[offsets.count / 2]) / 2
         let ours = -median
         let ahead = ours > settings.maxClockSkewMillis
@@ -307,6 +389,34 @@ public final class ClusterCoordinator: Service, Sendable {
             } else {
                 logger.notice("this node's clock agrees with its peers again; accepting writes")
             }
+        }
+        // On the round that finds the clock ahead and the next (a write in flight then), what
+        // this node stamped beyond the cluster's time: its peers refuse those revisions, and
+        // once the clock is corrected they would otherwise win over later writes.
+        let sweep = clockSweeps.withLock { n -> Bool in
+            if ahead && !was { n = 2 }
+            if !ahead { n = 0 }
+            guard n > 0 else { return false }
+            n -= 1
+            return true
+        }
+        if sweep { await setAsideFutureOwnRevisions(aheadMillis: ours) }
+    }
+
+    private func setAsideFutureOwnRevisions(aheadMillis: Int64) async {
+        let clusterNow = Int64(Date().timeIntervalSince1970 * 1000) - aheadMillis
+        let bound = clusterNow.addingReportingOverflow(settings.maxClockSkewMillis).partialValue
+        do {
+            let count = try await store.setAsideOwnRevisions(stampedAfterMillis: bound)
+            if count > 0 {
+                logger.critical(
+                    "revisions this node stamped while its clock ran ahead of the cluster were set aside (its peers refuse them; kept in set_aside_revisions)",
+                    metadata: ["revisions": "\(count)", "ahead_ms": "\(aheadMillis)"]
+                )
+                safety?.revisionsSetAside(count: count)
+            }
+        } catch {
+            logger.error("could not set aside this node's future-stamped revisions", metadata: ["error": "\(error)"])
         }
     }
 
@@ -342,8 +452,8 @@ public final class ClusterCoordinator: Service, Sendable {
 
     // MARK: Replication (replica mode; a federated node's users and tokens)
 
-    private func shipLoop(_ peer: String) async {
-        guard let wakeup = wakeups[peer] else { return }
+    private func shipLoop(_ peer: String, generation: Int) async {
+        guard let wakeup = wakeups.withLock({ $0[peer] }) else { return }
         var cursor = (try? await store.peerCursor(peer)) ?? 0
         peers.withLock { $0[peer]?.ackedSeq = cursor }
         // The cursor is saved at most every 250 ms (within a second when idle: the wait below
@@ -360,9 +470,14 @@ public final class ClusterCoordinator: Service, Sendable {
                 savedAt = ContinuousClock.now
             } catch {}
         }
-        defer { if cursor != savedCursor { let c = cursor; Task { try? await store.setPeerCursor(peer, to: c) } } }
+        defer {
+            if cursor != savedCursor, isCurrent(peer, generation) {
+                let c = cursor
+                Task { try? await store.setPeerCursor(peer, to: c) }
+            }
+        }
         var failures = 0
-        while !stopping {
+        while !stopping && isCurrent(peer, generation) {
             let fetched: [(seq: Int64, revision: Revision)]
             let prunedHere: [(seq: Int64, marker: PrunedMarker)]
             do {
@@ -481,7 +596,7 @@ public final class ClusterCoordinator: Service, Sendable {
         if let sender, sender != origin {
             throw ReplicationRefusal(detail: "batch origin '\(origin.prefix(80))' is not the authenticated sender \(sender)", rejected: [])
         }
-        guard origin != settings.nodeID, settings.peers.contains(origin) else {
+        guard origin != settings.nodeID, currentPeers.contains(origin) else {
             throw ReplicationRefusal(detail: "batch origin '\(origin.prefix(80))' is not a configured peer of this node", rejected: [])
         }
         var rejected: [ReplicationRefusal.Rejected] = []
@@ -566,7 +681,7 @@ public final class ClusterCoordinator: Service, Sendable {
         let started = ContinuousClock.now
         guard saltIsConsistent.consistent else { return }
         let sameSalt = healthyPeersWithOurSalt
-        for peer in settings.peers where sameSalt.contains(peer) {
+        for peer in currentPeers where sameSalt.contains(peer) {
             do {
                 let repaired = try await pull(from: peer)
                 peers.withLock { $0[peer]?.lastSync = Date() }
@@ -676,9 +791,9 @@ public final class ClusterCoordinator: Service, Sendable {
 
     /// Follows one federated peer's own changes (about once a second) and hands them to the
     /// relay: each change once, from where the peer stood when this node first reached it.
-    private func changeRelayLoop(_ peer: String) async {
+    private func changeRelayLoop(_ peer: String, generation: Int) async {
         var cursor: Int64?
-        while !stopping {
+        while !stopping && isCurrent(peer, generation) {
             var more = false
             do {
                 let after = cursor ?? 0
@@ -769,7 +884,7 @@ public final class ClusterCoordinator: Service, Sendable {
         if let environment { query.append("environment=\(Self.percentEncode(environment))") }
         if let category { query.append("category=\(Self.percentEncode(category))") }
         let path = "/cluster/entries" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-        let asked = peers ?? settings.peers
+        let asked = peers ?? currentPeers
         let answers = await withTaskGroup(of: (String, [Revision]?).self) { group in
             for peer in asked {
                 group.addTask {

@@ -88,7 +88,9 @@ public enum PeerAuthRefusal: Error, Equatable, Sendable, CustomStringConvertible
 public final class PeerRequestVerifier: Sendable {
     public let credential: PeerCredential
     public let nodeID: String
-    public let peers: Set<String>
+    /// The nodes whose signed requests are accepted (replaced by a membership reload).
+    public var peers: Set<String> { peerSet.withLock { $0 } }
+    private let peerSet: Mutex<Set<String>>
     public let windowMillis: Int64
     /// Nonces seen per sender, expiring in time order (O(1) amortised; one sender's flood
     /// cannot evict another's).
@@ -123,9 +125,14 @@ public final class PeerRequestVerifier: Sendable {
     ) {
         self.credential = credential
         self.nodeID = nodeID
-        self.peers = Set(peers.filter { $0 != nodeID })
+        self.peerSet = Mutex(Set(peers.filter { $0 != nodeID }))
         self.windowMillis = windowMillis
         self.wallClockMillis = wallClockMillis
+    }
+
+    /// A membership reload: only these nodes' requests are accepted from now on.
+    public func setPeers(_ nodes: [String]) {
+        peerSet.withLock { $0 = Set(nodes.filter { $0 != nodeID }) }
     }
 
     /// The authenticated sender of a request with these headers and body hash.

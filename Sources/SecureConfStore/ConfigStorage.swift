@@ -102,12 +102,16 @@ public protocol ReplicationStorage: Sendable {
     func outboxDepth(after seq: Int64) async throws -> Int
     func peerCursor(_ peer: String) async throws -> Int64
     func setPeerCursor(_ peer: String, to seq: Int64) async throws
+    /// Drops a retired peer's cursor.
+    func forgetPeer(_ peer: String) async throws
     func digest() async throws -> StoreDigest
     func revisionIDs(bucket: Int) async throws -> [RevisionID]
     func revisions(ids: [RevisionID]) async throws -> [Revision]
     func newestRevision(_ name: EntryName) async throws -> Revision?
     func apply(batch revisions: [Revision], pruned: [PrunedMarker]) async throws -> ApplyOutcome
     func setAsideCount() async throws -> Int
+    /// Sets aside this node's own revisions stamped after `millis` (its clock ran ahead).
+    func setAsideOwnRevisions(stampedAfterMillis millis: Int64) async throws -> Int
 }
 
 /// Small named values kept with the data (the salt's fingerprint, the key-derivation parameters).

@@ -88,6 +88,14 @@ extension ConfigStore {
         }
     }
 
+    /// Drops a retired peer's cursor (its outbox): nothing is kept for it.
+    public func forgetPeer(_ peer: String) async throws {
+        _ = try await commit(audit: nil) { db in
+            try db.execute(sql: "DELETE FROM peer_cursors WHERE peer = ?", arguments: [peer])
+            return ((), 0)
+        }
+    }
+
     /// Records that `peer` holds this node's revisions up to `seq` (durably).
     public func setPeerCursor(_ peer: String, to seq: Int64) async throws {
         _ = try await commit(audit: nil) { db in
@@ -167,6 +175,29 @@ extension ConfigStore {
     }
 
     /// How many revisions are set aside on this node.
+    /// Sets aside this node's own revisions stamped after `millis` (wall-clock milliseconds):
+    /// what it stamped while its clock ran ahead of the cluster's. Peers refuse them, and once
+    /// the clock is corrected they would win over later writes; set aside, they are never
+    /// current, never replicated and never brought back (kept in `set_aside_revisions`).
+    /// Returns how many.
+    public func setAsideOwnRevisions(stampedAfterMillis millis: Int64) async throws -> Int {
+        let bound = min(max(millis, 0), Int64(1) << 46) << 16 | 0xFFFF
+        let origin = nodeID
+        return try await commit(audit: nil) { db in
+            let ids = try Row.fetchAll(
+                db,
+                sql: "SELECT environment, key, hlc, origin FROM revisions WHERE origin = ? AND hlc > ?",
+                arguments: [origin, bound]
+            )
+            .map {
+                RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"])
+            }
+            guard !ids.isEmpty else { return (0, 0) }
+            let delta = try Self.setAside(ids, reason: "stamped while this node's clock ran ahead of the cluster's", db: db)
+            return (ids.count, delta)
+        }
+    }
+
     public func setAsideCount() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM set_aside_revisions") ?? 0 }
     }

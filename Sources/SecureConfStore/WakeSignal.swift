@@ -18,7 +18,8 @@ public final class WakeSignal: Sendable {
         waiter?.resume()
     }
 
-    /// Returns on a signal or after `timeout`, whichever comes first.
+    /// Returns on a signal, after `timeout`, or when the waiting task is cancelled (a loop
+    /// ending at shutdown), whichever comes first.
     public func wait(timeout: Duration) async {
         let timer = Task { [self] in
             // A cancelled timer must not signal: that would leave a stale wake-up behind
@@ -26,16 +27,24 @@ public final class WakeSignal: Sendable {
             do { try await Task.sleep(for: timeout) } catch { return }
             signal()
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s -> Bool in
-                if s.pending {
-                    s.pending = false
-                    return true
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.pending || Task.isCancelled {
+                        s.pending = false
+                        return true
+                    }
+                    s.waiter = continuation
+                    return false
                 }
-                s.waiter = continuation
-                return false
+                if now { continuation.resume() }
             }
-            if now { continuation.resume() }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume()
         }
         timer.cancel()
     }

@@ -107,7 +107,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard case .success(let app) = built else { throw ExitCode(1) }
         do {
-            try await runUntilSignalled(app, node: node)
+            let environment = ProcessInfo.processInfo.environment
+            let dotEnv = envFile
+            let flags = overrides
+            try await runUntilSignalled(app, node: node) {
+                try NodeConfiguration.load(environment: environment, dotEnvPath: dotEnv, overrides: flags).clusterNodes
+            }
         } catch {
             logger.critical("server stopped with an error", metadata: ["error": "\(error)"])
             await node.close()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SecureConfCrypto
 import SecureConfStore
+import ServiceLifecycle
 import Synchronization
 import Testing
 
@@ -261,6 +262,31 @@ final class TestCluster {
         try await cluster.write("a:1", "native")
         #expect(await cluster.eventually { await cluster.holds("b:1", "native") })
         #expect(await !cluster.holds("c:1", "native"), "nothing is shipped to a node under a foreign salt")
+        await cluster.stop()
+    }
+}
+
+@Suite struct ShutdownTests {
+    /// `beginShutdown()` (SIGTERM, before the HTTP server drains) ends the loops, but the
+    /// service returns only at the group's own graceful shutdown: a service that returned
+    /// earlier made the group cancel the HTTP server instead of draining it (a node crashed in
+    /// NIO's channel setup during one such cancellation).
+    @Test func theServiceOutlivesBeginShutdownUntilTheGroupShutsDown() async throws {
+        let cluster = try TestCluster(running: false)
+        let coordinator = cluster.coordinators["a:1"]!
+        let group = ServiceGroup(configuration: .init(services: [.init(service: coordinator)], logger: Logger(label: "test")))
+        let returned = Acknowledged()
+        let run = Task {
+            defer { returned.set(1) }
+            try await group.run()
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        coordinator.beginShutdown()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(returned.value == 0, "the service returned before the group's shutdown")
+        await group.triggerGracefulShutdown()
+        try await run.value
+        #expect(returned.value == 1)
         await cluster.stop()
     }
 }

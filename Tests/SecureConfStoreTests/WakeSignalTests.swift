@@ -22,4 +22,23 @@ import Testing
         signal.signal()
         #expect(try await waited < .seconds(5))
     }
+
+    /// A loop cancelled at shutdown stops waiting at once (it held a node's exit for up to the
+    /// change feed's one-second tick).
+    @Test func aCancelledWaitReturnsAtOnce() async throws {
+        let signal = WakeSignal()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let waiting = Task { await signal.wait(timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(100))
+        waiting.cancel()
+        await waiting.value
+        #expect(clock.now - started < .seconds(10))
+        let already = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await signal.wait(timeout: .seconds(30))
+        }
+        await already.value
+        #expect(clock.now - started < .seconds(20))
+    }
 }

@@ -21,6 +21,7 @@ from common import nodeproc  # noqa: E402
 import netns  # noqa: E402
 
 _ROWS: list[dict] = []
+_FIGURES: list[tuple[str, str]] = []
 
 
 def pytest_configure(config):
@@ -32,6 +33,10 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _FIGURES:
+        terminalreporter.section("faults: measurements")
+        for name, value in _FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")
     if not _ROWS:
         return
     terminalreporter.section("faults: operations, losses, convergence")
@@ -59,3 +64,10 @@ def preconditions():
 @pytest.fixture
 def summary():
     return _ROWS
+
+
+@pytest.fixture
+def report():
+    def record(name: str, value: str) -> None:
+        _FIGURES.append((name, value))
+    return record

@@ -51,6 +51,8 @@ public struct NodeConfiguration: Sendable {
     public var clusterMode = ClusterMode.replica
     public var clusterNodeID: String?
     public var clusterNodes: [String] = []
+    /// Where `clusterNodes` came from when not `OSC_CLUSTER_NODES` (re-read on SIGHUP).
+    public var clusterNodesFile: String?
     public var clusterSyncIntervalSeconds = 30.0
     public var clusterHealthIntervalSeconds = 5.0
     public var clusterPeerTimeoutSeconds = 5.0
@@ -138,7 +140,8 @@ public struct NodeConfiguration: Sendable {
         ("OSC_CLUSTER_ENABLED", "run as part of a cluster (default false)"),
         ("OSC_CLUSTER_MODE", "replica or federated (default replica)"),
         ("OSC_CLUSTER_NODE_ID", "this node's id, host:port (default OSC_HOST:OSC_HOST_PORT)"),
-        ("OSC_CLUSTER_NODES", "comma-separated peers, host:port"),
+        ("OSC_CLUSTER_NODES", "comma-separated peers, host:port (re-read from the .env file on SIGHUP)"),
+        ("OSC_CLUSTER_NODES_FILE", "file listing the cluster's nodes instead (host:port, comma- or line-separated, # comments; re-read on SIGHUP)"),
         ("OSC_CLUSTER_SYNC_INTERVAL", "seconds between anti-entropy rounds (default 30)"),
         ("OSC_CLUSTER_HEALTH_INTERVAL", "seconds between peer health checks (default 5)"),
         ("OSC_CLUSTER_PEER_TIMEOUT", "seconds before a request to a peer times out (default 5)"),
@@ -287,12 +290,17 @@ public struct NodeConfiguration: Sendable {
             guard isHostPort(v) else { throw ConfigurationError(variable: "OSC_CLUSTER_NODE_ID", problem: "'\(v)' is not host:port") }
             c.clusterNodeID = v
         }
-        if let v = value("OSC_CLUSTER_NODES") {
-            let nodes = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            for n in nodes where !isHostPort(n) {
-                throw ConfigurationError(variable: "OSC_CLUSTER_NODES", problem: "'\(n)' is not host:port")
+        if let path = value("OSC_CLUSTER_NODES_FILE") {
+            if value("OSC_CLUSTER_NODES") != nil {
+                throw ConfigurationError(variable: "OSC_CLUSTER_NODES_FILE", problem: "set it or OSC_CLUSTER_NODES, not both")
             }
-            c.clusterNodes = nodes
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8), text.utf8.count <= 1 << 20 else {
+                throw ConfigurationError(variable: "OSC_CLUSTER_NODES_FILE", problem: "cannot read \(path) (UTF-8 text up to 1 MiB)")
+            }
+            c.clusterNodesFile = path
+            c.clusterNodes = try nodeList(text, variable: "OSC_CLUSTER_NODES_FILE")
+        } else if let v = value("OSC_CLUSTER_NODES") {
+            c.clusterNodes = try nodeList(v, variable: "OSC_CLUSTER_NODES")
         }
         if let v = try seconds("OSC_CLUSTER_SYNC_INTERVAL") { c.clusterSyncIntervalSeconds = v }
         if let v = try seconds("OSC_CLUSTER_HEALTH_INTERVAL") { c.clusterHealthIntervalSeconds = v }
@@ -381,6 +389,22 @@ public struct NodeConfiguration: Sendable {
             }
         }
         return c
+    }
+
+    /// host:port entries separated by commas, whitespace or newlines (`#` starts a comment in
+    /// a file), each checked, without duplicates.
+    static func nodeList(_ text: String, variable: String) throws(ConfigurationError) -> [String] {
+        var nodes: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            for item in content.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\r" }) {
+                let n = String(item)
+                guard isHostPort(n) else { throw ConfigurationError(variable: variable, problem: "'\(n.prefix(100))' is not host:port") }
+                if !nodes.contains(n) { nodes.append(n) }
+            }
+        }
+        guard nodes.count <= 1000 else { throw ConfigurationError(variable: variable, problem: "more than 1000 nodes") }
+        return nodes
     }
 
     static func isHostPort(_ s: String) -> Bool {

@@ -65,6 +65,9 @@ struct SystemController<Context: RequestContext>: Sendable {
         if let refusal = await node.store.writeRefusal() {
             throw ServiceError(.storageUnavailable, "Not ready: \(refusal)", retryAfter: 5)
         }
+        // A node whose clock runs ahead refuses writes and cannot exchange signed messages
+        // with its peers: out of the load balancer until its clock is corrected.
+        try node.ensureClockAllowsWrites()
         return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
             w.member("entries"); w.integer(node.store.liveEntryCount)

@@ -11,6 +11,7 @@ import SecureConfCore
 import SecureConfCrypto
 import SecureConfStore
 import ServiceLifecycle
+import UnixSignals
 
 public enum SecureConfVersion {
     public static let string = "0.1.0"
@@ -244,6 +245,14 @@ public final class SecureConfNode: Sendable {
         }
     }
 
+    /// Replaces the cluster's nodes without a restart (SIGHUP): the coordinator's peers and the
+    /// senders whose signed requests are accepted. nil on a single node.
+    public func reloadMembership(_ nodes: [String]) async -> (added: [String], removed: [String])? {
+        guard let cluster else { return nil }
+        peerVerifier?.setPeers(nodes)
+        return await cluster.setPeers(nodes)
+    }
+
     /// Finishes pending writes and closes the store.
     public func close() async {
         await store.close()
@@ -275,12 +284,48 @@ struct ShutdownNotice: Service {
     }
 }
 
+/// Reloads the cluster's membership on SIGHUP: `nodes()` reads the configuration again
+/// (OSC_CLUSTER_NODES_FILE, or OSC_CLUSTER_NODES from the `.env` file); a list that does not
+/// parse changes nothing. Nothing else is reloaded.
+struct MembershipReloadService: Service {
+    let node: SecureConfNode
+    let nodes: @Sendable () throws -> [String]
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                do {
+                    let list = try nodes()
+                    guard let (added, removed) = await node.reloadMembership(list) else {
+                        node.logger.warning("SIGHUP: not a cluster node; nothing to reload")
+                        continue
+                    }
+                    if added.isEmpty && removed.isEmpty {
+                        node.logger.notice("SIGHUP: cluster membership unchanged", metadata: ["nodes": "\(list.joined(separator: ","))"])
+                    }
+                } catch {
+                    node.logger.error("SIGHUP: the configuration does not load; membership unchanged", metadata: ["reason": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
 /// Runs a node's application until SIGTERM or SIGINT, then shuts it down in order: the
 /// cluster's waits, the HTTP server's drain, the cluster's loops, the event streams, the store.
-public func runUntilSignalled(_ app: some ApplicationProtocol, node: SecureConfNode) async throws {
+/// `reloadNodes`, when given, re-reads the cluster's node list on SIGHUP.
+public func runUntilSignalled(
+    _ app: some ApplicationProtocol,
+    node: SecureConfNode,
+    reloadNodes: (@Sendable () throws -> [String])? = nil
+) async throws {
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+    if let reloadNodes, node.cluster != nil { services.append(.init(service: MembershipReloadService(node: node, nodes: reloadNodes))) }
+    services.append(.init(service: ShutdownNotice(node: node)))
     let group = ServiceGroup(
         configuration: .init(
-            services: [.init(service: app), .init(service: ShutdownNotice(node: node))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: node.logger
         )
