@@ -59,7 +59,7 @@ public final class ClusterCoordinator: Service, Sendable {
     private let wakeups: Mutex<[String: WakeSignal]>
     /// The current peers, each with the generation of its loops (a peer removed and added
     /// again gets new loops; the old ones see a different generation and end).
-    private let membership: Mutex<(peers: [String], generation: [String: Int], next: Int)>
+    private let membership: Mutex<(peers: [String], generation: [String: Int], next: Int, started: Set<Int>)>
     /// Peers added while running, for `run()` to start their loops.
     private let added: AsyncStream<String>
     private let addedContinuation: AsyncStream<String>.Continuation
@@ -103,13 +103,16 @@ public final class ClusterCoordinator: Service, Sendable {
         self.observer = observer
         var statuses: [String: PeerStatus] = [:]
         var signals: [String: WakeSignal] = [:]
+        // (A list with duplicates names each peer once.)
         for peer in settings.peers {
             statuses[peer] = PeerStatus(nodeID: peer)
             signals[peer] = WakeSignal()
         }
         peers = Mutex(statuses)
         wakeups = Mutex(signals)
-        membership = Mutex((settings.peers, Dictionary(uniqueKeysWithValues: settings.peers.map { ($0, 0) }), 1))
+        // Generations are unique across peers (each generation's loops start once).
+        let initial = Array(Set(settings.peers)).sorted()
+        membership = Mutex((initial, Dictionary(uniqueKeysWithValues: initial.enumerated().map { ($1, $0) }), initial.count, []))
         (added, addedContinuation) = AsyncStream.makeStream(of: String.self)
         rules = RevisionRules(maxAheadMillis: settings.maxClockSkewMillis, maxCiphertextBytes: settings.maxCiphertextBytes)
         observer?.membershipChanged(total: settings.peers.count + 1, healthy: 1)
@@ -154,6 +157,9 @@ public final class ClusterCoordinator: Service, Sendable {
         for signal in wakeups.withLock({ Array($0.values) }) { signal.signal() }
     }
 
+    /// Whether shutdown has begun (`beginShutdown()`).
+    public var isShuttingDown: Bool { shuttingDown.load(ordering: .sequentiallyConsistent) }
+
     /// The peers now (`OSC_CLUSTER_NODES` at start, then each reload's).
     public var currentPeers: [String] { membership.withLock { $0.peers } }
 
@@ -167,6 +173,12 @@ public final class ClusterCoordinator: Service, Sendable {
     @discardableResult
     public func setPeers(_ nodes: [String]) async -> (added: [String], removed: [String]) {
         let wanted = Array(Set(nodes.filter { $0 != settings.nodeID })).sorted()
+        // An empty list (a truncated file, a blank variable) would drop every peer and make
+        // `majority` this node alone: refused, membership unchanged.
+        guard !wanted.isEmpty else {
+            logger.error("cluster membership reload names no peer; membership unchanged", metadata: ["nodes": "\(nodes.joined(separator: ","))"])
+            return ([], [])
+        }
         let (add, remove) = membership.withLock { m -> ([String], [String]) in
             let add = wanted.filter { m.generation[$0] == nil }
             let remove = m.peers.filter { !wanted.contains($0) }
@@ -188,7 +200,9 @@ public final class ClusterCoordinator: Service, Sendable {
             return remove.compactMap { w.removeValue(forKey: $0) }
         }
         for signal in removedSignals { signal.signal() }
-        for peer in remove { try? await store.forgetPeer(peer) }
+        // A removed peer's outbox is dropped; an added one starts from the beginning of this
+        // node's history (a cursor left from an earlier membership would skip revisions).
+        for peer in remove + add { try? await store.forgetPeer(peer) }
         for peer in add { addedContinuation.yield(peer) }
         // Fewer peers can meet a waiting write's quorum.
         quorumWaiters.check()
@@ -271,7 +285,15 @@ public final class ClusterCoordinator: Service, Sendable {
     /// A peer's own loops: its shipper, and in federated mode its change relay. Each ends
     /// when the peer is removed (or removed and added again: new loops take over).
     private func addPeerLoops(_ peer: String, to group: inout TaskGroup<Void>) {
-        guard let generation = generation(peer) else { return }
+        // Each generation's loops start once, whether the peer was listed at start, streamed
+        // by a reload, or both (a reload before `run()`).
+        guard
+            let generation = membership.withLock({ m -> Int? in
+                guard let g = m.generation[peer], !m.started.contains(g) else { return nil }
+                m.started.insert(g)
+                return g
+            })
+        else { return }
         group.addTask { await self.shipLoop(peer, generation: generation) }
         if settings.mode == .federated, changeRelay != nil {
             group.addTask { await self.changeRelayLoop(peer, generation: generation) }
@@ -367,9 +389,11 @@ public final class ClusterCoordinator: Service, Sendable {
             clockState.withLock { $0 = (nil, false) }
             return
         }
+        let measured = offsets.count
         if offsets.count >= 2 { offsets.append(0) }
         offsets.sort()
-        let median = offsets.count % 2 == 1 ? offsets[offsets.count / 2] : (offsets[offsets.count / 2 - 1] + offsets[offsets.count / 2]) / 2
+        // With an even count, the upper middle: the smaller claim that this node is ahead.
+        let median = offsets[offsets.count / 2]
         let ours = -median
         let ahead = ours > settings.maxClockSkewMillis
         let was = clockState.withLock { state -> Bool in
@@ -400,14 +424,19 @@ public final class ClusterCoordinator: Service, Sendable {
             n -= 1
             return true
         }
-        if sweep { await setAsideFutureOwnRevisions(aheadMillis: ours) }
+        // Only on a majority of the whole cluster's clocks (this node's and at least two peers'):
+        // one peer whose clock stepped back must not make a healthy node discard its writes.
+        let clusterSize = currentPeers.count + 1
+        if sweep, measured >= 2, measured + 1 > clusterSize / 2 { await setAsideFutureOwnRevisions(aheadMillis: ours) }
     }
 
     private func setAsideFutureOwnRevisions(aheadMillis: Int64) async {
         let clusterNow = Int64(Date().timeIntervalSince1970 * 1000) - aheadMillis
         let bound = clusterNow.addingReportingOverflow(settings.maxClockSkewMillis).partialValue
+        // Only what no peer holds: a revision a peer took was within the skew of its clock.
+        let heldByAPeer: @Sendable (Int64) -> Bool = { seq in self.peers.withLock { $0.values.contains { $0.holds(seq) } } }
         do {
-            let count = try await store.setAsideOwnRevisions(stampedAfterMillis: bound)
+            let count = try await store.setAsideOwnRevisions(stampedAfterMillis: bound, unless: heldByAPeer)
             if count > 0 {
                 logger.critical(
                     "revisions this node stamped while its clock ran ahead of the cluster were set aside (its peers refuse them; kept in set_aside_revisions)",
@@ -463,7 +492,7 @@ public final class ClusterCoordinator: Service, Sendable {
         var savedCursor = cursor
         var savedAt = ContinuousClock.now
         func saveCursor() async {
-            guard cursor != savedCursor else { return }
+            guard cursor != savedCursor, isCurrent(peer, generation) else { return }
             do {
                 try await store.setPeerCursor(peer, to: cursor)
                 savedCursor = cursor

@@ -183,7 +183,7 @@ public final class ConfigService: Sendable {
     public func read(_ caller: Caller, _ address: EntryAddress) async throws -> ConfigRecord {
         try await perform(.read, caller, tenant: address.tenant, environment: address.environment, key: address.key) { scope in
             var found = try await storage.entry(address)
-            if found == nil { found = await federatedEntry(address) }
+            if found == nil { found = try await federatedEntry(address) }
             guard let entry = found else { throw StoreError.notFound(environment: address.environment, key: address.key) }
             return ConfigRecord(entry: entry, valueJSON: ValueCipher.jsonText(try await open(entry.ciphertext, scope)))
         }
@@ -447,8 +447,17 @@ public final class ConfigService: Sendable {
         }
     }
 
+    /// A node shutting down no longer asks its peers (its requests to them are aborted): a
+    /// federated read it cannot answer alone gets 503, not a 404 or a partial list.
+    private func ensurePeersAsked() throws {
+        if cluster?.isShuttingDown == true {
+            throw ServiceError(.shuttingDown, "This node is shutting down; retry on another node", retryAfter: 1)
+        }
+    }
+
     /// In federated mode, the newest live copy of an entry this node does not hold, from its peers.
-    private func federatedEntry(_ address: EntryAddress) async -> ConfigEntry? {
+    private func federatedEntry(_ address: EntryAddress) async throws -> ConfigEntry? {
+        try ensurePeersAsked()
         // Federated peers answer for the default tenant only.
         guard let cluster, federated, address.tenant == Revision.defaultTenant,
             let revision = await cluster.federatedLookup(environment: address.environment, key: address.key), !revision.deleted
@@ -459,6 +468,7 @@ public final class ConfigService: Sendable {
     /// The merged entries that `shown` keeps, paged by offset and limit (so a scoped policy's
     /// pages count only what it may see).
     private func federatedList(_ query: ListQuery, shown: (ConfigEntry) -> Bool) async throws -> [ConfigEntry] {
+        try ensurePeersAsked()
         var newest: [String: ConfigEntry] = [:]
         for entry in try await storage.all(tenant: query.tenant, environment: query.environment, category: query.category, includeDeleted: true) {
             newest[entry.environment + "\u{0}" + entry.key] = entry

@@ -23,7 +23,7 @@ public enum ErrorKind: Sendable, Hashable {
     /// A peer's message under another salt fingerprint (replication refused, 409).
     case peerSaltMismatch
     // The node cannot serve it now.
-    case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled, subscribersFull
+    case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled, subscribersFull, shuttingDown
     /// A returning cluster node has not caught up with a peer yet, so it cannot trust its tokens.
     case identitySyncing
     /// A fault of the server's own.
@@ -69,6 +69,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .clockAhead: "clock_ahead"
         case .quorumNotReached: "quorum_not_reached"
         case .storageUnavailable: "storage_unavailable"
+        case .shuttingDown: "shutting_down"
         case .auditUnavailable: "audit_unavailable"
         case .kdfOverloaded: "kdf_overloaded"
         case .cancelled: "cancelled"

@@ -110,8 +110,9 @@ public protocol ReplicationStorage: Sendable {
     func newestRevision(_ name: EntryName) async throws -> Revision?
     func apply(batch revisions: [Revision], pruned: [PrunedMarker]) async throws -> ApplyOutcome
     func setAsideCount() async throws -> Int
-    /// Sets aside this node's own revisions stamped after `millis` (its clock ran ahead).
-    func setAsideOwnRevisions(stampedAfterMillis millis: Int64) async throws -> Int
+    /// Sets aside this node's own revisions stamped after `millis` (its clock ran ahead),
+    /// except those `held` says a peer holds (by local sequence number).
+    func setAsideOwnRevisions(stampedAfterMillis millis: Int64, unless held: @escaping @Sendable (Int64) -> Bool) async throws -> Int
 }
 
 /// Small named values kept with the data (the salt's fingerprint, the key-derivation parameters).

@@ -180,15 +180,19 @@ extension ConfigStore {
     /// the clock is corrected they would win over later writes; set aside, they are never
     /// current, never replicated and never brought back (kept in `set_aside_revisions`).
     /// Returns how many.
-    public func setAsideOwnRevisions(stampedAfterMillis millis: Int64) async throws -> Int {
+    public func setAsideOwnRevisions(
+        stampedAfterMillis millis: Int64,
+        unless held: @escaping @Sendable (Int64) -> Bool = { _ in false }
+    ) async throws -> Int {
         let bound = min(max(millis, 0), Int64(1) << 46) << 16 | 0xFFFF
         let origin = nodeID
         return try await commit(audit: nil) { db in
             let ids = try Row.fetchAll(
                 db,
-                sql: "SELECT environment, key, hlc, origin FROM revisions WHERE origin = ? AND hlc > ?",
+                sql: "SELECT seq, environment, key, hlc, origin FROM revisions WHERE origin = ? AND hlc > ?",
                 arguments: [origin, bound]
             )
+            .filter { !held($0["seq"]) }
             .map {
                 RevisionIdentity(tenant: Revision.defaultTenant, environment: $0["environment"], key: $0["key"], hlc: $0["hlc"], origin: $0["origin"])
             }

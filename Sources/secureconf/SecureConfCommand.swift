@@ -43,6 +43,9 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         // A file-size limit or a full disk makes writes fail (and requests get 503); it must not kill the process.
         signal(SIGXFSZ, SIG_IGN)
+        // SIGHUP reloads the cluster's node list once the node runs; before that (a salt
+        // bootstrap can wait a while) it must not end the process.
+        signal(SIGHUP, SIG_IGN)
         var overrides: [String: String] = [:]
         overrides["OSC_HOST"] = host
         overrides["OSC_HOST_PORT"] = port.map(String.init)

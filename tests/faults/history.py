@@ -18,11 +18,19 @@ nodes converge, `check` verifies:
    it was attempted), and a refused one nowhere;
 2. every acknowledged delete holds on every node, and a read after it on the same node was 404
    (a delete is never undone by a peer);
-3. every register's final value, on every node, is its newest acknowledged value or a later
-   attempted one (an acknowledged write is never lost nor beaten by an earlier one);
-4. a reader never sees a register go backwards, nor a value no write attempted;
+3. every register's final value, on every node, comes from a write that was not refused, and
+   is not an acknowledged write that another acknowledged write followed in real time (an
+   acknowledged write is never lost nor beaten by an earlier one);
+4. a reader never sees a register's versions go backwards (by `updated_at`, which a write
+   never moves back: the node's order of a key's versions), nor a value no write attempted;
 5. while a node is cut off from the others, no write sent to it is acknowledged (majority);
 6. no answer is a 5xx other than 503, and every node holds the same data.
+
+An `unknown` write may take effect at any time after it was invoked, even after its client
+gave up: a node paused with SIGSTOP answers the requests queued in its socket when it resumes,
+so such a write can land after later acknowledged ones and be the register's newest version.
+That is allowed (its client never had an answer); an acknowledged write landing out of order
+is not.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class Op:
     status: int | None = None
     detail: str = ""
     seen: str | None = None  # a read's value (None: 404)
+    seen_at: str | None = None  # its updated_at: the node's order of a key's versions
 
 
 @dataclass
@@ -140,7 +149,8 @@ def classify(op: Op, response: requests.Response | None, error: Exception | None
         op.detail = response.text[:200]
     if op.kind == "read":
         if response.status_code == 200:
-            op.outcome, op.seen = "ok", json.dumps(response.json().get("value"))
+            body = response.json()
+            op.outcome, op.seen, op.seen_at = "ok", json.dumps(body.get("value")), body.get("updated_at")
         elif response.status_code == 404:
             op.outcome, op.seen = "ok", None
         else:
@@ -253,13 +263,6 @@ class Workload:
             t.join(REQUEST_TIMEOUT + 5)
 
 
-def register_order(value_json: str | None) -> int:
-    """n of a register value `p:n`."""
-    if value_json is None:
-        return -1
-    return int(json.loads(value_json).split(":")[1])
-
-
 def check(history: History, workload: Workload, states: list[dict[str, str]]) -> list[str]:
     """Violations (empty: the history satisfies every promise). `states`: per node, key → value
     JSON text of every live key of the scenario."""
@@ -303,19 +306,19 @@ def check(history: History, workload: Workload, states: list[dict[str, str]]) ->
                     problems.append(f"{key}: create refused ({creates[0].status} {creates[0].detail}) yet present on node {n}")
             else:
                 # 3
-                acked = [o for o in writes if o.outcome == "ok"]
-                newest = max((register_order(_value(o.value)) for o in acked), default=0)
                 attempted = workload.register_values[key]
+                sources = [o for o in writes + creates if _value(o.value) == present]
                 if present is None:
                     problems.append(f"{key}: register missing on node {n}")
                 elif present not in attempted:
                     problems.append(f"{key}: node {n} holds {present}, which no write attempted")
-                elif register_order(present) < newest:
-                    problems.append(f"{key}: node {n} holds {present}, older than acknowledged {key}={newest}")
-                else:
-                    possible = {register_order(_value(o.value)) for o in writes if o.outcome != "fail"}
-                    if register_order(present) not in possible | {0}:
-                        problems.append(f"{key}: node {n} holds {present}, from a refused write")
+                elif sources and all(o.outcome == "fail" for o in sources):
+                    problems.append(f"{key}: node {n} holds {present}, from a refused write")
+                elif sources and all(o.outcome == "ok" for o in sources):
+                    source = sources[0]
+                    later = next((o for o in writes if o.outcome == "ok" and o.invoked > source.completed), None)
+                    if later is not None:
+                        problems.append(f"{key}: node {n} holds {present}, older than acknowledged {later.value} written after it")
         # 2: the read right after an acknowledged delete, on the same node
         for d in deletes:
             if d.outcome != "ok":
@@ -325,7 +328,7 @@ def check(history: History, workload: Workload, states: list[dict[str, str]]) ->
                 problems.append(f"{key}: read on node {after.node} after its acknowledged delete returned {after.seen}")
 
     # 4: monotonic reads per reader
-    last: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], tuple[str, str]] = {}
     for o in ops:
         if o.kind != "read" or o.outcome != "ok" or o.key not in workload.register_values:
             continue
@@ -335,11 +338,11 @@ def check(history: History, workload: Workload, states: list[dict[str, str]]) ->
         if o.seen not in workload.register_values[o.key]:
             problems.append(f"{o.key}: {o.process} read {o.seen} on node {o.node}, which no write attempted")
             continue
-        n = register_order(o.seen)
-        prev = last.get((o.process, o.key), -1)
-        if n < prev:
-            problems.append(f"{o.key}: {o.process} on node {o.node} read {o.seen} after {prev}: went backwards")
-        last[(o.process, o.key)] = max(prev, n)
+        prev = last.get((o.process, o.key))
+        if prev is not None and o.seen_at is not None and o.seen_at < prev[0]:
+            problems.append(f"{o.key}: {o.process} on node {o.node} read {o.seen} ({o.seen_at}) after {prev[1]} ({prev[0]}): went backwards")
+        if o.seen_at is not None and (prev is None or o.seen_at >= prev[0]):
+            last[(o.process, o.key)] = (o.seen_at, o.seen)
 
     # 5: a node cut off acknowledges no write invoked while it was cut off
     for w in history.windows:

@@ -183,6 +183,16 @@ class Network:
         h.proxies.append(proxy)
         self.faults.append(f"slow {i} {delay_ms}±{jitter_ms}ms loss {loss:.0%}")
 
+    def write_hosts(self, names: dict[str, str]) -> None:
+        """A private /etc/hosts for every node namespace (name -> address): `ip netns exec`
+        bind-mounts /etc/netns/<namespace>/hosts over /etc/hosts in the mount namespace it
+        makes for the command, so the machine's own hosts file is never touched."""
+        text = "127.0.0.1\tlocalhost\n" + "".join(f"{address}\t{name}\n" for name, address in names.items())
+        for h in self.hosts:
+            d = Path("/etc/netns") / h.namespace
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "hosts").write_text(text)
+
     def heal(self) -> None:
         """Every rule and proxy removed (connections the proxy carried are reset with it)."""
         for h in self.hosts:
@@ -201,4 +211,5 @@ class Network:
         run("ip", "link", "del", self.host_link, check=False)
         for h in self.hosts:
             run("ip", "netns", "del", h.namespace, check=False)
+            shutil.rmtree(Path("/etc/netns") / h.namespace, ignore_errors=True)
         run("ip", "netns", "del", self.switch, check=False)

@@ -68,6 +68,9 @@ struct SystemController<Context: RequestContext>: Sendable {
         // A node whose clock runs ahead refuses writes and cannot exchange signed messages
         // with its peers: out of the load balancer until its clock is corrected.
         try node.ensureClockAllowsWrites()
+        if node.cluster?.isShuttingDown == true {
+            throw ServiceError(.shuttingDown, "Not ready: this node is shutting down", retryAfter: 1)
+        }
         return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
             w.member("entries"); w.integer(node.store.liveEntryCount)
