@@ -266,6 +266,37 @@ final class TestCluster {
     }
 }
 
+@Suite(.serialized, .timeLimit(.minutes(2))) struct MembershipTests {
+    /// A reload retires a peer (nothing more is shipped to it, it leaves the statuses) and adds
+    /// it back (shipped from the start of this node's history, whatever cursor it had); a
+    /// reload naming no peer is refused.
+    @Test func peersAreRetiredAndAddedWithoutARestart() async throws {
+        let cluster = try TestCluster()
+        let a = cluster.coordinators["a:1"]!
+        try await cluster.write("a:1", "before")
+        #expect(await cluster.eventually { await cluster.holdsAll(["b:1", "c:1"], "before") })
+
+        let none = await a.setPeers([])
+        #expect(none.added.isEmpty && none.removed.isEmpty)
+        #expect(a.currentPeers == ["b:1", "c:1"], "a list naming no peer changes nothing")
+
+        let retired = await a.setPeers(["a:1", "b:1"])
+        #expect(retired.removed == ["c:1"] && retired.added.isEmpty)
+        #expect(a.peerStatuses.map(\.nodeID) == ["b:1"])
+        #expect(try await cluster.stores["a:1"]!.peerCursor("c:1") == 0, "its outbox cursor is dropped")
+        try await cluster.write("a:1", "while-retired")
+        #expect(await cluster.eventually { await cluster.holds("b:1", "while-retired") })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await !cluster.holds("c:1", "while-retired"), "nothing is shipped to a retired peer")
+
+        let back = await a.setPeers(["b:1", "c:1"])
+        #expect(back.added == ["c:1"])
+        #expect(await cluster.eventually { await cluster.holds("c:1", "while-retired") })
+        #expect(a.peerStatuses.map(\.nodeID) == ["b:1", "c:1"])
+        await cluster.stop()
+    }
+}
+
 @Suite struct ShutdownTests {
     /// `beginShutdown()` (SIGTERM, before the HTTP server drains) ends the loops, but the
     /// service returns only at the group's own graceful shutdown: a service that returned

@@ -107,3 +107,34 @@ def test_an_hour_ahead_node_never_beats_honest_writes(skewed: FaultCluster, repo
         assert "future" not in json.dumps(values), (i, values)
     assert c.status(2)["clock_ahead"] is False
     assert c.client.call(2, "PUT", "/configs/skew-after", json={"value": "writable again"}).status_code == 200
+
+
+@pytest.fixture
+def one_behind(tmp_path, preconditions):
+    registry = ProcessRegistry()
+    shim = build_fake_clock(tmp_path)
+    c = FaultCluster(tmp_path / "nodes", registry, quorum="1",
+                     node_env={1: {"LD_PRELOAD": str(shim), "SECURECONF_FAKE_CLOCK_OFFSET": str(-AHEAD)}})
+    try:
+        yield c
+    finally:
+        c.close()
+        registry.kill_all()
+
+
+def test_one_peer_behind_never_makes_a_node_discard_its_writes(one_behind: FaultCluster):
+    """Node 1's clock runs an hour behind. With node 2 down, node 0 measures only node 1 and
+    so looks an hour ahead: it refuses writes (it cannot tell which clock is wrong), but it
+    never sets aside what it wrote: that takes a majority of the cluster's clocks."""
+    c = one_behind
+    wait_until(lambda: c.status(0)["healthy_nodes"] == 3, timeout=20, what="three healthy")
+    assert c.status(0)["clock_ahead"] is False  # two peers: the median is an honest clock
+    for i in range(5):
+        assert c.client.call(0, "POST", "/configs", json={"key": f"behind-{i}", "value": i}).status_code == 201
+    c.nodes[2].kill()
+    wait_until(lambda: c.status(0)["clock_ahead"], timeout=20, what="node 0 measuring only the slow peer")
+    time.sleep(3)  # several health rounds
+    assert c.status(0)["set_aside_revisions"] == 0
+    for i in range(5):
+        r = c.client.call(0, "GET", f"/configs/behind-{i}")
+        assert r.status_code == 200 and r.json()["value"] == i, r.text
