@@ -52,8 +52,11 @@ def test_an_hour_ahead_node_never_beats_honest_writes(skewed: FaultCluster, repo
     # /cluster/status names it: the honest nodes see its offset, it sees itself ahead.
     wait_until(lambda: c.status(2)["clock_ahead"], timeout=20, what="node 2 reporting its clock ahead")
     for i in (0, 1):
-        offset = peer_view(c, i, 2)["clock_offset_ms"]
+        view = peer_view(c, i, 2)
+        offset = view["clock_offset_ms"]
         assert offset is not None and abs(offset - AHEAD * 1000) < 5000, (i, offset)
+        assert view["clock_skewed"] is True, view
+        assert peer_view(c, i, 1 - i)["clock_skewed"] is False  # the other honest node
         own = c.status(i)
         assert own["clock_ahead"] is False and abs(own["clock_offset_ms"]) < 1000, own  # one skewed peer moves nothing
     report("skewed node's offset seen by node 0 (s)", f"{peer_view(c, 0, 2)['clock_offset_ms'] / 1000:.1f}")

@@ -125,6 +125,7 @@ struct SystemController<Context: RequestContext>: Sendable {
         // compare across nodes, now that /cluster/digest is for peers only.
         let digest = node.cluster == nil ? nil : try? await node.store.digest()
         let consistency: (consistent: Bool, reason: String?) = node.cluster?.saltIsConsistent ?? (true, nil)
+        let maxSkewMillis = Int64(c.clusterMaxClockSkewSeconds * 1000)
         return JSONResponse.make { w in
             w.raw("{")
             w.member("enabled", first: true); w.raw(c.clusterEnabled ? "true" : "false")
@@ -171,6 +172,9 @@ struct SystemController<Context: RequestContext>: Sendable {
                 w.member("outbox_oldest_age_seconds")
                 if let t = oldest[p.nodeID] { w.write(.number(String(Double(max(0, nowMicros - t) / 1000) / 1000))) } else { w.raw("null") }
                 w.member("clock_offset_ms"); if let o = p.clockOffsetMillis { w.integer(Int(o)) } else { w.raw("null") }
+                // The peer's clock is off from this node's by more than the skew allowed.
+                w.member("clock_skewed")
+                w.raw(p.clockOffsetMillis.map { $0.magnitude > UInt64(maxSkewMillis) } == true ? "true" : "false")
                 w.member("refused_by_peer"); w.integer(p.refusedByPeer)
                 w.raw("}")
             }
