@@ -188,6 +188,16 @@ def test_add_and_retire_a_node_under_load(tmp_path, registry, report):
         st = n.status()
         assert st["total_nodes"] == 3 and st["healthy_nodes"] == 3, st
 
+    # A truncated list changes nothing: the same peers, and their signed requests still accepted.
+    files[0].write_text("")
+    os.kill(nodes[0].pid, signal.SIGHUP)
+    time.sleep(1.0)
+    assert peer_ids(nodes[0]) == {ids[1], ids[3]}
+    assert nodes[1].create(USER_KEY, "after-empty-reload", 1).status_code == 201
+    harness.wait_until(lambda: nodes[0].read(USER_KEY, "after-empty-reload").status_code == 200, timeout=10,
+                       what="a write on node 1 replicated to node 0 after the refused reload")
+    assert "names no peer" in nodes[0].log_text()
+
 
 def test_rolling_restart_under_load_fails_no_operation(tmp_path, registry, report):
     f = ClusterFactory(tmp_path / "nodes", registry)

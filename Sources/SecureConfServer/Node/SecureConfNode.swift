@@ -11,6 +11,7 @@ import SecureConfCore
 import SecureConfCrypto
 import SecureConfStore
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 public enum SecureConfVersion {
@@ -43,6 +44,18 @@ public final class SecureConfNode: Sendable {
     public let cluster: ClusterCoordinator?
     /// Checks signed node-to-node requests; nil without a peer credential.
     let peerVerifier: PeerRequestVerifier?
+    /// The host part of every cluster node's id (exempt from the overall connection cap);
+    /// follows a membership reload.
+    let peerHosts: Mutex<Set<String>>
+
+    static func hosts(of nodes: [String]) -> Set<String> {
+        Set(
+            nodes.compactMap { node -> String? in
+                guard let colon = node.lastIndex(of: ":") else { return nil }
+                return String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            }
+        )
+    }
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
@@ -50,6 +63,7 @@ public final class SecureConfNode: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        peerHosts = Mutex(configuration.clusterEnabled ? Self.hosts(of: configuration.clusterNodes) : [])
         let databaseDirectory = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(
@@ -249,8 +263,13 @@ public final class SecureConfNode: Sendable {
     /// senders whose signed requests are accepted. nil on a single node.
     public func reloadMembership(_ nodes: [String]) async -> (added: [String], removed: [String])? {
         guard let cluster else { return nil }
-        peerVerifier?.setPeers(nodes)
-        return await cluster.setPeers(nodes)
+        let changes = await cluster.setPeers(nodes)
+        // What the coordinator accepted (it refuses a list naming no peer), for the verifier
+        // and the connection budget alike.
+        let accepted = cluster.currentPeers
+        peerVerifier?.setPeers(accepted)
+        peerHosts.withLock { $0 = Self.hosts(of: accepted + [configuration.nodeID]) }
+        return changes
     }
 
     /// Finishes pending writes and closes the store.
@@ -351,16 +370,10 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     let c = node.configuration
     let group = MultiThreadedEventLoopGroup(numberOfThreads: c.workers)
-    let peerHosts: Set<String> = Set(
-        (c.clusterEnabled ? c.clusterNodes : []).compactMap { node -> String? in
-            guard let colon = node.lastIndex(of: ":") else { return nil }
-            return String(node[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        }
-    )
     let limits = ConnectionLimits(
         maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(),
         maxPerClient: c.maxConnectionsPerClient,
-        peerAddresses: peerHosts
+        peerAddresses: { node.peerHosts.withLock { $0 } }
     )
     let metrics = node.metrics
     let requestTimeout = TimeAmount.milliseconds(Int64(c.requestTimeoutSeconds * 1000))
