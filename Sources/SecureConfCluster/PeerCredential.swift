@@ -156,7 +156,7 @@ public final class PeerRequestVerifier: Sendable {
         guard nonce.utf8.count == 32, nonce.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw .malformed("nonce is not 32 hex digits")
         }
-        guard sender != nodeID, peers.contains(sender) else { throw .unknownSender(sender) }
+        guard sender != nodeID, peerSet.withLock({ $0.contains(sender) }) else { throw .unknownSender(sender) }
         let expected = credential.requestSignature(
             method: method,
             path: path,

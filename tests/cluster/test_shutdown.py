@@ -61,6 +61,14 @@ def _slow_request_in_flight(node: harness.Node) -> tuple[threading.Thread, dict]
     return t, answer
 
 
+def _three_nodes(tmp_path, registry) -> list[harness.Node]:
+    """A healthy three-node cluster at the slow settings, the user key derived on each node."""
+    cluster = ClusterFactory(tmp_path / "nodes", registry).cluster(3, extra_env=SLOW_ENV)
+    cluster.wait_healthy(timeout=30)
+    cluster.warm(USER_KEY)
+    return list(cluster)
+
+
 def _sigterm_exit_seconds(node: harness.Node) -> float:
     started = time.monotonic()
     os.kill(node.pid, signal.SIGTERM)
@@ -71,11 +79,7 @@ def _sigterm_exit_seconds(node: harness.Node) -> float:
 
 
 def test_sigterm_with_hung_peers_exits_within_2s_and_the_outbox_resumes(tmp_path, registry, report):
-    f = ClusterFactory(tmp_path / "nodes", registry)
-    cluster = f.cluster(3, extra_env=SLOW_ENV)
-    cluster.wait_healthy(timeout=30)
-    a, b, c = cluster[0], cluster[1], cluster[2]
-    cluster.warm(USER_KEY)
+    a, b, c = _three_nodes(tmp_path, registry)
     assert a.create(USER_KEY, "before", "v").status_code == 201
     # Both peers hang: their kernels accept connections, nothing answers.
     for peer in (b, c):
@@ -111,11 +115,7 @@ def test_sigterm_with_hung_peers_exits_within_2s_and_the_outbox_resumes(tmp_path
 
 
 def test_sigterm_with_a_peer_gone_exits_within_2s(tmp_path, registry, report):
-    f = ClusterFactory(tmp_path / "nodes", registry)
-    cluster = f.cluster(3, extra_env=SLOW_ENV)
-    cluster.wait_healthy(timeout=30)
-    a, b, c = cluster[0], cluster[1], cluster[2]
-    cluster.warm(USER_KEY)
+    a, b, c = _three_nodes(tmp_path, registry)
     c.kill9()
     os.kill(b.pid, signal.SIGSTOP)
     try:

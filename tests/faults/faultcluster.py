@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,15 +19,6 @@ CONVERGE_BOUND = 30.0  # seconds after healing (sync interval 1 s here; README: 
 PEER_TIMEOUT = 2.0
 USER_KEY = "faults-user-key-" + secrets.token_hex(8)
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "faults"
-
-
-def build_fake_clock(directory: Path) -> Path:
-    """Compiles tests/cluster/fakeclock.c (an LD_PRELOAD shim moving only the wall clock)."""
-    out = directory / "fakeclock.so"
-    source = Path(__file__).resolve().parents[1] / "cluster" / "fakeclock.c"
-    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(source), "-ldl"], check=True)
-    return out
-
 
 
 class FaultCluster:

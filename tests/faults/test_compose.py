@@ -26,9 +26,7 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ import requests
 import yaml
 
 import netns
+from common.netproxy import RecordingProxy
 from common.nodeproc import NodeProcess, ProcessRegistry, binary_snapshot, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,53 +71,12 @@ def dockerfile_env() -> dict[str, str]:
     return env
 
 
-class Forwarder:
-    """127.0.0.1:port -> address:target_port, as a published port."""
-
-    def __init__(self, port: int, address: str, target_port: int):
-        self.target = (address, target_port)
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.listener.bind(("127.0.0.1", port))
-        except OSError as e:
-            raise AssertionError(f"the compose file publishes port {port}, which is taken on this machine: {e}")
-        self.listener.listen(64)
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
+def forward(host_port: int, address: str, container_port: int) -> RecordingProxy:
+    """A published port: 127.0.0.1:host_port -> address:container_port, as Docker would."""
+    try:
+        return RecordingProxy(container_port, target_host=address, listen_port=host_port)
+    except OSError as e:
+        raise AssertionError(f"the compose file publishes port {host_port}, which is taken on this machine: {e}")
 
 
 def published(service: dict) -> list[tuple[int, int]]:
@@ -140,7 +98,7 @@ def compose_up(tmp_path, preconditions):
     hosts = {name: net.hosts[i] for i, name in enumerate(names)}
     net.write_hosts({name: h.address for name, h in hosts.items()})
     registry = ProcessRegistry()
-    forwarders: list[Forwarder] = []
+    forwarders: list[RecordingProxy] = []
     procs: list[subprocess.Popen] = []
     user_env = {"OSC_API_KEY": "compose-api-" + secrets.token_hex(16), "OSC_CLUSTER_SECRET": secrets.token_hex(32)}
     nodes: dict[str, NodeProcess] = {}
@@ -176,7 +134,7 @@ def compose_up(tmp_path, preconditions):
                 registry.add(proc)
                 procs.append(proc)
             for host_port, container_port in published(svc):
-                forwarders.append(Forwarder(host_port, h.address, container_port))
+                forwarders.append(forward(host_port, h.address, container_port))
         yield {"compose": compose, "nodes": nodes, "api_key": user_env["OSC_API_KEY"], "workdir": tmp_path}
     finally:
         for f in forwarders:

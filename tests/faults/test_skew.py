@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 import pytest
 
 from common.nodeproc import ProcessRegistry, wait_until
-from faultcluster import FaultCluster, build_fake_clock
+from common.netproxy import build_fake_clock
+from faultcluster import FaultCluster
 
 AHEAD = 3600
 

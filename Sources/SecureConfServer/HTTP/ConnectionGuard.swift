@@ -11,20 +11,20 @@ final class ConnectionLimits: Sendable {
     let maxPerClient: Int
     private let state = Mutex<(total: Int, perClient: [String: Int])>((0, [:]))
 
-    /// Addresses of the current peers (they follow a membership reload): the overall cap
+    /// Whether an address is a current peer's (it follows a membership reload): the overall cap
     /// does not apply to them, so a flood of clients cannot cut the cluster's own traffic
     /// (the per-client cap still does).
-    let peerAddresses: @Sendable () -> Set<String>
+    let isPeer: @Sendable (String) -> Bool
 
-    init(maxTotal: Int, maxPerClient: Int, peerAddresses: @escaping @Sendable () -> Set<String> = { [] }) {
+    init(maxTotal: Int, maxPerClient: Int, isPeer: @escaping @Sendable (String) -> Bool = { _ in false }) {
         self.maxTotal = max(1, maxTotal)
         self.maxPerClient = max(1, maxPerClient)
-        self.peerAddresses = peerAddresses
+        self.isPeer = isPeer
     }
 
     /// Takes a place for a connection from `client`, or returns why there is none.
     func admit(_ client: String) -> String? {
-        let peer = peerAddresses().contains(client)
+        let peer = isPeer(client)
         return state.withLock { s in
             if s.total >= maxTotal && !peer { return "total" }
             if s.perClient[client, default: 0] >= maxPerClient { return "per_client" }

@@ -373,7 +373,7 @@ public func buildApplication(
     let limits = ConnectionLimits(
         maxTotal: c.maxConnections ?? ConnectionLimits.defaultMaxTotal(),
         maxPerClient: c.maxConnectionsPerClient,
-        peerAddresses: { node.peerHosts.withLock { $0 } }
+        isPeer: { client in node.peerHosts.withLock { $0.contains(client) } }
     )
     let metrics = node.metrics
     let requestTimeout = TimeAmount.milliseconds(Int64(c.requestTimeoutSeconds * 1000))
