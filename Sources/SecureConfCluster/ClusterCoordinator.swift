@@ -48,7 +48,7 @@ public final class ClusterCoordinator: Service, Sendable {
     public let store: any ConfigStorage
     public let transport: any PeerTransporting
     public let saltFingerprint: String
-    private let logger: Logger
+    let logger: Logger
     private let observer: (any ClusterObserver)?
     private let peers: Mutex<[String: PeerStatus]>
     /// Until the first health round has compared salts with the peers, the node does not serve data.
@@ -80,6 +80,9 @@ public final class ClusterCoordinator: Service, Sendable {
     let changeRelay: (any ChangeRelaying)?
     /// How far each federated peer's change feed has been followed (nil until first reached).
     let relayCursors = Mutex<[String: Int64]>([:])
+    /// When this node last completed an anti-entropy round with a peer (microseconds), and
+    /// when it last refilled from its peers after being away longer than the tombstone horizon.
+    let contact = Mutex<(last: Int64?, rejoinedAt: Date?, setAside: Int)>((nil, nil, 0))
 
     public static let batchSize = 500
     /// Most revision ids answered or asked for in one anti-entropy exchange.
@@ -147,7 +150,7 @@ public final class ClusterCoordinator: Service, Sendable {
         }
     }
 
-    private var safety: (any ClusterSafetyObserver)? { observer as? any ClusterSafetyObserver }
+    var safety: (any ClusterSafetyObserver)? { observer as? any ClusterSafetyObserver }
 
     /// Called after a local write commits: wakes the shippers (a federated node's ship only
     /// its users and tokens).
@@ -257,6 +260,8 @@ public final class ClusterCoordinator: Service, Sendable {
 
     public func run() async throws {
         logger.info("cluster starting", metadata: ["mode": "\(settings.mode.rawValue)", "peers": "\(settings.peers.joined(separator: ","))"])
+        // Before any shipper starts: a node that was away longer than the horizon refills.
+        await loadContact()
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.healthLoop() }
@@ -519,7 +524,8 @@ public final class ClusterCoordinator: Service, Sendable {
                 if !(await sleep(.seconds(1))) { return }
                 continue
             }
-            if (fetched.isEmpty && prunedHere.isEmpty) || !saltIsConsistent.consistent {
+            // A node away longer than the tombstone horizon ships nothing before it has refilled.
+            if (fetched.isEmpty && prunedHere.isEmpty) || !saltIsConsistent.consistent || needsRejoin {
                 if ContinuousClock.now - savedAt >= .milliseconds(250) { await saveCursor() }
                 // Sleep until a local write or a periodic re-check (never ship under a foreign salt).
                 await wakeup.wait(timeout: .seconds(1))
@@ -697,6 +703,15 @@ public final class ClusterCoordinator: Service, Sendable {
     /// from a peer since it started: it holds what that peer held then, revocations included.
     public var hasSynced: Bool { synced.load(ordering: .relaxed) }
 
+    /// Until the next completed pull, this node holds nothing it can vouch for (a refill).
+    func markUnsynced() { synced.store(false, ordering: .relaxed) }
+
+    /// Whether every current peer holds this node's own revision `seq`.
+    public func everyPeerHolds(_ seq: Int64) -> Bool {
+        let current = currentPeers
+        return peers.withLock { s in current.allSatisfy { s[$0]?.holds(seq) ?? false } }
+    }
+
     private func antiEntropyLoop() async {
         // A first round soon after start fills a new or returning node.
         guard await sleep(.milliseconds(500)) else { return }
@@ -708,11 +723,15 @@ public final class ClusterCoordinator: Service, Sendable {
     /// Compares digests with every healthy peer and pulls the revisions this node lacks.
     public func antiEntropyRound() async {
         let started = ContinuousClock.now
+        let startedMicros = Self.nowMicros()
         guard saltIsConsistent.consistent else { return }
+        if needsRejoin { await rejoin() }
         let sameSalt = healthyPeersWithOurSalt
+        var reached = false
         for peer in currentPeers where sameSalt.contains(peer) {
             do {
                 let repaired = try await pull(from: peer)
+                reached = true
                 peers.withLock { $0[peer]?.lastSync = Date() }
                 synced.store(true, ordering: .relaxed)
                 if repaired > 0 {
@@ -723,13 +742,19 @@ public final class ClusterCoordinator: Service, Sendable {
                 logger.debug("anti-entropy round failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
             }
         }
+        if reached { recordContact(startedMicros) }
         lastSyncTime.withLock { $0 = Date() }
         observer?.syncFinished(seconds: (ContinuousClock.now - started).seconds)
     }
 
     private func pull(from peer: String) async throws -> Int {
         let remote = try await transport.json(peer, "GET", "/cluster/digest", as: StoreDigest.self)
-        let local = try await store.digest()
+        var local = try await store.digest()
+        // Collected keys first: their revisions, here or still on the peer, are not merged.
+        if let collected = remote.collected, collected != local.collected {
+            try await pullCollected(from: peer, expected: remote.collectedKeys ?? 0)
+            local = try await store.digest()
+        }
         guard remote.digest != local.digest, remote.buckets.count == local.buckets.count else { return 0 }
         let differing = (0..<local.buckets.count).filter { remote.buckets[$0] != local.buckets[$0] }
         var repaired = 0

@@ -43,6 +43,9 @@ public struct ClusterSettings: Sendable {
     public var maxBatchBytes = 8 * 1024 * 1024
     /// Largest ciphertext accepted from a peer.
     public var maxCiphertextBytes = 16 * 1024 * 1024
+    /// How long a tombstone is kept before its key's history is collected
+    /// (`OSC_TOMBSTONE_HORIZON`; nil: never). A node away longer than this refills from its peers.
+    public var tombstoneHorizon: Duration?
 
     /// The window in which a signed message's time must fall (replay protection).
     public var replayWindow: Duration { .seconds(30) + maxClockSkew }

@@ -71,6 +71,18 @@ public struct PeerEndpoints: Sendable {
         return RevisionList(revisions: Revision.prefix(try await store.revisions(ids: asked.ids), maxBytes: Self.maxReplyBytes) { $0 })
     }
 
+    /// `POST /cluster/collected`: a page of the markers of collected keys.
+    public func collected(_ asked: CollectedRequest) async throws -> CollectedList {
+        let limit = asked.limit ?? ClusterCoordinator.collectedPage
+        guard (1...ClusterCoordinator.collectedPage).contains(limit) else {
+            throw PeerInputError(kind: .malformed, description: "limit: from 1 to \(ClusterCoordinator.collectedPage)")
+        }
+        if let after = asked.after, EntryNames.keyProblem(after.key) != nil || TenantNames.storedProblem(after.environment) != nil {
+            throw PeerInputError(kind: .malformed, description: "after: an environment and a key as stored")
+        }
+        return CollectedList(markers: try await store.collectedMarkers(after: asked.after.map { ($0.environment, $0.key) }, limit: limit))
+    }
+
     /// `GET /cluster/revision`: the newest revision of one key (federated lookups).
     public func revision(environment: String, key: String) async throws -> Revision {
         guard let revision = try await store.newestRevision(EntryName(environment: environment, key: key)) else {

@@ -132,3 +132,27 @@ public struct ChangePage: Codable, Sendable {
 public protocol ChangeRelaying: Sendable {
     func relayed(_ changes: [StoredChange], from peer: String)
 }
+
+/// `POST /cluster/collected`: the markers of collected keys after a position, in
+/// (environment, key) order.
+public struct CollectedRequest: Codable, Sendable {
+    public struct Position: Codable, Sendable {
+        public var environment: String
+        public var key: String
+        public init(environment: String, key: String) {
+            self.environment = environment
+            self.key = key
+        }
+    }
+    public var after: Position?
+    public var limit: Int?
+    public init(after: Position?, limit: Int?) {
+        self.after = after
+        self.limit = limit
+    }
+}
+
+public struct CollectedList: Codable, Sendable {
+    public var markers: [CollectedMarker]
+    public init(markers: [CollectedMarker]) { self.markers = markers }
+}

@@ -39,7 +39,8 @@ public enum EventReset: String, Sendable {
     case otherNode = "other_node"
     /// Not an id this node issued (malformed, or beyond its newest change).
     case unknownEventID = "unknown_event_id"
-    /// Changes after the id have left the retained history (`OSC_MAX_VERSIONS`).
+    /// Changes after the id have left the retained history (`OSC_MAX_VERSIONS`, a rekey that
+    /// purged, deleted keys collected by `OSC_TOMBSTONE_HORIZON`).
     case historyPruned = "history_pruned"
 
     public var detail: String {

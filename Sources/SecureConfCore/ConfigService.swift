@@ -114,7 +114,7 @@ public final class ConfigService: Sendable {
                 credentials.keys.reportFailure(derived.index)
             }
             let kind = ServiceError.domain(error)?.kind
-            let notFound = kind == .notFound || kind == .versionNotFound || kind == .versionPruned || kind == .versionIsDelete
+            let notFound = [.notFound, .versionNotFound, .versionPruned, .versionIsDelete, .collected].contains(kind)
             observer.recordOperation(operation, outcome: notFound ? .notFound : .error)
             throw error
         }
@@ -534,6 +534,11 @@ public final class ConfigService: Sendable {
                     .versionPruned,
                     "The value of configuration '\(address.key)' in environment '\(address.environment)' at \(when) was pruned (OSC_MAX_VERSIONS)"
                 )
+            case .collected:
+                throw ServiceError(
+                    .collected,
+                    "Configuration '\(address.key)' in environment '\(address.environment)' was deleted after \(when) and its history collected (OSC_TOMBSTONE_HORIZON)"
+                )
             case .live(let revision):
                 let plaintext = try await open(revision.ciphertext, scope)
                 var entry = ConfigEntry(revision, id: entryID ?? 0)
@@ -722,7 +727,7 @@ public final class ConfigService: Sendable {
                 )
             }
             switch past {
-            case .pruned:
+            case .pruned, .collected:
                 plan.report.pruned.append(current.key)
             case .absent, .deleted:
                 if current.deleted {

@@ -20,6 +20,8 @@ public enum ErrorKind: Sendable, Hashable {
     case forbidden
     // What the request addresses.
     case alreadyExists, notFound, versionNotFound, versionPruned, versionIsDelete, conflict, saltConflict, clusterDisabled
+    /// The key was deleted and its history collected (404).
+    case collected
     /// A peer's message under another salt fingerprint (replication refused, 409).
     case peerSaltMismatch
     // The node cannot serve it now.
@@ -61,6 +63,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .versionNotFound: "version_not_found"
         case .versionPruned: "version_pruned"
         case .versionIsDelete: "version_is_delete"
+        case .collected: "collected"
         case .conflict: "conflict"
         case .saltConflict: "salt_conflict"
         case .peerSaltMismatch: "salt_mismatch"
@@ -133,6 +136,7 @@ public struct ServiceError: Error, Sendable, CustomStringConvertible {
             case .versionNotFound: return ServiceError(.versionNotFound, e.description)
             case .versionPruned: return ServiceError(.versionPruned, e.description)
             case .versionIsDelete: return ServiceError(.versionIsDelete, e.description)
+            case .collected: return ServiceError(.collected, e.description)
             case .conflict: return ServiceError(.conflict, e.description)
             case .unknownTenant: return ServiceError(.notFound, e.description)
             case .wrongKey: return wrongUserKey

@@ -127,6 +127,7 @@ public protocol MetadataStorage: Sendable {
 /// first implementation; another engine implements these protocols without touching the
 /// domain layer, the cluster or HTTP.
 public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage & ChangeFeedStorage
+    & CollectionStorage
 
 extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage {
     /// A tenant's name must be one (`TenantNames`): anything else is not here.

@@ -35,7 +35,8 @@ public protocol ChangeFeedStorage: Sendable {
     func changes(after seq: Int64, limit: Int) async throws -> ChangeFeedPage
     /// The newest local sequence number (0 on an empty store).
     func lastChangeSeq() async throws -> Int64
-    /// The highest sequence number whose revision left the history (`OSC_MAX_VERSIONS`): a
+    /// The highest sequence number whose revision left the history (`OSC_MAX_VERSIONS`, a
+    /// collected tombstone): a
     /// reader resuming at or below it may have missed changes.
     func changeFeedHorizon() async throws -> Int64
     /// Signalled after every commit; the change feed's one reader waits on it.

@@ -1,11 +1,27 @@
 import Foundation
 import GRDB
 
-/// What anti-entropy compares: the 256 bucket hashes and the total revision count.
+/// What anti-entropy compares: the 256 bucket hashes and the total revision count, and the
+/// digest and count of the collected keys' markers (`OSC_TOMBSTONE_HORIZON`).
 public struct StoreDigest: Sendable, Codable, Equatable {
     public var digest: String
     public var revisions: Int
     public var buckets: [String]
+    public var collected: String?
+    public var collectedKeys: Int?
+
+    public init(digest: String, revisions: Int, buckets: [String], collected: String? = nil, collectedKeys: Int? = nil) {
+        self.digest = digest
+        self.revisions = revisions
+        self.buckets = buckets
+        self.collected = collected
+        self.collectedKeys = collectedKeys
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case digest, revisions, buckets, collected
+        case collectedKeys = "collected_keys"
+    }
 }
 
 /// The replication side of the store: the durable per-peer outbox (a cursor into this
@@ -120,7 +136,14 @@ extension ConfigStore {
                 if (0..<RevisionDigest.bucketCount).contains(b) { buckets[b] = [UInt8](h) }
                 total += row["count"] as Int
             }
-            return StoreDigest(digest: RevisionDigest.root(buckets), revisions: total, buckets: buckets.map(RevisionDigest.hex))
+            let (collected, collectedKeys) = try Self.collectedDigest(db)
+            return StoreDigest(
+                digest: RevisionDigest.root(buckets),
+                revisions: total,
+                buckets: buckets.map(RevisionDigest.hex),
+                collected: collected,
+                collectedKeys: collectedKeys
+            )
         }
     }
 
@@ -137,7 +160,20 @@ extension ConfigStore {
                 for i in 0..<32 { buckets[b][i] ^= h[i] }
                 total += 1
             }
-            return StoreDigest(digest: RevisionDigest.root(buckets), revisions: total, buckets: buckets.map(RevisionDigest.hex))
+            var collected = [UInt8](repeating: 0, count: 32)
+            let markers = try CollectedMarker.fetchCursor(db, sql: "SELECT environment, key, hlc, origin, deleted_at FROM collected_keys")
+            var collectedKeys = 0
+            while let m = try markers.next() {
+                for (i, b) in m.hash.enumerated() { collected[i] ^= b }
+                collectedKeys += 1
+            }
+            return StoreDigest(
+                digest: RevisionDigest.root(buckets),
+                revisions: total,
+                buckets: buckets.map(RevisionDigest.hex),
+                collected: RevisionDigest.hex(collected),
+                collectedKeys: collectedKeys
+            )
         }
     }
 
@@ -241,11 +277,13 @@ extension ConfigStore {
         return try await commit(audit: nil) { db in
             var outcome = ApplyOutcome()
             var delta = 0
-            // A revision pruned or refused here is known too: it is not added back.
+            // A revision pruned, refused or collected here is known too: it is not added back.
             let known = try db.cachedStatement(
                 sql: """
                     SELECT EXISTS(SELECT 1 FROM pruned_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
                         OR EXISTS(SELECT 1 FROM refused_revisions WHERE environment = ? AND key = ? AND hlc = ? AND origin = ?)
+                        OR EXISTS(SELECT 1 FROM collected_keys c WHERE c.environment = ? AND c.key = ?
+                                  AND (c.hlc > ? OR (c.hlc = ? AND c.origin >= ?)))
                     """
             )
             let stored = try db.cachedStatement(
@@ -261,7 +299,8 @@ extension ConfigStore {
             }
             for r in revisions {
                 let identity: StatementArguments = [r.environment, r.key, r.hlc, r.origin]
-                if try Bool.fetchOne(known, arguments: identity + identity) ?? false { continue }
+                let collected: StatementArguments = [r.environment, r.key, r.hlc, r.hlc, r.origin]
+                if try Bool.fetchOne(known, arguments: identity + identity + collected) ?? false { continue }
                 if let row = try Row.fetchOne(stored, arguments: identity) {
                     let ours = [UInt8]((row["content_hash"] as Data?) ?? Data())
                     let theirs = RevisionDigest.contentHash(r)

@@ -27,6 +27,8 @@ public enum PastState: Sendable, Equatable {
     case deleted(Revision?)
     /// The revision in effect then was pruned by `OSC_MAX_VERSIONS`: its value is gone.
     case pruned
+    /// The key was deleted after that moment and its history collected (`OSC_TOMBSTONE_HORIZON`).
+    case collected
 }
 
 /// One key's change in an environment restore, planned against the current revision
@@ -73,7 +75,12 @@ extension ConfigStore {
     /// The retained history of (environment, key), deleted keys included; nil if the key never existed.
     public func history(environment: String, key: String) async throws -> KeyHistory? {
         try await pool.read { db in
-            guard let entry = try Self.currentRow(db, environment: environment, key: key) else { return nil }
+            guard let entry = try Self.currentRow(db, environment: environment, key: key) else {
+                if try Self.collectedMarker(db, environment: environment, key: key) != nil {
+                    throw StoreError.collected(environment: environment, key: key)
+                }
+                return nil
+            }
             let pruned = try Self.prunedCount(db, environment: environment, key: key)
             let revisions = try Revision.fetchAll(
                 db.cachedStatement(
@@ -93,6 +100,9 @@ extension ConfigStore {
     public func version(_ version: Int, environment: String, key: String) async throws -> (NumberedRevision, entryID: Int64) {
         try await pool.read { db in
             guard let entry = try Self.currentRow(db, environment: environment, key: key) else {
+                if try Self.collectedMarker(db, environment: environment, key: key) != nil {
+                    throw StoreError.collected(environment: environment, key: key)
+                }
                 throw StoreError.notFound(environment: environment, key: key)
             }
             let pruned = try Self.prunedCount(db, environment: environment, key: key)
@@ -166,6 +176,10 @@ extension ConfigStore {
             arguments: [environment, key, hlcLimit]
         ) {
             return prunedDeleted ? .deleted(nil) : .pruned
+        }
+        // Revisions up to a collected tombstone are gone: what the key was before it is not known.
+        if let marker = try collectedMarker(db, environment: environment, key: key), micros <= marker.deletedAt {
+            return .collected
         }
         return .absent
     }

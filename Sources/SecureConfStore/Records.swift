@@ -278,6 +278,8 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case conflict(String)
     /// A tenant this store does not hold.
     case unknownTenant(String)
+    /// The key was deleted and its history collected (`OSC_TOMBSTONE_HORIZON`).
+    case collected(environment: String, key: String)
 
     public var description: String {
         switch self {
@@ -293,6 +295,8 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         case .wrongKey: "Invalid user key: unable to decrypt configuration"
         case let .unavailable(why): "storage unavailable: \(why)"
         case let .unknownTenant(tenant): "Tenant '\(tenant)' not found"
+        case let .collected(env, key):
+            "Configuration '\(key)' in environment '\(TenantNames.split(env).environment)' was deleted and its history collected (OSC_TOMBSTONE_HORIZON)"
         }
     }
 }

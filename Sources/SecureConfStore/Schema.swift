@@ -202,6 +202,30 @@ enum Schema {
             // environment for every page (80 ms a page at 100,000 entries: the growth benchmark).
             try db.execute(sql: "CREATE INDEX entries_by_environment ON entries(environment, id)")
         }
+        migrator.registerMigration("v7-collected-keys") { db in
+            // Deleted keys collected by OSC_TOMBSTONE_HORIZON: one marker per key (its tombstone's
+            // identity), so no copy of a collected revision is ever taken back; and their digest,
+            // XOR of the markers' hashes, which anti-entropy compares.
+            try db.execute(
+                sql: """
+                    CREATE TABLE collected_keys (
+                        environment TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        hlc INTEGER NOT NULL,
+                        origin TEXT NOT NULL,
+                        deleted_at INTEGER NOT NULL,
+                        PRIMARY KEY (environment, key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX collected_keys_by_time ON collected_keys(deleted_at);
+                    CREATE TABLE collected_digest (
+                        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                        hash BLOB NOT NULL,
+                        count INTEGER NOT NULL
+                    );
+                    INSERT INTO collected_digest(singleton, hash, count) VALUES (1, zeroblob(32), 0);
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -31,7 +31,7 @@ public enum TenantNames {
     }
 
     /// Why a stored environment name (from a peer) is invalid, or nil.
-    static func storedProblem(_ stored: String) -> String? {
+    public static func storedProblem(_ stored: String) -> String? {
         if stored == EntryNames.identityEnvironment { return nil }
         let (tenant, environment) = split(stored)
         if stored.first == separator {

@@ -42,6 +42,8 @@ public struct NodeConfiguration: Sendable {
     public var authFailureWindowSeconds = 60.0
     /// Revisions kept per (environment, key); nil keeps every one.
     public var maxVersions: Int?
+    /// Seconds a tombstone is kept before its deleted key's history is collected; nil: never.
+    public var tombstoneHorizonSeconds: Double?
     /// Current entries kept in memory for warm reads (ciphertext only); 0 turns the cache off.
     public var readCacheEntries = 50_000
     /// Whether requests are recorded in the audit trail.
@@ -132,6 +134,10 @@ public struct NodeConfiguration: Sendable {
         ("OSC_SSL_KEYFILE_PASSWORD", "the passphrase of an encrypted private key (PEM, PKCS#8 or traditional)"),
         ("OSC_CLUSTER_TLS_CA_FILE", "PEM CA bundle peers' certificates are verified against (default: the system store; alias OSC_SSL_CA_CERTS)"),
         ("OSC_MAX_VERSIONS", "revisions kept per key, oldest pruned first, the current one always kept (default: unset, keep all; 0 also keeps all)"),
+        (
+            "OSC_TOMBSTONE_HORIZON",
+            "seconds after a delete (once every peer holds it) when the deleted key's history is collected; a node away longer refills from its peers (default: unset, keep every revision)"
+        ),
         (
             "OSC_READ_CACHE_ENTRIES",
             "current entries kept in memory for reads, as ciphertext, at most 32 MB of it, kept exact by every write (default 50000; 0 turns it off)"
@@ -303,6 +309,12 @@ public struct NodeConfiguration: Sendable {
             c.clusterNodes = try nodeList(v, variable: "OSC_CLUSTER_NODES")
         }
         if let v = try seconds("OSC_CLUSTER_SYNC_INTERVAL") { c.clusterSyncIntervalSeconds = v }
+        if let v = try seconds("OSC_TOMBSTONE_HORIZON") {
+            guard (1...315_360_000).contains(v) else {
+                throw ConfigurationError(variable: "OSC_TOMBSTONE_HORIZON", problem: "\(v) is outside 1 s to 10 years")
+            }
+            c.tombstoneHorizonSeconds = v
+        }
         if let v = try seconds("OSC_CLUSTER_HEALTH_INTERVAL") { c.clusterHealthIntervalSeconds = v }
         if let v = try seconds("OSC_CLUSTER_PEER_TIMEOUT") { c.clusterPeerTimeoutSeconds = v }
         if let v = try seconds("OSC_CLUSTER_SALT_WAIT") { c.clusterSaltWaitSeconds = v }
@@ -374,6 +386,13 @@ public struct NodeConfiguration: Sendable {
             }
         }
         if c.clusterEnabled {
+            // A node that misses a couple of rounds must not count as away longer than the horizon.
+            if let h = c.tombstoneHorizonSeconds, h < 3 * c.clusterSyncIntervalSeconds {
+                throw ConfigurationError(
+                    variable: "OSC_TOMBSTONE_HORIZON",
+                    problem: "\(h) s is less than three anti-entropy rounds (OSC_CLUSTER_SYNC_INTERVAL=\(c.clusterSyncIntervalSeconds) s)"
+                )
+            }
             if !c.apiKeyRequired || c.apiKey == nil, !c.clusterAllowInsecure {
                 throw ConfigurationError(
                     variable: "OSC_API_KEY_REQUIRED",
@@ -480,6 +499,7 @@ extension NodeConfiguration {
         settings.acceptAPIKeyPeers = clusterAcceptAPIKeyPeers
         settings.maxClockSkew = .milliseconds(Int64(clusterMaxClockSkewSeconds * 1000))
         settings.maxCiphertextBytes = maxCiphertextBytes
+        settings.tombstoneHorizon = tombstoneHorizonSeconds.map { .milliseconds(Int64($0 * 1000)) }
         return settings
     }
 }

@@ -66,6 +66,11 @@ struct ClusterController<Context: PeerAuthenticatedContext>: Sendable {
         return try encode(try await endpoints.fetch(try await decode(RevisionIDList.self, request)))
     }
 
+    @Sendable func collected(_ request: Request, context: Context) async throws -> Response {
+        let endpoints = try endpoints()
+        return try encode(try await endpoints.collected(try await decode(CollectedRequest.self, request)))
+    }
+
     @Sendable func revision(_ request: Request, context: Context) async throws -> Response {
         let endpoints = try endpoints()
         let query = try RequestInput.query(request)

@@ -11,7 +11,7 @@ extension ErrorKind {
         case .badRequest, .alreadyExists: .badRequest
         case .validation: .unprocessableContent
         case .bodyTooLarge: .contentTooLarge
-        case .routeNotFound, .notFound, .versionNotFound, .versionPruned, .versionIsDelete, .clusterDisabled: .notFound
+        case .routeNotFound, .notFound, .versionNotFound, .versionPruned, .versionIsDelete, .collected, .clusterDisabled: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .http(let code): HTTPResponse.Status(code: code)
         case .missingUserKey, .shortUserKey, .undecodableUserKey, .wrongUserKey: .unauthorized

@@ -353,6 +353,7 @@ enum RouteDocs {
         "GET /cluster/digest": RouteDoc(summary: "The anti-entropy digest"),
         "POST /cluster/buckets": RouteDoc(summary: "Revision ids in digest buckets", body: .json(required: true)),
         "POST /cluster/fetch": RouteDoc(summary: "Revisions by id", body: .json(required: true)),
+        "POST /cluster/collected": RouteDoc(summary: "Markers of deleted keys whose history was collected", body: .json(required: true)),
         "GET /cluster/revision": RouteDoc(summary: "The newest revision of one key", query: [environment, ("key", true)]),
         "GET /cluster/entries": RouteDoc(summary: "Current entries, tombstones included", query: [environment, ("category", false)]),
         "GET /cluster/changes": RouteDoc(

@@ -135,6 +135,7 @@ enum RouteTable {
             Route(.get, "/cluster/digest", .peer, action: "cluster_digest", cluster.digest),
             Route(.post, "/cluster/buckets", .peer, action: "cluster_buckets", cluster.buckets),
             Route(.post, "/cluster/fetch", .peer, action: "cluster_fetch", cluster.fetch),
+            Route(.post, "/cluster/collected", .peer, action: "cluster_collected", cluster.collected),
             Route(.get, "/cluster/revision", .peer, action: "cluster_revision", cluster.revision),
             Route(.get, "/cluster/entries", .peer, action: "cluster_entries", cluster.entries),
             Route(.get, "/cluster/changes", .peer, action: "cluster_changes", cluster.changes),

@@ -149,6 +149,15 @@ struct SystemController<Context: RequestContext>: Sendable {
                     w.member("digest"); w.string(digest.digest)
                     w.member("revisions"); w.integer(digest.revisions)
                 }
+                if let horizon = c.tombstoneHorizonSeconds, let cluster = node.cluster {
+                    let collection = cluster.collectionStatus
+                    w.member("tombstone_horizon_seconds"); w.write(.number(String(horizon)))
+                    w.member("collected_keys"); w.integer(digest?.collectedKeys ?? 0)
+                    w.member("collected_digest"); w.optionalString(digest?.collected)
+                    w.member("last_contact"); date(collection.lastContact, &w)
+                    w.member("refilled_at"); date(collection.rejoinedAt, &w)
+                    w.member("refill_set_aside_revisions"); w.integer(collection.setAside)
+                }
             }
             w.member("nodes"); w.raw("[")
             w.raw("{"); w.member("node_id", first: true); w.string(c.nodeID)

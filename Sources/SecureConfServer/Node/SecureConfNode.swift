@@ -426,5 +426,16 @@ public func buildApplication(
     app.addServices(StoreLifecycleService(node: node))
     if let events = node.service.events { app.addServices(ChangeEventService(hub: events)) }
     if let cluster = node.cluster { app.addServices(cluster) }
+    if let horizon = c.tombstoneHorizonSeconds {
+        app.addServices(
+            TombstoneCollector(
+                store: node.store,
+                horizon: .milliseconds(Int64(horizon * 1000)),
+                coordinator: node.cluster,
+                logger: node.logger,
+                collected: { [metrics] in metrics.keysCollected.increment(by: Int64($0.keys)) }
+            )
+        )
+    }
     return app
 }

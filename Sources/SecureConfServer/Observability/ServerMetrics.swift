@@ -33,6 +33,8 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationOb
     public let auditRecords: Counter
     /// `/audit/verify` runs that found the chain broken.
     public let auditVerificationFailures: Counter
+    /// Deleted keys whose history this node collected (`OSC_TOMBSTONE_HORIZON`).
+    public let keysCollected: Counter
 
     static let latencyBuckets: [Duration] = [
         .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
@@ -66,6 +68,10 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationOb
         )
         logLinesDropped = registry.makeCounter(name: "osc_log_lines_dropped_total", help: "Log lines dropped because the log writer fell behind")
         auditRecords = registry.makeCounter(name: "osc_audit_records_total", help: "Audit records appended (durable) by this node since it started")
+        keysCollected = registry.makeCounter(
+            name: "osc_tombstones_collected_total",
+            help: "Deleted keys whose history this node collected past OSC_TOMBSTONE_HORIZON"
+        )
         auditVerificationFailures = registry.makeCounter(
             name: "osc_audit_verification_failures_total",
             help: "Audit chain verifications that found an altered, missing or out-of-place record"
