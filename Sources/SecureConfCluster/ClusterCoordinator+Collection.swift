@@ -106,15 +106,16 @@ extension ClusterCoordinator {
             var accepted: [CollectedMarker] = []
             for m in page {
                 let placed = (try? rules.check(PrunedMarker(environment: m.environment, key: m.key, hlc: m.hlc, origin: m.origin, deleted: true))) != nil
-                let age = now - m.deletedAt
+                // No node collects a delete younger than the horizon, nor before the delete, nor in the future.
                 guard placed, m.environment != EntryNames.identityEnvironment, m.deletedAt > 0,
-                    m.deletedAt / 1000 <= HybridLogicalClock.millis(of: m.hlc) + 1000, age >= horizon - skew
+                    m.deletedAt / 1000 <= HybridLogicalClock.millis(of: m.hlc) + 1000, now - m.deletedAt >= horizon - skew,
+                    m.collectedAt >= m.deletedAt, m.collectedAt <= now + skew
                 else {
                     refused += 1
                     continue
                 }
-                // Past two horizons a marker is dropped everywhere: taking it would only bring it back.
-                if age < 2 * horizon { accepted.append(m) }
+                // A horizon after its collection a marker is dropped everywhere: taking it would only bring it back.
+                if now - m.collectedAt < horizon { accepted.append(m) }
             }
             let outcome = try await store.applyCollected(accepted)
             refused += outcome.refused

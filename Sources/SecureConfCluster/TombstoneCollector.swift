@@ -5,7 +5,7 @@ import ServiceLifecycle
 
 /// Collects deleted keys (`OSC_TOMBSTONE_HORIZON`): a tombstone older than the horizon goes,
 /// with its key's whole history, once every peer holds it; a marker per key stays for one
-/// more horizon so that no copy of its revisions comes back, then goes too. In a cluster a
+/// horizon after the collection so that no copy of its revisions comes back, then goes too. In a cluster a
 /// node collects only its own tombstones (it knows which peers acknowledged them); the
 /// markers reach the other nodes by anti-entropy. Runs every quarter horizon (1 s to 60 s).
 public final class TombstoneCollector: Service, Sendable {
@@ -43,7 +43,7 @@ public final class TombstoneCollector: Service, Sendable {
         }
     }
 
-    /// One round: collects what may go, drops markers past two horizons. Returns what it collected.
+    /// One round: collects what may go, drops markers collected a horizon ago. Returns what it collected.
     @discardableResult
     public func round(nowMicros: Int64 = ClusterCoordinator.nowMicros()) async throws -> CollectionOutcome {
         let horizonMicros = Int64(horizon.seconds * 1_000_000)
@@ -60,7 +60,7 @@ public final class TombstoneCollector: Service, Sendable {
             // The oldest page is waiting for a peer: the newer ones wait too.
             if candidates.count < 500 || outcome.keys == 0 { break }
         }
-        let expired = try await store.expireCollected(deletedBeforeMicros: nowMicros - 2 * horizonMicros)
+        let expired = try await store.expireCollected(collectedBeforeMicros: nowMicros - horizonMicros)
         if total.keys > 0 || expired > 0 {
             collected(total)
             logger.info(

@@ -4,29 +4,33 @@ import SecureConfCrypto
 
 /// A deleted key whose history was collected (`OSC_TOMBSTONE_HORIZON`): its revisions up to
 /// and including the tombstone (hlc, origin) are gone on every node, and none of them is
-/// ever taken back. `deletedAt` is the tombstone's `updated_at` (microseconds): markers are
-/// kept until two horizons after it, then dropped.
+/// ever taken back. `deletedAt` is the tombstone's `updated_at`, `collectedAt` when its origin
+/// collected it (microseconds): every node keeps the marker until one horizon after that.
 public struct CollectedMarker: Sendable, Equatable, Hashable, Codable {
     public var environment: String
     public var key: String
     public var hlc: Int64
     public var origin: String
     public var deletedAt: Int64
+    public var collectedAt: Int64
 
-    public init(environment: String, key: String, hlc: Int64, origin: String, deletedAt: Int64) {
+    public init(environment: String, key: String, hlc: Int64, origin: String, deletedAt: Int64, collectedAt: Int64) {
         self.environment = environment
         self.key = key
         self.hlc = hlc
         self.origin = origin
         self.deletedAt = deletedAt
+        self.collectedAt = collectedAt
     }
 
     enum CodingKeys: String, CodingKey {
         case environment, key, hlc, origin
         case deletedAt = "deleted_at"
+        case collectedAt = "collected_at"
     }
 
-    /// The term of this marker in the collected digest.
+    /// The term of this marker in the collected digest: its identity (a marker collected
+    /// again later, by a node that took it back in between, compares equal).
     var hash: [UInt8] {
         var bytes = Array(environment.utf8) + [0] + Array(key.utf8) + [0] + Array(origin.utf8) + [0]
         withUnsafeBytes(of: hlc.bigEndian) { bytes += $0 }
@@ -69,8 +73,8 @@ public protocol CollectionStorage: Sendable {
     func collectedMarkers(after: (environment: String, key: String)?, limit: Int) async throws -> [CollectedMarker]
     /// The marker of (environment, key), if its history was collected.
     func collectedMarker(_ name: EntryName) async throws -> CollectedMarker?
-    /// Drops markers of tombstones written before `micros`; returns how many.
-    func expireCollected(deletedBeforeMicros micros: Int64) async throws -> Int
+    /// Drops markers collected before `micros`; returns how many.
+    func expireCollected(collectedBeforeMicros micros: Int64) async throws -> Int
     /// Moves every revision out of the live history into `set_aside_revisions` (a node that
     /// was away longer than the horizon refills from its peers instead of merging its stale
     /// history); returns how many. Their identities are not refused: peers' copies come back.
@@ -79,7 +83,8 @@ public protocol CollectionStorage: Sendable {
 
 extension ConfigStore: CollectionStorage {
     public func collectableTombstones(deletedBeforeMicros micros: Int64, origin: String?, limit: Int) async throws -> [CollectableTombstone] {
-        try await pool.read { db in
+        let now = Self.nowMicros()
+        return try await pool.read { db in
             try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
@@ -99,7 +104,8 @@ extension ConfigStore: CollectionStorage {
                         key: $0["key"],
                         hlc: $0["hlc"],
                         origin: $0["origin"],
-                        deletedAt: $0["updated_at"]
+                        deletedAt: $0["updated_at"],
+                        collectedAt: now
                     )
                 )
             }
@@ -132,12 +138,11 @@ extension ConfigStore: CollectionStorage {
                     outcome.refused += 1
                     continue
                 }
-                if let existing = try Row.fetchOne(
+                let existing = try Row.fetchOne(
                     db.cachedStatement(sql: "SELECT hlc, origin FROM collected_keys WHERE environment = ? AND key = ?"),
                     arguments: [m.environment, m.key]
-                ), (m.hlc, m.origin) <= (existing["hlc"] as Int64, existing["origin"] as String) {
-                    continue
-                }
+                ).map { ($0["hlc"] as Int64, $0["origin"] as String) }
+                if let existing, (m.hlc, m.origin) < existing { continue }
                 let through: StatementArguments = [m.environment, m.key, m.hlc, m.hlc, m.origin]
                 let rows = try Row.fetchAll(
                     db.cachedStatement(
@@ -156,8 +161,15 @@ extension ConfigStore: CollectionStorage {
                 try db.cachedStatement(
                     sql: "DELETE FROM pruned_revisions WHERE environment = ? AND key = ? AND (hlc < ? OR (hlc = ? AND origin <= ?))"
                 ).execute(arguments: through)
-                try Self.setCollectedMarker(m, db: db)
+                if let existing, existing == (m.hlc, m.origin) {
+                    // The same marker collected again: it lasts from the later collection.
+                    try db.cachedStatement(sql: "UPDATE collected_keys SET collected_at = MAX(collected_at, ?) WHERE environment = ? AND key = ?")
+                        .execute(arguments: [m.collectedAt, m.environment, m.key])
+                } else {
+                    try Self.setCollectedMarker(m, db: db)
+                }
                 if current != nil { delta += try Self.refreshEntry(environment: m.environment, key: m.key, db: db) }
+                guard existing == nil || existing! != (m.hlc, m.origin) || !rows.isEmpty else { continue }
                 outcome.keys += 1
                 outcome.revisions += rows.count
             }
@@ -168,17 +180,18 @@ extension ConfigStore: CollectionStorage {
     /// Records `m` as the key's marker (replacing an older one) and folds it into the digest.
     static func setCollectedMarker(_ m: CollectedMarker, db: Database) throws {
         if let old = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT environment, key, hlc, origin, deleted_at FROM collected_keys WHERE environment = ? AND key = ?"),
+            db.cachedStatement(sql: "SELECT \(markerColumns) FROM collected_keys WHERE environment = ? AND key = ?"),
             arguments: [m.environment, m.key]
         ) {
             try foldCollected(CollectedMarker(row: old).hash, countDelta: -1, db: db)
         }
         try db.cachedStatement(
             sql: """
-                INSERT INTO collected_keys(environment, key, hlc, origin, deleted_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(environment, key) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, deleted_at = excluded.deleted_at
+                INSERT INTO collected_keys(\(markerColumns)) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(environment, key) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin,
+                    deleted_at = excluded.deleted_at, collected_at = excluded.collected_at
                 """
-        ).execute(arguments: [m.environment, m.key, m.hlc, m.origin, m.deletedAt])
+        ).execute(arguments: [m.environment, m.key, m.hlc, m.origin, m.deletedAt, m.collectedAt])
         try foldCollected(m.hash, countDelta: 1, db: db)
     }
 
@@ -205,7 +218,7 @@ extension ConfigStore: CollectionStorage {
             try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
-                        SELECT environment, key, hlc, origin, deleted_at FROM collected_keys
+                        SELECT \(Self.markerColumns) FROM collected_keys
                         WHERE ? IS NULL OR environment > ? OR (environment = ? AND key > ?)
                         ORDER BY environment, key LIMIT ?
                         """
@@ -223,17 +236,17 @@ extension ConfigStore: CollectionStorage {
 
     static func collectedMarker(_ db: Database, environment: String, key: String) throws -> CollectedMarker? {
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT environment, key, hlc, origin, deleted_at FROM collected_keys WHERE environment = ? AND key = ?"),
+            db.cachedStatement(sql: "SELECT \(markerColumns) FROM collected_keys WHERE environment = ? AND key = ?"),
             arguments: [environment, key]
         )
             .map(CollectedMarker.init(row:))
     }
 
-    public func expireCollected(deletedBeforeMicros micros: Int64) async throws -> Int {
+    public func expireCollected(collectedBeforeMicros micros: Int64) async throws -> Int {
         try await commit(audit: nil) { db in
             let old = try Row.fetchAll(
                 db,
-                sql: "SELECT environment, key, hlc, origin, deleted_at FROM collected_keys WHERE deleted_at < ? LIMIT 10000",
+                sql: "SELECT \(Self.markerColumns) FROM collected_keys WHERE collected_at < ? LIMIT 10000",
                 arguments: [micros]
             )
             .map(CollectedMarker.init(row:))
@@ -271,8 +284,19 @@ extension ConfigStore: CollectionStorage {
     }
 }
 
+extension ConfigStore {
+    static let markerColumns = "environment, key, hlc, origin, deleted_at, collected_at"
+}
+
 extension CollectedMarker: FetchableRecord {
     public init(row: Row) {
-        self.init(environment: row["environment"], key: row["key"], hlc: row["hlc"], origin: row["origin"], deletedAt: row["deleted_at"])
+        self.init(
+            environment: row["environment"],
+            key: row["key"],
+            hlc: row["hlc"],
+            origin: row["origin"],
+            deletedAt: row["deleted_at"],
+            collectedAt: row["collected_at"]
+        )
     }
 }

@@ -161,7 +161,7 @@ extension ConfigStore {
                 total += 1
             }
             var collected = [UInt8](repeating: 0, count: 32)
-            let markers = try CollectedMarker.fetchCursor(db, sql: "SELECT environment, key, hlc, origin, deleted_at FROM collected_keys")
+            let markers = try CollectedMarker.fetchCursor(db, sql: "SELECT \(Self.markerColumns) FROM collected_keys")
             var collectedKeys = 0
             while let m = try markers.next() {
                 for (i, b) in m.hash.enumerated() { collected[i] ^= b }

@@ -214,9 +214,10 @@ enum Schema {
                         hlc INTEGER NOT NULL,
                         origin TEXT NOT NULL,
                         deleted_at INTEGER NOT NULL,
+                        collected_at INTEGER NOT NULL,
                         PRIMARY KEY (environment, key)
                     ) WITHOUT ROWID;
-                    CREATE INDEX collected_keys_by_time ON collected_keys(deleted_at);
+                    CREATE INDEX collected_keys_by_time ON collected_keys(collected_at);
                     CREATE TABLE collected_digest (
                         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
                         hash BLOB NOT NULL,

@@ -57,6 +57,7 @@ final class InProcessNetwork: Sendable {
                 case ("GET", "/cluster/digest"): return try reply(try await node.digest())
                 case ("POST", "/cluster/buckets"): return try reply(try await node.buckets(try decoded(BucketsRequest.self)))
                 case ("POST", "/cluster/fetch"): return try reply(try await node.fetch(try decoded(RevisionIDList.self)))
+                case ("POST", "/cluster/collected"): return try reply(try await node.collected(try decoded(CollectedRequest.self)))
                 case ("GET", "/cluster/changes"):
                     let query = Dictionary(
                         uniqueKeysWithValues: (path.split(separator: "?").dropFirst().first ?? "").split(separator: "&").map {
@@ -92,14 +93,15 @@ final class TestCluster {
         salts: [String: String] = [:],
         running: Bool = true,
         mode: ClusterSettings.Mode = .replica,
-        relays: [String: any ChangeRelaying] = [:]
+        relays: [String: any ChangeRelaying] = [:],
+        horizon: Duration? = nil
     ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         for id in ids {
             let store = try ConfigStore(configuration: .init(path: "\(directory)/\(id).db", nodeID: id))
-            let settings = ClusterSettings(
+            var settings = ClusterSettings(
                 nodeID: id,
                 peers: ids,
                 mode: mode,
@@ -109,6 +111,7 @@ final class TestCluster {
                 peerTimeout: peerTimeout,
                 writeQuorum: quorum
             )
+            settings.tombstoneHorizon = horizon
             let salt = salts[id] ?? "cluster-salt"
             let coordinator = ClusterCoordinator(
                 settings: settings,

@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import SecureConfStore
+import Testing
+
+@testable import SecureConfCluster
+
+/// Tombstone collection across coordinators: who may collect, how markers spread, and the
+/// refill of a node out of touch for longer than the horizon.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct CollectionClusterTests {
+    static let horizon = Duration.seconds(2)
+    static var logger: Logger {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    func collector(_ cluster: TestCluster, _ id: String) -> TombstoneCollector {
+        TombstoneCollector(store: cluster.stores[id]!, horizon: Self.horizon, coordinator: cluster.coordinators[id]!, logger: Self.logger)
+    }
+
+    /// Deletes `key` on `node` as the service does; returns the tombstone's local sequence number.
+    func delete(_ cluster: TestCluster, _ node: String, _ key: String) async throws -> Int64 {
+        try await cluster.stores[node]!.delete(environment: "default", key: key) { _ in true }
+        cluster.coordinators[node]!.localWriteCommitted()
+        return try await cluster.stores[node]!.lastOwnSeq()
+    }
+
+    func collected(_ cluster: TestCluster, _ node: String, _ key: String) async -> Bool {
+        do {
+            _ = try await cluster.stores[node]!.history(environment: "default", key: key)
+            return false
+        } catch {
+            return error as? StoreError == .collected(environment: "default", key: key)
+        }
+    }
+
+    @Test func aCollectedKeyLeavesEveryNodeThroughAntiEntropy() async throws {
+        let cluster = try TestCluster(horizon: Self.horizon)
+        let ids = ["a:1", "b:1", "c:1"]
+        try await cluster.write("a:1", "k")
+        try await cluster.write("b:1", "kept")
+        let seq = try await delete(cluster, "a:1", "k")
+        #expect(await cluster.eventually { cluster.coordinators["a:1"]!.everyPeerHolds(seq) })
+        // Not before the horizon.
+        #expect(try await collector(cluster, "a:1").round().keys == 0)
+        try await Task.sleep(for: Self.horizon + .milliseconds(200))
+        for id in ids { await cluster.coordinators[id]!.antiEntropyRound() }
+        #expect(try await collector(cluster, "a:1").round().keys == 1)
+        // b and c collect nothing of their own (the tombstone is a's): they take a's marker.
+        #expect(try await collector(cluster, "b:1").round().keys == 0)
+        for id in ["b:1", "c:1"] { await cluster.coordinators[id]!.antiEntropyRound() }
+        for id in ids {
+            #expect(await collected(cluster, id, "k"), "\(id)")
+            #expect(await cluster.holds(id, "kept"))
+        }
+        // a pulls from b and c: nothing comes back, and every digest is the same.
+        await cluster.coordinators["a:1"]!.antiEntropyRound()
+        let digests = try await ids.asyncMap { try await cluster.stores[$0]!.digest() }
+        #expect(Set(digests.map(\.digest)).count == 1 && Set(digests.map(\.collected)).count == 1)
+        #expect(digests[0].collectedKeys == 1)
+        await cluster.stop()
+    }
+
+    @Test func aPeerThatLacksTheTombstoneHoldsCollectionBack() async throws {
+        let cluster = try TestCluster(horizon: Self.horizon)
+        try await cluster.write("a:1", "k")
+        #expect(await cluster.eventually { await cluster.holdsAll(["b:1", "c:1"], "k") })
+        cluster.network.faults.withLock { _ = $0.down.insert("c:1") }
+        let seq = try await delete(cluster, "a:1", "k")
+        try await Task.sleep(for: Self.horizon + .milliseconds(200))
+        await cluster.coordinators["a:1"]!.antiEntropyRound()
+        #expect(!cluster.coordinators["a:1"]!.everyPeerHolds(seq))
+        #expect(try await collector(cluster, "a:1").round().keys == 0)
+        #expect(try await cluster.stores["a:1"]!.history(environment: "default", key: "k")?.versions.count == 2)
+        // Back: c receives the tombstone, then a may collect.
+        cluster.network.faults.withLock { _ = $0.down.remove("c:1") }
+        #expect(await cluster.eventually { cluster.coordinators["a:1"]!.everyPeerHolds(seq) })
+        await cluster.coordinators["a:1"]!.antiEntropyRound()
+        #expect(try await collector(cluster, "a:1").round().keys == 1)
+        await cluster.stop()
+    }
+
+    @Test func aNodeOutOfTouchLongerThanTheHorizonRefillsInsteadOfMerging() async throws {
+        let cluster = try TestCluster(running: false, horizon: Self.horizon)
+        try await cluster.write("a:1", "everyone")
+        let c = cluster.coordinators["c:1"]!
+        // c holds a value nobody else has, and its last round was long ago.
+        try await cluster.write("c:1", "only-on-stale-c")
+        let longAgo = ClusterCoordinator.nowMicros() - 60_000_000
+        try cluster.stores["c:1"]!.setMetadata(ClusterCoordinator.lastContactMetadata, String(longAgo))
+        for coordinator in ["a:1", "b:1", "c:1"].map({ cluster.coordinators[$0]! }) {
+            cluster.tasks.append(Task { try await coordinator.run() })
+        }
+        #expect(await cluster.eventually { c.collectionStatus.rejoinedAt != nil })
+        #expect(await cluster.eventually { await cluster.holds("c:1", "everyone") }, "refilled from its peers")
+        #expect(await !cluster.holds("c:1", "only-on-stale-c"), "its stale history is set aside, not merged")
+        #expect(try await cluster.stores["c:1"]!.setAsideCount() == 1)
+        #expect(await cluster.holdsNone(["a:1", "b:1"], "only-on-stale-c"))
+        #expect(!c.needsRejoin)
+        await cluster.stop()
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for e in self { out.append(try await transform(e)) }
+        return out
+    }
+}
