@@ -81,6 +81,20 @@ import Testing
         await cluster.stop()
     }
 
+    @Test func aMarkerForADeleteYoungerThanTheHorizonIsRefused() async throws {
+        // A peer that collects early (a bug, or a node holding the secret that lies) removes nothing here.
+        let cluster = try TestCluster(horizon: .seconds(60))
+        try await cluster.write("a:1", "k")
+        _ = try await delete(cluster, "a:1", "k")
+        #expect(await cluster.eventually { (try? await cluster.stores["b:1"]!.history(environment: "default", key: "k"))??.versions.count == 2 })
+        let early = try await cluster.stores["a:1"]!.collectableTombstones(deletedBeforeMicros: .max, origin: nil, limit: 10)
+        #expect(try await cluster.stores["a:1"]!.collect(early.map(\.marker)).keys == 1)
+        await cluster.coordinators["b:1"]!.antiEntropyRound()
+        #expect(try await cluster.stores["b:1"]!.history(environment: "default", key: "k")?.versions.count == 2)
+        #expect(try await cluster.stores["b:1"]!.digest().collectedKeys == 0)
+        await cluster.stop()
+    }
+
     @Test func aNodeOutOfTouchLongerThanTheHorizonRefillsInsteadOfMerging() async throws {
         let cluster = try TestCluster(running: false, horizon: Self.horizon)
         try await cluster.write("a:1", "everyone")

@@ -233,7 +233,8 @@ def test_compatibility_mode_says_plainly_that_peers_use_the_clients_key(cluster)
 def test_a_single_node_has_no_node_to_node_routes(factory):
     node = single_node(factory, "single")
     for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest"), ("POST", "/cluster/replicate"),
-                         ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"), ("GET", "/cluster/revision")]:
+                         ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"), ("GET", "/cluster/revision"),
+                         ("POST", "/cluster/collected")]:
         r = requests.request(method, node.url + path, headers={"Origin": "http://evil.example"}, timeout=10, data=b"{}")
         assert r.status_code == 404, (path, r.status_code, r.text)
         assert not any(h.lower().startswith("access-control-") for h in r.headers), path
@@ -263,7 +264,7 @@ def test_the_api_key_opens_no_node_to_node_route(signed):
     node = signed[0]
     for method, path in [("GET", "/cluster/salt"), ("POST", "/cluster/salt"), ("GET", "/cluster/digest"), ("POST", "/cluster/replicate"),
                          ("POST", "/cluster/fetch"), ("POST", "/cluster/buckets"), ("GET", "/cluster/entries"),
-                         ("GET", "/cluster/revision?key=k")]:
+                         ("GET", "/cluster/revision?key=k"), ("POST", "/cluster/collected")]:
         r = node.request(method, path, data=b"{}")
         assert r.status_code == 401, (path, r.status_code, r.text)
         assert "OSC_CLUSTER_SECRET" in r.json()["detail"]
@@ -561,6 +562,16 @@ def test_bucket_requests_are_bounded_and_labels_name_only_peers(cluster):
     forged = "10.66.66.66:1"
     push(node, forged, [revision(token("k-"), forged)], cluster.api_key)
     assert forged not in requests.get(node.url + "/metrics", timeout=10).text
+
+
+def test_collected_marker_requests_are_bounded(cluster):
+    node = cluster[0]
+    for body in ({"limit": 0}, {"limit": 5000}, {"limit": "many"}, {"after": {"environment": "e", "key": "a/b"}},
+                 {"after": {"environment": "x" * 200, "key": "k"}}, {"after": {"key": "k"}}):
+        r = node.request("POST", "/cluster/collected", json=body)
+        assert r.status_code in (400, 422) and "detail" in r.json(), (body, r.status_code, r.text)
+    r = node.request("POST", "/cluster/collected", json={})
+    assert r.status_code == 200 and r.json() == {"markers": []}, r.text
 
 
 def test_a_write_that_misses_its_quorum_is_audited_as_the_client_saw_it(factory):
