@@ -123,6 +123,28 @@ func take(_ sub: EventSubscription, _ count: Int, timeout: Duration = .milliseco
         #expect(current.reset == nil, "the newest revision was kept: nothing after n:1.2 was pruned")
     }
 
+    @Test func aResumeFromBeforeACollectionGetsAResetAndReadsSayCollected() async throws {
+        let f = try Fixture()
+        defer { Task { await f.close() } }
+        _ = try await f.service.create(f.caller(right), address("gone"), category: nil, value: .number("1"))
+        try await f.service.delete(f.caller(right), address("gone"))
+        _ = try await f.service.create(f.caller(right), address("kept"), category: nil, value: .number("2"))
+        try await f.events.pump()
+        let tombstones = try await f.store.collectableTombstones(deletedBeforeMicros: .max, origin: nil, limit: 10)
+        #expect(try await f.store.collect(tombstones.map(\.marker)).keys == 1)
+        let sub = try await f.events.subscribe(filter: EventFilter(), key: nil, lastEventID: "n:1.1")
+        #expect(sub.reset == .historyPruned && !sub.resumes, "the delete after n:1.1 is no longer in history")
+        let after = try await f.events.subscribe(filter: EventFilter(), key: nil, lastEventID: "n:1.2")
+        #expect(after.reset == nil && after.resumes, "nothing after n:1.2 left history")
+        do {
+            _ = try await f.service.versions(f.caller(right), address("gone"))
+            Issue.record("the versions of a collected key were listed")
+        } catch {
+            let e = try #require(ServiceError.domain(error))
+            #expect(e.kind == .collected && e.detail.contains("history collected (OSC_TOMBSTONE_HORIZON)"), "\(e)")
+        }
+    }
+
     @Test func aSlowSubscriberIsDroppedWithTheIDToResumeFromAndLosesNothing() async throws {
         var settings = ChangeEventHub.Settings()
         settings.queueLimit = 3

@@ -29,7 +29,7 @@ func temporaryDirectory() -> String {
         #expect(
             migrations == [
                 "v1-revisions-entries-meta", "v2-replication-digest-cursors", "v2-history-retention-audit", "v3-content-hash-set-aside-typed-audit",
-                "v4-change-feed-horizon", "v5-purging-revisions", "v6-entries-by-environment",
+                "v4-change-feed-horizon", "v5-purging-revisions", "v6-entries-by-environment", "v7-collected-keys",
             ]
         )
         let mode = try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
