@@ -29,15 +29,27 @@ extension ClusterCoordinator {
         contact.withLock { c in (c.last.map { Date(timeIntervalSince1970: Double($0) / 1_000_000) }, c.rejoinedAt, c.setAside) }
     }
 
-    /// Reads the last contact at start; a store that never recorded one starts counting now.
+    /// Whether this node is refilling after being away longer than the horizon (it serves no data).
+    public var isRefilling: Bool { refilling.load(ordering: .sequentiallyConsistent) }
+
+    /// Reads the last contact when the coordinator is made, before the HTTP server serves: a
+    /// node that was away too long serves nothing until it has refilled.
+    func readContact() {
+        guard horizonMicros != nil, let stored = (try? store.metadata(Self.lastContactMetadata)).flatMap({ $0.flatMap { Int64($0) } })
+        else { return }
+        contact.withLock { $0.last = stored }
+        if needsRejoin, (try? store.hasData()) == true { refilling.store(true, ordering: .sequentiallyConsistent) }
+    }
+
+    /// At start: refills if the node was away too long; a store that never recorded a contact
+    /// starts counting now.
     func loadContact() async {
         guard horizonMicros != nil else { return }
-        let stored = (try? store.metadata(Self.lastContactMetadata)).flatMap { $0.flatMap { Int64($0) } }
-        if let stored {
-            contact.withLock { $0.last = stored }
-            if needsRejoin { await rejoin() }
-        } else {
+        readContact()
+        if contact.withLock({ $0.last }) == nil {
             recordContact(Self.nowMicros())
+        } else if needsRejoin {
+            await rejoin()
         }
     }
 
@@ -57,8 +69,14 @@ extension ClusterCoordinator {
             recordContact(Self.nowMicros())
             return
         }
+        refilling.store(true, ordering: .sequentiallyConsistent)
         do {
-            let moved = try await store.setAsideAllForRejoin(reason: reason)
+            // Its own writes of the last two horizons stay (and ship): a delete one of them could
+            // wrongly outlive would be younger than that, and its marker still held by the peers.
+            let moved = try await store.setAsideAllForRejoin(
+                reason: reason,
+                keepingOwnSinceMicros: Self.nowMicros() - 2 * Int64(horizon.seconds * 1_000_000) + 2 * settings.maxClockSkewMillis * 1000
+            )
             markUnsynced()
             contact.withLock {
                 $0.rejoinedAt = Date()

@@ -83,6 +83,9 @@ public final class ClusterCoordinator: Service, Sendable {
     /// When this node last completed an anti-entropy round with a peer (microseconds), and
     /// when it last refilled from its peers after being away longer than the tombstone horizon.
     let contact = Mutex<(last: Int64?, rejoinedAt: Date?, setAside: Int)>((nil, nil, 0))
+    /// From the moment a node finds it was away longer than the horizon until its first pull
+    /// after setting its history aside: it serves no data meanwhile.
+    let refilling = Atomic<Bool>(false)
 
     public static let batchSize = 500
     /// Most revision ids answered or asked for in one anti-entropy exchange.
@@ -119,6 +122,7 @@ public final class ClusterCoordinator: Service, Sendable {
         (added, addedContinuation) = AsyncStream.makeStream(of: String.self)
         rules = RevisionRules(maxAheadMillis: settings.maxClockSkewMillis, maxCiphertextBytes: settings.maxCiphertextBytes)
         observer?.membershipChanged(total: settings.peers.count + 1, healthy: 1)
+        readContact()
     }
 
     // MARK: State for the HTTP layer
@@ -734,6 +738,7 @@ public final class ClusterCoordinator: Service, Sendable {
                 reached = true
                 peers.withLock { $0[peer]?.lastSync = Date() }
                 synced.store(true, ordering: .relaxed)
+                refilling.store(false, ordering: .sequentiallyConsistent)
                 if repaired > 0 {
                     observer?.antiEntropyRepaired(peer: peer, count: repaired)
                     logger.info("anti-entropy repaired revisions", metadata: ["peer": "\(peer)", "revisions": "\(repaired)"])

@@ -105,5 +105,12 @@ public struct NodeSalt: Sendable {
         if let cluster, case let (false, reason) = cluster.saltIsConsistent {
             throw ServiceError(.saltMismatch, reason ?? "salt differs from the cluster")
         }
+        if let cluster, cluster.isRefilling {
+            throw ServiceError(
+                .refilling,
+                "This node was out of touch with the cluster longer than OSC_TOMBSTONE_HORIZON and is refilling from its peers; retry, or use another node",
+                retryAfter: 2
+            )
+        }
     }
 }

@@ -28,6 +28,8 @@ public enum ErrorKind: Sendable, Hashable {
     case saltMismatch, clockAhead, quorumNotReached, storageUnavailable, auditUnavailable, kdfOverloaded, cancelled, subscribersFull, shuttingDown
     /// A returning cluster node has not caught up with a peer yet, so it cannot trust its tokens.
     case identitySyncing
+    /// A node back after longer than the tombstone horizon has not refilled from a peer yet.
+    case refilling
     /// A fault of the server's own.
     case `internal`
 
@@ -52,6 +54,7 @@ public enum ErrorKind: Sendable, Hashable {
         case .invalidToken: "invalid_token"
         case .wrongPassword: "wrong_password"
         case .identitySyncing: "identity_syncing"
+        case .refilling: "refilling"
         case .peerAuthFailed: "peer_auth_failed"
         case .peerAuthMissing: "peer_auth_missing"
         case .peerClockSkew: "peer_clock_skew"

@@ -75,10 +75,11 @@ public protocol CollectionStorage: Sendable {
     func collectedMarker(_ name: EntryName) async throws -> CollectedMarker?
     /// Drops markers collected before `micros`; returns how many.
     func expireCollected(collectedBeforeMicros micros: Int64) async throws -> Int
-    /// Moves every revision out of the live history into `set_aside_revisions` (a node that
-    /// was away longer than the horizon refills from its peers instead of merging its stale
-    /// history); returns how many. Their identities are not refused: peers' copies come back.
-    func setAsideAllForRejoin(reason: String) async throws -> Int
+    /// Moves the live history into `set_aside_revisions` (a node that was away longer than the
+    /// horizon refills from its peers instead of merging its stale history), all but this
+    /// node's own writes since `keep` (microseconds); returns how many. Their identities are not
+    /// refused: peers' copies come back.
+    func setAsideAllForRejoin(reason: String, keepingOwnSinceMicros keep: Int64) async throws -> Int
 }
 
 extension ConfigStore: CollectionStorage {
@@ -258,28 +259,37 @@ extension ConfigStore: CollectionStorage {
         }
     }
 
-    public func setAsideAllForRejoin(reason: String) async throws -> Int {
-        try await commit(audit: nil) { db in
-            let now = Self.nowMicros()
-            let moved = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revisions") ?? 0
-            let columns = Revision.columns
+    public func setAsideAllForRejoin(reason: String, keepingOwnSinceMicros keep: Int64) async throws -> Int {
+        let origin = nodeID
+        return try await commit(audit: nil) { db in
+            let stale = "NOT (origin = ? AND updated_at >= ?)"
+            let arguments: StatementArguments = [origin, keep]
+            let moved = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revisions WHERE \(stale)", arguments: arguments) ?? 0
+            guard moved > 0 else { return (0, 0) }
             try db.execute(
                 sql: """
-                    INSERT OR IGNORE INTO set_aside_revisions(\(columns), reason, set_aside_at)
-                    SELECT \(columns), ?, ? FROM revisions
+                    INSERT OR IGNORE INTO set_aside_revisions(\(Revision.columns), reason, set_aside_at)
+                    SELECT \(Revision.columns), ?, ? FROM revisions WHERE \(stale)
                     """,
-                arguments: [reason, now]
+                arguments: [reason, Self.nowMicros()] + arguments
             )
             try db.execute(
                 sql: """
-                    UPDATE counters SET value = MAX(value, COALESCE((SELECT MAX(seq) FROM revisions), 0)) WHERE name = 'pruned_through_seq';
-                    DELETE FROM revisions;
-                    DELETE FROM entries;
-                    DELETE FROM digest_buckets;
-                    """
+                    UPDATE counters SET value = MAX(value, COALESCE((SELECT MAX(seq) FROM revisions WHERE \(stale)), 0))
+                    WHERE name = 'pruned_through_seq'
+                    """,
+                arguments: arguments
             )
-            let live = try Int.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'live_entries'") ?? 0
-            return (moved, -live)
+            try db.execute(sql: "DELETE FROM revisions WHERE \(stale)", arguments: arguments)
+            try RevisionDigest.rebuild(db: db)
+            // Entries again from what is left: this node's own recent writes.
+            let before = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM entries WHERE deleted = 0") ?? 0
+            try db.execute(sql: "DELETE FROM entries")
+            for row in try Row.fetchAll(db, sql: "SELECT DISTINCT environment, key FROM revisions") {
+                _ = try Self.refreshEntry(environment: row["environment"], key: row["key"], db: db)
+            }
+            let after = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM entries WHERE deleted = 0") ?? 0
+            return (moved, after - before)
         }
     }
 }

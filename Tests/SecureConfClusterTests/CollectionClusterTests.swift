@@ -103,6 +103,16 @@ import Testing
         try await cluster.write("c:1", "only-on-stale-c")
         let longAgo = ClusterCoordinator.nowMicros() - 60_000_000
         try cluster.stores["c:1"]!.setMetadata(ClusterCoordinator.lastContactMetadata, String(longAgo))
+        // Made on that store, a coordinator serves no data (the HTTP gate asks it) before it runs.
+        let probe = ClusterCoordinator(
+            settings: c.settings,
+            store: cluster.stores["c:1"]!,
+            transport: cluster.network.link(from: "c:1", saltFingerprint: "cluster-salt"),
+            saltFingerprint: "cluster-salt",
+            logger: Self.logger,
+            observer: nil
+        )
+        #expect(probe.isRefilling && !c.isRefilling)
         for coordinator in ["a:1", "b:1", "c:1"].map({ cluster.coordinators[$0]! }) {
             cluster.tasks.append(Task { try await coordinator.run() })
         }
@@ -112,6 +122,7 @@ import Testing
         #expect(try await cluster.stores["c:1"]!.setAsideCount() == 1)
         #expect(await cluster.holdsNone(["a:1", "b:1"], "only-on-stale-c"))
         #expect(!c.needsRejoin)
+        #expect(await cluster.eventually { !c.isRefilling }, "serves again once it has pulled from a peer")
         await cluster.stop()
     }
 }

@@ -150,7 +150,7 @@ import Testing
         _ = try await a.create(environment: "e", key: "gone", category: nil, ciphertext: "g")
         try await a.delete(environment: "e", key: "gone") { _ in true }
         let copies = try await revisions(a)
-        let moved = try await a.setAsideAllForRejoin(reason: "test")
+        let moved = try await a.setAsideAllForRejoin(reason: "test", keepingOwnSinceMicros: .max)
         #expect(moved == 3)
         #expect(a.liveEntryCount == 0)
         #expect(try await a.entry(environment: "e", key: "k") == nil)
@@ -161,5 +161,24 @@ import Testing
         #expect(try await a.apply(batch: copies, pruned: []).applied == 1)
         #expect(try await a.entry(environment: "e", key: "k")?.ciphertext == "v1")
         #expect(a.liveEntryCount == 1)
+    }
+
+    @Test func aRefillKeepsThisNodesOwnRecentWritesAndSetsTheRestAside() async throws {
+        let a = try open("a", node: "a:1")
+        let b = try open("b", node: "b:1")
+        _ = try await b.create(environment: "e", key: "from-b", category: nil, ciphertext: "b")
+        _ = try await a.apply(batch: try await revisions(b, key: "from-b"), pruned: [])
+        _ = try await a.create(environment: "e", key: "old", category: nil, ciphertext: "o")
+        let since = Self.now()
+        _ = try await a.create(environment: "e", key: "recent", category: nil, ciphertext: "r")
+        _ = try await a.update(environment: "e", key: "old", category: nil, ciphertext: "o2") { _ in true }
+        #expect(try await a.setAsideAllForRejoin(reason: "test", keepingOwnSinceMicros: since) == 2)
+        #expect(try await a.all(tenant: Revision.defaultTenant).map(\.key).sorted() == ["old", "recent"])
+        #expect(try await a.entry(environment: "e", key: "old")?.ciphertext == "o2")
+        #expect(try await a.history(environment: "e", key: "old")?.versions.count == 1)
+        #expect(a.liveEntryCount == 2)
+        #expect(try await a.digest() == (try await a.recomputedDigest()))
+        // What stays is still this node's outbox: it ships.
+        #expect(try await a.ownRevisions(after: 0, limit: 10).map(\.revision.key).sorted() == ["old", "recent"])
     }
 }

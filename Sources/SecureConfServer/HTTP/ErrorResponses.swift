@@ -21,7 +21,7 @@ extension ErrorKind {
         case .missingAPIKey, .wrongAPIKey, .auditRequiresAPIKey, .forbidden: .forbidden
         case .conflict, .saltConflict, .peerSaltMismatch: .conflict
         case .saltMismatch, .clockAhead, .quorumNotReached, .storageUnavailable, .auditUnavailable, .kdfOverloaded, .cancelled, .subscribersFull,
-            .shuttingDown,
+            .shuttingDown, .refilling,
             .identitySyncing:
             .serviceUnavailable
         case .internal: .internalServerError
