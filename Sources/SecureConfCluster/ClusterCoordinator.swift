@@ -729,8 +729,9 @@ public final class ClusterCoordinator: Service, Sendable {
         let started = ContinuousClock.now
         let startedMicros = Self.nowMicros()
         guard saltIsConsistent.consistent else { return }
-        if needsRejoin { await rejoin() }
         let sameSalt = healthyPeersWithOurSalt
+        // Refilled from peers it can reach: a node still cut off keeps what it has meanwhile.
+        if needsRejoin, !sameSalt.isEmpty { await rejoin() }
         var reached = false
         for peer in currentPeers where sameSalt.contains(peer) {
             do {
