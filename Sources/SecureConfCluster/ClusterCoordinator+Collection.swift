@@ -123,7 +123,8 @@ extension ClusterCoordinator {
             let now = Self.nowMicros()
             var accepted: [CollectedMarker] = []
             for m in page {
-                let placed = (try? rules.check(PrunedMarker(environment: m.environment, key: m.key, hlc: m.hlc, origin: m.origin, deleted: true))) != nil
+                let placed =
+                    (try? rules.check(PrunedMarker(environment: m.environment, key: m.key, hlc: m.hlc, origin: m.origin, deleted: true))) != nil
                 // No node collects a delete younger than the horizon, nor before the delete, nor in the future.
                 guard placed, m.environment != EntryNames.identityEnvironment, m.deletedAt > 0,
                     m.deletedAt / 1000 <= HybridLogicalClock.millis(of: m.hlc) + 1000, now - m.deletedAt >= horizon - skew,

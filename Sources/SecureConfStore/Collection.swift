@@ -240,7 +240,7 @@ extension ConfigStore: CollectionStorage {
             db.cachedStatement(sql: "SELECT \(markerColumns) FROM collected_keys WHERE environment = ? AND key = ?"),
             arguments: [environment, key]
         )
-            .map(CollectedMarker.init(row:))
+        .map(CollectedMarker.init(row:))
     }
 
     public func expireCollected(collectedBeforeMicros micros: Int64) async throws -> Int {
