@@ -45,7 +45,6 @@ extension ClusterCoordinator {
     /// starts counting now.
     func loadContact() async {
         guard horizonMicros != nil else { return }
-        readContact()
         if contact.withLock({ $0.last }) == nil {
             recordContact(Self.nowMicros())
         } else if needsRejoin {

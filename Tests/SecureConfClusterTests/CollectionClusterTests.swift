@@ -107,21 +107,24 @@ import Testing
     @Test func aNodeOutOfTouchLongerThanTheHorizonRefillsInsteadOfMerging() async throws {
         let cluster = try TestCluster(running: false, horizon: Self.horizon)
         try await cluster.write("a:1", "everyone")
-        let c = cluster.coordinators["c:1"]!
+        let old = cluster.coordinators["c:1"]!
         // c holds a value nobody else has, and its last round was long ago.
         try await cluster.write("c:1", "only-on-stale-c")
         let longAgo = ClusterCoordinator.nowMicros() - 60_000_000
         try cluster.stores["c:1"]!.setMetadata(ClusterCoordinator.lastContactMetadata, String(longAgo))
-        // Made on that store, a coordinator serves no data (the HTTP gate asks it) before it runs.
-        let probe = ClusterCoordinator(
-            settings: c.settings,
+        // Made on that store (as at a restart), c's coordinator serves no data (the HTTP gate asks
+        // it) before it runs; it takes the old one's place.
+        let c = ClusterCoordinator(
+            settings: old.settings,
             store: cluster.stores["c:1"]!,
             transport: cluster.network.link(from: "c:1", saltFingerprint: "cluster-salt"),
             saltFingerprint: "cluster-salt",
             logger: Self.logger,
             observer: nil
         )
-        #expect(probe.isRefilling && !c.isRefilling)
+        #expect(c.isRefilling && !old.isRefilling)
+        cluster.coordinators["c:1"] = c
+        cluster.network.endpoints.withLock { $0["c:1"] = PeerEndpoints(coordinator: c) }
         for coordinator in ["a:1", "b:1", "c:1"].map({ cluster.coordinators[$0]! }) {
             cluster.tasks.append(Task { try await coordinator.run() })
         }

@@ -26,6 +26,13 @@ ENV = {
 }
 
 
+def collecting_cluster(factory) -> harness.Cluster:
+    cluster = factory.cluster(3, extra_env=ENV)
+    cluster.wait_healthy(timeout=15)
+    cluster.warm(USER_KEY)
+    return cluster
+
+
 def versions(node: harness.Node, key: str):
     return node.request("GET", f"/configs/{key}/versions", USER_KEY)
 
@@ -49,9 +56,7 @@ def rfc3339(t: float) -> str:
 
 
 def test_a_deleted_key_is_collected_everywhere_and_never_comes_back(factory, report):
-    cluster = factory.cluster(3, extra_env=ENV)
-    cluster.wait_healthy(timeout=15)
-    cluster.warm(USER_KEY)
+    cluster = collecting_cluster(factory)
     a, b, c = cluster
     assert a.create(USER_KEY, "gone", "v1").status_code == 201
     assert a.update(USER_KEY, "gone", "v2").status_code == 200
@@ -87,9 +92,7 @@ def test_a_deleted_key_is_collected_everywhere_and_never_comes_back(factory, rep
 
 
 def test_a_peer_that_missed_the_delete_holds_collection_back_then_drops_the_key(factory, report):
-    cluster = factory.cluster(3, extra_env=ENV)
-    cluster.wait_healthy(timeout=15)
-    cluster.warm(USER_KEY)
+    cluster = collecting_cluster(factory)
     a, b, c = cluster
     assert a.create(USER_KEY, "k", "v1").status_code == 201
     cluster.wait_converged()
@@ -114,9 +117,7 @@ def _database_files(node: harness.Node) -> list[str]:
 
 
 def test_a_node_restored_from_a_backup_older_than_the_horizon_refills_instead_of_merging(factory, tmp_path, report):
-    cluster = factory.cluster(3, extra_env=ENV)
-    cluster.wait_healthy(timeout=15)
-    cluster.warm(USER_KEY)
+    cluster = collecting_cluster(factory)
     a, b, c = cluster
     assert a.create(USER_KEY, "secret", "old value").status_code == 201
     assert c.create(USER_KEY, "from-c", "c's").status_code == 201

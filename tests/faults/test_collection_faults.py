@@ -73,12 +73,7 @@ def test_collection_under_a_fault(cluster: FaultCluster, summary, report, name: 
         away = SCENARIOS[name](cluster, history)
         time.sleep(FAULT_SECONDS)
     finally:
-        cluster.net.heal()
-        for n in cluster.nodes:
-            os.kill(n.pid, signal.SIGCONT)
-        for w in history.windows:
-            if w.end == float("inf"):
-                w.end = time.monotonic()
+        cluster.heal(history)
     healed = time.monotonic()
     time.sleep(1.0)
     workload.finish()
@@ -109,5 +104,6 @@ def test_collection_under_a_fault(cluster: FaultCluster, summary, report, name: 
     if problems:
         path = ARTIFACTS / f"{slug}.jsonl"
         history.dump(path)
+        path.with_suffix(".problems.txt").write_text("\n".join(problems) + "\n")
         pytest.fail(f"{name}: {len(problems)} violations (history in {path}):\n" + "\n".join(problems[:30]), pytrace=False)
     assert counts["acknowledged"] > 0 and deleted, "the workload acknowledged no write or no delete: nothing was tested"

@@ -37,7 +37,7 @@ def cluster(tmp_path_factory, preconditions):
         registry.kill_all()
 
 
-# -- faults: each returns the window it opened; heal() closes it
+# -- faults: each records the window it opened; FaultCluster.heal() closes it
 
 def isolate_one(c: FaultCluster, h: History) -> None:
     c.net.isolate(0)
@@ -79,19 +79,6 @@ SCENARIOS = {
 }
 
 
-def heal(c: FaultCluster, h: History) -> None:
-    c.net.heal()
-    for n in c.nodes:
-        if n.alive():
-            os.kill(n.pid, signal.SIGCONT)
-        else:
-            n.launch()
-            n.wait_ready()
-    for w in h.windows:
-        if w.end == float("inf"):
-            w.end = time.monotonic()
-
-
 @pytest.mark.parametrize("round_", range(ROUNDS))
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_fault(cluster: FaultCluster, summary, name: str, round_: int):
@@ -105,7 +92,7 @@ def test_fault(cluster: FaultCluster, summary, name: str, round_: int):
         SCENARIOS[name](cluster, history)
         time.sleep(FAULT_SECONDS)
     finally:
-        heal(cluster, history)
+        cluster.heal(history)
     healed = time.monotonic()
     time.sleep(1.0)  # the workload goes on across the heal
     workload.finish()
