@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "secureconf-ceiling", targets: ["BenchCeiling"]),
         .library(name: "SecureConfCrypto", targets: ["SecureConfCrypto"]),
         .library(name: "SecureConfStore", targets: ["SecureConfStore"]),
+        .library(name: "SecureConfPostgres", targets: ["SecureConfPostgres"]),
         .library(name: "SecureConfServer", targets: ["SecureConfServer"]),
         .library(name: "SecureConfJSON", targets: ["SecureConfJSON"]),
         .library(name: "SecureConfCluster", targets: ["SecureConfCluster"]),
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(
@@ -58,6 +60,17 @@ let package = Package(
             dependencies: [
                 "SecureConfCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The storage protocol on PostgreSQL (OSC_DATABASE_URL).
+        .target(
+            name: "SecureConfPostgres",
+            dependencies: [
+                "SecureConfStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -98,6 +111,7 @@ let package = Package(
             name: "SecureConfServer",
             dependencies: [
                 "SecureConfCore",
+                "SecureConfPostgres",
                 "SecureConfCrypto",
                 "SecureConfStore",
                 "SecureConfCluster",
@@ -160,7 +174,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SecureConfStoreTests",
-            dependencies: ["SecureConfStore"],
+            dependencies: ["SecureConfStore", "SecureConfPostgres", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -45,7 +45,7 @@ public struct QuorumNotReached: Error, CustomStringConvertible {
 /// and anti-entropy. Runs as a service and stops on graceful shutdown.
 public final class ClusterCoordinator: Service, Sendable {
     public let settings: ClusterSettings
-    public let store: any ConfigStorage
+    public let store: any ReplicatedStorage
     public let transport: any PeerTransporting
     public let saltFingerprint: String
     let logger: Logger
@@ -93,7 +93,7 @@ public final class ClusterCoordinator: Service, Sendable {
 
     public init(
         settings: ClusterSettings,
-        store: any ConfigStorage,
+        store: any ReplicatedStorage,
         transport: any PeerTransporting,
         saltFingerprint: String,
         logger: Logger,

@@ -21,7 +21,7 @@ public struct PeerEndpoints: Sendable {
         self.coordinator = coordinator
     }
 
-    var store: any ConfigStorage { coordinator.store }
+    var store: any ReplicatedStorage { coordinator.store }
 
     /// `POST /cluster/replicate`: applies a batch from `sender`, whose salt fingerprint must
     /// be this node's. A batch with revisions that cannot be applied is refused whole

@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// node collects only its own tombstones (it knows which peers acknowledged them); the
 /// markers reach the other nodes by anti-entropy. Runs every quarter horizon (1 s to 60 s).
 public final class TombstoneCollector: Service, Sendable {
-    public let store: any ConfigStorage
+    public let store: any ReplicatedStorage
     public let horizon: Duration
     /// The cluster, or nil on a single node (nothing to wait for).
     let coordinator: ClusterCoordinator?
@@ -17,7 +17,7 @@ public final class TombstoneCollector: Service, Sendable {
     let collected: @Sendable (CollectionOutcome) -> Void
 
     public init(
-        store: any ConfigStorage,
+        store: any ReplicatedStorage,
         horizon: Duration,
         coordinator: ClusterCoordinator?,
         logger: Logger,

@@ -127,7 +127,7 @@ public final class ConfigService: Sendable {
         cluster.localWriteCommitted()
         guard cluster.settings.writeQuorum != .one else { return }
         do {
-            try await cluster.awaitQuorum(seq: try await storage.lastOwnSeq())
+            try await cluster.awaitQuorum(seq: try await cluster.store.lastOwnSeq())
         } catch let error as QuorumNotReached {
             throw ServiceError(.quorumNotReached, "Write quorum not reached: \(error.description)", retryAfter: 1)
         }

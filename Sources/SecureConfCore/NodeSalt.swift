@@ -83,7 +83,15 @@ public struct NodeSalt: Sendable {
             )
         }
         if recorded == nil {
-            try store.setMetadata("salt_fingerprint", opened.fingerprint)
+            // Claimed, not set: a node that started on the same shared database a moment
+            // earlier with another salt has recorded its own, and this one must not serve.
+            let claimed = try store.claimMetadata("salt_fingerprint", opened.fingerprint)
+            if claimed != opened.fingerprint {
+                throw SaltError(
+                    description:
+                        "the database \(databasePath) was claimed by another node with salt \(claimed) while this node started with salt \(opened.fingerprint) (\(path)); give every node on one database the same salt file: copy the first node's"
+                )
+            }
             try store.setMetadata("kdf_algorithm", "pbkdf2-hmac-sha256")
             try store.setMetadata("kdf_iterations", String(kdfIterations))
         }

@@ -117,6 +117,13 @@ public struct AuditVerification: Sendable, Equatable {
     public var firstBroken: Int64?
     /// The head hash the chain ends with (anchor it elsewhere to detect a rewritten chain).
     public var headHash: String
+
+    public init(valid: Bool, records: Int, firstBroken: Int64?, headHash: String) {
+        self.valid = valid
+        self.records = records
+        self.firstBroken = firstBroken
+        self.headHash = headHash
+    }
 }
 
 /// The hash chain's definition, in one place, so that anyone can re-compute it from an export.
@@ -149,6 +156,55 @@ public enum AuditChain {
         var input = Hex.decode(previousHex) ?? [UInt8](repeating: 0, count: 32)
         input.append(contentsOf: canonicalBytes(id: id, draft))
         return Hex.encode(OpenSSL.sha256(input))
+    }
+}
+
+/// Re-computes a chain fed its records in id order: ids must run 1…N without gaps, every
+/// hash must equal SHA-256(previous hash || record), and the head must name the last record
+/// and its hash (so a truncated tail is caught too).
+public struct AuditChainVerifier: Sendable {
+    private var previous = AuditChain.genesisHex
+    private var expectedID: Int64 = 1
+    private var count = 0
+    private var firstBroken: Int64?
+
+    public init() {}
+
+    /// The next record by id; `intact` false when storage shows it altered (a column of the
+    /// wrong type).
+    public mutating func add(_ record: AuditRecord, intact: Bool = true) {
+        count += 1
+        if firstBroken != nil { return }
+        if !intact {
+            firstBroken = record.id
+            return
+        }
+        if record.id != expectedID {
+            firstBroken = expectedID
+            return
+        }
+        let recomputed = AuditChain.hash(previousHex: previous, id: record.id, record.draft)
+        if recomputed != record.hash {
+            firstBroken = record.id
+            return
+        }
+        previous = recomputed
+        expectedID += 1
+    }
+
+    public func result(headID: Int64, headHash: String) -> AuditVerification {
+        var firstBroken = self.firstBroken
+        let lastIntact = expectedID - 1
+        if firstBroken == nil {
+            if lastIntact < headID {
+                firstBroken = lastIntact + 1  // records at the end are gone
+            } else if lastIntact > headID {
+                firstBroken = headID + 1  // records were added outside the store
+            } else if previous != headHash {
+                firstBroken = max(headID, 1)  // the head itself was altered
+            }
+        }
+        return AuditVerification(valid: firstBroken == nil, records: count, firstBroken: firstBroken, headHash: headHash)
     }
 }
 
@@ -278,10 +334,6 @@ extension ConfigStore {
             }
             let headID: Int64 = head[0]
             let headHash: String = head[1]
-            var previous = AuditChain.genesisHex
-            var expectedID: Int64 = 1
-            var count = 0
-            var firstBroken: Int64?
             // A column rewritten with another type (a BLOB where text belongs) reads back as the
             // same text but escapes searches: such a record is broken too.
             let mistyped = Set(
@@ -295,37 +347,10 @@ extension ConfigStore {
                         """
                 )
             )
+            var verifier = AuditChainVerifier()
             let cursor = try AuditRecord.fetchCursor(db, sql: "SELECT \(AuditRecord.columns) FROM audit_log ORDER BY id")
-            while let record = try cursor.next() {
-                count += 1
-                if firstBroken != nil { continue }
-                if mistyped.contains(record.id) {
-                    firstBroken = record.id
-                    continue
-                }
-                if record.id != expectedID {
-                    firstBroken = expectedID
-                    continue
-                }
-                let recomputed = AuditChain.hash(previousHex: previous, id: record.id, record.draft)
-                if recomputed != record.hash {
-                    firstBroken = record.id
-                    continue
-                }
-                previous = recomputed
-                expectedID += 1
-            }
-            let lastIntact = expectedID - 1
-            if firstBroken == nil {
-                if lastIntact < headID {
-                    firstBroken = lastIntact + 1  // records at the end are gone
-                } else if lastIntact > headID {
-                    firstBroken = headID + 1  // records were added outside the store
-                } else if previous != headHash {
-                    firstBroken = max(headID, 1)  // the head itself was altered
-                }
-            }
-            return AuditVerification(valid: firstBroken == nil, records: count, firstBroken: firstBroken, headHash: headHash)
+            while let record = try cursor.next() { verifier.add(record, intact: !mistyped.contains(record.id)) }
+            return verifier.result(headID: headID, headHash: headHash)
         }
     }
 

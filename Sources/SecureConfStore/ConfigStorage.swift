@@ -121,25 +121,35 @@ public protocol MetadataStorage: Sendable {
     func setMetadata(_ name: String, _ value: String) throws
     /// Whether any revision was ever written.
     func hasData() throws -> Bool
+    /// Records `value` under `name` unless a value is recorded already; returns what is
+    /// recorded. Nodes that share one database agree through it on what only one may choose
+    /// (the salt's fingerprint, the actor key): the first to record wins.
+    func claimMetadata(_ name: String, _ value: String) throws -> String
 }
 
-/// Everything the layers above need from storage. `ConfigStore` (SQLite through GRDB) is the
-/// first implementation; another engine implements these protocols without touching the
-/// domain layer, the cluster or HTTP.
-public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & ReplicationStorage & MetadataStorage & ChangeFeedStorage
-    & CollectionStorage
+/// Everything the domain layer and HTTP need from storage. `ConfigStore` (SQLite through
+/// GRDB) and `PostgresStore` (SecureConfPostgres) implement it; another engine implements
+/// these protocols without touching the domain layer or HTTP.
+public typealias ConfigStorage = EntryStorage & HistoryStorage & AuditStorage & MetadataStorage & ChangeFeedStorage & StorageLifecycle
 
-extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage {
-    /// A tenant's name must be one (`TenantNames`): anything else is not here.
-    private func local(_ tenant: String) throws {
-        if tenant != Revision.defaultTenant, TenantNames.problem(tenant) != nil { throw StoreError.unknownTenant(tenant) }
-    }
+/// What a replica cluster's node needs on top: its own revisions in order, digests, batches
+/// from peers, and collected tombstones. Only `ConfigStore` has it: nodes on one PostgreSQL
+/// database share their data and do not replicate.
+public typealias ReplicatedStorage = ConfigStorage & ReplicationStorage & CollectionStorage
 
-    /// The stored environment of a name (its tenant folded in).
-    private func stored(_ name: EntryName) throws -> String {
-        try local(name.tenant)
-        return TenantNames.stored(tenant: name.tenant, environment: name.environment)
-    }
+/// Opening and closing, and what the engine is called in `/ready` and the logs.
+public protocol StorageLifecycle: Sendable {
+    /// "sqlite" or "postgresql".
+    var engine: String { get }
+    /// Finishes pending writes and closes.
+    func close() async
+}
+
+extension ConfigStore: EntryStorage, HistoryStorage, AuditStorage, ReplicationStorage, MetadataStorage, StorageLifecycle {
+    public var engine: String { "sqlite" }
+
+    private func local(_ tenant: String) throws { try TenantNames.checkLocal(tenant) }
+    private func stored(_ name: EntryName) throws -> String { try TenantNames.stored(name) }
 
     public func entry(_ name: EntryName) async throws -> ConfigEntry? {
         return try await entry(environment: try stored(name), key: name.key)

@@ -26,6 +26,11 @@ public struct StoredChange: Sendable, Equatable {
 public struct ChangeFeedPage: Sendable, Equatable {
     public var changes: [StoredChange]
     public var through: Int64
+
+    public init(changes: [StoredChange], through: Int64) {
+        self.changes = changes
+        self.through = through
+    }
 }
 
 /// The change feed: every revision this node committed (its own writes and those it
@@ -71,23 +76,8 @@ extension ConfigStore: ChangeFeedStorage {
                 let localSeq: Int64 = row["seq"]
                 through = localSeq
                 if row["beaten"] as Bool { continue }
-                var revision = Revision(row: row)
-                // Users and tokens are no configuration: never a change event, never relayed.
-                if revision.environment == EntryNames.identityEnvironment { continue }
-                // Changes leave the store with the tenant split from the stored name.
-                (revision.tenant, revision.environment) = TenantNames.split(revision.environment)
                 let before: Bool? = row["before_deleted"] ?? row["pruned_before_deleted"]
-                let kind: ChangeKind =
-                    if revision.deleted {
-                        .deleted
-                    } else if let before, !before {
-                        .updated
-                    } else {
-                        .created
-                    }
-                // A tombstone over nothing live deletes nothing.
-                if revision.deleted, before != false { continue }
-                changes.append(StoredChange(seq: localSeq, kind: kind, revision: revision))
+                if let change = StoredChange.classify(seq: localSeq, Revision(row: row), deletedBefore: before) { changes.append(change) }
             }
             return ChangeFeedPage(changes: changes, through: through)
         }

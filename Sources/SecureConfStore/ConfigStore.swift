@@ -189,6 +189,13 @@ public final class ConfigStore: Sendable {
         }
     }
 
+    public func claimMetadata(_ name: String, _ value: String) throws -> String {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING", arguments: [name, value])
+            return try String.fetchOne(db, sql: "SELECT value FROM meta WHERE name = ?", arguments: [name]) ?? value
+        }
+    }
+
     /// Whether any revision was ever written (data exists that a salt must match).
     public func hasData() throws -> Bool {
         try pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM revisions)") ?? false }
@@ -267,6 +274,9 @@ public final class ConfigStore: Sendable {
 
     // MARK: Writes
 
+    /// What this node's writes make of the current entry (`WritePlan`).
+    var plan: WritePlan { WritePlan(origin: nodeID, clock: clock) }
+
     /// Creates (environment, key); a tombstoned key may be created again.
     public func create(
         environment: String,
@@ -276,27 +286,18 @@ public final class ConfigStore: Sendable {
         actor: String? = nil,
         audit: AuditRecordDraft? = nil
     ) async throws -> ConfigEntry {
-        let origin = nodeID
-        let clock = self.clock
-        let keep = maxVersions
+        let (plan, keep) = (self.plan, maxVersions)
         return try await commit(audit: audit) { db in
             let current = try Self.currentRow(db, environment: environment, key: key)
-            if let current, !current.deleted { throw StoreError.alreadyExists(environment: environment, key: key) }
-            let now = Self.nowMicros()
-            let revision = Revision(
+            let (revision, delta) = try plan.create(
                 environment: environment,
                 key: key,
+                current: current,
                 category: category,
                 ciphertext: ciphertext,
-                hlc: try Self.stamp(clock, after: current?.hlc, environment: environment, key: key),
-                origin: origin,
-                deleted: false,
-                createdAt: now,
-                updatedAt: now,
                 actor: actor
             )
-            let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
-            return (entry, 1)
+            return (try Self.record(revision, replacing: current, keep: keep, db: db), delta)
         }
     }
 
@@ -311,27 +312,19 @@ public final class ConfigStore: Sendable {
         audit: AuditRecordDraft? = nil,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws -> ConfigEntry {
-        let origin = nodeID
-        let clock = self.clock
-        let keep = maxVersions
+        let (plan, keep) = (self.plan, maxVersions)
         return try await commit(audit: audit) { db in
-            guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
-                throw StoreError.notFound(environment: environment, key: key)
-            }
-            guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
-            let revision = Revision(
+            let current = try Self.currentRow(db, environment: environment, key: key)
+            let (revision, delta) = try plan.update(
                 environment: environment,
                 key: key,
-                category: category ?? current.category,
+                current: current,
+                category: category,
                 ciphertext: ciphertext,
-                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
-                origin: origin,
-                deleted: false,
-                createdAt: current.createdAt,
-                updatedAt: max(Self.nowMicros(), current.updatedAt),
-                actor: actor
+                actor: actor,
+                authenticates: authenticates
             )
-            return (try Self.record(revision, replacing: current, keep: keep, db: db), 0)
+            return (try Self.record(revision, replacing: current, keep: keep, db: db), delta)
         }
     }
 
@@ -343,51 +336,17 @@ public final class ConfigStore: Sendable {
         audit: AuditRecordDraft? = nil,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws {
-        let origin = nodeID
-        let clock = self.clock
-        let keep = maxVersions
+        let (plan, keep) = (self.plan, maxVersions)
         _ = try await commit(audit: audit) { db in
-            guard let current = try Self.currentRow(db, environment: environment, key: key), !current.deleted else {
-                throw StoreError.notFound(environment: environment, key: key)
-            }
-            guard authenticates(current.ciphertext) else { throw StoreError.wrongKey }
-            let revision = Revision(
-                environment: environment,
-                key: key,
-                category: current.category,
-                ciphertext: "",
-                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
-                origin: origin,
-                deleted: true,
-                createdAt: current.createdAt,
-                updatedAt: max(Self.nowMicros(), current.updatedAt),
-                actor: actor
-            )
-            return (try Self.record(revision, replacing: current, keep: keep, db: db), -1)
+            let current = try Self.currentRow(db, environment: environment, key: key)
+            let (revision, delta) = try plan.delete(environment: environment, key: key, current: current, actor: actor, authenticates: authenticates)
+            return (try Self.record(revision, replacing: current, keep: keep, db: db), delta)
         }
     }
 
     // MARK: Internals
 
-    /// The stamp of a local write superseding `previous`; 503-class `unavailable` when that
-    /// revision is stamped beyond this node's clock bound (a wall clock stepped back).
-    static func stamp(_ clock: HybridLogicalClock, after previous: Int64?, environment: String, key: String) throws -> Int64 {
-        guard let stamp = clock.boundedStamp(after: previous) else {
-            let ahead = Double(HybridLogicalClock.millis(of: previous ?? 0) - clock.wallMillis()) / 1000
-            throw StoreError.unavailable(
-                String(
-                    format:
-                        "configuration '%@' in environment '%@' was last written with a stamp %.0f s ahead of this node's clock; writes to it wait until the clock catches up (check NTP)",
-                    String(key.prefix(100)),
-                    String(TenantNames.split(environment).environment.prefix(100)),
-                    ahead
-                )
-            )
-        }
-        return stamp
-    }
-
-    static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
+    static func nowMicros() -> Int64 { WritePlan.nowMicros() }
 
     static func currentRow(_ db: Database, environment: String, key: String) throws -> ConfigEntry? {
         try ConfigEntry.fetchOne(

@@ -7,6 +7,11 @@ import GRDB
 public struct NumberedRevision: Sendable, Equatable {
     public var version: Int
     public var revision: Revision
+
+    public init(version: Int, revision: Revision) {
+        self.version = version
+        self.revision = revision
+    }
 }
 
 /// A key's retained history, oldest first.
@@ -16,6 +21,12 @@ public struct KeyHistory: Sendable, Equatable {
     public var versions: [NumberedRevision]
     /// The entry's id (the `id` of the record shape).
     public var entryID: Int64
+
+    public init(prunedCount: Int, versions: [NumberedRevision], entryID: Int64) {
+        self.prunedCount = prunedCount
+        self.versions = versions
+        self.entryID = entryID
+    }
 }
 
 /// What (environment, key) was at a moment in the past.
@@ -207,83 +218,35 @@ extension ConfigStore {
         audit: AuditRecordDraft? = nil,
         authenticates: @escaping @Sendable (String) -> Bool
     ) async throws -> (ConfigEntry, version: Int) {
-        let origin = nodeID
-        let clock = self.clock
-        let keep = maxVersions
+        let (plan, keep) = (self.plan, maxVersions)
         return try await commit(audit: audit) { db in
-            guard let current = try Self.currentRow(db, environment: environment, key: key) else {
-                throw StoreError.notFound(environment: environment, key: key)
-            }
-            if !current.deleted, !authenticates(current.ciphertext) { throw StoreError.wrongKey }
-            let now = Self.nowMicros()
-            let revision = Revision(
+            let current = try Self.currentRow(db, environment: environment, key: key)
+            let (revision, delta) = try plan.rollback(
                 environment: environment,
                 key: key,
+                current: current,
                 category: category,
                 ciphertext: ciphertext,
-                hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: key),
-                origin: origin,
-                deleted: false,
-                createdAt: current.deleted ? now : current.createdAt,
-                updatedAt: max(now, current.updatedAt),
-                actor: actor
+                actor: actor,
+                authenticates: authenticates
             )
             let entry = try Self.record(revision, replacing: current, keep: keep, db: db)
             let version = try Self.versionCount(db, environment: environment, key: key)
-            return ((entry, version), current.deleted ? 1 : 0)
+            return ((entry, version), delta)
         }
     }
 
     /// Applies an environment restore atomically: every planned key must still be at the
     /// revision the plan saw, else nothing is written and `conflict` is thrown.
     public func restore(environment: String, changes: [PlannedRestore], actor: String? = nil, audit: AuditRecordDraft? = nil) async throws {
-        let origin = nodeID
-        let clock = self.clock
-        let keep = maxVersions
+        let (plan, keep) = (self.plan, maxVersions)
         defer { if changes.contains(where: \.purgesOlder) { eraseLogAfterPurge() } }
         _ = try await commit(audit: audit) { db in
             var delta = 0
             for change in changes {
-                guard let current = try Self.currentRow(db, environment: environment, key: change.key),
-                    current.hlc == change.expectedHLC, current.origin == change.expectedOrigin
-                else {
-                    throw StoreError.conflict(
-                        "Configuration '\(change.key)' in environment '\(TenantNames.split(environment).environment)' changed during the restore; nothing was restored, retry"
-                    )
-                }
-                let now = Self.nowMicros()
-                let revision: Revision
-                switch change.change {
-                case let .put(category, ciphertext):
-                    revision = Revision(
-                        environment: environment,
-                        key: change.key,
-                        category: category,
-                        ciphertext: ciphertext,
-                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
-                        origin: origin,
-                        deleted: false,
-                        createdAt: current.deleted ? now : current.createdAt,
-                        updatedAt: max(now, current.updatedAt),
-                        actor: actor,
-                        purgesThrough: change.purgesOlder ? RevisionStamp(hlc: current.hlc, origin: current.origin) : nil
-                    )
-                    if current.deleted { delta += 1 }
-                case .delete:
-                    revision = Revision(
-                        environment: environment,
-                        key: change.key,
-                        category: current.category,
-                        ciphertext: "",
-                        hlc: try Self.stamp(clock, after: current.hlc, environment: environment, key: change.key),
-                        origin: origin,
-                        deleted: true,
-                        createdAt: current.createdAt,
-                        updatedAt: max(now, current.updatedAt),
-                        actor: actor
-                    )
-                    if !current.deleted { delta -= 1 }
-                }
+                let current = try Self.currentRow(db, environment: environment, key: change.key)
+                let (revision, d) = try plan.restore(environment: environment, change, current: current, actor: actor)
+                delta += d
                 _ = try Self.record(revision, replacing: current, keep: keep, db: db)
             }
             return ((), delta)

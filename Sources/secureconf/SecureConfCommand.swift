@@ -90,7 +90,7 @@ struct Serve: AsyncParsableCommand {
         logger.info(
             "starting node",
             metadata: [
-                "listen": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
+                "listen": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databaseLabel)",
                 "salt_fingerprint": "\(node.saltFingerprint)", "entries": "\(node.store.liveEntryCount)",
                 "api_key_required": "\(configuration.apiKeyRequired)",
             ]

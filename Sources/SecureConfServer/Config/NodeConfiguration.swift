@@ -1,5 +1,6 @@
 import Foundation
 import SecureConfCluster
+import SecureConfPostgres
 
 /// A configuration value that cannot be used; `description` is the one line a user sees.
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
@@ -17,6 +18,10 @@ public struct NodeConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 9000
     public var databasePath = "data/configurations.db"
+    /// PostgreSQL instead of SQLite (`OSC_DATABASE_URL`); nil: SQLite at `databasePath`.
+    public var database: PostgresSettings?
+    /// What the store is called in messages: the SQLite file, or the database without its password.
+    public var databaseLabel: String { database.map(\.description) ?? databasePath }
     public var saltFilePath = "data/encryption.salt"
     public var minUserKeyLength = 8
     public var apiKeyRequired = false
@@ -105,6 +110,12 @@ public struct NodeConfiguration: Sendable {
         ("OSC_HOST", "address to listen on (default 127.0.0.1)"),
         ("OSC_HOST_PORT", "port to listen on (default 9000)"),
         ("OSC_DATABASE_PATH", "SQLite database file (default data/configurations.db)"),
+        (
+            "OSC_DATABASE_URL",
+            "postgres://user:password@host:port/db?sslmode=…: keep the data in PostgreSQL instead of SQLite, shared by every node given the same URL (README: PostgreSQL)"
+        ),
+        ("OSC_DATABASE_HOSTS", "host:port list of the PostgreSQL primary and its standbys, in place of the URL's host; the writable one is used"),
+        ("OSC_DATABASE_PASSWORD_FILE", "file holding the PostgreSQL password, in place of the URL's"),
         ("OSC_SALT_FILE_PATH", "64-byte salt file (default data/encryption.salt)"),
         ("OSC_MIN_USER_KEY_LENGTH", "shortest accepted X-User-Key (default 8)"),
         ("OSC_API_KEY_REQUIRED", "require X-API-Key on data and cluster endpoints (default false)"),
@@ -220,6 +231,14 @@ public struct NodeConfiguration: Sendable {
         if let v = value("OSC_HOST") { c.host = v }
         if let v = try integer("OSC_HOST_PORT", 1...65535) { c.port = v }
         if let v = value("OSC_DATABASE_PATH") { c.databasePath = v }
+        if let url = value("OSC_DATABASE_URL") {
+            switch PostgresSettings.parse(url: url, hosts: value("OSC_DATABASE_HOSTS"), passwordFile: value("OSC_DATABASE_PASSWORD_FILE")) {
+            case let .success(settings): c.database = settings
+            case let .failure(problem): throw ConfigurationError(variable: problem.variable, problem: problem.problem)
+            }
+        } else if value("OSC_DATABASE_HOSTS") != nil || value("OSC_DATABASE_PASSWORD_FILE") != nil {
+            throw ConfigurationError(variable: "OSC_DATABASE_URL", problem: "must be set with OSC_DATABASE_HOSTS or OSC_DATABASE_PASSWORD_FILE")
+        }
         if let v = value("OSC_SALT_FILE_PATH") { c.saltFilePath = v }
         if let v = try integer("OSC_MIN_USER_KEY_LENGTH", 1...1024) { c.minUserKeyLength = v }
         if let v = try boolean("OSC_API_KEY_REQUIRED") { c.apiKeyRequired = v }
@@ -383,6 +402,17 @@ public struct NodeConfiguration: Sendable {
             }
             guard key != "your-super-secret-api-key-here" else {
                 throw ConfigurationError(variable: "OSC_API_KEY", problem: "is still OpenSecureConf's example value; set a secret of your own")
+            }
+        }
+        if c.database != nil {
+            if c.clusterEnabled {
+                throw ConfigurationError(
+                    variable: "OSC_CLUSTER_ENABLED",
+                    problem: "nodes on PostgreSQL share one database and do not replicate: unset it, and put the nodes behind a load balancer"
+                )
+            }
+            if c.tombstoneHorizonSeconds != nil {
+                throw ConfigurationError(variable: "OSC_TOMBSTONE_HORIZON", problem: "is not supported on PostgreSQL yet (SQLite only)")
             }
         }
         if c.clusterEnabled {

@@ -74,6 +74,7 @@ struct SystemController<Context: RequestContext>: Sendable {
         return JSONResponse.make { w in
             w.raw("{"); w.member("ready", first: true); w.raw("true")
             w.member("entries"); w.integer(node.store.liveEntryCount)
+            w.member("storage"); w.string(node.store.engine)
             w.raw("}")
         }
     }
@@ -100,11 +101,11 @@ struct SystemController<Context: RequestContext>: Sendable {
         var depths: [String: Int] = [:]
         var oldest: [String: Int64] = [:]
         for p in peers {
-            depths[p.nodeID] = (try? await node.store.outboxDepth(after: p.ackedSeq)) ?? p.outboxDepth
-            if let t = try? await node.store.oldestOwnRevisionTime(after: p.ackedSeq) { oldest[p.nodeID] = t }
+            depths[p.nodeID] = (try? await node.replicated?.outboxDepth(after: p.ackedSeq)) ?? p.outboxDepth
+            if let t = try? await node.replicated?.oldestOwnRevisionTime(after: p.ackedSeq) { oldest[p.nodeID] = t }
         }
         let nowMicros = Int64(Date().timeIntervalSince1970 * 1_000_000)
-        let setAside = node.cluster == nil ? 0 : ((try? await node.store.setAsideCount()) ?? 0)
+        let setAside = node.cluster == nil ? 0 : ((try? await node.replicated?.setAsideCount()) ?? 0)
         let settings = c.clusterSettings
         let peerAuth: (mode: String, warning: String?) =
             switch (settings?.credential != nil, settings?.acceptAPIKeyPeers ?? false) {
@@ -123,7 +124,7 @@ struct SystemController<Context: RequestContext>: Sendable {
         let clock: (offsetMillis: Int64?, ahead: Bool) = node.cluster?.clockStatus ?? (nil, false)
         // The revision-set digest (a hash of ciphertext hashes, nothing secret): what operators
         // compare across nodes, now that /cluster/digest is for peers only.
-        let digest = node.cluster == nil ? nil : try? await node.store.digest()
+        let digest = node.cluster == nil ? nil : try? await node.replicated?.digest()
         let consistency: (consistent: Bool, reason: String?) = node.cluster?.saltIsConsistent ?? (true, nil)
         let maxSkewMillis = Int64(c.clusterMaxClockSkewSeconds * 1000)
         return JSONResponse.make { w in

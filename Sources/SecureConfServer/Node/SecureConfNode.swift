@@ -9,6 +9,7 @@ import NIOSSL
 import SecureConfCluster
 import SecureConfCore
 import SecureConfCrypto
+import SecureConfPostgres
 import SecureConfStore
 import ServiceLifecycle
 import Synchronization
@@ -26,7 +27,10 @@ public struct StartupError: Error, CustomStringConvertible {
 /// One node's long-lived parts: configuration, store, salt, key cache, metrics, logger.
 public final class SecureConfNode: Sendable {
     public let configuration: NodeConfiguration
-    public let store: ConfigStore
+    /// SQLite (`ConfigStore`) by default, PostgreSQL (`PostgresStore`) with OSC_DATABASE_URL.
+    public let store: any ConfigStorage
+    /// The store as a replica cluster uses it: SQLite's; nil on PostgreSQL.
+    public let replicated: (any ReplicatedStorage)?
     /// User key to derived key through the failed-attempt limiter; actor names.
     public let credentials: CredentialGate
     /// Every configuration operation (create … restore): the one path from controllers to storage.
@@ -59,7 +63,9 @@ public final class SecureConfNode: Sendable {
 
     /// Opens the store and the salt, refusing to start rather than ever minting a salt
     /// over existing data or serving data encrypted under a different salt.
-    public init(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger) throws {
+    /// `opened`: a store opened already (PostgreSQL's opens asynchronously, in `start`);
+    /// nil opens SQLite's at `databasePath`.
+    public init(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger, store opened: (any ConfigStorage)? = nil) throws {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
@@ -67,30 +73,36 @@ public final class SecureConfNode: Sendable {
         let databaseDirectory = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(
-                atPath: databaseDirectory,
+                atPath: opened == nil ? databaseDirectory : URL(fileURLWithPath: configuration.saltFilePath).deletingLastPathComponent().path,
                 withIntermediateDirectories: true,
                 attributes: [.posixPermissions: 0o700]
             )
         } catch {
             throw StartupError(description: "cannot create the data directory \(databaseDirectory): \(error.localizedDescription)")
         }
-        let store: ConfigStore
-        do {
-            var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
-            storeConfiguration.maxVersions = configuration.maxVersions
-            storeConfiguration.readCacheEntries = configuration.readCacheEntries
-            storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
-            store = try ConfigStore(configuration: storeConfiguration, logger: logger)
-        } catch {
-            throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
+        let store: any ConfigStorage
+        if let opened {
+            store = opened
+        } else {
+            do {
+                var storeConfiguration = ConfigStore.Configuration(path: configuration.databasePath, nodeID: configuration.nodeID)
+                storeConfiguration.maxVersions = configuration.maxVersions
+                storeConfiguration.readCacheEntries = configuration.readCacheEntries
+                storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
+                let sqlite = try ConfigStore(configuration: storeConfiguration, logger: logger)
+                metrics.storeOpened(walFramesNotRecovered: sqlite.walFramesNotRecovered, setAsideAtStart: sqlite.setAsideAtStart)
+                store = sqlite
+            } catch {
+                throw StartupError(description: "cannot open the database \(configuration.databasePath): \(error)")
+            }
         }
         self.store = store
-        metrics.storeOpened(walFramesNotRecovered: store.walFramesNotRecovered, setAsideAtStart: store.setAsideAtStart)
+        replicated = store as? any ReplicatedStorage
         do {
             nodeSalt = try NodeSalt.open(
                 path: configuration.saltFilePath,
                 store: store,
-                databasePath: configuration.databasePath,
+                databasePath: configuration.databaseLabel,
                 kdfIterations: Int(configuration.kdfIterations),
                 logger: logger
             )
@@ -128,9 +140,12 @@ public final class SecureConfNode: Sendable {
             observer: metrics
         )
         if let settings = configuration.clusterSettings {
+            guard let replicated else {
+                throw StartupError(description: "a replica or federated cluster keeps its data in SQLite on every node; nodes on PostgreSQL share one database instead (unset OSC_CLUSTER_ENABLED)")
+            }
             cluster = ClusterCoordinator(
                 settings: settings,
-                store: store,
+                store: replicated,
                 transport: Self.transport(settings, timeout: settings.peerTimeout, saltFingerprint: nodeSalt.fingerprint),
                 saltFingerprint: nodeSalt.fingerprint,
                 logger: logger,
@@ -210,7 +225,25 @@ public final class SecureConfNode: Sendable {
                 throw StartupError(description: error.description)
             }
         }
-        return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
+        guard let database = configuration.database else {
+            return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger)
+        }
+        var storeConfiguration = PostgresStore.Configuration(settings: database, nodeID: configuration.nodeID)
+        storeConfiguration.maxVersions = configuration.maxVersions
+        storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
+        let store: PostgresStore
+        do {
+            store = try await PostgresStore.open(storeConfiguration, logger: logger)
+        } catch {
+            throw StartupError(description: "cannot open the database \(database): \(error)")
+        }
+        logger.notice("storage: PostgreSQL", metadata: ["database": "\(database)", "host": "\(store.activeHost)"])
+        do {
+            return try SecureConfNode(configuration: configuration, metrics: metrics, logger: logger, store: store)
+        } catch {
+            await store.close()
+            throw error
+        }
     }
 
     /// The node-to-node transport: signed with the peer credential when there is one.
@@ -232,15 +265,16 @@ public final class SecureConfNode: Sendable {
     /// cluster that has one; from the salt and the API key in a cluster that has only those
     /// (whoever holds both can fetch ciphertexts anyway: README); random, kept in the
     /// store, on a single node.
-    static func actorKey(configuration: NodeConfiguration, salt: [UInt8], store: ConfigStore) throws -> [UInt8] {
+    static func actorKey(configuration: NodeConfiguration, salt: [UInt8], store: any MetadataStorage) throws -> [UInt8] {
         if let settings = configuration.clusterSettings {
             if let credential = settings.credential { return credential.actorKey }
             return OpenSSL.hmacSHA256(key: salt, data: Array("secureconf actor key v2|\(settings.apiKey)".utf8))
         }
         if let stored = try store.metadata("actor_key"), let bytes = Hex.decode(stored), bytes.count == 32 { return bytes }
-        let fresh = OpenSSL.randomBytes(32)
-        try store.setMetadata("actor_key", Hex.encode(fresh))
-        return fresh
+        // Claimed: nodes sharing one database name the same actor alike.
+        let claimed = try store.claimMetadata("actor_key", Hex.encode(OpenSSL.randomBytes(32)))
+        guard let bytes = Hex.decode(claimed), bytes.count == 32 else { throw StartupError(description: "the stored actor key is damaged") }
+        return bytes
     }
 
     func actor(for key: CachedKey) -> String { credentials.actor(for: key) }
@@ -426,10 +460,10 @@ public func buildApplication(
     app.addServices(StoreLifecycleService(node: node))
     if let events = node.service.events { app.addServices(ChangeEventService(hub: events)) }
     if let cluster = node.cluster { app.addServices(cluster) }
-    if let horizon = c.tombstoneHorizonSeconds {
+    if let horizon = c.tombstoneHorizonSeconds, let replicated = node.replicated {
         app.addServices(
             TombstoneCollector(
-                store: node.store,
+                store: replicated,
                 horizon: .milliseconds(Int64(horizon * 1000)),
                 coordinator: node.cluster,
                 logger: node.logger,

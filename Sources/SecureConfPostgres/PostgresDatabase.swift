@@ -1,0 +1,282 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+import SecureConfStore
+import Synchronization
+
+/// The connection pools of a node's PostgreSQL hosts (a primary and its standbys) and the
+/// one every operation goes to: the first writable host found, looked for again when the
+/// one in use fails or turns out read-only. Every operation has a deadline; what fails
+/// leaves as `StoreError.unavailable` with a message that names no query, value or password.
+final class PostgresDatabase: Sendable {
+    let settings: PostgresSettings
+    let timeout: Duration
+    let logger: Logger
+    private let clients: [PostgresClient]
+    private let runs: Mutex<[Task<Void, Never>]> = Mutex([])
+    /// The index of the host operations go to.
+    private let active = Mutex(0)
+    private let selecting = Mutex(false)
+
+    init(settings: PostgresSettings, timeout: Duration, logger: Logger) {
+        self.settings = settings
+        self.timeout = timeout
+        self.logger = logger
+        clients = settings.hosts.map { host in
+            var configuration = PostgresClient.Configuration(
+                host: host.name,
+                port: host.port,
+                username: settings.user,
+                password: settings.password,
+                database: settings.database,
+                tls: Self.tls(settings)
+            )
+            configuration.options.maximumConnections = settings.maxConnections
+            configuration.options.minimumConnections = 0
+            configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeoutSeconds * 1000))
+            configuration.options.additionalStartupParameters = [("application_name", "secureconf")]
+            return PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "secureconf.postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
+        }
+    }
+
+    static func tls(_ settings: PostgresSettings) -> PostgresClient.Configuration.TLS {
+        var config = TLSConfiguration.makeClientConfiguration()
+        switch settings.sslMode {
+        case .disable:
+            return .disable
+        case .allow, .prefer:
+            config.certificateVerification = .none
+            return .prefer(config)
+        case .require:
+            config.certificateVerification = .none
+            return .require(config)
+        case .verifyCA:
+            config.certificateVerification = .noHostnameVerification
+            if let ca = settings.sslRootCert { config.trustRoots = .file(ca) }
+            return .require(config)
+        case .verifyFull:
+            config.certificateVerification = .fullVerification
+            if let ca = settings.sslRootCert { config.trustRoots = .file(ca) }
+            return .require(config)
+        }
+    }
+
+    /// Runs the pools and finds the writable host (or, when none answers as one within the
+    /// deadline, the first that answers at all).
+    func start() async throws {
+        runs.withLock { tasks in tasks = clients.map { client in Task { await client.run() } } }
+        if try await select() == nil {
+            throw PostgresStoreError.unreachable(
+                "no PostgreSQL host answered (\(settings.hosts.map(\.description).joined(separator: ", "))) within \(timeout); check OSC_DATABASE_URL, the password and pg_hba.conf"
+            )
+        }
+    }
+
+    func shutdown() async {
+        let tasks = runs.withLock { tasks in
+            defer { tasks = [] }
+            return tasks
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+
+    /// The host now in use.
+    var activeHost: PostgresSettings.Host { settings.hosts[active.withLock { $0 }] }
+
+    /// Looks at every host in order; the first writable one becomes the active host. Returns
+    /// whether any answered, and whether it was writable; nil when none answered.
+    @discardableResult
+    func select() async throws -> Bool? {
+        var firstReadOnly: Int?
+        for (i, client) in clients.enumerated() {
+            let answer: Bool? = try? await Self.deadline(min(timeout, .seconds(5))) {
+                var recovering = true
+                for try await r in try await client.query("SELECT pg_is_in_recovery()").decode(Bool.self) { recovering = r }
+                return recovering
+            }
+            guard let recovering = answer else { continue }
+            if !recovering {
+                let previous = active.withLock { a in
+                    defer { a = i }
+                    return a
+                }
+                if previous != i { logger.notice("PostgreSQL: using the writable host", metadata: ["host": "\(settings.hosts[i])"]) }
+                return true
+            }
+            if firstReadOnly == nil { firstReadOnly = i }
+        }
+        if let firstReadOnly {
+            active.withLock { $0 = firstReadOnly }
+            return false
+        }
+        return nil
+    }
+
+    /// After a failure that may mean the host went away or was demoted: look for the
+    /// writable host again, once at a time, in the background.
+    private func reselect() {
+        guard clients.count > 1 else { return }
+        let start = selecting.withLock { s in
+            defer { s = true }
+            return !s
+        }
+        guard start else { return }
+        Task {
+            defer { selecting.withLock { $0 = false } }
+            _ = try? await select()
+        }
+    }
+
+    /// Runs `body` against the active host within the deadline.
+    func run<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        let client = clients[active.withLock { $0 }]
+        do {
+            return try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw failure(error)
+        }
+    }
+
+    /// A read-write transaction (BEGIN … COMMIT; ROLLBACK when `body` throws).
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await run { client in
+            try await client.withTransaction(logger: logger) { connection in
+                try await body(PostgresTransaction(connection, logger: logger))
+            }
+        }
+    }
+
+    /// A read-only transaction over one snapshot (REPEATABLE READ): several queries that
+    /// must agree with each other.
+    func snapshot<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await run(timeout: timeout) { client in
+            try await client.withConnection { connection in
+                try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+                do {
+                    let value = try await body(PostgresTransaction(connection, logger: logger))
+                    try await connection.query("COMMIT", logger: logger)
+                    return value
+                } catch {
+                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Calls `notified` for every notification on `channel`, until the connection fails.
+    func listen(on channel: String, _ notified: @escaping @Sendable () async -> Void) async throws {
+        let client = clients[active.withLock { $0 }]
+        do {
+            try await client.withConnection { connection in
+                for try await _ in try await connection.listen(channel) { await notified() }
+            }
+        } catch {
+            throw failure(error)
+        }
+    }
+
+    /// Runs `body` to completion from synchronous code (start-up's metadata), blocking the
+    /// calling thread, which must not be one of the event loops'.
+    func blocking<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) throws -> T {
+        let outcome = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do {
+                let value = try await self.run(body)
+                outcome.withLock { $0 = .success(value) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        done.wait()
+        guard let result = outcome.withLock({ $0 }) else { throw StoreError.unavailable("PostgreSQL gave no answer") }
+        return try result.get()
+    }
+
+    /// What an error of the driver or of the deadline means to a caller: storage unavailable,
+    /// with why in words that hold no query text, bind value or password.
+    private func failure(_ error: any Error) -> StoreError {
+        if error is DeadlineExceeded {
+            reselect()
+            return .unavailable("PostgreSQL (\(activeHost)) did not answer within \(timeout)")
+        }
+        guard let psql = error as? PSQLError else {
+            if error is CancellationError { return .unavailable("cancelled") }
+            reselect()
+            return .unavailable("PostgreSQL (\(activeHost)): \(type(of: error))")
+        }
+        if psql.code == .server {
+            let state = psql.serverInfo?[.sqlState] ?? "?"
+            switch state {
+            case "25006":
+                reselect()
+                return .unavailable("PostgreSQL (\(activeHost)) is read-only (a standby): writes wait for a writable primary")
+            case "57P01", "57P02", "57P03", "08000", "08003", "08006":
+                reselect()
+                return .unavailable("PostgreSQL (\(activeHost)) is shutting down or starting (SQLSTATE \(state))")
+            case "28P01", "28000":
+                return .unavailable("PostgreSQL (\(activeHost)) refused the credentials (SQLSTATE \(state)); check OSC_DATABASE_URL's user and password")
+            case "40001", "40P01":
+                return .unavailable("PostgreSQL (\(activeHost)): the transaction conflicted with another (SQLSTATE \(state)); retry")
+            default:
+                logger.error("PostgreSQL refused a statement", metadata: ["sqlstate": "\(state)", "host": "\(activeHost)"])
+                return .unavailable("PostgreSQL (\(activeHost)) refused a statement (SQLSTATE \(state))")
+            }
+        }
+        reselect()
+        return .unavailable("PostgreSQL (\(activeHost)) is unreachable (\(psql.code))")
+    }
+
+    struct DeadlineExceeded: Error {}
+
+    /// `body`'s result, or `DeadlineExceeded` once `timeout` has passed (`body` is then
+    /// cancelled and left to finish on its own: a hung socket never holds the caller).
+    static func deadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let race = DeadlineRace<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                race.pending.withLock { $0 = continuation }
+                let work = Task {
+                    let result: Result<T, any Error>
+                    do { result = .success(try await body()) } catch { result = .failure(error) }
+                    race.tasks.withLock { $0.timer?.cancel() }
+                    race.take()?.resume(with: result)
+                }
+                let timer = Task {
+                    do { try await Task.sleep(for: timeout) } catch { return }
+                    guard let c = race.take() else { return }
+                    race.tasks.withLock { $0.work?.cancel() }
+                    c.resume(throwing: DeadlineExceeded())
+                }
+                race.tasks.withLock { $0 = (work, timer) }
+            }
+        } onCancel: {
+            let (work, timer) = race.tasks.withLock { $0 }
+            work?.cancel()
+            timer?.cancel()
+            race.take()?.resume(throwing: CancellationError())
+        }
+    }
+}
+
+/// The state an operation and its deadline race over: whoever takes the continuation first
+/// resumes it.
+private final class DeadlineRace<T: Sendable>: Sendable {
+    let pending = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    let tasks = Mutex<(work: Task<Void, Never>?, timer: Task<Void, Never>?)>((nil, nil))
+
+    func take() -> CheckedContinuation<T, any Error>? {
+        pending.withLock { c in
+            defer { c = nil }
+            return c
+        }
+    }
+}
