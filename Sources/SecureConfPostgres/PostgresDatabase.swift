@@ -17,7 +17,13 @@ final class PostgresDatabase: Sendable {
     private let runs: Mutex<[Task<Void, Never>]> = Mutex([])
     /// The index of the host operations go to.
     private let active = Mutex(0)
-    private let selecting = Mutex(false)
+    /// Whether a host answered the last look; while none does, operations fail at once
+    /// instead of each waiting out its deadline.
+    private let reachable = Atomic(true)
+    /// Whether the background look for a (writable) host runs.
+    private let recovering = Mutex(false)
+    /// Why the last look at a host got no answer (words naming no password).
+    let lastProblem = Mutex<String?>(nil)
 
     init(settings: PostgresSettings, timeout: Duration, logger: Logger) {
         self.settings = settings
@@ -41,25 +47,28 @@ final class PostgresDatabase: Sendable {
     }
 
     static func tls(_ settings: PostgresSettings) -> PostgresClient.Configuration.TLS {
+        let config = tlsConfiguration(settings)
+        switch settings.sslMode {
+        case .disable: return .disable
+        case .allow, .prefer: return .prefer(config)
+        case .require, .verifyCA, .verifyFull: return .require(config)
+        }
+    }
+
+    /// libpq's meaning of `sslmode`: require encrypts without checking the server;
+    /// verify-ca checks its certificate against `sslrootcert`, verify-full its name too.
+    static func tlsConfiguration(_ settings: PostgresSettings) -> TLSConfiguration {
         var config = TLSConfiguration.makeClientConfiguration()
         switch settings.sslMode {
-        case .disable:
-            return .disable
-        case .allow, .prefer:
+        case .disable, .allow, .prefer, .require:
             config.certificateVerification = .none
-            return .prefer(config)
-        case .require:
-            config.certificateVerification = .none
-            return .require(config)
         case .verifyCA:
             config.certificateVerification = .noHostnameVerification
-            if let ca = settings.sslRootCert { config.trustRoots = .file(ca) }
-            return .require(config)
         case .verifyFull:
             config.certificateVerification = .fullVerification
-            if let ca = settings.sslRootCert { config.trustRoots = .file(ca) }
-            return .require(config)
         }
+        if let ca = settings.sslRootCert, settings.sslMode == .verifyCA || settings.sslMode == .verifyFull { config.trustRoots = .file(ca) }
+        return config
     }
 
     /// Runs the pools and finds the writable host (or, when none answers as one within the
@@ -67,9 +76,42 @@ final class PostgresDatabase: Sendable {
     func start() async throws {
         runs.withLock { tasks in tasks = clients.map { client in Task { await client.run() } } }
         if try await select() == nil {
+            // The pool keeps why it cannot connect to itself (it only retries): one connection
+            // of its own says what is wrong (refused, the password, no such database).
+            await diagnose(settings.hosts[0])
             throw PostgresStoreError.unreachable(
-                "no PostgreSQL host answered (\(settings.hosts.map(\.description).joined(separator: ", "))) within \(timeout); check OSC_DATABASE_URL, the password and pg_hba.conf"
+                "no PostgreSQL host answered (\(settings.hosts.map(\.description).joined(separator: ", "))): \(lastProblem.withLock { $0 } ?? "no answer"); check OSC_DATABASE_URL, the password and pg_hba.conf"
             )
+        }
+    }
+
+    /// Connects once to `host`, outside the pool, to learn why the pool cannot.
+    private func diagnose(_ host: PostgresSettings.Host) async {
+        let settings = self.settings
+        do {
+            let tls: PostgresConnection.Configuration.TLS
+            switch settings.sslMode {
+            case .disable: tls = .disable
+            case .allow, .prefer: tls = .prefer(try NIOSSLContext(configuration: Self.tlsConfiguration(settings)))
+            default: tls = .require(try NIOSSLContext(configuration: Self.tlsConfiguration(settings)))
+            }
+            var configuration = PostgresConnection.Configuration(
+                host: host.name,
+                port: host.port,
+                username: settings.user,
+                password: settings.password,
+                database: settings.database,
+                tls: tls
+            )
+            configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeoutSeconds * 1000))
+            let quiet = Logger(label: "secureconf.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+            let connect = configuration
+            let connection = try await Self.deadline(timeout) {
+                try await PostgresConnection.connect(configuration: connect, id: 0, logger: quiet)
+            }
+            try? await connection.close()
+        } catch {
+            lastProblem.withLock { $0 = Self.reason(error) }
         }
     }
 
@@ -91,10 +133,16 @@ final class PostgresDatabase: Sendable {
     func select() async throws -> Bool? {
         var firstReadOnly: Int?
         for (i, client) in clients.enumerated() {
-            let answer: Bool? = try? await Self.deadline(min(timeout, .seconds(5))) {
-                var recovering = true
-                for try await r in try await client.query("SELECT pg_is_in_recovery()").decode(Bool.self) { recovering = r }
-                return recovering
+            let answer: Bool?
+            do {
+                answer = try await Self.deadline(min(timeout, .seconds(5))) {
+                    var recovering = true
+                    for try await r in try await client.query("SELECT pg_is_in_recovery()").decode(Bool.self) { recovering = r }
+                    return recovering
+                }
+            } catch {
+                lastProblem.withLock { $0 = Self.reason(error) }
+                answer = nil
             }
             guard let recovering = answer else { continue }
             if !recovering {
@@ -114,23 +162,33 @@ final class PostgresDatabase: Sendable {
         return nil
     }
 
-    /// After a failure that may mean the host went away or was demoted: look for the
-    /// writable host again, once at a time, in the background.
-    private func reselect() {
-        guard clients.count > 1 else { return }
-        let start = selecting.withLock { s in
-            defer { s = true }
-            return !s
+    /// After a failure that may mean the host went away or was demoted: look for a writable
+    /// host again, every half second in the background, until one answers as writable.
+    /// `lost`: no host may be answering now (the connection failed or timed out).
+    private func recover(lost: Bool) {
+        if lost { reachable.store(false, ordering: .relaxed) }
+        let start = recovering.withLock { r in
+            defer { r = true }
+            return !r
         }
         guard start else { return }
         Task {
-            defer { selecting.withLock { $0 = false } }
-            _ = try? await select()
+            while true {
+                let found = try? await select()
+                reachable.store(found != nil, ordering: .relaxed)
+                if found == true { break }
+                try? await Task.sleep(for: .milliseconds(500))
+                if runs.withLock({ $0.isEmpty }) { break }
+            }
+            recovering.withLock { $0 = false }
         }
     }
 
     /// Runs `body` against the active host within the deadline.
     func run<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        guard reachable.load(ordering: .relaxed) else {
+            throw StoreError.unavailable("PostgreSQL (\(settings.hosts.map(\.description).joined(separator: ", "))) is unreachable (\(lastProblem.withLock { $0 } ?? "no answer")); retrying")
+        }
         let client = clients[active.withLock { $0 }]
         do {
             return try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
@@ -141,23 +199,27 @@ final class PostgresDatabase: Sendable {
         }
     }
 
-    /// A read-write transaction (BEGIN … COMMIT; ROLLBACK when `body` throws).
+    /// A read-write transaction (BEGIN … COMMIT; ROLLBACK when `body` throws, its error
+    /// passed on as it is).
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
-        let logger = self.logger
-        return try await run { client in
-            try await client.withTransaction(logger: logger) { connection in
-                try await body(PostgresTransaction(connection, logger: logger))
-            }
-        }
+        try await within("BEGIN", body)
     }
 
     /// A read-only transaction over one snapshot (REPEATABLE READ): several queries that
     /// must agree with each other.
     func snapshot<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        try await within("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", timeout: timeout, body)
+    }
+
+    private func within<T: Sendable>(
+        _ begin: PostgresQuery,
+        timeout: Duration? = nil,
+        _ body: @escaping @Sendable (PostgresTransaction) async throws -> T
+    ) async throws -> T {
         let logger = self.logger
         return try await run(timeout: timeout) { client in
             try await client.withConnection { connection in
-                try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+                try await connection.query(begin, logger: logger)
                 do {
                     let value = try await body(PostgresTransaction(connection, logger: logger))
                     try await connection.query("COMMIT", logger: logger)
@@ -205,22 +267,22 @@ final class PostgresDatabase: Sendable {
     /// with why in words that hold no query text, bind value or password.
     private func failure(_ error: any Error) -> StoreError {
         if error is DeadlineExceeded {
-            reselect()
+            recover(lost: true)
             return .unavailable("PostgreSQL (\(activeHost)) did not answer within \(timeout)")
         }
         guard let psql = error as? PSQLError else {
             if error is CancellationError { return .unavailable("cancelled") }
-            reselect()
+            recover(lost: true)
             return .unavailable("PostgreSQL (\(activeHost)): \(type(of: error))")
         }
         if psql.code == .server {
             let state = psql.serverInfo?[.sqlState] ?? "?"
             switch state {
             case "25006":
-                reselect()
+                recover(lost: false)
                 return .unavailable("PostgreSQL (\(activeHost)) is read-only (a standby): writes wait for a writable primary")
             case "57P01", "57P02", "57P03", "08000", "08003", "08006":
-                reselect()
+                recover(lost: true)
                 return .unavailable("PostgreSQL (\(activeHost)) is shutting down or starting (SQLSTATE \(state))")
             case "28P01", "28000":
                 return .unavailable("PostgreSQL (\(activeHost)) refused the credentials (SQLSTATE \(state)); check OSC_DATABASE_URL's user and password")
@@ -231,11 +293,28 @@ final class PostgresDatabase: Sendable {
                 return .unavailable("PostgreSQL (\(activeHost)) refused a statement (SQLSTATE \(state))")
             }
         }
-        reselect()
+        recover(lost: true)
         return .unavailable("PostgreSQL (\(activeHost)) is unreachable (\(psql.code))")
     }
 
     struct DeadlineExceeded: Error {}
+
+    /// Why a connection attempt failed, in words that name no password, query or value.
+    static func reason(_ error: any Error) -> String {
+        if error is DeadlineExceeded { return "no answer in time" }
+        guard let psql = error as? PSQLError else { return "\(type(of: error))" }
+        if psql.code == .server {
+            let state = psql.serverInfo?[.sqlState] ?? "?"
+            switch state {
+            case "28P01", "28000": return "the credentials were refused (SQLSTATE \(state))"
+            case "3D000": return "the database does not exist (SQLSTATE \(state))"
+            case "57P03": return "the server is starting up (SQLSTATE \(state))"
+            default: return "the server refused (SQLSTATE \(state))"
+            }
+        }
+        if psql.code == .connectionError { return "the connection failed (refused, or no route)" }
+        return "\(psql.code)"
+    }
 
     /// `body`'s result, or `DeadlineExceeded` once `timeout` has passed (`body` is then
     /// cancelled and left to finish on its own: a hung socket never holds the caller).
