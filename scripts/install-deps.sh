@@ -10,7 +10,9 @@ if [ "${1:-}" = "--test" ]; then
   # chromium + chromium-driver: the web console's browser suite (tests/cluster/test_console.py, Selenium).
   # etcd-server: the benchmark's peer (bench/bench.py --only peers), also in its bounded pass.
   # iproute2 + iptables: the fault suite's network namespaces and partitions (tests/faults).
-  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver etcd-server iproute2 iptables)
+  # postgresql: the PostgreSQL suite's private servers (tests/postgres; started by the suite, as
+  # the postgres user under root; the package's own cluster is not used).
+  packages+=(prometheus wrk openssl sqlite3 gcc chromium chromium-driver etcd-server iproute2 iptables postgresql)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -9,12 +9,16 @@ scripts/install-deps.sh --test
 # The code's format (.swift-format, Hummingbird's with JSON-writer pairs kept on one line).
 swift format lint --strict --parallel --recursive Sources Tests fuzz/Sources Package.swift Plugins
 swift build --build-tests
-swift test --skip-build
+# With a private PostgreSQL up, so that the storage contract tests run on both engines.
+python3 tests/postgres/with_server.py swift test --skip-build
 swift build -c release --product secureconf
 export SECURECONF_BIN="$PWD/.build/release/secureconf"
 tests/compat/run.sh
 python3 -m pytest -q tests/deploy
 [ -x tests/cluster/run.sh ] && tests/cluster/run.sh
+# Nodes on PostgreSQL: a private server from Debian's package, kill -9 of nodes and of
+# PostgreSQL under load, standby promotion (about two minutes).
+tests/postgres/run.sh
 # Network faults in namespaces, checked by the history checker: each fault once for 5 s (about
 # a minute); tests/faults/run.sh --full runs each three times for 30 s.
 tests/faults/run.sh

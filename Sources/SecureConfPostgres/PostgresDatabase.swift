@@ -131,32 +131,48 @@ final class PostgresDatabase: Sendable {
     /// whether any answered, and whether it was writable; nil when none answered.
     @discardableResult
     func select() async throws -> Bool? {
-        var firstReadOnly: Int?
-        for (i, client) in clients.enumerated() {
-            let answer: Bool?
-            do {
-                answer = try await Self.deadline(min(timeout, .seconds(5))) {
-                    var recovering = true
-                    for try await r in try await client.query("SELECT pg_is_in_recovery()").decode(Bool.self) { recovering = r }
-                    return recovering
+        // Every host is asked at once: a dead one (whose answer never comes before the
+        // deadline) does not delay finding the live one.
+        let probeTimeout = min(timeout, .seconds(5))
+        let answers = await withTaskGroup(of: (Int, Bool?).self) { group in
+            for (i, client) in clients.enumerated() {
+                group.addTask {
+                    do {
+                        return (
+                            i,
+                            try await Self.deadline(probeTimeout) {
+                                var recovering = true
+                                for try await r in try await client.query("SELECT pg_is_in_recovery()").decode(Bool.self) { recovering = r }
+                                return recovering
+                            }
+                        )
+                    } catch {
+                        self.lastProblem.withLock { $0 = Self.reason(error) }
+                        return (i, nil)
+                    }
                 }
-            } catch {
-                lastProblem.withLock { $0 = Self.reason(error) }
-                answer = nil
             }
-            guard let recovering = answer else { continue }
-            if !recovering {
-                let previous = active.withLock { a in
-                    defer { a = i }
-                    return a
+            var answers = [Bool?](repeating: nil, count: clients.count)
+            for await (i, recovering) in group {
+                answers[i] = recovering
+                // A writable host ends the look: there is one primary.
+                if recovering == false {
+                    group.cancelAll()
+                    break
                 }
-                if previous != i { logger.notice("PostgreSQL: using the writable host", metadata: ["host": "\(settings.hosts[i])"]) }
-                return true
             }
-            if firstReadOnly == nil { firstReadOnly = i }
+            return answers
         }
-        if let firstReadOnly {
-            active.withLock { $0 = firstReadOnly }
+        if let writable = answers.firstIndex(of: false) {
+            let previous = active.withLock { a in
+                defer { a = writable }
+                return a
+            }
+            if previous != writable { logger.notice("PostgreSQL: using the writable host", metadata: ["host": "\(settings.hosts[writable])"]) }
+            return true
+        }
+        if let readOnly = answers.firstIndex(of: true) {
+            active.withLock { $0 = readOnly }
             return false
         }
         return nil
@@ -189,12 +205,18 @@ final class PostgresDatabase: Sendable {
         guard reachable.load(ordering: .relaxed) else {
             throw StoreError.unavailable("PostgreSQL (\(settings.hosts.map(\.description).joined(separator: ", "))) is unreachable (\(lastProblem.withLock { $0 } ?? "no answer")); retrying")
         }
-        let client = clients[active.withLock { $0 }]
+        let used = active.withLock { $0 }
+        let client = clients[used]
         do {
             return try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
         } catch let error as StoreError {
             throw error
         } catch {
+            // A failure on a host left behind meanwhile (a request in flight when the primary
+            // died) says nothing about the host in use now.
+            guard used == active.withLock({ $0 }) else {
+                throw StoreError.unavailable("PostgreSQL (\(settings.hosts[used])) went away during the request; retry")
+            }
             throw failure(error)
         }
     }

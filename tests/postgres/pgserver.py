@@ -1,10 +1,10 @@
 """A real, private PostgreSQL server for tests, with hot standbys (plain Python 3, no pytest).
 
-A superset of tests/postgres/pgserver.py (same PgServer() / start / stop / kill9 / url / psql /
-create_role_and_db, so it can stand in for it), plus make_standby / promote, and a kill9
-that finds every process of the cluster even though runuser sits between us and postgres.
+PgServer() / start / stop / kill9 / url / psql / create_role_and_db, make_standby / promote,
+and a kill9 that finds every process of the cluster even though runuser sits between us and
+postgres.
 
-    from pgserver_ha import PgServer, make_standby
+    from pgserver import PgServer, make_standby
     with PgServer() as pg:
         pg.create_role_and_db("app", "secret", "appdb")
         url = pg.url("app", "secret", "appdb")   # postgres://app:secret@127.0.0.1:PORT/appdb
