@@ -5,6 +5,14 @@ import PostgresNIO
 import SecureConfStore
 import Synchronization
 
+/// What a node reports about its database (Prometheus, through the server's metrics).
+public protocol PostgresObserver: Sendable {
+    /// Operations running now, and how many of them wait for a connection (beyond the pool's size).
+    func databaseOperations(inUse: Int, waiting: Int)
+    /// One operation ended: how long it took, and how it failed (nil: it did not).
+    func databaseOperationFinished(seconds: Double, failure: String?)
+}
+
 /// The connection pools of a node's PostgreSQL hosts (a primary and its standbys) and the
 /// one every operation goes to: the first writable host found, looked for again when the
 /// one in use fails or turns out read-only. Every operation has a deadline; what fails
@@ -13,6 +21,9 @@ final class PostgresDatabase: Sendable {
     let settings: PostgresSettings
     let timeout: Duration
     let logger: Logger
+    let observer: (any PostgresObserver)?
+    /// Operations running now (each holds or waits for one connection).
+    private let inFlight = Atomic(0)
     private let clients: [PostgresClient]
     private let runs: Mutex<[Task<Void, Never>]> = Mutex([])
     /// The index of the host operations go to.
@@ -25,7 +36,8 @@ final class PostgresDatabase: Sendable {
     /// Why the last look at a host got no answer (words naming no password).
     let lastProblem = Mutex<String?>(nil)
 
-    init(settings: PostgresSettings, timeout: Duration, logger: Logger) {
+    init(settings: PostgresSettings, timeout: Duration, logger: Logger, observer: (any PostgresObserver)?) {
+        self.observer = observer
         self.settings = settings
         self.timeout = timeout
         self.logger = logger
@@ -207,11 +219,26 @@ final class PostgresDatabase: Sendable {
         }
         let used = active.withLock { $0 }
         let client = clients[used]
+        let started = ContinuousClock.now
+        let running = inFlight.add(1, ordering: .relaxed).newValue
+        observer?.databaseOperations(inUse: min(running, settings.maxConnections), waiting: max(0, running - settings.maxConnections))
+        var failed: String? = "error"
+        defer {
+            let left = inFlight.subtract(1, ordering: .relaxed).newValue
+            observer?.databaseOperations(inUse: min(left, settings.maxConnections), waiting: max(0, left - settings.maxConnections))
+            let elapsed = ContinuousClock.now - started
+            observer?.databaseOperationFinished(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, failure: failed)
+        }
         do {
-            return try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
+            let value = try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
+            failed = nil
+            return value
         } catch let error as StoreError {
+            // The store's own refusals (a key that exists, a wrong key) are answers, not failures.
+            if case .unavailable = error { failed = "unavailable" } else { failed = nil }
             throw error
         } catch {
+            failed = error is DeadlineExceeded ? "timeout" : "database"
             // A failure on a host left behind meanwhile (a request in flight when the primary
             // died) says nothing about the host in use now.
             guard used == active.withLock({ $0 }) else {

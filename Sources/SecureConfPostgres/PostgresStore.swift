@@ -19,6 +19,8 @@ public final class PostgresStore: ConfigStorage, Sendable {
         public var maxClockAheadMillis: Int64 = 5000
         /// How long one operation may wait for the database before 503.
         public var operationTimeout: Duration = .seconds(10)
+        /// Where pool use, latency and errors are reported.
+        public var observer: (any PostgresObserver)?
 
         public init(settings: PostgresSettings, nodeID: String) {
             self.settings = settings
@@ -40,7 +42,12 @@ public final class PostgresStore: ConfigStorage, Sendable {
     /// Connects, runs the migrations the database lacks (once across nodes starting together),
     /// and reads what the node needs to start: its clock's floor and the live-entry count.
     public static func open(_ configuration: Configuration, logger: Logger) async throws -> PostgresStore {
-        let database = PostgresDatabase(settings: configuration.settings, timeout: configuration.operationTimeout, logger: logger)
+        let database = PostgresDatabase(
+            settings: configuration.settings,
+            timeout: configuration.operationTimeout,
+            logger: logger,
+            observer: configuration.observer
+        )
         do {
             try await database.start()
             _ = try await database.run { client in try await PostgresSchema.migrate(client, logger: logger) }

@@ -51,7 +51,12 @@ struct Users: AsyncParsableCommand {
             let c = try nodeConfiguration(envFile: envFile, databasePath: databasePath, saltFile: saltFile)
             let password = try readPassword(prompt: "Password for \(name): ", confirm: true)
             do {
-                let node = try SecureConfNode(configuration: c, logger: Logger(label: "secureconf-users"))
+                let logger = Logger(label: "secureconf-users")
+                // On PostgreSQL the store opens asynchronously (the node's own start); on
+                // SQLite the node opens its file without asking cluster peers for a salt.
+                let node =
+                    c.database == nil
+                    ? try SecureConfNode(configuration: c, logger: logger) : try await SecureConfNode.start(configuration: c, logger: logger)
                 let user = try await node.identity.addUser(name: name, password: password, role: role, tenant: nil, policies: nil, caller: nil)
                 await node.close()
                 print("created user \(user.name) (\(user.role.rawValue))")

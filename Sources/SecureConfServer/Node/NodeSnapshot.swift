@@ -9,7 +9,15 @@ public enum NodeSnapshot {
         public let description: String
     }
 
+    /// Snapshots are of SQLite files: a node on PostgreSQL has its data backed up with the database.
+    static func sqliteOnly(_ c: NodeConfiguration) throws {
+        if c.database != nil {
+            throw Failure(description: "this node keeps its data in PostgreSQL (OSC_DATABASE_URL): back it up with pg_dump and restore it with pg_restore")
+        }
+    }
+
     public static func backup(configuration c: NodeConfiguration, to output: String) async throws -> String {
+        try sqliteOnly(c)
         guard FileManager.default.fileExists(atPath: c.databasePath) else { throw Failure(description: "no store at \(c.databasePath)") }
         let store = try ConfigStore(configuration: .init(path: c.databasePath, nodeID: c.nodeID))
         do {
@@ -23,6 +31,7 @@ public enum NodeSnapshot {
     }
 
     public static func restore(configuration c: NodeConfiguration, from input: String) async throws -> String {
+        try sqliteOnly(c)
         guard let salt = try SaltFile.read(at: c.saltFilePath) else {
             throw Failure(description: "the salt file \(c.saltFilePath) is missing: restore it from the backed-up node first")
         }

@@ -33,6 +33,12 @@ public enum OSCImport {
 
     public static func run(configuration c: NodeConfiguration, database: String, salt saltPath: String, logger: Logger) async throws -> Report {
         var report = Report()
+        if c.database != nil {
+            throw Failure(
+                description:
+                    "import writes a SQLite store: run it for a node without OSC_DATABASE_URL, or import through the HTTP API of a node on PostgreSQL"
+            )
+        }
         guard let oscSalt = try? SaltFile.read(at: saltPath), oscSalt.count >= 16 else {
             throw Failure(description: "cannot read OpenSecureConf's salt file \(saltPath) (64 random bytes)")
         }

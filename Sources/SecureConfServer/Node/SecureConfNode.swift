@@ -231,6 +231,7 @@ public final class SecureConfNode: Sendable {
         var storeConfiguration = PostgresStore.Configuration(settings: database, nodeID: configuration.nodeID)
         storeConfiguration.maxVersions = configuration.maxVersions
         storeConfiguration.maxClockAheadMillis = Int64(configuration.clusterMaxClockSkewSeconds * 1000)
+        storeConfiguration.observer = metrics
         let store: PostgresStore
         do {
             store = try await PostgresStore.open(storeConfiguration, logger: logger)

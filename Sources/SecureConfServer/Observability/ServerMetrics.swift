@@ -1,4 +1,5 @@
 import Prometheus
+import SecureConfPostgres
 import SecureConfCluster
 import SecureConfCore
 import SecureConfCrypto
@@ -199,6 +200,30 @@ public final class ServerMetrics: Sendable, DerivedKeyCacheObserver, OperationOb
         keyDerivationDuration.record(.nanoseconds(Int64(seconds * 1e9)))
     }
     public func derivationRefused() { keyDerivationsRefused.increment() }
+}
+
+extension ServerMetrics: PostgresObserver {
+    public func databaseOperations(inUse: Int, waiting: Int) {
+        registry.makeGauge(name: "osc_db_pool_in_use", help: "PostgreSQL operations running now, each on a pooled connection").set(to: Double(inUse))
+        registry.makeGauge(name: "osc_db_pool_waiting", help: "PostgreSQL operations waiting for a pooled connection").set(to: Double(waiting))
+    }
+
+    public func databaseOperationFinished(seconds: Double, failure: String?) {
+        registry.makeDurationHistogram(
+            name: "osc_db_operation_duration_seconds",
+            buckets: Self.latencyBuckets,
+            help: "PostgreSQL operations (a query, or a transaction), connection wait included"
+        )
+        .record(.nanoseconds(Int64(seconds * 1e9)))
+        if let failure {
+            registry.makeCounter(
+                name: "osc_db_errors_total",
+                labels: [("kind", failure)],
+                help: "PostgreSQL operations that failed: unavailable, timeout or database"
+            )
+            .increment()
+        }
+    }
 }
 
 extension ServerMetrics: ClusterObserver {
