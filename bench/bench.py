@@ -1313,6 +1313,90 @@ def growth_plot(growth: dict, path: Path) -> str | None:
     return None
 
 
+def phase_postgres(binary: Path, root: Path, duration: int, results: dict) -> None:
+    """SQLite beside PostgreSQL, the same load: one node on each (warm reads of one key and
+    unique-key creates), then three nodes on one PostgreSQL with the load spread over them (one
+    wrk per node, a third of the connections each). PostgreSQL is a private server from
+    Debian's package (tests/postgres/pgserver.py), fsync on, on the same machine."""
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "postgres"))
+    from pgserver import PgServer  # noqa: E402  (the test suite's server)
+
+    out: dict = {}
+    results["postgres"] = out
+    user_key = "bench-" + random_token(24)
+    run_id = random_token(8)
+    with PgServer() as pg:
+        pg.create_role_and_db("bench", "bench-password", "bench")
+        url = pg.url("bench", "bench-password", "bench")
+        salt = root / "pg-shared.salt"
+
+        def measure(nodes: list[Node], label: str) -> dict:
+            hot = f"hot-{label}-{run_id}"
+            c = Client(nodes[0].port, {"X-User-Key": user_key})
+            c.json("POST", "/configs", {"key": hot, "value": {"host": "db.internal", "password": "s3cret"},
+                                        "environment": "hot"}, expect=(201,))
+            c.close()
+            for n in nodes:
+                w = Client(n.port, {"X-User-Key": user_key})
+                w.json("GET", f"/configs/{hot}?environment=hot")
+                w.close()
+            env = {"BENCH_USER_KEY": user_key, "BENCH_ENV": "hot", "BENCH_KEY": hot}
+
+            def spread(script: str, extra: dict) -> dict:
+                per = max(1, 32 // len(nodes))
+                runs = [Wrk(script, n.port, 1 if len(nodes) > 1 else 2, per if len(nodes) > 1 else 32, duration,
+                            dict(env, **extra)) for n in nodes]
+                got = [r.result() for r in runs]
+                return {"ok_per_s": round(sum(g["ok_per_s"] for g in got), 1),
+                        "non2xx": sum(g.get("non2xx", 0) for g in got),
+                        "p99_ms": max(g["latency_ms"]["p99"] for g in got)}
+
+            spread("read_one.lua", {})  # warm-up
+            return {"reads": spread("read_one.lua", {}),
+                    "creates": spread("write_unique.lua", {"BENCH_PREFIX": f"w-{label}-{run_id}"})}
+
+        log("postgres: one node on SQLite")
+        lite = Node(binary, root / "pg-vs-sqlite", free_ports(1)[0])
+        lite.start()
+        try:
+            out["sqlite_one_node"] = measure([lite], "sqlite")
+        finally:
+            lite.stop()
+        log("postgres: one node on PostgreSQL")
+        pg_env = {"OSC_DATABASE_URL": url, "OSC_SALT_FILE_PATH": str(salt)}
+        one = Node(binary, root / "pg-node-1", free_ports(1)[0], pg_env)
+        one.start()
+        try:
+            out["postgres_one_node"] = measure([one], "pg1")
+        finally:
+            one.stop()
+        log("postgres: three nodes on one PostgreSQL, the load spread over them")
+        three = [Node(binary, root / f"pg-three-{i}", port, pg_env) for i, port in enumerate(free_ports(3))]
+        for n in three:
+            n.start()
+        try:
+            out["postgres_three_nodes"] = measure(three, "pg3")
+        finally:
+            for n in three:
+                n.stop()
+
+
+def postgres_rows(r: dict) -> list[dict]:
+    p = r.get("postgres") or {}
+    rows = []
+    for name, label in (("sqlite_one_node", "one node, SQLite"), ("postgres_one_node", "one node, PostgreSQL"),
+                        ("postgres_three_nodes", "three nodes, one PostgreSQL, load spread")):
+        m = p.get(name)
+        if not m:
+            continue
+        for kind in ("reads", "creates"):
+            w = m[kind]
+            rows.append({"measurement": f"{label}: {'warm reads of one key' if kind == 'reads' else 'unique-key creates'}",
+                         "value": f"{fmt_int(w['ok_per_s'])}/s" + (f" ({w['non2xx']:,} non-2xx)" if w["non2xx"] else ""),
+                         "p50": None, "p99": fmt_ms(w["p99_ms"]), "target": "—", "met": None})
+    return rows
+
+
 def growth_rows(r: dict) -> list[dict]:
     g = r.get("growth") or {}
     rows = []
@@ -1490,7 +1574,7 @@ def main() -> int:
     parser.add_argument("--skip-cluster", action="store_true", help="skip the three-node replica cluster test")
     parser.add_argument("--skip-startup", action="store_true", help="skip the 100,000-entry start-up test")
     parser.add_argument("--bin", metavar="PATH", help="secureconf binary (default: $SECURECONF_BIN, else .build/release/secureconf)")
-    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster, peers, growth")
+    parser.add_argument("--only", metavar="PHASES", help="comma-separated subset of: kdf, single, auth, startup, cluster, peers, growth, postgres")
     parser.add_argument("--skip-peers", action="store_true", help="skip the side-by-side run against the HTTP ceiling and etcd")
     parser.add_argument("--growth", metavar="SIZES", nargs="?", const="1000,10000,100000,1000000",
                         help="also measure how cost grows with the entries (default sizes 1000,10000,100000,1000000) "
@@ -1506,7 +1590,7 @@ def main() -> int:
 
     duration = args.duration or (3 if args.quick else 10)
     only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else set()
-    known = {"kdf", "single", "auth", "startup", "cluster", "peers", "growth"}
+    known = {"kdf", "single", "auth", "startup", "cluster", "peers", "growth", "postgres"}
     if only - known:
         parser.error(f"--only: unknown phase(s) {', '.join(sorted(only - known))}")
     if duration < 1:
@@ -1567,6 +1651,9 @@ def main() -> int:
             sizes = [int(x) for x in (args.growth or "1000,10000,100000,1000000").split(",") if x.strip()]
             clients = [int(x) for x in args.growth_clients.split(",") if x.strip()]
             phases.append(("growth", lambda: phase_growth(binary, root, duration, sizes, clients, results)))
+        if "postgres" in only:
+            # Needs Debian's postgresql package: run on request (--only postgres).
+            phases.append(("postgres", lambda: phase_postgres(binary, root, duration, results)))
         for name, phase in phases:
             if only and name not in only:
                 continue
@@ -1621,6 +1708,11 @@ def main() -> int:
         print()
         print("How cost grows with the work:")
         print(render_table(growth))
+    on_postgres = postgres_rows(results)
+    if on_postgres:
+        print()
+        print("SQLite beside PostgreSQL (wrk, 32 connections in all, on loopback):")
+        print(render_table(on_postgres))
     for name, message in phase_errors.items():
         print(f"error in {name}: {message}")
     print()
