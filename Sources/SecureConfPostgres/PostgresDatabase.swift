@@ -348,6 +348,12 @@ final class PostgresDatabase: Sendable {
 
     struct DeadlineExceeded: Error {}
 
+    /// A statement PostgreSQL refused inside a transaction that goes on (a savepoint undone):
+    /// 503-class, named by its SQLSTATE only.
+    static func refusal(_ error: any Error) -> StoreError {
+        .unavailable("PostgreSQL: \(reason(error))")
+    }
+
     /// Why a connection attempt failed, in words that name no password, query or value.
     static func reason(_ error: any Error) -> String {
         if error is DeadlineExceeded { return "no answer in time" }

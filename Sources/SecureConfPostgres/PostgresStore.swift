@@ -35,6 +35,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
     public let commits = WakeSignal()
     public var engine: String { "postgresql" }
     let database: PostgresDatabase
+    let groupCommit: PostgresGroupCommit
     let logger: Logger
     private let liveEntries: Mutex<Int>
     private let listener: Mutex<Task<Void, Never>?> = Mutex(nil)
@@ -76,6 +77,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
         maxVersions = configuration.maxVersions.map { max(1, $0) }
         settings = configuration.settings
         self.database = database
+        groupCommit = PostgresGroupCommit(database: database, keep: configuration.maxVersions.map { max(1, $0) }, notifyChannel: Self.channel)
         self.logger = logger
         liveEntries = Mutex(live)
         clock = HybridLogicalClock(startingAfter: maxHLC, maxAheadMillis: configuration.maxClockAheadMillis)
@@ -404,10 +406,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
     // MARK: Audit
 
     public func appendAudit(_ draft: AuditRecordDraft) async throws -> AuditRecord {
-        try await database.transaction { tx in
-            guard let record = try await tx.appendAudits([draft]).first else { throw StoreError.unavailable("audit head missing") }
-            return record
-        }
+        try await groupCommit.audit(draft)
     }
 
     public func auditRecords(_ filter: AuditFilter, afterID: Int64?, limit: Int) async throws -> [AuditRecord] {
@@ -514,14 +513,11 @@ public final class PostgresStore: ConfigStorage, Sendable {
 
     // MARK: Writing
 
-    /// Runs `body` in a write transaction that holds the write lock (the `last_seq` row) from
-    /// its first statement; `audit`, when given, commits with it. Every node's change feed
-    /// is notified at commit.
+    /// Runs `body` in the next group commit, whose transaction holds the write lock (the
+    /// `last_seq` row) from its first statement; `audit`, when given, commits with it. Every
+    /// node's change feed is notified at commit.
     func commit<T: Sendable>(audit: AuditRecordDraft?, _ body: @escaping @Sendable (PostgresTransaction) async throws -> (T, Int)) async throws -> T {
-        let keep = maxVersions
-        let (value, live) = try await database.transaction { tx in
-            tx.keep = keep
-            try await tx.lockWrites()
+        let (value, live) = try await groupCommit.write { tx in
             let (value, delta) = try await body(tx)
             var live: Int64?
             if delta != 0 {
@@ -530,7 +526,6 @@ public final class PostgresStore: ConfigStorage, Sendable {
                 }
             }
             if let audit { _ = try await tx.appendAudits([audit]) }
-            try await tx.query("SELECT pg_notify(\(Self.channel), '')")
             return (value, live)
         }
         if let live { liveEntries.withLock { $0 = Int(live) } }
