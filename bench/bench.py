@@ -1344,8 +1344,9 @@ def phase_postgres(binary: Path, root: Path, duration: int, results: dict) -> No
 
             def spread(script: str, extra: dict) -> dict:
                 per = max(1, 32 // len(nodes))
+                # Each wrk its own key prefix: creates through different nodes never collide.
                 runs = [Wrk(script, n.port, 1 if len(nodes) > 1 else 2, per if len(nodes) > 1 else 32, duration,
-                            dict(env, **extra)) for n in nodes]
+                            dict(env, **{k: f"{v}-{i}" for k, v in extra.items()})) for i, n in enumerate(nodes)]
                 got = [r.result() for r in runs]
                 return {"ok_per_s": round(sum(g["ok_per_s"] for g in got), 1),
                         "non2xx": sum(g.get("non2xx", 0) for g in got),

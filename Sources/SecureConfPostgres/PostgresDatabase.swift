@@ -54,7 +54,10 @@ final class PostgresDatabase: Sendable {
             configuration.options.minimumConnections = 0
             configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeoutSeconds * 1000))
             configuration.options.additionalStartupParameters = [("application_name", "secureconf")]
-            return PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "secureconf.postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
+            return PostgresClient(
+                configuration: configuration,
+                backgroundLogger: Logger(label: "secureconf.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+            )
         }
     }
 
@@ -215,7 +218,9 @@ final class PostgresDatabase: Sendable {
     /// Runs `body` against the active host within the deadline.
     func run<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         guard reachable.load(ordering: .relaxed) else {
-            throw StoreError.unavailable("PostgreSQL (\(settings.hosts.map(\.description).joined(separator: ", "))) is unreachable (\(lastProblem.withLock { $0 } ?? "no answer")); retrying")
+            throw StoreError.unavailable(
+                "PostgreSQL (\(settings.hosts.map(\.description).joined(separator: ", "))) is unreachable (\(lastProblem.withLock { $0 } ?? "no answer")); retrying"
+            )
         }
         let used = active.withLock { $0 }
         let client = clients[used]
@@ -227,7 +232,10 @@ final class PostgresDatabase: Sendable {
             let left = inFlight.subtract(1, ordering: .relaxed).newValue
             observer?.databaseOperations(inUse: min(left, settings.maxConnections), waiting: max(0, left - settings.maxConnections))
             let elapsed = ContinuousClock.now - started
-            observer?.databaseOperationFinished(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, failure: failed)
+            observer?.databaseOperationFinished(
+                seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                failure: failed
+            )
         }
         do {
             let value = try await Self.deadline(timeout ?? self.timeout) { try await body(client) }
@@ -334,7 +342,9 @@ final class PostgresDatabase: Sendable {
                 recover(lost: true)
                 return .unavailable("PostgreSQL (\(activeHost)) is shutting down or starting (SQLSTATE \(state))")
             case "28P01", "28000":
-                return .unavailable("PostgreSQL (\(activeHost)) refused the credentials (SQLSTATE \(state)); check OSC_DATABASE_URL's user and password")
+                return .unavailable(
+                    "PostgreSQL (\(activeHost)) refused the credentials (SQLSTATE \(state)); check OSC_DATABASE_URL's user and password"
+                )
             case "40001", "40P01":
                 return .unavailable("PostgreSQL (\(activeHost)): the transaction conflicted with another (SQLSTATE \(state)); retry")
             default:

@@ -87,7 +87,9 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         }
         guard let database = String(path).removingPercentEncoding else { throw fail("the database name is badly escaped") }
         var settings = PostgresSettings(hosts: [], user: user, password: password, database: database.isEmpty ? user : database)
-        guard settings.database.utf8.count <= 63, !settings.database.contains("\0") else { throw fail("the database name is not a PostgreSQL name (at most 63 bytes)") }
+        guard settings.database.utf8.count <= 63, !settings.database.contains("\0") else {
+            throw fail("the database name is not a PostgreSQL name (at most 63 bytes)")
+        }
         guard user.utf8.count <= 63, !user.contains("\0") else { throw fail("the user name is not a PostgreSQL name (at most 63 bytes)") }
         settings.hosts = try hosts(String(authority), variable: "OSC_DATABASE_URL")
         for pair in query.split(separator: "&") where !pair.isEmpty {
@@ -117,7 +119,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
                 throw fail("unknown parameter '\(name.prefix(40))' (known: sslmode, sslrootcert, pool_max, connect_timeout)")
             }
         }
-        if (settings.sslMode == .verifyCA || settings.sslMode == .verifyFull), settings.sslRootCert == nil {
+        if settings.sslMode == .verifyCA || settings.sslMode == .verifyFull, settings.sslRootCert == nil {
             throw fail("sslmode=\(settings.sslMode.rawValue) needs sslrootcert=/path/to/ca.pem")
         }
         if let hostList {
@@ -145,7 +147,9 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
             var name = Substring(item)
             var port = 5432
             if name.hasPrefix("[") {
-                guard let close = name.firstIndex(of: "]") else { throw Problem(variable: variable, problem: "'\(item.prefix(80))' has an unclosed '['") }
+                guard let close = name.firstIndex(of: "]") else {
+                    throw Problem(variable: variable, problem: "'\(item.prefix(80))' has an unclosed '['")
+                }
                 let after = name[name.index(after: close)...]
                 name = name[name.index(after: name.startIndex)..<close]
                 if after.hasPrefix(":") {

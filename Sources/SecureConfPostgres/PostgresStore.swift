@@ -99,7 +99,9 @@ public final class PostgresStore: ConfigStorage, Sendable {
         do {
             let readOnly = try await database.run { client in
                 var readOnly = true
-                for try await r in try await client.query("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'").decode(Bool.self) {
+                for try await r in try await client.query("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'").decode(
+                    Bool.self
+                ) {
                     readOnly = r
                 }
                 return readOnly
@@ -195,7 +197,8 @@ public final class PostgresStore: ConfigStorage, Sendable {
     // MARK: Entries
 
     static let entryColumns = "id, environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at"
-    static let revisionColumns = "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, purges_through_hlc, purges_through_origin"
+    static let revisionColumns =
+        "environment, key, category, ciphertext, hlc, origin, deleted, created_at, updated_at, actor, purges_through_hlc, purges_through_origin"
 
     public func entry(_ name: EntryName) async throws -> ConfigEntry? {
         let environment = try TenantNames.stored(name)
@@ -290,7 +293,13 @@ public final class PostgresStore: ConfigStorage, Sendable {
         let plan = self.plan
         _ = try await commit(audit: audit) { tx in
             let current = try await tx.current(environment, name.key)
-            let (revision, delta) = try plan.delete(environment: environment, key: name.key, current: current, actor: actor, authenticates: authenticates)
+            let (revision, delta) = try plan.delete(
+                environment: environment,
+                key: name.key,
+                current: current,
+                actor: actor,
+                authenticates: authenticates
+            )
             return (try await tx.record(revision, replacing: current), delta)
         }
     }
@@ -348,7 +357,11 @@ public final class PostgresStore: ConfigStorage, Sendable {
         }
     }
 
-    public func pastStates(tenant: String, environment: String, atOrBeforeMicros micros: Int64) async throws -> [(current: ConfigEntry, past: PastState)] {
+    public func pastStates(
+        tenant: String,
+        environment: String,
+        atOrBeforeMicros micros: Int64
+    ) async throws -> [(current: ConfigEntry, past: PastState)] {
         try TenantNames.checkLocal(tenant)
         let stored = TenantNames.stored(tenant: tenant, environment: environment)
         return try await database.snapshot { tx in
@@ -424,7 +437,8 @@ public final class PostgresStore: ConfigStorage, Sendable {
             if tenant == Revision.defaultTenant {
                 sql += " AND (environment IS NULL OR substr(environment, 1, 1) <> chr(2))"
             } else {
-                sql += " AND environment >= \(bind(TenantNames.stored(tenant: tenant, environment: ""))) AND environment < \(bind("\u{2}\(tenant)\u{3}"))"
+                sql +=
+                    " AND environment >= \(bind(TenantNames.stored(tenant: tenant, environment: ""))) AND environment < \(bind("\u{2}\(tenant)\u{3}"))"
             }
         }
         if let v = filter.action { sql += " AND action = \(bind(v))" }
@@ -450,7 +464,9 @@ public final class PostgresStore: ConfigStorage, Sendable {
     public func verifyAudit() async throws -> AuditVerification {
         try await database.snapshot(timeout: .seconds(600)) { tx in
             var head: (Int64, String)?
-            for try await h in try await tx.query("SELECT last_id, hash FROM audit_head WHERE singleton = 1").decode((Int64, String).self) { head = h }
+            for try await h in try await tx.query("SELECT last_id, hash FROM audit_head WHERE singleton = 1").decode((Int64, String).self) {
+                head = h
+            }
             guard let (headID, headHash) = head else {
                 return AuditVerification(valid: false, records: 0, firstBroken: 1, headHash: AuditChain.genesisHex)
             }
@@ -521,7 +537,9 @@ public final class PostgresStore: ConfigStorage, Sendable {
             let (value, delta) = try await body(tx)
             var live: Int64?
             if delta != 0 {
-                for try await n in try await tx.query("UPDATE counters SET value = value + \(delta) WHERE name = 'live_entries' RETURNING value").decode(Int64.self) {
+                for try await n in try await tx.query("UPDATE counters SET value = value + \(delta) WHERE name = 'live_entries' RETURNING value")
+                    .decode(Int64.self)
+                {
                     live = n
                 }
             }

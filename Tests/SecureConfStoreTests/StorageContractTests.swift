@@ -42,7 +42,14 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
         let name = "contract_\(UUID().uuidString.prefix(8).lowercased())"
         let host = settings.hosts[0]
         let connection = try await PostgresConnection.connect(
-            configuration: .init(host: host.name, port: host.port, username: settings.user, password: settings.password, database: settings.database, tls: .disable),
+            configuration: .init(
+                host: host.name,
+                port: host.port,
+                username: settings.user,
+                password: settings.password,
+                database: settings.database,
+                tls: .disable
+            ),
             id: 1,
             logger: Logger(label: "test")
         )
@@ -84,7 +91,14 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
         await #expect(throws: StoreError.versionNotFound(environment: "prod", key: "db", version: 4)) {
             _ = try await store.version(4, of: name("db"))
         }
-        let (back, version) = try await store.rollback(name("db"), category: "c", ciphertext: "t1b", actor: "a", audit: nil, authenticates: Self.accept)
+        let (back, version) = try await store.rollback(
+            name("db"),
+            category: "c",
+            ciphertext: "t1b",
+            actor: "a",
+            audit: nil,
+            authenticates: Self.accept
+        )
         #expect(back.ciphertext == "t1b" && version == 4 && !back.deleted)
         #expect(store.liveEntryCount == 1)
     }
@@ -95,12 +109,42 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
         defer { Task { await store.close() } }
         for i in 0..<7 { _ = try await store.create(name("k\(i)"), category: i % 2 == 0 ? "even" : nil, ciphertext: "t", actor: nil, audit: nil) }
         _ = try await store.create(name("k0", tenant: "acme"), category: nil, ciphertext: "other", actor: nil, audit: nil)
-        _ = try await store.create(EntryName(environment: EntryNames.identityEnvironment, key: "user"), category: nil, ciphertext: "u", actor: nil, audit: nil)
-        let all = try await store.list(tenant: Revision.defaultTenant, environment: nil, category: nil, limit: nil, offset: 0, afterID: nil, includeDeleted: false)
+        _ = try await store.create(
+            EntryName(environment: EntryNames.identityEnvironment, key: "user"),
+            category: nil,
+            ciphertext: "u",
+            actor: nil,
+            audit: nil
+        )
+        let all = try await store.list(
+            tenant: Revision.defaultTenant,
+            environment: nil,
+            category: nil,
+            limit: nil,
+            offset: 0,
+            afterID: nil,
+            includeDeleted: false
+        )
         #expect(all.map(\.key) == (0..<7).map { "k\($0)" }, "no other tenant's entries, no users")
-        let page = try await store.list(tenant: Revision.defaultTenant, environment: "prod", category: nil, limit: 3, offset: 0, afterID: all[1].id, includeDeleted: false)
+        let page = try await store.list(
+            tenant: Revision.defaultTenant,
+            environment: "prod",
+            category: nil,
+            limit: 3,
+            offset: 0,
+            afterID: all[1].id,
+            includeDeleted: false
+        )
         #expect(page.map(\.key) == ["k2", "k3", "k4"])
-        let even = try await store.list(tenant: Revision.defaultTenant, environment: nil, category: "even", limit: nil, offset: 1, afterID: nil, includeDeleted: false)
+        let even = try await store.list(
+            tenant: Revision.defaultTenant,
+            environment: nil,
+            category: "even",
+            limit: nil,
+            offset: 1,
+            afterID: nil,
+            includeDeleted: false
+        )
         #expect(even.map(\.key) == ["k2", "k4", "k6"])
         let acme = try await store.list(tenant: "acme", environment: nil, category: nil, limit: nil, offset: 0, afterID: nil, includeDeleted: false)
         #expect(acme.map(\.ciphertext) == ["other"] && acme.map(\.tenant) == ["acme"])
@@ -112,7 +156,9 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
         let store = try await engine.open(maxVersions: 2)
         defer { Task { await store.close() } }
         _ = try await store.create(name("k"), category: nil, ciphertext: "v1", actor: nil, audit: nil)
-        for v in 2...4 { _ = try await store.update(name("k"), category: nil, ciphertext: "v\(v)", actor: nil, audit: nil, authenticates: Self.accept) }
+        for v in 2...4 {
+            _ = try await store.update(name("k"), category: nil, ciphertext: "v\(v)", actor: nil, audit: nil, authenticates: Self.accept)
+        }
         let history = try #require(try await store.history(name("k")))
         #expect(history.prunedCount == 2 && history.versions.map(\.version) == [3, 4])
         await #expect(throws: StoreError.versionPruned(environment: "prod", key: "k", version: 1)) {
@@ -196,7 +242,13 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
         let start = try await store.lastChangeSeq()
         _ = try await store.create(name("k"), category: nil, ciphertext: "t1", actor: nil, audit: nil)
         _ = try await store.update(name("k"), category: nil, ciphertext: "t2", actor: nil, audit: nil, authenticates: Self.accept)
-        _ = try await store.create(EntryName(environment: EntryNames.identityEnvironment, key: "user"), category: nil, ciphertext: "u", actor: nil, audit: nil)
+        _ = try await store.create(
+            EntryName(environment: EntryNames.identityEnvironment, key: "user"),
+            category: nil,
+            ciphertext: "u",
+            actor: nil,
+            audit: nil
+        )
         try await store.delete(name("k"), actor: nil, audit: nil, authenticates: Self.accept)
         _ = try await store.create(name("k"), category: nil, ciphertext: "t3", actor: nil, audit: nil)
         let page = try await store.changes(after: start, limit: 100)

@@ -12,7 +12,9 @@ public enum NodeSnapshot {
     /// Snapshots are of SQLite files: a node on PostgreSQL has its data backed up with the database.
     static func sqliteOnly(_ c: NodeConfiguration) throws {
         if c.database != nil {
-            throw Failure(description: "this node keeps its data in PostgreSQL (OSC_DATABASE_URL): back it up with pg_dump and restore it with pg_restore")
+            throw Failure(
+                description: "this node keeps its data in PostgreSQL (OSC_DATABASE_URL): back it up with pg_dump and restore it with pg_restore"
+            )
         }
     }
 

@@ -65,7 +65,12 @@ public final class SecureConfNode: Sendable {
     /// over existing data or serving data encrypted under a different salt.
     /// `opened`: a store opened already (PostgreSQL's opens asynchronously, in `start`);
     /// nil opens SQLite's at `databasePath`.
-    public init(configuration: NodeConfiguration, metrics: ServerMetrics = ServerMetrics(), logger: Logger, store opened: (any ConfigStorage)? = nil) throws {
+    public init(
+        configuration: NodeConfiguration,
+        metrics: ServerMetrics = ServerMetrics(),
+        logger: Logger,
+        store opened: (any ConfigStorage)? = nil
+    ) throws {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
@@ -141,7 +146,10 @@ public final class SecureConfNode: Sendable {
         )
         if let settings = configuration.clusterSettings {
             guard let replicated else {
-                throw StartupError(description: "a replica or federated cluster keeps its data in SQLite on every node; nodes on PostgreSQL share one database instead (unset OSC_CLUSTER_ENABLED)")
+                throw StartupError(
+                    description:
+                        "a replica or federated cluster keeps its data in SQLite on every node; nodes on PostgreSQL share one database instead (unset OSC_CLUSTER_ENABLED)"
+                )
             }
             cluster = ClusterCoordinator(
                 settings: settings,

@@ -1,8 +1,8 @@
 import Prometheus
-import SecureConfPostgres
 import SecureConfCluster
 import SecureConfCore
 import SecureConfCrypto
+import SecureConfPostgres
 import SecureConfStore
 import Synchronization
 
