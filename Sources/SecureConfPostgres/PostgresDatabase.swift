@@ -276,13 +276,15 @@ final class PostgresDatabase: Sendable {
         let logger = self.logger
         return try await run(timeout: timeout) { client in
             try await client.withConnection { connection in
-                try await connection.query(begin, logger: logger)
+                try await connection.execute(begin, logger: logger)
                 do {
                     let value = try await body(PostgresTransaction(connection, logger: logger))
-                    try await connection.query("COMMIT", logger: logger)
+                    // Past its deadline the caller was told 503: what it did must not commit.
+                    if Task.isCancelled { throw CancellationError() }
+                    try await connection.execute("COMMIT", logger: logger)
                     return value
                 } catch {
-                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    try? await connection.execute("ROLLBACK", logger: logger)
                     throw error
                 }
             }
@@ -324,7 +326,9 @@ final class PostgresDatabase: Sendable {
     /// with why in words that hold no query text, bind value or password.
     private func failure(_ error: any Error) -> StoreError {
         if error is DeadlineExceeded {
-            recover(lost: true)
+            // Slow is not gone (a busy pool, a long query): look for the writable host, but
+            // keep serving meanwhile.
+            recover(lost: false)
             return .unavailable("PostgreSQL (\(activeHost)) did not answer within \(timeout)")
         }
         guard let psql = error as? PSQLError else {

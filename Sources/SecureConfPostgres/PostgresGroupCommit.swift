@@ -104,22 +104,22 @@ final class PostgresGroupCommit: Sendable {
                         }
                         for record in try await tx.appendAudits(drafts) { results.append(.success(record)) }
                     case let .write(body):
-                        try await tx.query("SAVEPOINT request")
+                        try await tx.execute("SAVEPOINT request")
                         do {
                             let value = try await body(tx)
-                            try await tx.query("RELEASE SAVEPOINT request")
+                            try await tx.execute("RELEASE SAVEPOINT request")
                             results.append(.success(value))
                             wrote = true
                         } catch {
                             // Undone alone; a connection that is gone fails the whole batch here.
-                            try await tx.query("ROLLBACK TO SAVEPOINT request")
-                            try await tx.query("RELEASE SAVEPOINT request")
+                            try await tx.execute("ROLLBACK TO SAVEPOINT request")
+                            try await tx.execute("RELEASE SAVEPOINT request")
                             results.append(.failure(error is StoreError ? error : PostgresDatabase.refusal(error)))
                         }
                         i += 1
                     }
                 }
-                if wrote { try await tx.query("SELECT pg_notify(\(channel), '')") }
+                if wrote { try await tx.execute("SELECT pg_notify(\(channel), '')") }
                 return results
             }
             for (job, result) in zip(batch, results) { job.done.resume(with: result) }

@@ -109,20 +109,20 @@ enum PostgresSchema {
     /// than this node knows (a node of an older release must not write to it).
     static func migrate(_ client: PostgresClient, logger: Logger) async throws -> Int {
         try await client.withConnection { connection in
-            try await connection.query("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
+            try await connection.execute("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
             do {
                 let applied = try await apply(connection, logger: logger)
-                try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+                try await connection.execute("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
                 return applied
             } catch {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+                try? await connection.execute("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
                 throw error
             }
         }
     }
 
     private static func apply(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
-        try await connection.query(
+        try await connection.execute(
             """
             CREATE TABLE IF NOT EXISTS secureconf_migrations (
                 version integer PRIMARY KEY,
@@ -143,8 +143,8 @@ enum PostgresSchema {
         var applied = 0
         for migration in migrations where !have.contains(migration.version) {
             try await connection.withTransaction(logger: logger) { tx in
-                for statement in migration.sql { try await tx.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
-                try await tx.query(
+                for statement in migration.sql { try await tx.execute(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                try await tx.execute(
                     "INSERT INTO secureconf_migrations(version, name) VALUES (\(migration.version), \(migration.name))",
                     logger: logger
                 )

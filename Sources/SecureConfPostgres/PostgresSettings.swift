@@ -56,15 +56,19 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         var rest = Substring(raw)
         guard let schemeEnd = rest.range(of: "://") else { throw fail("is not a URL: expected postgres://user:password@host:port/database") }
         let scheme = rest[..<schemeEnd.lowerBound].lowercased()
-        guard scheme == "postgres" || scheme == "postgresql" else { throw fail("scheme '\(scheme.prefix(20))' is not postgres or postgresql") }
+        guard scheme == "postgres" || scheme == "postgresql" else { throw fail("the scheme is not postgres or postgresql") }
         rest = rest[schemeEnd.upperBound...]
         var user = "postgres"
         var password: String?
         // The user information ends at the last '@', before anything else is split: a password
         // holding '/', '?' or '#' unescaped must never end up in a host, a path or a parameter
         // (and so in an error message).
+        // The user information ends at the last '@' before the parameters (a '@' in a
+        // parameter, say a certificate path, is not the password's end). A password holding
+        // '?' must be percent-encoded, as libpq requires; nothing of the URL is quoted in errors.
         var authority = rest
-        if let at = rest.lastIndex(of: "@") {
+        let beforeParameters = rest[..<(rest.firstIndex(of: "?") ?? rest.endIndex)]
+        if let at = beforeParameters.lastIndex(of: "@") {
             let info = rest[..<at]
             authority = rest[rest.index(after: at)...]
             let parts = info.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
@@ -91,7 +95,8 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
             throw fail("the database name is not a PostgreSQL name (at most 63 bytes)")
         }
         guard user.utf8.count <= 63, !user.contains("\0") else { throw fail("the user name is not a PostgreSQL name (at most 63 bytes)") }
-        settings.hosts = try hosts(String(authority), variable: "OSC_DATABASE_URL")
+        // OSC_DATABASE_HOSTS replaces the URL's hosts, which are then not looked at.
+        settings.hosts = hostList == nil ? try hosts(String(authority), variable: "OSC_DATABASE_URL", quote: false) : []
         for pair in query.split(separator: "&") where !pair.isEmpty {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = String(kv[0])
@@ -99,31 +104,31 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
             switch name {
             case "sslmode":
                 guard let mode = SSLMode(rawValue: value) else {
-                    throw fail("sslmode '\(value.prefix(20))' is not one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw fail("sslmode is not one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 settings.sslMode = mode
             case "sslrootcert":
                 settings.sslRootCert = value
             case "pool_max":
-                guard let n = Int(value), (1...256).contains(n) else { throw fail("pool_max '\(value.prefix(20))' is not 1 to 256") }
+                guard let n = Int(value), (1...256).contains(n) else { throw fail("pool_max is not 1 to 256") }
                 settings.maxConnections = n
             case "connect_timeout":
                 guard let n = Double(value), n.isFinite, (0.1...300).contains(n) else {
-                    throw fail("connect_timeout '\(value.prefix(20))' is not 0.1 to 300 seconds")
+                    throw fail("connect_timeout is not 0.1 to 300 seconds")
                 }
                 settings.connectTimeoutSeconds = n
             case "target_session_attrs", "application_name":
                 // The writable host is always what a node looks for; the name is its own.
                 continue
             default:
-                throw fail("unknown parameter '\(name.prefix(40))' (known: sslmode, sslrootcert, pool_max, connect_timeout)")
+                throw fail("a parameter is not one of sslmode, sslrootcert, pool_max, connect_timeout")
             }
         }
         if settings.sslMode == .verifyCA || settings.sslMode == .verifyFull, settings.sslRootCert == nil {
             throw fail("sslmode=\(settings.sslMode.rawValue) needs sslrootcert=/path/to/ca.pem")
         }
         if let hostList {
-            settings.hosts = try hosts(hostList, variable: "OSC_DATABASE_HOSTS")
+            settings.hosts = try hosts(hostList, variable: "OSC_DATABASE_HOSTS", quote: true)
         }
         if let passwordFile {
             guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
@@ -139,36 +144,40 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `host[:port]` items separated by commas (IPv6 in brackets), default port 5432, at most 8.
-    static func hosts(_ text: String, variable: String) throws(Problem) -> [Host] {
+    /// `quote`: whether an error may show the item (not for the URL's, which a misplaced
+    /// password may have ended up in).
+    static func hosts(_ text: String, variable: String, quote: Bool) throws(Problem) -> [Host] {
         var out: [Host] = []
-        for item in text.split(separator: ",") {
-            let item = item.trimmingCharacters(in: .whitespaces)
+        for raw in text.split(separator: ",") {
+            let trimmed = raw.trimmingCharacters(in: .whitespaces)
+            let item = trimmed
+            let shown = quote ? "'\(trimmed.prefix(80))'" : "a host"
             guard !item.isEmpty else { continue }
             var name = Substring(item)
             var port = 5432
             if name.hasPrefix("[") {
                 guard let close = name.firstIndex(of: "]") else {
-                    throw Problem(variable: variable, problem: "'\(item.prefix(80))' has an unclosed '['")
+                    throw Problem(variable: variable, problem: "\(shown) has an unclosed '['")
                 }
                 let after = name[name.index(after: close)...]
                 name = name[name.index(after: name.startIndex)..<close]
                 if after.hasPrefix(":") {
                     guard let p = Int(after.dropFirst()), (1...65535).contains(p) else {
-                        throw Problem(variable: variable, problem: "'\(item.prefix(80))' has no valid port")
+                        throw Problem(variable: variable, problem: "\(shown) has no valid port")
                     }
                     port = p
                 } else if !after.isEmpty {
-                    throw Problem(variable: variable, problem: "'\(item.prefix(80))' is not host:port")
+                    throw Problem(variable: variable, problem: "\(shown) is not host:port")
                 }
             } else if let colon = name.lastIndex(of: ":") {
                 guard let p = Int(name[name.index(after: colon)...]), (1...65535).contains(p) else {
-                    throw Problem(variable: variable, problem: "'\(item.prefix(80))' has no valid port")
+                    throw Problem(variable: variable, problem: "\(shown) has no valid port")
                 }
                 port = p
                 name = name[..<colon]
             }
             guard !name.isEmpty, name.utf8.count <= 253, !name.contains(where: { $0 == "/" || $0 == "@" || $0.isWhitespace }) else {
-                throw Problem(variable: variable, problem: "'\(item.prefix(80))' is not a host name")
+                throw Problem(variable: variable, problem: "\(shown) is not a host name")
             }
             out.append(Host(name: String(name), port: port))
         }

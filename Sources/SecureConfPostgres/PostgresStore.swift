@@ -51,7 +51,8 @@ public final class PostgresStore: ConfigStorage, Sendable {
         )
         do {
             try await database.start()
-            _ = try await database.run { client in try await PostgresSchema.migrate(client, logger: logger) }
+            // Waiting for another node's migration lock is part of it: a long deadline.
+            _ = try await database.run(timeout: .seconds(600)) { client in try await PostgresSchema.migrate(client, logger: logger) }
             let (live, maxHLC) = try await database.run { client in
                 var live = 0
                 var maxHLC: Int64 = 0
@@ -171,7 +172,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
 
     public func setMetadata(_ name: String, _ value: String) throws {
         try database.blocking { client in
-            try await client.query(
+            try await client.execute(
                 "INSERT INTO meta(name, value) VALUES (\(name), \(value)) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
             )
         }
@@ -179,7 +180,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
 
     public func claimMetadata(_ name: String, _ value: String) throws -> String {
         try database.blocking { client in
-            try await client.query("INSERT INTO meta(name, value) VALUES (\(name), \(value)) ON CONFLICT (name) DO NOTHING")
+            try await client.execute("INSERT INTO meta(name, value) VALUES (\(name), \(value)) ON CONFLICT (name) DO NOTHING")
             var stored = value
             for try await v in try await client.query("SELECT value FROM meta WHERE name = \(name)").decode(String.self) { stored = v }
             return stored

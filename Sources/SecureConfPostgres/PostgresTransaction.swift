@@ -17,9 +17,16 @@ final class PostgresTransaction: @unchecked Sendable {
         self.logger = logger
     }
 
-    @discardableResult
     func query(_ query: PostgresQuery) async throws -> PostgresRowSequence {
         try await connection.query(query, logger: logger)
+    }
+
+    /// Runs a statement whose rows are not wanted, to its end: the driver answers `query`
+    /// before the statement has run, and an error it meets later (a refused lock, a full
+    /// NOTIFY queue) is lost with a result left unread, leaving the transaction aborted for a
+    /// COMMIT that PostgreSQL then answers with ROLLBACK.
+    func execute(_ query: PostgresQuery) async throws {
+        try await connection.execute(query, logger: logger)
     }
 
     private func one<T: PostgresDecodable & Sendable>(_ type: T.Type, _ q: PostgresQuery) async throws -> T? {
@@ -31,7 +38,7 @@ final class PostgresTransaction: @unchecked Sendable {
     /// Takes the write lock: the `last_seq` row, held to commit. Every write of every node
     /// takes it first, so what a write reads after it is everything committed before.
     func lockWrites() async throws {
-        try await query("SELECT value FROM counters WHERE name = 'last_seq' FOR UPDATE")
+        try await execute("SELECT value FROM counters WHERE name = 'last_seq' FOR UPDATE")
     }
 
     /// The current entry of (environment, key), deleted or not.
@@ -47,7 +54,7 @@ final class PostgresTransaction: @unchecked Sendable {
         guard let seq = try await one(Int64.self, "UPDATE counters SET value = value + 1 WHERE name = 'last_seq' RETURNING value") else {
             throw StoreError.unavailable("sequence counter missing")
         }
-        try await query(
+        try await execute(
             """
             INSERT INTO revisions(seq, \(unescaped: PostgresStore.revisionColumns))
             VALUES (\(seq), \(r.environment), \(r.key), \(r.category), \(r.ciphertext), \(r.hlc), \(r.origin), \(r.deleted),
@@ -58,7 +65,7 @@ final class PostgresTransaction: @unchecked Sendable {
         let id: Int64
         if let current {
             id = current.id
-            try await query(
+            try await execute(
                 """
                 UPDATE entries SET category = \(r.category), ciphertext = \(r.ciphertext), hlc = \(r.hlc), origin = \(r.origin),
                   deleted = \(r.deleted), created_at = \(r.createdAt), updated_at = \(r.updatedAt) WHERE id = \(id)
@@ -118,14 +125,14 @@ final class PostgresTransaction: @unchecked Sendable {
             }
         }
         for s in surplus {
-            try await query(
+            try await execute(
                 """
                 INSERT INTO pruned_revisions(environment, key, hlc, origin, deleted, seq)
                 VALUES (\(environment), \(key), \(s.hlc), \(s.origin), \(s.deleted), \(s.seq)) ON CONFLICT DO NOTHING
                 """
             )
-            try await query("DELETE FROM revisions WHERE seq = \(s.seq)")
-            try await query("UPDATE counters SET value = GREATEST(value, \(s.seq)) WHERE name = 'pruned_through_seq'")
+            try await execute("DELETE FROM revisions WHERE seq = \(s.seq)")
+            try await execute("UPDATE counters SET value = GREATEST(value, \(s.seq)) WHERE name = 'pruned_through_seq'")
         }
     }
 
@@ -178,7 +185,7 @@ final class PostgresTransaction: @unchecked Sendable {
         for draft in drafts {
             let id = lastID + 1
             let hash = AuditChain.hash(previousHex: previous, id: id, draft)
-            try await query(
+            try await execute(
                 """
                 INSERT INTO audit_log(\(unescaped: Self.auditColumns))
                 VALUES (\(id), \(draft.time), \(draft.nodeID), \(draft.actor), \(draft.client), \(draft.action), \(draft.environment),
@@ -188,7 +195,7 @@ final class PostgresTransaction: @unchecked Sendable {
             records.append(AuditRecord(id: id, draft: draft, hash: hash))
             (lastID, previous) = (id, hash)
         }
-        try await query("UPDATE audit_head SET last_id = \(lastID), hash = \(previous) WHERE singleton = 1")
+        try await execute("UPDATE audit_head SET last_id = \(lastID), hash = \(previous) WHERE singleton = 1")
         return records
     }
 
@@ -216,5 +223,19 @@ final class PostgresTransaction: @unchecked Sendable {
             )
         }
         return out
+    }
+}
+
+extension PostgresConnection {
+    /// A statement run to its end, its rows (if any) read and dropped (`PostgresTransaction.execute`).
+    func execute(_ query: PostgresQuery, logger: Logger) async throws {
+        for try await _ in try await self.query(query, logger: logger) {}
+    }
+}
+
+extension PostgresClient {
+    /// A statement run to its end, its rows (if any) read and dropped (`PostgresTransaction.execute`).
+    func execute(_ query: PostgresQuery) async throws {
+        for try await _ in try await self.query(query) {}
     }
 }
