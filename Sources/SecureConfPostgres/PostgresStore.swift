@@ -224,10 +224,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
         try TenantNames.checkLocal(tenant)
         var sql = "SELECT \(Self.entryColumns) FROM entries WHERE \(includeDeleted ? "TRUE" : "NOT deleted")"
         var binds = PostgresBindings()
-        func bind(_ value: some PostgresDynamicTypeEncodable) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
-        }
+        func bind(_ value: some PostgresDynamicTypeEncodable) -> String { binds.placeholder(value) }
         if let environment {
             sql += " AND environment = \(bind(TenantNames.stored(tenant: tenant, environment: environment)))"
         } else if tenant == Revision.defaultTenant {
@@ -426,10 +423,7 @@ public final class PostgresStore: ConfigStorage, Sendable {
     public func auditRecords(_ filter: AuditFilter, afterID: Int64?, limit: Int) async throws -> [AuditRecord] {
         var sql = "SELECT \(PostgresTransaction.auditColumns) FROM audit_log WHERE TRUE"
         var binds = PostgresBindings()
-        func bind(_ value: some PostgresDynamicTypeEncodable) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
-        }
+        func bind(_ value: some PostgresDynamicTypeEncodable) -> String { binds.placeholder(value) }
         if let v = filter.key { sql += " AND key = \(bind(v))" }
         if let v = filter.environment {
             sql += " AND environment = \(bind(filter.tenant.map { TenantNames.stored(tenant: $0, environment: v) } ?? v))"
@@ -601,5 +595,13 @@ public final class PostgresStore: ConfigStorage, Sendable {
                 try c[i + 11].decode(String?.self).map { RevisionStamp(hlc: hlc, origin: $0) }
             }
         )
+    }
+}
+
+extension PostgresBindings {
+    /// Binds `value` and returns its placeholder (`$n`), for SQL put together clause by clause.
+    mutating func placeholder(_ value: some PostgresDynamicTypeEncodable) -> String {
+        append(value)
+        return "$\(count)"
     }
 }

@@ -82,19 +82,10 @@ public struct WritePlan: Sendable {
         authenticates: (String) -> Bool
     ) throws -> (Revision, delta: Int) {
         let current = try Self.live(current, environment: environment, key: key, authenticates: authenticates)
-        let revision = Revision(
-            environment: environment,
-            key: key,
-            category: category ?? current.category,
-            ciphertext: ciphertext,
-            hlc: try stamp(after: current.hlc, environment: environment, key: key),
-            origin: origin,
-            deleted: false,
-            createdAt: current.createdAt,
-            updatedAt: max(Self.nowMicros(), current.updatedAt),
-            actor: actor
+        return (
+            try put(environment: environment, key: key, over: current, category: category ?? current.category, ciphertext: ciphertext, actor: actor),
+            0
         )
-        return (revision, 0)
     }
 
     /// A delete of a live entry: a tombstone.
